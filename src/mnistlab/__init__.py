@@ -1,0 +1,5 @@
+"""mnistlab: design, train and compare neural networks on MNIST-family datasets."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
