@@ -1,0 +1,39 @@
+"""The Python entry points a notebook uses; the CLI calls exactly these."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mnistlab.data import Dataset, load_dataset
+from mnistlab.engine import History, Reporter, TrainConfig, fit
+from mnistlab.spec import ModelSpec, parse_model
+from mnistlab.zoo import get_model, zoo_models
+
+
+def model_spec(model: str | ModelSpec | dict[str, Any]) -> ModelSpec:
+    """A zoo id, a spec file (`file.yaml[:ID]`), a spec dict, or a ModelSpec → validated ModelSpec."""
+    if isinstance(model, ModelSpec):
+        return parse_model(model.to_dict())  # re-validated: a hand-built spec gets the same checks
+    if isinstance(model, dict):
+        return parse_model(model)
+    return get_model(model)
+
+
+def train(
+    model: str | ModelSpec | dict[str, Any],
+    dataset: str | Dataset = "mnist",
+    data_dir: str | Path | None = None,
+    download: bool = False,
+    reporter: Reporter | None = None,
+    **options: Any,
+) -> History:
+    """Train one model; `options` are TrainConfig fields (epochs, batch_size, seed, device, ...)."""
+    spec = model_spec(model)
+    data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_dir=data_dir, download=download)
+    if options.get("out_dir") is not None:
+        options["out_dir"] = Path(options["out_dir"])
+    return fit(spec, data, TrainConfig(**options), reporter=reporter)
+
+
+__all__ = ["History", "TrainConfig", "load_dataset", "model_spec", "train", "zoo_models"]

@@ -1,0 +1,363 @@
+"""The training loop: Keras 2.2's `fit` semantics, with the data resident on the device.
+
+Why it is fast: the whole dataset sits on the device as uint8 and each batch is gathered and
+normalised there (no DataLoader, no worker processes, no host copies); loss and accuracy are
+accumulated in device tensors and read once per epoch, so a GPU never waits on the host inside
+an epoch. Why it is faithful: Keras initialisers and optimizers (see build.py, optim.py),
+Keras's running-mean train metrics with dropout active, and validation in inference mode.
+Why it is repeatable: every epoch's shuffle and dropout RNG are seeded from (seed, epoch), so a
+run resumed from a checkpoint continues exactly as an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import torch
+import torch.nn.functional as F
+
+from mnistlab.build import KerasModel, build_model, prepare_input
+from mnistlab.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
+from mnistlab.data import Dataset, stratified_split
+from mnistlab.errors import MnistlabError
+from mnistlab.optim import make_optimizer
+from mnistlab.spec import ModelSpec
+
+Protocol = Literal["split", "test"]
+EVAL_BATCH = 2000  # large: inference needs no gradients, and fewer launches is faster
+
+
+@dataclass
+class TrainConfig:
+    """Everything about one training run that is not the model itself."""
+
+    epochs: int | None = None  # None: the spec's training.epochs
+    batch_size: int | None = None  # None: the spec's training.batch_size
+    seed: int = 0
+    device: str = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    validate_on: Protocol = "split"
+    val_fraction: float = 0.1
+    split_seed: int = 0  # the validation split is the same for every model and seed, so they compare
+    train_limit: int | None = None
+    out_dir: Path | None = None  # checkpoints go here; None: no checkpoints
+    resume: bool = False
+    compile: bool = False
+
+
+@dataclass
+class History:
+    """What a run produced: per-epoch metrics, final test metrics, and test predictions."""
+
+    model_id: str
+    seed: int
+    protocol: Protocol
+    device: str
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    status: Literal["completed", "diverged"] = "completed"
+    diverged_epoch: int | None = None
+    test_loss: float | None = None
+    test_acc: float | None = None
+    images_per_second: float | None = None
+    images_per_second_note: str = ""
+    test_predictions: list[int] | None = None
+    test_labels: list[int] | None = None
+
+    def series(self, key: str) -> list[float]:
+        """One metric over epochs (loss, acc, val_loss, val_acc, seconds)."""
+        return [e[key] for e in self.epochs]
+
+    def to_json(self, predictions: bool = False) -> dict[str, Any]:
+        data = asdict(self)
+        if not predictions:
+            data.pop("test_predictions")
+            data.pop("test_labels")
+        for key in ("loss", "acc", "val_loss", "val_acc", "seconds"):
+            data[key] = self.series(key)
+        return data
+
+
+# --- devices and threads --------------------------------------------------------------------
+
+
+def usable_cpus() -> int:
+    """CPUs this process may use: affinity mask, further capped by a cgroup v2 quota."""
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            count = min(count, max(1, math.floor(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, count)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise MnistlabError("--device cuda: no CUDA device is available here; use --device cpu or auto")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise MnistlabError(f"--device {name}: choose auto, cpu or cuda")
+    return torch.device(name)
+
+
+def configure_threads() -> None:
+    """One intra-op thread per usable core: more oversubscribes and slows small convs down."""
+    torch.set_num_threads(usable_cpus())
+
+
+def _autocast(device: torch.device, precision: str) -> Any:
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+# --- the data a run sees --------------------------------------------------------------------
+
+
+@dataclass
+class DeviceData:
+    """uint8 images and int64 labels on the device, split by protocol."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+
+def place_data(dataset: Dataset, config: TrainConfig, device: torch.device) -> DeviceData:
+    """Hold out the validation set (or use the test set, as the seeds did) and move to device."""
+    if config.validate_on == "split":
+        train_idx, val_idx = stratified_split(dataset.train_labels, config.val_fraction, config.split_seed)
+        train_idx = train_idx.sort().values  # "the first N" of --train-limit means file order
+        val_x, val_y = dataset.train_images[val_idx], dataset.train_labels[val_idx]
+    else:
+        train_idx = torch.arange(len(dataset.train_labels))
+        val_x, val_y = dataset.test_images, dataset.test_labels
+    if config.train_limit is not None:
+        train_idx = train_idx[: config.train_limit]
+    return DeviceData(
+        train_x=dataset.train_images[train_idx].to(device),
+        train_y=dataset.train_labels[train_idx].to(device),
+        val_x=val_x.to(device),
+        val_y=val_y.to(device),
+        test_x=dataset.test_images.to(device),
+        test_y=dataset.test_labels.to(device),
+    )
+
+
+# --- one epoch ------------------------------------------------------------------------------
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch) % (2**63)
+
+
+def train_epoch(
+    model: KerasModel,
+    optimizer: torch.optim.Optimizer,
+    data: DeviceData,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    precision: str,
+    on_step: Callable[[int, int, torch.Tensor, torch.Tensor, int], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass over the training data; returns device tensors (summed loss, correct count)."""
+    device = data.train_x.device
+    model.train()
+    torch.manual_seed(_epoch_seed(seed, epoch))  # dropout; CPU and CUDA generators both
+    order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(_epoch_seed(seed, epoch)))
+    order = order.to(device)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    steps = math.ceil(len(order) / batch_size)
+    seen = 0
+    for step in range(steps):
+        index = order[step * batch_size : (step + 1) * batch_size]
+        x = prepare_input(data.train_x[index], model.input_shape)
+        y = data.train_y[index]
+        with _autocast(device, precision):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        # Keras's BaseLogger weights each batch's metric by its size.
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.detach().argmax(1) == y).sum()
+        seen += len(y)
+        if on_step is not None:
+            on_step(step + 1, steps, loss_sum, correct, seen)
+    return loss_sum, correct
+
+
+@torch.inference_mode()
+def evaluate(model: KerasModel, x: torch.Tensor, y: torch.Tensor, precision: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Inference-mode loss sum, correct count, and predicted labels, all still on the device."""
+    model.eval()
+    loss_sum = torch.zeros((), device=x.device)
+    predictions = []
+    for start in range(0, len(y), EVAL_BATCH):
+        xb = prepare_input(x[start : start + EVAL_BATCH], model.input_shape)
+        with _autocast(x.device, precision):
+            logits = model(xb).float()
+        loss_sum += F.cross_entropy(logits, y[start : start + EVAL_BATCH], reduction="sum")
+        predictions.append(logits.argmax(1))
+    predicted = torch.cat(predictions)
+    return loss_sum, (predicted == y).sum(), predicted
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+class Reporter:
+    """Receives progress; the CLI's rich progress bar implements this, tests and --quiet use the base."""
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None: ...
+
+    def step(self, step: int, steps: int, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int) -> None: ...
+
+    def end_epoch(self, epoch: int, epochs: int, metrics: dict[str, float]) -> None: ...
+
+    def wants_steps(self) -> bool:
+        return False
+
+
+def _checkpoint_identity(spec: ModelSpec, config: TrainConfig, batch_size: int, dataset: str) -> dict[str, Any]:
+    """What must match for a checkpoint to be resumed (else it belongs to another run).
+
+    The epoch count is left out on purpose: resuming with more epochs extends a run.
+    """
+    model = spec.to_dict()
+    model["training"].pop("epochs")
+    return {
+        "model": model,
+        "seed": config.seed,
+        "batch_size": batch_size,
+        "validate_on": config.validate_on,
+        "val_fraction": config.val_fraction,
+        "split_seed": config.split_seed,
+        "train_limit": config.train_limit,
+        "precision": config.precision,
+        "dataset": dataset,
+    }
+
+
+def fit(
+    spec: ModelSpec,
+    dataset: Dataset,
+    config: TrainConfig | None = None,
+    reporter: Reporter | None = None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+) -> History:
+    """Train `spec` on `dataset` as Keras 2.2's `fit` would, then evaluate once on the test set."""
+    config = config or TrainConfig()
+    reporter = reporter or Reporter()
+    epochs = config.epochs or spec.training.epochs
+    batch_size = config.batch_size or spec.training.batch_size
+    device = resolve_device(config.device)
+    configure_threads()
+    data = place_data(dataset, config, device)
+    model = build_model(spec, seed=config.seed).to(device)
+    optimizer = make_optimizer(spec.training.optimizer.name, model.parameters(), **spec.training.optimizer.args)
+    step_model: Any = torch.compile(model) if config.compile else model
+    history = History(model_id=spec.id, seed=config.seed, protocol=config.validate_on, device=str(device))
+    identity = _checkpoint_identity(spec, config, batch_size, dataset.info.name)
+    first_epoch = _maybe_resume(config, identity, model, optimizer, device, history)
+
+    train_seconds = 0.0
+    timed_images = 0
+    for epoch in range(first_epoch, epochs + 1):
+        steps = math.ceil(len(data.train_y) / batch_size)
+        reporter.start_epoch(epoch, epochs, steps)
+        started = time.perf_counter()
+        try:
+            loss_sum, correct = train_epoch(
+                step_model, optimizer, data, batch_size, config.seed, epoch, config.precision,
+                reporter.step if reporter.wants_steps() else None,
+            )
+            val_loss, val_correct, _ = evaluate(model, data.val_x, data.val_y, config.precision)
+        except torch.cuda.OutOfMemoryError:
+            raise MnistlabError(
+                f"model '{spec.id}': the GPU ran out of memory at batch size {batch_size}; "
+                f"try --batch-size {max(1, batch_size // 2)}"
+            ) from None
+        n = len(data.train_y)
+        metrics = {  # the one host sync of the epoch
+            "epoch": epoch,
+            "loss": loss_sum.item() / n,
+            "acc": correct.item() / n,
+            "val_loss": val_loss.item() / len(data.val_y),
+            "val_acc": val_correct.item() / len(data.val_y),
+        }
+        metrics["seconds"] = time.perf_counter() - started
+        history.epochs.append(metrics)
+        if epoch > 1 or epochs == 1:  # the first epoch pays for warm-up (allocation, compile)
+            train_seconds += metrics["seconds"]
+            timed_images += n
+        reporter.end_epoch(epoch, epochs, metrics)
+        if not all(math.isfinite(metrics[k]) for k in ("loss", "val_loss")):
+            history.status, history.diverged_epoch = "diverged", epoch
+            break
+        if config.out_dir is not None:
+            save_checkpoint(config.out_dir, epoch, model, optimizer, {"identity": identity, "history": history.epochs})
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)
+
+    if timed_images:
+        history.images_per_second = timed_images / train_seconds
+        history.images_per_second_note = (
+            "training only, epochs 2+ (the first epoch's warm-up excluded)" if epochs > 1 else "training only, one epoch"
+        )
+    if history.status == "completed":
+        test_loss, test_correct, predicted = evaluate(model, data.test_x, data.test_y, config.precision)
+        history.test_loss = test_loss.item() / len(data.test_y)
+        history.test_acc = test_correct.item() / len(data.test_y)
+        history.test_predictions = predicted.cpu().tolist()
+        history.test_labels = data.test_y.cpu().tolist()
+    history.model = model  # type: ignore[attr-defined]  # for weight plots; not serialised
+    return history
+
+
+def _maybe_resume(
+    config: TrainConfig,
+    identity: dict[str, Any],
+    model: KerasModel,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    history: History,
+) -> int:
+    """Load the last checkpoint when resuming; return the first epoch still to train."""
+    if config.out_dir is None:
+        return 1
+    info = read_checkpoint_info(config.out_dir)
+    if info is None:
+        return 1
+    if not config.resume:
+        raise MnistlabError(
+            f"{config.out_dir}: holds a checkpoint of an earlier run; pass --resume to continue it or choose another --out"
+        )
+    if info.get("identity") != identity:
+        raise MnistlabError(
+            f"{config.out_dir}: its checkpoint is of a different run (model, seed, data or settings differ); "
+            "choose another --out"
+        )
+    load_checkpoint(config.out_dir, model, optimizer, device)
+    history.epochs = list(info["history"])
+    return int(info["epoch"]) + 1
+
+
+def is_finished(out_dir: Path, epochs: int) -> bool:
+    """True when `out_dir` holds a checkpoint of the last epoch."""
+    info = read_checkpoint_info(out_dir)
+    return info is not None and int(info["epoch"]) >= epochs

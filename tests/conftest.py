@@ -1,0 +1,57 @@
+"""Shared fixtures: tiny generated datasets and specs, never the network."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from mnistlab.data import synthetic_dataset, write_dataset
+
+REAL_DATA_DIR = os.environ.get("MNISTLAB_DATA_DIR")
+
+
+def real_data_available(name: str = "mnist") -> bool:
+    """True when MNISTLAB_DATA_DIR points at the real files (integration tests need them)."""
+    if not REAL_DATA_DIR:
+        return False
+    root = Path(REAL_DATA_DIR)
+    return any((folder / "train-images-idx3-ubyte.gz").exists() or (folder / "train-images-idx3-ubyte").exists()
+               for folder in (root / name, root))
+
+
+needs_mnist = pytest.mark.skipif(not real_data_available(), reason="MNISTLAB_DATA_DIR with real MNIST not set")
+
+TINY_CNN = """\
+id: tiny-cnn
+description: a small CNN for tests
+input: [28, 28, 1]
+layers:
+  - {type: Conv2D, filters: 4, kernel_size: 3, strides: 2, activation: relu}
+  - {type: MaxPooling2D, pool_size: 2}
+  - {type: Dropout, rate: 0.25}
+  - {type: Flatten}
+  - {type: Dense, units: 16, activation: relu}
+  - {type: BatchNormalization}
+  - {type: Dense, units: 10, activation: softmax}
+training: {optimizer: adam, batch_size: 32, epochs: 2}
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset():
+    return synthetic_dataset(n_train=400, n_test=100, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory, tiny_dataset) -> Path:
+    """The synthetic dataset written as IDX files, usable as `--dataset DIR`."""
+    return write_dataset(tiny_dataset, tmp_path_factory.mktemp("tinydata"))
+
+
+@pytest.fixture()
+def tiny_spec_file(tmp_path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_CNN)
+    return path
