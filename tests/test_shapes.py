@@ -183,6 +183,19 @@ def test_rectangular_kernels_and_strides(kernel, strides, padding, input_shape):
         assert nchw_to_hwc(first_layer_output(spec, torch.zeros(1, c, h, w))) == expected
 
 
+@pytest.mark.parametrize(("size", "kernel", "stride"), [(3, 5, 1), (3, 5, 3), (2, 4, 1), (4, 5, 2)])
+def test_same_allows_window_larger_than_input(size, kernel, stride):
+    # TensorFlow accepts it with 'same' (only 'valid' needs k <= in).
+    for layer in (
+        {"type": "Conv2D", "filters": 2, "kernel_size": kernel, "strides": stride, "padding": "same"},
+        {"type": "MaxPooling2D", "pool_size": kernel, "strides": stride, "padding": "same"},
+    ):
+        spec = one_layer_model(layer, [size, size, 2])
+        expected = (math.ceil(size / stride), math.ceil(size / stride), 2)
+        assert resolve(spec).nodes[0].output_shape == expected
+        assert nchw_to_hwc(first_layer_output(spec, torch.randn(1, 2, size, size))) == expected
+
+
 # --- values: TF's padding placement -----------------------------------------------------------
 
 

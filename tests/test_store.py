@@ -352,7 +352,6 @@ def test_two_processes_share_a_store(tmp_path: Path) -> None:
         assert proc.returncode == 0, stderr
         assert "locked" not in stderr
     trained = [set(json.loads(stdout)) for stdout, _ in results]
-    print("SPLIT", [len(t) for t in trained])
     assert not trained[0] & trained[1], "a run was trained by both processes"
     with RunStore(root) as store:
         runs = store.runs()

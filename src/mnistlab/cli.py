@@ -133,6 +133,152 @@ def train(
             )
 
 
+StoreOption = Annotated[Path, typer.Option("--store", envvar="MNISTLAB_STORE", help="Run store folder.")]
+DEFAULT_STORE = Path("mnistlab-runs")
+
+
+@app.command()
+def experiments() -> None:
+    """List the built-in experiments."""
+    from mnistlab.experiment import builtin_experiments, load_experiment
+
+    table = Table(title="built-in experiments (mnistlab run NAME)")
+    for column in ("name", "models", "seeds", "protocol", "description"):
+        table.add_column(column)
+    for name in sorted(builtin_experiments()):
+        experiment, _ = load_experiment(name)
+        table.add_row(name, str(len(experiment.models)), str(len(experiment.seed_list)), experiment.protocol,
+                      experiment.description)
+    console.print(table)
+
+
+@app.command()
+def run(
+    experiment: Annotated[str, typer.Argument(help="A built-in experiment (mnistlab experiments) or an experiment file.")],
+    store: StoreOption = DEFAULT_STORE,
+    data_dir: DataDirOption = None,
+    download: Annotated[bool, typer.Option(help="Download the dataset if it is not found.")] = False,
+    report: Annotated[bool, typer.Option(help="Write the report when done.")] = True,
+    quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
+) -> None:
+    """Train every (model, seed) of an experiment not already in the store; resume interrupted ones."""
+    from mnistlab.engine import Reporter
+    from mnistlab.experiment import expand, load_experiment
+    from mnistlab.progress import RichReporter
+    from mnistlab.runner import run_experiment
+    from mnistlab.store import RunStore
+
+    spec, source = load_experiment(experiment)
+    tasks = expand(spec, source)
+    positions = {(t.model_id, t.seed): i for i, t in enumerate(tasks, start=1)}
+
+    def reporter_for(task):
+        if quiet:
+            return Reporter()
+        label = f"[{positions[(task.model_id, task.seed)]}/{len(tasks)}] {task.model_id} seed {task.seed} "
+        return RichReporter(console, label=label)
+
+    with RunStore(store) as run_store:
+        outcome = run_experiment(spec, run_store, source, data_dir=data_dir, download=download, reporter_for=reporter_for)
+        if not quiet:
+            console.print(
+                f"{spec.name}: trained {len(outcome.trained)}, already done {len(outcome.skipped_finished)}, "
+                f"left to another process {len(outcome.skipped_claimed)}  (store: {store})"
+            )
+        if report and not outcome.skipped_claimed:
+            _write_report(run_store, spec.name, store / "reports", data_dir, spec.dataset, quiet)
+
+
+def _write_report(run_store, name: str, out_dir: Path, data_dir: Optional[Path], dataset: str, quiet: bool) -> None:
+    from mnistlab.data import load_dataset
+    from mnistlab.errors import DataError
+    from mnistlab.report import write_report
+
+    try:
+        data = load_dataset(dataset, data_dir=data_dir)
+    except DataError:
+        data = None  # the report says the misclassified grid needs the dataset
+    paths = write_report(run_store, name, out_dir, dataset=data)
+    if not quiet:
+        console.print(f"report: {paths.html}  and  {paths.markdown}")
+
+
+@app.command()
+def report(
+    experiment: Annotated[str, typer.Argument(help="Experiment name (as stored) or file.")],
+    store: StoreOption = DEFAULT_STORE,
+    out: Annotated[Optional[Path], typer.Option(help="Folder for the HTML and Markdown (default: STORE/reports).")] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Write the comparison report (one self-contained HTML page and a Markdown file)."""
+    from mnistlab.store import RunStore
+
+    name = _experiment_name(experiment)
+    with RunStore(store) as run_store:
+        config = next((e.config for e in run_store.experiments() if e.name == name), None)
+        if config is None:
+            raise MnistlabError(f"{store}: no experiment '{name}' in this store; run it first with `mnistlab run {experiment}`")
+        _write_report(run_store, name, out or store / "reports", data_dir, config.get("dataset", "mnist"), quiet=False)
+
+
+def _experiment_name(experiment: str) -> str:
+    """A stored experiment's name from a name, a built-in name, or an experiment file."""
+    path = Path(experiment)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        from mnistlab.experiment import load_experiment
+
+        return load_experiment(path)[0].name
+    return experiment
+
+
+@app.command("ls")
+def ls_(
+    experiment: Annotated[Optional[str], typer.Argument(help="Show this experiment's runs.")] = None,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """List the stored experiments, or one experiment's runs."""
+    from mnistlab.report.terminal import experiments_table, runs_table
+    from mnistlab.store import RunStore
+
+    with RunStore(store) as run_store:
+        console.print(runs_table(run_store, _experiment_name(experiment)) if experiment else experiments_table(run_store))
+
+
+@app.command()
+def show(
+    run_id: Annotated[str, typer.Argument(help="A run id (from mnistlab ls EXPERIMENT).")],
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """One run: its spec, status, per-epoch metrics, final metrics and diagnosis."""
+    from mnistlab.report.terminal import run_panel
+    from mnistlab.store import RunStore
+
+    with RunStore(store) as run_store:
+        console.print(run_panel(run_store, _run_id(run_store, run_id)))
+
+
+@app.command()
+def compare(
+    a: Annotated[str, typer.Argument(help="Run id, or model id within --experiment.")],
+    b: Annotated[str, typer.Argument(help="Run id, or model id within --experiment.")],
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Two runs side by side, with McNemar's exact test on their test predictions."""
+    from mnistlab.report.terminal import compare_table
+    from mnistlab.store import RunStore
+
+    with RunStore(store) as run_store:
+        console.print(compare_table(run_store, a, b))
+
+
+def _run_id(run_store, text: str) -> int:
+    matches = run_store.find_runs(text)
+    if len(matches) != 1:
+        found = "no run" if not matches else f"{len(matches)} runs"
+        raise MnistlabError(f"{run_store.path}: {found} match '{text}'; `mnistlab ls EXPERIMENT` lists run ids")
+    return matches[0].id
+
+
 def main() -> None:
     """Console-script entry point: one-line errors, exit 2; Ctrl-C exits 130."""
     try:

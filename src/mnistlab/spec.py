@@ -432,8 +432,14 @@ class ModelSpec(BaseModel):
         return data
 
     def with_training(self, **changes: Any) -> "ModelSpec":
-        """A copy with some training settings changed (validated)."""
-        training = Training.model_validate({**self.training.model_dump(), **changes})
+        """A copy with some training settings changed; bad values raise ValueError (or ValidationError)."""
+        current = {**self.training.model_dump(), "optimizer": self.training.optimizer.to_yaml_value()}
+        training = Training.model_validate({**current, **changes})
+        if "optimizer" in changes:
+            try:
+                training.optimizer.check()
+            except _Problem as problem:
+                raise ValueError(f"field '{problem.field}': {problem.message}") from None
         copy = self.model_copy(update={"training": training})
         copy._source, copy._layer_lines = self._source, self._layer_lines
         return copy

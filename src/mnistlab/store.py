@@ -151,12 +151,13 @@ RUN_COLUMNS = (
 SQL_INSERT_RUN = """
     INSERT OR IGNORE INTO runs
         (experiment, model_id, spec_json, spec_hash, seed, dataset, protocol, epochs_planned)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+    VALUES (:experiment, :model_id, :spec_json, :spec_hash, :seed, :dataset, :protocol,
+            :epochs_planned)
 """
 SQL_RUN_BY_IDENTITY = f"""
     SELECT {RUN_COLUMNS} FROM runs
-    WHERE experiment = ? AND model_id = ? AND spec_hash = ? AND seed = ? AND dataset = ?
-      AND protocol = ?
+    WHERE experiment = :experiment AND model_id = :model_id AND spec_hash = :spec_hash
+      AND seed = :seed AND dataset = :dataset AND protocol = :protocol
 """
 SQL_RUN_BY_ID = f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"
 # NULL filters match everything, so one statement serves all four filter combinations.
@@ -475,13 +476,17 @@ class RunStore:
                    dataset: str, protocol: str, epochs_planned: int) -> RunRecord:
         """The run with this identity, created pending if absent; an existing run is returned
         unchanged. The experiment must have been saved first."""
-        identity = (experiment, model_id, spec_hash(spec), int(seed), dataset, protocol)
+        params = {
+            "experiment": experiment, "model_id": model_id, "spec_json": canonical_json(spec),
+            "spec_hash": spec_hash(spec), "seed": int(seed), "dataset": dataset,
+            "protocol": protocol, "epochs_planned": int(epochs_planned),
+        }
         with self._write() as conn:
             if conn.execute(SQL_EXPERIMENT_EXISTS, (experiment,)).fetchone() is None:
                 raise StoreError(f"{self.path}: experiment {experiment!r} is not in the store")
-            conn.execute(SQL_INSERT_RUN, (*identity[:2], canonical_json(spec), *identity[2:],
-                                          int(epochs_planned)))
-            row = conn.execute(SQL_RUN_BY_IDENTITY, identity).fetchone()
+            # OR IGNORE: the run may exist already, created by an earlier or a concurrent run.
+            conn.execute(SQL_INSERT_RUN, params)
+            row = conn.execute(SQL_RUN_BY_IDENTITY, params).fetchone()
         return _run_record(row)
 
     def get_run(self, run_id: int) -> RunRecord:

@@ -1,0 +1,5 @@
+"""`python -m mnistlab` runs the CLI."""
+
+from mnistlab.cli import main
+
+main()

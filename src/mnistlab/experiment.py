@@ -1,0 +1,205 @@
+"""Experiment files: which models, which data, which protocol, how many seeds.
+
+An experiment expands into independent tasks, one per (model, seed), each carrying everything
+needed to train it, so any backend (this process, or a cluster) can run it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mnistlab.errors import SpecError
+from mnistlab.spec import ModelSpec, did_you_mean, parse_model
+from mnistlab.yamlio import line_of, load_yaml
+from mnistlab.zoo import get_model
+
+
+class Defaults(BaseModel):
+    """Settings applied to every model unless a model entry overrides them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: Annotated[int, Field(gt=0)] | None = None  # None: each model's own (the notebook's)
+    batch_size: Annotated[int, Field(gt=0)] | None = None
+    device: str = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    train_limit: Annotated[int, Field(gt=0)] | None = None
+
+
+class ModelEntry(BaseModel):
+    """A zoo id or spec file (`model`), or an inline spec (`spec`), with optional overrides."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str | None = None
+    spec: dict[str, Any] | None = None
+    epochs: Annotated[int, Field(gt=0)] | None = None
+    batch_size: Annotated[int, Field(gt=0)] | None = None
+    optimizer: str | dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelEntry":
+        if (self.model is None) == (self.spec is None):
+            raise ValueError("give exactly one of 'model' (a zoo id or spec file) or 'spec' (an inline model)")
+        return self
+
+
+class Experiment(BaseModel):
+    """A study: models × seeds on one dataset under one validation protocol."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+    description: str = ""
+    dataset: str = "mnist"
+    protocol: Literal["split", "test"] = "split"
+    defaults: Defaults = Defaults()
+    models: Annotated[list[ModelEntry], Field(min_length=1)]
+    repeats: Annotated[int, Field(gt=0)] | None = None
+    seeds: list[int] | None = None
+
+    @model_validator(mode="after")
+    def _seeds(self) -> "Experiment":
+        if self.repeats is not None and self.seeds is not None and len(self.seeds) != self.repeats:
+            raise ValueError("'repeats' and 'seeds' disagree; give one of them")
+        if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("'seeds' has duplicates")
+        return self
+
+    @property
+    def seed_list(self) -> list[int]:
+        if self.seeds is not None:
+            return list(self.seeds)
+        return list(range(self.repeats or 1))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = self.model_dump(mode="json", exclude_none=True)
+        data["seeds"] = self.seed_list
+        return data
+
+
+@dataclass(frozen=True)
+class Task:
+    """One (model, seed) training job: self-contained, so it can run anywhere."""
+
+    experiment: str
+    spec: ModelSpec
+    seed: int
+    dataset: str
+    protocol: str
+    device: str
+    precision: str
+    train_limit: int | None
+    val_fraction: float = 0.1
+
+    @property
+    def model_id(self) -> str:
+        return self.spec.id
+
+    def run_config(self) -> dict[str, Any]:
+        """What identifies the trained thing in the store (hashed there)."""
+        return {
+            "model": self.spec.to_dict(),
+            "train_limit": self.train_limit,
+            "precision": self.precision,
+            "val_fraction": self.val_fraction,
+        }
+
+
+def _entry_spec(entry: ModelEntry, where: str) -> ModelSpec:
+    if entry.model is not None:
+        return get_model(entry.model)
+    return parse_model(entry.spec, where)
+
+
+def expand(experiment: Experiment, source: str = "<python>") -> list[Task]:
+    """Every (model, seed) task, model-major so a model's repeats finish together."""
+    tasks = []
+    ids: set[str] = set()
+    for index, entry in enumerate(experiment.models, start=1):
+        try:
+            spec = _entry_spec(entry, source)
+        except SpecError as exc:
+            if entry.model is None:
+                raise  # an inline spec's error already names the file, model and layer
+            raise SpecError(f"{source}: experiment '{experiment.name}': models[{index}]: {exc}") from None
+        changes = {
+            "epochs": entry.epochs or experiment.defaults.epochs,
+            "batch_size": entry.batch_size or experiment.defaults.batch_size,
+            "optimizer": entry.optimizer,
+        }
+        changes = {k: v for k, v in changes.items() if v is not None}
+        try:
+            spec = spec.with_training(**changes) if changes else spec
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err["loc"])
+            raise SpecError(
+                f"{source}: experiment '{experiment.name}': models[{index}] ({spec.id}): field '{field}': {err['msg']}"
+            ) from None
+        except ValueError as exc:
+            raise SpecError(f"{source}: experiment '{experiment.name}': models[{index}] ({spec.id}): {exc}") from None
+        if spec.id in ids:
+            raise SpecError(f"{source}: experiment '{experiment.name}': models[{index}]: model '{spec.id}' is listed twice")
+        ids.add(spec.id)
+        for seed in experiment.seed_list:
+            tasks.append(
+                Task(
+                    experiment=experiment.name, spec=spec, seed=seed, dataset=experiment.dataset,
+                    protocol=experiment.protocol, device=experiment.defaults.device,
+                    precision=experiment.defaults.precision, train_limit=experiment.defaults.train_limit,
+                )
+            )
+    return tasks
+
+
+def parse_experiment(raw: Any, source: str | Path = "<python>") -> Experiment:
+    """Validate an experiment mapping; errors name the file, line and field."""
+    line = line_of(raw)
+    where = f"{source}:{line}" if line else str(source)
+    if not isinstance(raw, dict):
+        raise SpecError(f"{where}: an experiment must be a mapping with 'name' and 'models'")
+    name = raw.get("name", "?")
+    for key in raw:
+        if key not in Experiment.model_fields:
+            raise SpecError(
+                f"{where}: experiment '{name}': field '{key}': unknown field{did_you_mean(str(key), list(Experiment.model_fields))}"
+            )
+    try:
+        experiment = Experiment.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "?"
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown field"
+        raise SpecError(f"{where}: experiment '{name}': field '{field}': {message}") from None
+    expand(experiment, str(source))  # resolve every model now: errors before any training
+    return experiment
+
+
+def builtin_experiments() -> dict[str, Path]:
+    """Built-in experiment names → their files (shipped as package data)."""
+    folder = resources.files("mnistlab") / "experiments"
+    return {entry.name.removesuffix(".yaml"): Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(".yaml")}
+
+
+def load_experiment(name_or_path: str | Path) -> tuple[Experiment, str]:
+    """A built-in experiment by name, or an experiment file; returns it with its source path."""
+    builtins = builtin_experiments()
+    if str(name_or_path) in builtins:
+        path = builtins[str(name_or_path)]
+    else:
+        path = Path(name_or_path)
+        if not path.exists():
+            names = sorted(builtins)
+            raise SpecError(
+                f"unknown experiment '{name_or_path}'{did_you_mean(str(name_or_path), names)}: "
+                f"not a file, nor a built-in ({', '.join(names)})"
+            )
+    return parse_experiment(load_yaml(path), path), str(path)

@@ -1,0 +1,61 @@
+"""What a report reads besides the tables: test-set predictions and trained weights."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+import numpy as np
+from safetensors.numpy import load_file
+
+from mnistlab.errors import MnistlabError
+from mnistlab.report.frame import query_frame
+from mnistlab.store import RunStore
+
+__all__ = ["WEIGHTS_FILE", "WEIGHTS_ORDER_FILE", "load_predictions", "load_weights"]
+
+WEIGHTS_FILE = "weights.safetensors"
+WEIGHTS_ORDER_FILE = "weights.json"
+
+# json_each turns one JSON list parameter into rows, so any number of runs is one query and
+# SQLite's limit on bound variables never applies.
+SQL_PREDICTIONS = """
+    SELECT run_id, n, labels, predicted FROM predictions
+    WHERE run_id IN (SELECT value FROM json_each(?))
+"""
+
+Predictions = tuple[np.ndarray, np.ndarray]
+
+
+def load_predictions(store: RunStore, run_ids: Iterable[int]) -> dict[int, Predictions]:
+    """``{run_id: (labels, predicted)}`` (uint8 arrays) for those of ``run_ids`` that stored
+    predictions, read in one query."""
+    ids = sorted({int(run_id) for run_id in run_ids})
+    frame = query_frame(store, SQL_PREDICTIONS, (json.dumps(ids),))
+    result = {}
+    for row in frame.itertuples(index=False):
+        labels = np.frombuffer(row.labels, dtype=np.uint8)
+        predicted = np.frombuffer(row.predicted, dtype=np.uint8)
+        if len(labels) != row.n or len(predicted) != row.n:
+            raise MnistlabError(f"{store.path}: predictions of run {row.run_id} are inconsistent")
+        result[int(row.run_id)] = (labels, predicted)
+    return result
+
+
+def load_weights(store: RunStore, run_id: int) -> dict[str, np.ndarray]:
+    """The run's saved kernels, ``{layer name: float32 array}`` in model order.
+
+    safetensors does not keep the order tensors were saved in, so the order comes from the
+    ``weights.json`` written beside it: ``{"layers": ["conv2d_1", ...]}``.
+    """
+    folder = store.run_dir(run_id)
+    tensors_path, order_path = folder / WEIGHTS_FILE, folder / WEIGHTS_ORDER_FILE
+    for path in (tensors_path, order_path):
+        if not path.is_file():
+            raise MnistlabError(f"run {run_id} has no {path.name} in {folder}")
+    tensors = load_file(tensors_path)
+    order = json.loads(order_path.read_text())["layers"]
+    if sorted(order) != sorted(tensors):
+        raise MnistlabError(f"{order_path}: lists layers {order} but {tensors_path.name} "
+                            f"holds {sorted(tensors)}")
+    return {name: tensors[name] for name in order}
