@@ -47,13 +47,6 @@ def case(id_: str, *args, marks=(), **kwargs):
     return pytest.param(Case(*args, **kwargs), id=id_, marks=marks)
 
 
-BUG_MISSING_BEFORE_EXTRA = pytest.mark.xfail(
-    strict=True,
-    reason="bug: spec._first_error reports pydantic's first error; a misspelt *required* argument yields "
-    "'field <real>: is required' (missing comes before extra_forbidden) instead of "
-    "'unknown argument <typo> (did you mean <real>?)'",
-)
-
 CASES = [
     # --- unknown layer types: type names are case-sensitive, suggestions are case-insensitive
     case("unknown-type-case", spec_yaml(["{type: Conv2d, filters: 4, kernel_size: 3}", FLATTEN, SOFTMAX]),
@@ -74,10 +67,10 @@ CASES = [
          layer="layer 2 (out, Dense)"),
     case("unknown-arg-filter", spec_yaml(["{name: c1, type: Conv2D, filter: 4, kernel_size: 3}", FLATTEN, SOFTMAX]),
          ["field 'filter'", "unknown argument 'filter'", "did you mean 'filters'?"], line=layer_line(1),
-         layer="layer 1 (c1, Conv2D)", marks=BUG_MISSING_BEFORE_EXTRA),
+         layer="layer 1 (c1, Conv2D)"),
     case("unknown-arg-kernal-size", spec_yaml(["{name: c1, type: Conv2D, filters: 4, kernal_size: 3}", FLATTEN, SOFTMAX]),
          ["field 'kernal_size'", "unknown argument 'kernal_size'", "did you mean 'kernel_size'?"], line=layer_line(1),
-         layer="layer 1 (c1, Conv2D)", marks=BUG_MISSING_BEFORE_EXTRA),
+         layer="layer 1 (c1, Conv2D)"),
     # --- bad argument values
     case("kernel-larger-than-input", spec_yaml(["{type: Conv2D, filters: 4, kernel_size: 29}", FLATTEN, SOFTMAX]),
          ["field 'kernel_size'", "kernel 29x29 is larger than its 28x28 input", "'valid'"], line=layer_line(1),
@@ -117,7 +110,7 @@ CASES = [
     case("dense-on-image", spec_yaml(["{type: Conv2D, filters: 4, kernel_size: 3}", SOFTMAX]),
          ["field 'inputs'", "un-flattened (26, 26, 4)", "Flatten"], line=layer_line(2), layer="layer 2 (dense_1, Dense)"),
     case("conv-on-flat-input", spec_yaml(["{type: Conv2D, filters: 4, kernel_size: 3}", FLATTEN, SOFTMAX], input_shape=FLAT),
-         ["field 'inputs'", "needs an image input", "(784)"], line=layer_line(1), layer="layer 1 (conv2d_1, Conv2D)"),
+         ["field 'inputs'", "needs an image input", "(784,)"], line=layer_line(1), layer="layer 1 (conv2d_1, Conv2D)"),
     case("pool-on-flat-input", spec_yaml(["{type: MaxPooling2D}", SOFTMAX], input_shape=FLAT),
          ["field 'inputs'", "needs an image input"], line=layer_line(1), layer="layer 1 (max_pooling2d_1, MaxPooling2D)"),
     case("branch-input-missing",
@@ -299,14 +292,9 @@ def test_keras_spellings_are_accepted(tmp_path, monkeypatch, capsys):
     assert "batch_normalization_1 (BatchNormalization)" in out
 
 
-# --- issues found while writing these tests ---------------------------------------------------
+# --- regressions of issues found while writing these tests ---------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: parse-time layer errors label an unnamed layer '?' (e.g. 'layer 2 (?, Dense)') while "
-    "resolve-time errors use its Keras default name ('layer 2 (dense_1, Dense)')",
-)
 def test_parse_errors_name_unnamed_layers_by_their_default_name(tmp_path, monkeypatch, capsys):
     path = write(tmp_path, spec_yaml(["{type: Conv2D, filters: 4, kernel_size: 3}", FLATTEN, "{type: Dense, units: -1}", SOFTMAX]))
     code, _, err = run_cli(monkeypatch, capsys, "summary", str(path))
@@ -314,11 +302,6 @@ def test_parse_errors_name_unnamed_layers_by_their_default_name(tmp_path, monkey
     assert "layer 3 (dense_1, Dense): field 'units'" in err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: cli.main prints the error through rich markup, so bracketed text in the message "
-    "(here a '[run1]' folder in the path) is swallowed as a style tag",
-)
 def test_error_line_keeps_brackets_in_the_path(tmp_path, monkeypatch, capsys):
     folder = tmp_path / "[run1]"
     folder.mkdir()
@@ -328,11 +311,6 @@ def test_error_line_keeps_brackets_in_the_path(tmp_path, monkeypatch, capsys):
     assert str(path) in err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: cli.main prints the error through rich markup; a message containing '[/...]' raises "
-    "rich.errors.MarkupError inside the except block: a traceback instead of exit 2",
-)
 def test_error_with_closing_tag_text_is_still_one_line(tmp_path, monkeypatch, capsys):
     path = write(tmp_path, spec_yaml([FLATTEN, "{type: '[/Dense]', units: 10, activation: softmax}"]))
     code, _, err = run_cli(monkeypatch, capsys, "summary", str(path))
@@ -340,11 +318,6 @@ def test_error_with_closing_tag_text_is_still_one_line(tmp_path, monkeypatch, ca
     assert "unknown layer '[/Dense]'" in err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: spec._parse_layer draws did-you-mean suggestions for nested fields (kernel_initializer.*) "
-    "from the layer's own fields, so 'stdev' gets no hint and 'unit' is wrongly told 'did you mean units'",
-)
 @pytest.mark.parametrize(
     ("initializer", "wanted", "unwanted"),
     [("{name: random_normal, stdev: 0.1}", "did you mean 'stddev'?", None),
@@ -362,11 +335,6 @@ def test_initializer_argument_suggestions(initializer, wanted, unwanted, tmp_pat
         assert unwanted not in err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (minor): an unknown training field ('epoch') is reported without the did-you-mean hint "
-    "that unknown model fields and layer arguments get",
-)
 def test_training_field_typo_suggests(tmp_path, monkeypatch, capsys):
     path = write(tmp_path, spec_yaml([FLATTEN, SOFTMAX], extra="training: {epoch: 3}\n"))
     code, _, err = run_cli(monkeypatch, capsys, "summary", str(path))

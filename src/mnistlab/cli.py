@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mnistlab.errors import MnistlabError
@@ -290,7 +291,8 @@ def main() -> None:
         err_console.print("interrupted; the last completed epoch's checkpoint is intact (use --resume)")
         sys.exit(130)
     except MnistlabError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        # The message may hold paths with brackets: never let rich read it as markup.
+        err_console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -155,7 +155,8 @@ def _image(shape: Shape, what: str) -> Shape:
 
 
 def _fmt(shape: Shape) -> str:
-    return "(" + ", ".join(str(s) for s in shape) + ")"
+    """Python's tuple notation, as Keras prints shapes: (12,) and (28, 28, 1)."""
+    return "(" + ", ".join(str(s) for s in shape) + (",)" if len(shape) == 1 else ")")
 
 
 def window_output(size: int, kernel: int, stride: int, padding: str) -> int:
@@ -573,14 +574,33 @@ def _check_output(spec: ModelSpec, nodes: list[Node]) -> None:
 _MODEL_KEYS = tuple(ModelSpec.model_fields)
 
 
-def _first_error(exc: ValidationError) -> tuple[str, str]:
-    """The first pydantic error as (dotted field, plain message), with 'did you mean' for typos."""
-    err = exc.errors()[0]
-    loc = [str(p) for p in err["loc"] if not isinstance(p, int) or True]
+def _field_choices(model: type[BaseModel], loc: list[str]) -> list[str]:
+    """The valid names at the position of an unknown field (nested models included)."""
+    current: type[BaseModel] = model
+    for part in loc[:-1]:
+        annotation = current.model_fields.get(part)
+        if annotation is None:
+            break
+        if part in ("kernel_initializer",):
+            current = Initializer
+        elif part == "training":
+            current = Training
+    return [f for f in current.model_fields if f not in ("keras_prefix", "weighted", "type")]
+
+
+def _first_error(exc: ValidationError, model: type[BaseModel]) -> tuple[str, str]:
+    """The most useful pydantic error as (dotted field, plain message).
+
+    An unknown field is reported before a missing one: `filter: 32` makes `filters` missing
+    too, and "did you mean 'filters'?" is the message that helps.
+    """
+    errors = exc.errors()
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    loc = [str(p) for p in err["loc"]]
     field = ".".join(loc) if loc else "?"
     message = err["msg"]
     if err["type"] == "extra_forbidden":
-        message = f"unknown argument '{loc[-1]}'"
+        message = f"unknown argument '{loc[-1]}'{did_you_mean(loc[-1], _field_choices(model, loc))}"
     elif err["type"] == "missing":
         message = "is required"
     elif message.startswith("Value error, "):
@@ -588,7 +608,13 @@ def _first_error(exc: ValidationError) -> tuple[str, str]:
     return field, message
 
 
-def _parse_layer(spec_id: str, where: str, index: int, raw: Any) -> Layer:
+def _default_name(kind: str, counters: dict[str, int]) -> str:
+    """Keras's automatic name (`dense_2`) for the next layer of this kind."""
+    prefix = LAYER_CLASSES[kind].model_fields["keras_prefix"].default
+    return f"{prefix}_{counters.get(prefix, 0) + 1}"
+
+
+def _parse_layer(spec_id: str, where: str, index: int, raw: Any, counters: dict[str, int]) -> Layer:
     if not isinstance(raw, dict):
         raise SpecError(f"{where}: model '{spec_id}': layer {index}: must be a mapping with a 'type'")
     kind = raw.get("type")
@@ -602,15 +628,15 @@ def _parse_layer(spec_id: str, where: str, index: int, raw: Any) -> Layer:
             f"{did_you_mean(kind, list(LAYER_CLASSES))}"
         )
     cls = LAYER_CLASSES[kind]
+    name = raw.get("name") or _default_name(kind, counters)
+    prefix = cls.model_fields["keras_prefix"].default
+    counters[prefix] = counters.get(prefix, 0) + 1
     data = {k: v for k, v in raw.items() if k not in ("keras_prefix", "weighted")}
     data["type"] = kind
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
-        field, message = _first_error(exc)
-        if message.startswith("unknown argument"):
-            allowed = [f for f in cls.model_fields if f not in ("keras_prefix", "weighted", "type")]
-            message += did_you_mean(field.split(".")[-1], allowed)
+        field, message = _first_error(exc, cls)
         raise SpecError(f"{where}: model '{spec_id}': {_layer_label(index, name, kind)}: field '{field}': {message}") from None
 
 
@@ -629,13 +655,14 @@ def parse_model(raw: Any, source: str | Path | None = None) -> ModelSpec:
     if not isinstance(raw_layers, list) or not raw_layers:
         raise SpecError(f"{where}: model '{spec_id}': field 'layers': must be a non-empty list of layers")
     layers = []
+    counters: dict[str, int] = {}
     for index, raw_layer in enumerate(raw_layers, start=1):
         layer_where = f"{file}:{line_of(raw_layer)}" if line_of(raw_layer) else where
-        layers.append(_parse_layer(spec_id, layer_where, index, raw_layer))
+        layers.append(_parse_layer(spec_id, layer_where, index, raw_layer, counters))
     try:
         spec = ModelSpec.model_validate({**raw, "layers": layers})
     except ValidationError as exc:
-        field, message = _first_error(exc)
+        field, message = _first_error(exc, ModelSpec)
         raise SpecError(f"{where}: model '{spec_id}': field '{field}': {message}") from None
     spec._source = where
     spec._layer_lines = [line_of(r) for r in raw_layers]
