@@ -175,3 +175,34 @@ def test_s001_m3_sigmoid_sgd_stays_at_chance():
     """Keras 2.2's SGD default (lr 0.01) cannot move the sigmoid net in one epoch: the notebook's 11%."""
     history = train("s001-m3", epochs=1, validate_on="test", device="cpu")
     assert history.test_acc <= 0.15
+
+
+def test_bf16_autocast_trains(tiny_dataset):
+    history = fit(tiny_spec(epochs=3), tiny_dataset, TrainConfig(seed=0, device="cpu", precision="bf16"))
+    assert history.status == "completed"
+    assert history.epochs[-1]["loss"] < history.epochs[0]["loss"]
+
+
+def test_ctrl_c_exits_130_and_leaves_a_loadable_checkpoint(tmp_path):
+    from mnistlab.checkpoint import load_checkpoint
+    from mnistlab.data import synthetic_dataset, write_dataset
+    from mnistlab.optim import make_optimizer
+
+    data_dir = write_dataset(synthetic_dataset(n_train=6000, n_test=100, seed=1), tmp_path / "data")
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(TINY_CNN.replace("epochs: 2", "epochs: 50").replace("filters: 4", "filters: 32"))
+    out = tmp_path / "out"
+    process = _cli("train", str(spec_file), "--dataset", str(data_dir), "--quiet", "--device", "cpu", "--out", str(out),
+                   stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoint.json").exists():
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "Traceback" not in err and "--resume" in err
+    spec = parse_model(yaml.safe_load(spec_file.read_text()))
+    model = build_model(spec)
+    info = load_checkpoint(out, model, make_optimizer("adam", model.parameters()), torch.device("cpu"))
+    assert info["epoch"] >= 1

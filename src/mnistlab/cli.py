@@ -280,6 +280,9 @@ def _run_id(run_store, text: str) -> int:
     return matches[0].id
 
 
+INTERRUPTED = 130
+
+
 def main() -> None:
     """Console-script entry point: one-line errors, exit 2; Ctrl-C exits 130."""
     try:
@@ -288,12 +291,13 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, click.exceptions.Abort):
-        err_console.print("interrupted; the last completed epoch's checkpoint is intact (use --resume)")
-        sys.exit(130)
+        code = INTERRUPTED
     except MnistlabError as exc:
         # The message may hold paths with brackets: never let rich read it as markup.
         err_console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
+    if code == INTERRUPTED:  # Typer turns Ctrl-C into exit code 130 itself
+        err_console.print("interrupted; completed epochs are checkpointed: rerun with --resume (train) or the same command (run)")
     sys.exit(code if isinstance(code, int) else 0)
 
 
