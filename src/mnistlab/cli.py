@@ -69,6 +69,33 @@ def zoo() -> None:
 
 
 @app.command()
+def data(
+    data_dir: DataDirOption = None,
+    download: Annotated[bool, typer.Option(help="Download missing datasets into the cache.")] = False,
+) -> None:
+    """Show where each dataset is found and check its files (sizes, magic numbers, sha256)."""
+    from mnistlab.data import DATASETS, load_dataset
+    from mnistlab.errors import DataError
+
+    table = Table(title="datasets")
+    for column in ("name", "status", "train", "test", "folder"):
+        table.add_column(column, overflow="fold")
+    failures = 0
+    for name in DATASETS:
+        try:
+            dataset = load_dataset(name, data_dir=data_dir, download=download)
+        except DataError as exc:
+            failures += 1
+            table.add_row(name, "[red]missing or bad[/red]", "", "", escape(str(exc)))
+            continue
+        table.add_row(name, "[green]ok[/green]", f"{len(dataset.train_labels):,}", f"{len(dataset.test_labels):,}",
+                      str(dataset.source_dir))
+    console.print(table)
+    if failures == len(DATASETS):
+        raise typer.Exit(1)
+
+
+@app.command()
 def summary(
     model: Annotated[str, typer.Argument(help="Zoo id (s002-m10) or spec file (file.yaml or file.yaml:MODEL_ID).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
