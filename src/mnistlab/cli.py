@@ -287,16 +287,17 @@ def show(
 
 @app.command()
 def compare(
-    a: Annotated[str, typer.Argument(help="Run id, or model id within --experiment.")],
-    b: Annotated[str, typer.Argument(help="Run id, or model id within --experiment.")],
+    a: Annotated[str, typer.Argument(help="Run id, or model id (with --experiment when several hold it).")],
+    b: Annotated[str, typer.Argument(help="Run id, or model id (with --experiment when several hold it).")],
+    experiment: Annotated[Optional[str], typer.Option(help="The experiment whose runs model ids refer to.")] = None,
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
-    """Two runs side by side, with McNemar's exact test on their test predictions."""
+    """Two runs (or two models) side by side, with McNemar's exact test on their test predictions."""
     from mnistlab.report.terminal import compare_table
     from mnistlab.store import RunStore
 
     with RunStore(store) as run_store:
-        console.print(compare_table(run_store, a, b))
+        console.print(compare_table(run_store, a, b, experiment=_experiment_name(experiment) if experiment else None))
 
 
 def _run_id(run_store, text: str) -> int:

@@ -15,7 +15,7 @@ import math
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -68,13 +68,15 @@ class History:
     images_per_second_note: str = ""
     test_predictions: list[int] | None = None
     test_labels: list[int] | None = None
+    model: KerasModel | None = field(default=None, repr=False, compare=False)  # the trained model; not serialised
 
     def series(self, key: str) -> list[float]:
         """One metric over epochs (loss, acc, val_loss, val_acc, seconds)."""
         return [e[key] for e in self.epochs]
 
     def to_json(self, predictions: bool = False) -> dict[str, Any]:
-        data = asdict(self)
+        data = asdict(replace(self, model=None))
+        data.pop("model")
         if not predictions:
             data.pop("test_predictions")
             data.pop("test_labels")
@@ -325,7 +327,7 @@ def fit(
         history.test_acc = test_correct.item() / len(data.test_y)
         history.test_predictions = predicted.cpu().tolist()
         history.test_labels = data.test_y.cpu().tolist()
-    history.model = model  # type: ignore[attr-defined]  # for weight plots; not serialised
+    history.model = model
     return history
 
 

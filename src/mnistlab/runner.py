@@ -66,7 +66,8 @@ def execute_task(
 
 def save_weights(history: History, run_dir: Path) -> None:
     """The trained kernels, keyed by Keras layer name, for weight-distribution plots."""
-    layers = history.model.weighted_layers()  # type: ignore[attr-defined]
+    assert history.model is not None, "fit() always returns the trained model"
+    layers = history.model.weighted_layers()
     tensors = {name: weight.detach().float().cpu().contiguous() for name, weight in layers}
     write_atomically(run_dir / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp)))
     index = {"layers": [name for name, _ in layers]}

@@ -638,6 +638,14 @@ class RunStore:
 
     # -- artifacts -----------------------------------------------------------------------------
 
+    def read_rows(self, sql: str, params: Any = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Column names and rows of one read-only query, for bulk readers such as the report."""
+        if not sql.lstrip().upper().startswith(("SELECT", "WITH")):
+            raise ValueError("read_rows runs SELECT queries only")
+        with self._translate():
+            cursor = self._conn.execute(sql, params)
+            return [d[0] for d in cursor.description], [tuple(row) for row in cursor.fetchall()]
+
     def run_dir(self, run_id: int) -> Path:
         """The run's artifacts folder, ``<root>/artifacts/<run_id>/``, created if needed."""
         self.get_run(run_id)

@@ -8,7 +8,6 @@ no bulk readers, so these queries run on its connection directly; they only read
 from __future__ import annotations
 
 import math
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -112,10 +111,8 @@ class ModelDiagnosis:
 
 def query_frame(store: RunStore, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> pd.DataFrame:
     """One read-only query on the store's connection, as a DataFrame with the query's columns."""
-    connection: sqlite3.Connection = store._conn  # noqa: SLF001 - no public bulk reader exists
-    cursor = connection.execute(sql, params)
-    columns = [description[0] for description in cursor.description]
-    return pd.DataFrame.from_records([tuple(row) for row in cursor.fetchall()], columns=columns)
+    columns, rows = store.read_rows(sql, params)
+    return pd.DataFrame.from_records(rows, columns=columns)
 
 
 def experiment_config(store: RunStore, experiment: str) -> dict[str, Any]:
@@ -214,6 +211,7 @@ def comparison_from(data: ExperimentData,
     summary = summary.rename(columns=lambda column: column.removesuffix("_mean")
                              if column != "test_acc_mean" else column)
     summary = summary.merge(_model_facts(finished), on="model", how="left")
+    summary["description"] = summary["description"].fillna("").astype(str)
     summary["diagnosis"] = [diagnoses[m].codes if m in diagnoses else "" for m in summary["model"]]
     summary["diagnosis_seed"] = [diagnoses[m].seed if m in diagnoses else math.nan
                                  for m in summary["model"]]

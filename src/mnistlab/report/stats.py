@@ -115,17 +115,29 @@ def best_run(runs: pd.DataFrame, model: str) -> pd.Series:
     return ordered.iloc[0]
 
 
+_NO_RUNS = pd.DataFrame(columns=["run_id", "test_acc"])
+
+
 def comparison_plan(runs: pd.DataFrame, a: str, b: str) -> tuple[pd.DataFrame, str]:
     """Seed-matched completed runs of models ``a`` and ``b``: a frame indexed by seed with
     columns run_a, run_b, acc_a, acc_b (seed order), or an empty frame and the reason."""
-    completed = runs[runs["status"] == "completed"]
-    side_a = completed[completed["model"] == a].drop_duplicates("seed").set_index("seed")
-    side_b = completed[completed["model"] == b].drop_duplicates("seed").set_index("seed")
+    by_seed = completed_by_seed(runs)
+    return _plan(by_seed.get(a, _NO_RUNS), by_seed.get(b, _NO_RUNS), a, b)
+
+
+def completed_by_seed(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Each model's completed runs indexed by seed, made once so pairing a hundred models
+    does not filter the whole run table a hundred times."""
+    completed = runs[runs["status"] == "completed"].drop_duplicates(["model", "seed"])
+    return {str(model): group.set_index("seed")[["run_id", "test_acc"]]
+            for model, group in completed.groupby("model", sort=False)}
+
+
+def _plan(side_a: pd.DataFrame, side_b: pd.DataFrame, a: str, b: str) -> tuple[pd.DataFrame, str]:
     if side_a.empty or side_b.empty:
-        missing = a if side_a.empty else b
-        return pd.DataFrame(), f"{missing} has no completed run"
-    plan = pd.DataFrame({"run_a": side_a["run_id"], "acc_a": side_a["test_acc"]}).join(
-        pd.DataFrame({"run_b": side_b["run_id"], "acc_b": side_b["test_acc"]}), how="inner")
+        return pd.DataFrame(), f"{a if side_a.empty else b} has no completed run"
+    plan = side_a.rename(columns={"run_id": "run_a", "test_acc": "acc_a"}).join(
+        side_b.rename(columns={"run_id": "run_b", "test_acc": "acc_b"}), how="inner")
     if plan.empty:
         return plan, (f"no seed in common (seeds {sorted(side_a.index.tolist())} vs "
                       f"{sorted(side_b.index.tolist())}), so no paired test")
@@ -162,11 +174,12 @@ def statistics(runs: pd.DataFrame, ranking: Sequence[str], best: str,
     ``load`` reads the predictions of a set of run ids; it is called once, for exactly the
     runs the McNemar tests use, so a thousand-run experiment reads ~2 per model, in one query.
     """
+    by_seed = completed_by_seed(runs)
     plans, skipped = {}, []
     for other in ranking:
         if other == best:
             continue
-        plan, reason = comparison_plan(runs, best, other)
+        plan, reason = _plan(by_seed.get(best, _NO_RUNS), by_seed.get(other, _NO_RUNS), best, other)
         if plan.empty:
             skipped.append((other, reason))
         else:

@@ -1,0 +1,365 @@
+"""What a report says, worked out once and shared by the HTML page and the Markdown file."""
+
+from __future__ import annotations
+
+import base64
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+import mnistlab
+from mnistlab.data import DATASETS, Dataset
+from mnistlab.errors import MnistlabError
+from mnistlab.report import plots
+from mnistlab.report.artifacts import load_predictions, load_weights
+from mnistlab.report.frame import ExperimentData, ModelDiagnosis, comparison_from, load_experiment, model_diagnoses
+from mnistlab.report.stats import (
+    ALPHA,
+    Statistics,
+    best_model,
+    best_run,
+    confusion_matrix,
+    misclassified_indices,
+    most_confused_pairs,
+    statistics,
+)
+from mnistlab.store import RunStore
+
+__all__ = [
+    "DEFAULT_DETAIL_MODELS", "TEST_ACC_HEADER", "TEXT_COLUMNS", "BestRun", "Cell", "Plot", "Report",
+    "build_report", "protocol_sentence", "slug",
+]
+
+# Per-model curve plots cost ~0.1 s each; past this many models only the overlay shows them all.
+DEFAULT_DETAIL_MODELS = 12
+MISCLASSIFIED_LIMIT = 36
+CONFUSED_PAIRS = 10
+MISSING = "—"
+
+
+@dataclass(frozen=True)
+class Plot:
+    """One rendered figure: ``kind`` is what the page tags it with, ``name`` a file stem."""
+
+    kind: str
+    name: str
+    title: str
+    png: bytes
+
+    @property
+    def data_uri(self) -> str:
+        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A table cell: the text people read and the value clicking its header sorts by."""
+
+    text: str
+    sort: float | str
+
+
+@dataclass(frozen=True)
+class BestRun:
+    """The best model's best run and its errors on the test set."""
+
+    model: str
+    run_id: int
+    seed: int
+    test_acc: float
+    confusion: Plot | None
+    pairs: pd.DataFrame
+    misclassified: Plot | None
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything one report says, ready to render; ``table`` is the comparison table as
+    numbers (for notebooks), ``rows`` the same formatted for reading."""
+
+    experiment: str
+    title: str
+    description: str
+    facts: tuple[tuple[str, str], ...]
+    protocol: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[Cell, ...], ...]
+    table: pd.DataFrame
+    diagnoses: tuple[ModelDiagnosis, ...]
+    diagnosis_note: str
+    statistics: Statistics | None
+    statistics_note: str
+    curves: tuple[Plot, ...]
+    curves_note: str
+    overlay: Plot
+    weights: Plot | None
+    weights_note: str
+    best: BestRun
+
+    @property
+    def plots(self) -> tuple[Plot, ...]:
+        """Every figure of the report, in page order."""
+        found = (*self.curves, self.overlay, self.weights, self.best.confusion, self.best.misclassified)
+        return tuple(plot for plot in found if plot is not None)
+
+
+# -- words ----------------------------------------------------------------------------------------
+
+
+def protocol_sentence(protocol: str, val_fraction: float | None) -> str:
+    """How validation and test data were used, in plain words."""
+    if protocol == "split":
+        share = f"{val_fraction:.0%}" if val_fraction is not None and math.isfinite(val_fraction) else "part"
+        return f"validation: a stratified {share} of the training set; test set used once at the end"
+    if protocol == "test":
+        return "validation on the test set (the seed notebooks' practice)"
+    raise MnistlabError(f"unknown protocol {protocol!r} (expected 'split' or 'test')")
+
+
+def _protocols(data: ExperimentData) -> str:
+    runs = data.finished
+    sentences = []
+    for protocol, group in runs.groupby("protocol", sort=True):
+        fractions = group["val_fraction"].dropna()
+        sentences.append(protocol_sentence(str(protocol), float(fractions.iloc[0]) if len(fractions) else None))
+    return "; and ".join(sentences)
+
+
+def _percent(value: float) -> str:
+    return MISSING if not math.isfinite(value) else f"{value * 100:.2f}%"
+
+
+def _number(value: float, digits: int) -> str:
+    return MISSING if not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _sort_value(value: float) -> float | str:
+    # Missing values sort as empty text, which the page's script puts last either way.
+    return value if math.isfinite(value) else ""
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "model"
+
+
+# -- the table -------------------------------------------------------------------------------------
+
+TEST_ACC_HEADER = "Test acc ± 95% CI"
+# Columns of words rather than numbers: aligned left.
+TEXT_COLUMNS = ("Model", "Description", "Diagnosis")
+# Each column: its header and how to make its cell from a comparison-table row.
+COLUMNS: tuple[tuple[str, Callable[[Any], Cell]], ...] = (
+    ("Model", lambda r: Cell(r.model, r.model)),
+    ("Description", lambda r: Cell(r.description, r.description)),
+    ("Params", lambda r: Cell(MISSING if not math.isfinite(r.params) else f"{int(r.params):,}",
+                              _sort_value(r.params))),
+    ("Epochs", lambda r: Cell(str(int(r.epochs)), int(r.epochs))),
+    ("Train loss", lambda r: Cell(_number(r.train_loss, 4), _sort_value(r.train_loss))),
+    ("Val loss", lambda r: Cell(_number(r.val_loss, 4), _sort_value(r.val_loss))),
+    ("Train acc", lambda r: Cell(_percent(r.train_acc), _sort_value(r.train_acc))),
+    ("Val acc", lambda r: Cell(_percent(r.val_acc), _sort_value(r.val_acc))),
+    (TEST_ACC_HEADER, lambda r: Cell(_mean_ci_text(r.test_acc_mean, r.test_acc_ci95),
+                                     _sort_value(r.test_acc_mean))),
+    ("Runs", lambda r: Cell(f"{int(r.n)}" + (f" ({int(r.diverged)} diverged)" if r.diverged else ""),
+                            int(r.n))),
+    ("Best epoch", lambda r: Cell(_number(r.best_epoch, 0 if float(r.best_epoch).is_integer() else 1),
+                                  _sort_value(r.best_epoch))),
+    ("s/epoch", lambda r: Cell(_number(r.seconds_per_epoch, 2), _sort_value(r.seconds_per_epoch))),
+    ("Diagnosis", lambda r: Cell(r.diagnosis, r.diagnosis)),
+    ("Notebook acc", lambda r: Cell(_percent(r.reference_test_acc), _sort_value(r.reference_test_acc))),
+    ("Δ notebook", lambda r: Cell(_points(r.test_acc_mean - r.reference_test_acc),
+                                  _sort_value(r.test_acc_mean - r.reference_test_acc))),
+)
+
+
+def _mean_ci_text(mean: float, half_width: float) -> str:
+    if not math.isfinite(mean):
+        return MISSING
+    if not math.isfinite(half_width):
+        return f"{mean * 100:.2f}% (1 run, no CI)"
+    return f"{mean * 100:.2f}% ± {half_width * 100:.2f}"
+
+
+def _points(value: float) -> str:
+    return MISSING if not math.isfinite(value) else f"{value * 100:+.2f} pts"
+
+
+def table_rows(table: pd.DataFrame) -> tuple[tuple[Cell, ...], ...]:
+    return tuple(tuple(cell(row) for _, cell in COLUMNS) for row in table.itertuples(index=False))
+
+
+# -- facts -----------------------------------------------------------------------------------------
+
+
+def _facts(data: ExperimentData) -> tuple[tuple[str, str], ...]:
+    runs, config = data.runs, data.config
+    counts = runs["status"].value_counts()
+    unfinished = int(len(runs) - counts.get("completed", 0) - counts.get("diverged", 0))
+    seeds = sorted(int(seed) for seed in runs["seed"].unique())
+    return (
+        ("Dataset", ", ".join(sorted(runs["dataset"].unique())) or str(config.get("dataset", MISSING))),
+        ("Models", f"{runs['model'].nunique()}"),
+        ("Seeds", ", ".join(str(seed) for seed in seeds) or MISSING),
+        ("Runs", f"{counts.get('completed', 0)} completed, {counts.get('diverged', 0)} diverged, "
+                 f"{unfinished} not finished (left out)"),
+        ("Precision", ", ".join(sorted(runs["precision"].dropna().unique())) or MISSING),
+        ("Devices", ", ".join(sorted(runs["device"].dropna().unique())) or MISSING),
+        ("Generated", f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by mnistlab {mnistlab.__version__}"),
+    )
+
+
+# -- figures ---------------------------------------------------------------------------------------
+
+
+def _plot(kind: str, name: str, figure: Figure) -> Plot:
+    title = figure.axes[0].get_title() if kind != "misclassified" else figure.get_suptitle()
+    return Plot(kind, slug(name), title, plots.figure_png(figure))
+
+
+def _curve_epochs(data: ExperimentData) -> pd.DataFrame:
+    """The epochs curves are drawn from: each model's completed runs, or its diverged runs when
+    none completed. A diverged run's NaN epochs would make a mean curve jump where it drops out."""
+    finished = data.finished
+    completed_models = set(data.completed["model"])
+    chosen = finished[(finished["status"] == "completed") | ~finished["model"].isin(completed_models)]
+    return data.epochs[data.epochs["run_id"].isin(chosen["run_id"])]
+
+
+def _curves(epochs: pd.DataFrame, ranking: list[str],
+            detail_models: int) -> tuple[tuple[Plot, ...], str]:
+    chosen = ranking[:detail_models]
+    by_model = dict(tuple(epochs[epochs["model"].isin(chosen)].groupby("model")))
+    curves = []
+    for model in chosen:
+        if model in by_model:
+            curves.append(_plot("loss", f"loss-{model}", plots.loss_figure(by_model[model], model)))
+            curves.append(_plot("accuracy", f"accuracy-{model}", plots.accuracy_figure(by_model[model], model)))
+    notes = ["Curves are the mean over a model's completed runs with a 95% CI band (clipped to the "
+             "metric's range); diverged runs are left out unless a model has nothing else."]
+    if len(ranking) > len(chosen):
+        notes.append(f"Loss and accuracy curves are drawn for the top {len(chosen)} of {len(ranking)} models "
+                     f"by mean test accuracy; the overlay shows every model's validation accuracy.")
+    return tuple(curves), " ".join(notes)
+
+
+def _weights(store: RunStore, model: str, run: pd.Series) -> tuple[Plot | None, str]:
+    try:
+        weights = load_weights(store, int(run["run_id"]))
+    except MnistlabError as error:
+        return None, f"No weight plot: {error}."
+    title = f"{model}, run {int(run['run_id'])} (seed {int(run['seed'])}): weights per layer"
+    note = ("One violin per weighted layer (Conv2D and Dense kernels), labelled with its weight count; "
+            f"each violin's density is estimated from at most {plots.KDE_SAMPLE:,} evenly spaced weights.")
+    return _plot("weights", "weights", plots.weights_figure(weights, title)), note
+
+
+def _class_names(data: ExperimentData, dataset: Dataset | None, labels: np.ndarray) -> tuple[str, ...]:
+    if dataset is not None:
+        return dataset.info.class_names
+    names = data.runs["dataset"].unique()
+    if len(names) == 1 and names[0] in DATASETS:
+        return DATASETS[names[0]].class_names
+    return tuple(str(index) for index in range(max(10, int(labels.max()) + 1)))
+
+
+def _misclassified(labels: np.ndarray, predicted: np.ndarray, dataset: Dataset | None,
+                   class_names: tuple[str, ...], title: str) -> tuple[Plot | None, str]:
+    if dataset is None:
+        return None, ("No grid of misclassified images: the report was made without the dataset, "
+                      "so the test images are not available (pass the dataset to write_report).")
+    test_labels = dataset.test_labels.numpy()
+    if len(test_labels) != len(labels) or not np.array_equal(test_labels, labels):
+        return None, ("No grid of misclassified images: the dataset given does not match the test "
+                      "labels stored with the run.")
+    wrong = misclassified_indices(labels, predicted, MISCLASSIFIED_LIMIT)
+    if not len(wrong):
+        return None, "No grid of misclassified images: the run classified every test image correctly."
+    images = dataset.test_images[wrong].numpy()
+    figure = plots.misclassified_figure(images, labels[wrong], predicted[wrong], class_names, title)
+    return _plot("misclassified", "misclassified", figure), (
+        f"The first {len(wrong)} misclassified test images (in test-set order), titled true→predicted.")
+
+
+def _best_run(store: RunStore, data: ExperimentData, model: str, run: pd.Series,
+              dataset: Dataset | None) -> BestRun:
+    run_id = int(run["run_id"])
+    base = dict(model=model, run_id=run_id, seed=int(run["seed"]), test_acc=float(run["test_acc"]))
+    stored = load_predictions(store, [run_id]).get(run_id)
+    if stored is None:
+        return BestRun(**base, confusion=None, pairs=pd.DataFrame(), misclassified=None,
+                       notes=(f"Run {run_id} stored no test predictions, so there is no confusion matrix.",))
+    labels, predicted = stored
+    class_names = _class_names(data, dataset, labels)
+    matrix = confusion_matrix(labels, predicted, len(class_names))
+    prefix = f"{model}, run {run_id} (seed {int(run['seed'])})"
+    confusion = _plot("confusion", "confusion", plots.confusion_figure(matrix, class_names, f"{prefix}: confusion matrix"))
+    grid, grid_note = _misclassified(labels, predicted, dataset, class_names, f"{prefix}: misclassified test images")
+    notes = [grid_note]
+    if plots.short_class_names(class_names) != list(class_names):
+        notes.append("Plots show class indices: " + ", ".join(f"{i} = {name}" for i, name in enumerate(class_names)) + ".")
+    return BestRun(**base, confusion=confusion, pairs=most_confused_pairs(matrix, class_names, CONFUSED_PAIRS),
+                   misclassified=grid, notes=tuple(notes))
+
+
+# -- assembly --------------------------------------------------------------------------------------
+
+
+def _statistics(store: RunStore, data: ExperimentData, ranking: list[str], best: str) -> tuple[Statistics | None, str]:
+    if len(ranking) < 2:
+        return None, "Only one model has finished runs, so there is nothing to compare."
+    result = statistics(data.runs, ranking, best, lambda ids: load_predictions(store, ids))
+    note = (f"{best} (highest mean test accuracy) against each other model. McNemar's exact test uses "
+            "the two models' test predictions from runs with the same seed (the first seed they share, "
+            "when they share several, as each line says); the difference in test accuracy is the mean "
+            "over all shared seeds, paired by seed, with its 95% t interval. "
+            f"A difference is called significant when McNemar's p < {ALPHA:g}.")
+    return result, note
+
+
+def build_report(store: RunStore, experiment: str, dataset: Dataset | None = None,
+                 detail_models: int = DEFAULT_DETAIL_MODELS) -> Report:
+    """Read the experiment, compute tables and statistics and render every figure."""
+    data = load_experiment(store, experiment)
+    diagnoses = model_diagnoses(data)
+    table = comparison_from(data, diagnoses)
+    ranking = table["model"].tolist()
+    best = best_model(table)
+    if best is None:
+        raise MnistlabError(f"experiment {experiment!r} has no completed runs to report on "
+                            f"({len(data.runs)} runs in {store.path}); run it first")
+    run = best_run(data.runs, best)
+    stats, stats_note = _statistics(store, data, ranking, best)
+    curve_epochs = _curve_epochs(data)
+    curves, curves_note = _curves(curve_epochs, ranking, detail_models)
+    weights, weights_note = _weights(store, best, run)
+    best_section = _best_run(store, data, best, run, dataset)
+    overlay = _plot("val-overlay", "val-overlay", plots.val_overlay_figure(curve_epochs, ranking))
+    return Report(
+        experiment=experiment,
+        title=f"mnistlab report: {experiment}",
+        description=str(data.config.get("description", "")),
+        facts=_facts(data),
+        protocol=_protocols(data),
+        columns=tuple(header for header, _ in COLUMNS),
+        rows=table_rows(table),
+        table=table,
+        diagnoses=tuple(diagnoses[model] for model in ranking if model in diagnoses),
+        diagnosis_note=("Each model's diagnosis is of its first-seed run (lowest seed), a real run whose "
+                        "numbers the rule text quotes."),
+        statistics=stats,
+        statistics_note=stats_note,
+        curves=curves,
+        curves_note=curves_note,
+        overlay=overlay,
+        weights=weights,
+        weights_note=weights_note,
+        best=best_section,
+    )

@@ -1,0 +1,28 @@
+"""The report as one self-contained HTML page: figures as PNG data URIs, CSS and JS inline."""
+
+from __future__ import annotations
+
+import functools
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, Template
+
+from mnistlab.report.content import TEST_ACC_HEADER, TEXT_COLUMNS, Report
+
+__all__ = ["render_html"]
+
+TEMPLATE = "report.html.j2"
+
+
+@functools.cache
+def _template() -> Template:
+    # autoescape=True: every value (model descriptions, rule texts) is text, never markup.
+    environment = Environment(loader=PackageLoader("mnistlab.report", "templates"),
+                              autoescape=True, undefined=StrictUndefined,
+                              trim_blocks=False, lstrip_blocks=False)
+    return environment.get_template(TEMPLATE)
+
+
+def render_html(report: Report) -> str:
+    """The page's text; the comparison table starts sorted by mean test accuracy."""
+    return _template().render(report=report, text_columns=TEXT_COLUMNS,
+                              sorted_column=report.columns.index(TEST_ACC_HEADER))

@@ -1,0 +1,266 @@
+"""Figures of a report. Each function returns a matplotlib ``Figure`` so a notebook can show it.
+
+Figures are built with ``matplotlib.figure.Figure`` directly, never through pyplot: nothing is
+registered with a GUI backend, nothing needs closing, and importing this module leaves a
+notebook's backend alone. PNGs are rendered by the Agg canvas.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import ParamSpec
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib import cbook
+from matplotlib.axes import Axes
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from scipy.stats import gaussian_kde
+
+from mnistlab.analysis import mean_ci
+
+__all__ = [
+    "PNG_DPI",
+    "accuracy_figure",
+    "confusion_figure",
+    "figure_png",
+    "loss_figure",
+    "metric_curve",
+    "misclassified_figure",
+    "short_class_names",
+    "val_overlay_figure",
+    "weights_figure",
+]
+
+# One look for every figure: small type, light grid, no top/right spines.
+STYLE = {
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "legend.frameon": False,
+}
+TRAIN_COLOR = "#1f77b4"
+VAL_COLOR = "#d62728"
+OTHER_COLOR = "#b0b0b0"
+# Low enough that a thousand-run report stays fast and small, high enough to read.
+PNG_DPI = 100
+CURVE_SIZE = (4.6, 2.9)
+# Curve figures are many and alike, so they get fixed margins instead of a layout engine,
+# which would cost ~40% more time per figure.
+CURVE_MARGINS = {"left": 0.14, "right": 0.97, "top": 0.9, "bottom": 0.16}
+OVERLAY_SIZE = (7.6, 3.8)
+# A violin's KDE is evaluated from at most this many weights per layer (evenly strided):
+# a dense layer can hold millions, and the shape does not change past a few thousand.
+KDE_SAMPLE = 4000
+GRID_COLUMNS = 6
+# Class names longer than this do not fit over a 28-pixel tile; indices are used instead.
+SHORT_NAME = 3
+
+P = ParamSpec("P")
+
+
+def styled(plot: Callable[P, Figure]) -> Callable[P, Figure]:
+    """Build the figure under STYLE, so every plot shares one look."""
+    @functools.wraps(plot)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Figure:
+        with matplotlib.rc_context(STYLE):
+            return plot(*args, **kwargs)
+    return wrapper
+
+
+def figure_png(figure: Figure, dpi: int = PNG_DPI) -> bytes:
+    """The figure as PNG bytes (no timestamp metadata, so equal figures give equal bytes)."""
+    buffer = io.BytesIO()
+    with matplotlib.rc_context(STYLE):
+        figure.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def short_class_names(class_names: Sequence[str]) -> list[str]:
+    """The names if all are short (digits), else the class indices as text."""
+    if all(len(name) <= SHORT_NAME for name in class_names):
+        return list(class_names)
+    return [str(index) for index in range(len(class_names))]
+
+
+# -- training curves -------------------------------------------------------------------------------
+
+
+def metric_curve(epochs: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Per epoch: mean of ``column`` over runs and the half-width of its 95% CI (nan for one
+    run). Non-finite values (a diverged run's) are left out of that epoch."""
+    rows = []
+    for epoch, values in epochs.groupby("epoch")[column]:
+        finite = values[np.isfinite(values)]
+        if len(finite):
+            mean, half_width = mean_ci(finite.to_numpy())
+            rows.append((int(epoch), mean, half_width, len(finite)))
+    return pd.DataFrame(rows, columns=["epoch", "mean", "half_width", "n"])
+
+
+def _integer_epochs(ax: Axes, last_epoch: int) -> None:
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(0.7, max(last_epoch, 1) + 0.3)
+    ax.set_xlabel("epoch")
+
+
+def _plot_curve(ax: Axes, curve: pd.DataFrame, label: str, color: str,
+                limits: tuple[float, float]) -> None:
+    ax.plot(curve["epoch"], curve["mean"], marker="o", markersize=3, linewidth=1.5,
+            color=color, label=label)
+    band = curve.dropna(subset=["half_width"])
+    if not band.empty:
+        # With two or three runs the t interval is wide; clipping keeps it within values the
+        # metric can take (no negative loss, no accuracy above 1) so it cannot swamp the axes.
+        low = np.clip(band["mean"] - band["half_width"], *limits)
+        high = np.clip(band["mean"] + band["half_width"], *limits)
+        ax.fill_between(band["epoch"], low, high, color=color, alpha=0.2, linewidth=0)
+
+
+def _metric_figure(epochs: pd.DataFrame, model: str, metric: str, name: str,
+                   limits: tuple[float, float]) -> Figure:
+    figure = Figure(figsize=CURVE_SIZE)
+    figure.subplots_adjust(**CURVE_MARGINS)
+    ax = figure.add_subplot()
+    for column, label, color in ((metric, "train", TRAIN_COLOR),
+                                 (f"val_{metric}", "validation", VAL_COLOR)):
+        _plot_curve(ax, metric_curve(epochs, column), label, color, limits)
+    runs = epochs["run_id"].nunique()
+    spread = f"mean of {runs} runs, 95% CI band" if runs > 1 else "1 run"
+    ax.set_title(f"{model}: {name} ({spread})")
+    ax.set_ylabel(name)
+    _integer_epochs(ax, int(epochs["epoch"].max()) if len(epochs) else 1)
+    ax.legend()
+    return figure
+
+
+@styled
+def loss_figure(epochs: pd.DataFrame, model: str) -> Figure:
+    """Train and validation loss of one model's runs against epoch (mean and 95% CI band)."""
+    return _metric_figure(epochs, model, "loss", "loss", (0.0, math.inf))
+
+
+@styled
+def accuracy_figure(epochs: pd.DataFrame, model: str) -> Figure:
+    """Train and validation accuracy of one model's runs against epoch (mean and 95% CI band)."""
+    return _metric_figure(epochs, model, "acc", "accuracy", (0.0, 1.0))
+
+
+@styled
+def val_overlay_figure(epochs: pd.DataFrame, ranking: Sequence[str] | None = None,
+                       highlight: int = 10) -> Figure:
+    """Every model's mean validation accuracy on one plot.
+
+    The first ``highlight`` models of ``ranking`` (default: by final mean val_acc) get a colour
+    and a legend entry; the rest are thin grey lines, so a hundred models stay legible.
+    """
+    means = epochs.groupby(["model", "epoch"], sort=True)["val_acc"].mean().unstack("model")
+    if ranking is None:
+        ranking = means.ffill().iloc[-1].sort_values(ascending=False).index.tolist()
+    shown = [model for model in ranking if model in means.columns][:highlight]
+    others = [model for model in means.columns if model not in shown]
+    figure = Figure(figsize=OVERLAY_SIZE, layout="constrained")
+    ax = figure.add_subplot()
+    for index, model in enumerate(others):
+        ax.plot(means.index, means[model], color=OTHER_COLOR, linewidth=0.7,
+                label=f"other models ({len(others)})" if index == 0 else None)
+    colors = matplotlib.colormaps["tab10"].colors
+    for index, model in enumerate(shown):
+        ax.plot(means.index, means[model], color=colors[index % len(colors)], linewidth=1.6,
+                marker="o", markersize=2.5, label=model)
+    ax.set_title("Validation accuracy of every model (mean over runs)")
+    ax.set_ylabel("validation accuracy")
+    _integer_epochs(ax, int(means.index.max()) if len(means) else 1)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return figure
+
+
+# -- weights ------------------------------------------------------------------------------------------
+
+
+def _kde(values: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    sample = values[:: max(1, values.size // KDE_SAMPLE)]
+    if np.ptp(sample) == 0:
+        return np.zeros_like(coords)  # one repeated value: no spread for a KDE to show
+    return gaussian_kde(sample).evaluate(coords)
+
+
+@styled
+def weights_figure(weights: Mapping[str, np.ndarray], title: str = "Weight distributions") -> Figure:
+    """One violin per weighted layer, in the order given, labelled with its weight count."""
+    names = list(weights)
+    values = [np.asarray(weights[name], dtype=np.float64).ravel() for name in names]
+    figure = Figure(figsize=(max(4.6, 0.75 * len(names) + 1.5), 3.2), layout="constrained")
+    ax = figure.add_subplot()
+    if names:
+        stats = cbook.violin_stats(values, _kde, points=120)
+        positions = np.arange(1, len(names) + 1)
+        parts = ax.violin(stats, positions=positions, widths=0.8, showmedians=True)
+        for body in parts["bodies"]:
+            body.set_facecolor(TRAIN_COLOR)
+            body.set_alpha(0.55)
+        ax.set_xticks(positions, [f"{name}\n{value.size:,}" for name, value in zip(names, values)],
+                      rotation=30 if len(names) > 6 else 0)
+    ax.set_ylabel("weight value")
+    ax.set_title(title)
+    return figure
+
+
+# -- errors of one run --------------------------------------------------------------------------------
+
+
+@styled
+def confusion_figure(matrix: np.ndarray, class_names: Sequence[str],
+                     title: str = "Confusion matrix") -> Figure:
+    """Counts per (true, predicted) class; colour on a log scale so the few errors show beside
+    the large diagonal, and every count written in its cell."""
+    names = short_class_names(class_names)
+    figure = Figure(figsize=(4.8, 4.4), layout="constrained")
+    ax = figure.add_subplot()
+    ax.grid(False)
+    cmap = matplotlib.colormaps["Blues"].with_extremes(bad="white")
+    norm = LogNorm(vmin=1, vmax=max(int(matrix.max()), 2))
+    ax.imshow(np.ma.masked_equal(matrix, 0), cmap=cmap, norm=norm)
+    dark = math.log(norm.vmax) * 0.6
+    for (true, pred), count in np.ndenumerate(matrix):
+        color = "white" if count > 0 and math.log(count) > dark else ("#999999" if count == 0 else "black")
+        ax.text(pred, true, str(count), ha="center", va="center", fontsize=7, color=color)
+    ticks = np.arange(len(names))
+    ax.set_xticks(ticks, names)
+    ax.set_yticks(ticks, names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    return figure
+
+
+@styled
+def misclassified_figure(images: np.ndarray, labels: Sequence[int], predicted: Sequence[int],
+                         class_names: Sequence[str], title: str = "Misclassified test images") -> Figure:
+    """A grid of images (N x 28 x 28), one axes each, titled ``true→pred``."""
+    names = short_class_names(class_names)
+    count = len(images)
+    columns = max(1, min(GRID_COLUMNS, count))
+    rows = max(1, math.ceil(count / columns))
+    # At least wide enough for the title, however few images there are.
+    figure = Figure(figsize=(max(columns * 0.95, 5.2), rows * 1.05 + 0.4), layout="constrained")
+    for index in range(count):
+        ax = figure.add_subplot(rows, columns, index + 1)
+        ax.imshow(images[index], cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
+        ax.set_title(f"{names[labels[index]]}→{names[predicted[index]]}", fontsize=8, pad=2)
+        ax.set_axis_off()
+    figure.suptitle(title)
+    return figure
