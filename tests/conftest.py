@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -55,3 +57,35 @@ def tiny_spec_file(tmp_path) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(TINY_CNN)
     return path
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Without the background-networking flags Chromium keeps dialling out of this closed network.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def artifacts_dir(fallback: Path) -> Path:
+    """Where screenshots go: $MNISTLAB_ARTIFACTS (CI keeps it), else the test's tmp_path."""
+    folder = Path(os.environ.get("MNISTLAB_ARTIFACTS") or fallback)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@contextmanager
+def browser_page(page_path: Path) -> Iterator[tuple[object, list[str]]]:
+    """A headless-Chromium page showing `page_path`, and the console/page errors it raised."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is not installed")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            errors: list[str] = []
+            page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(page_path.as_uri(), wait_until="load")
+            yield page, errors
+        finally:
+            browser.close()

@@ -40,6 +40,8 @@ from mnistlab.report import (
 from mnistlab.report.content import protocol_sentence
 from mnistlab.store import RunStore
 
+from conftest import artifacts_dir, browser_page
+
 EXPERIMENT = "demo"
 EPOCHS = 4
 # t quantiles from a printed table: two-sided 95% for 2 and 1 degrees of freedom.
@@ -411,38 +413,19 @@ def test_compare_models_and_runs(store):
 
 # -- in a browser ---------------------------------------------------------------------------------
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-
 def test_report_in_a_browser(report_dir, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is not installed")
-    artifacts = Path(os.environ.get("MNISTLAB_ARTIFACTS") or tmp_path)
-    artifacts.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            errors: list[str] = []
-            page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto((report_dir / "demo.html").as_uri(), wait_until="load")
-            assert page.locator("table#comparison tbody tr").count() == 3
-            widths = page.eval_on_selector_all("img.plot", "images => images.map(i => i.complete && i.naturalWidth)")
-            assert len(widths) == 2 * 3 + 4 and all(width > 0 for width in widths)
-            assert page.locator("#misclassified img.plot[data-kind=misclassified]").count() == 1
-            page.screenshot(path=str(artifacts / "report.png"), full_page=True)
-            models = "table#comparison tbody tr td:first-child"
-            assert page.locator(models).all_inner_texts() == ["m-good", "m-mid", "m-bad"]
-            page.locator("table#comparison th", has_text="Model").click()
-            assert page.locator(models).all_inner_texts() == ["m-bad", "m-good", "m-mid"]
-            page.locator("table#comparison th", has_text="Model").click()
-            assert page.locator(models).all_inner_texts() == ["m-mid", "m-good", "m-bad"]
-            page.locator("table#comparison th", has_text="Params").click()  # numbers, all equal
-            assert page.locator(models).count() == 3
-            assert errors == []
-        finally:
-            browser.close()
+    with browser_page(report_dir / "demo.html") as (page, errors):
+        assert page.locator("table#comparison tbody tr").count() == 3
+        widths = page.eval_on_selector_all("img.plot", "images => images.map(i => i.complete && i.naturalWidth)")
+        assert len(widths) == 2 * 3 + 4 and all(width > 0 for width in widths)
+        assert page.locator("#misclassified img.plot[data-kind=misclassified]").count() == 1
+        page.screenshot(path=str(artifacts_dir(tmp_path) / "report.png"), full_page=True)
+        models = "table#comparison tbody tr td:first-child"
+        assert page.locator(models).all_inner_texts() == ["m-good", "m-mid", "m-bad"]
+        page.locator("table#comparison th", has_text="Model").click()
+        assert page.locator(models).all_inner_texts() == ["m-bad", "m-good", "m-mid"]
+        page.locator("table#comparison th", has_text="Model").click()
+        assert page.locator(models).all_inner_texts() == ["m-mid", "m-good", "m-bad"]
+        page.locator("table#comparison th", has_text="Params").click()  # numbers, all equal
+        assert page.locator(models).count() == 3
+        assert errors == []

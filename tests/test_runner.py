@@ -172,3 +172,29 @@ def test_two_concurrent_runs_share_the_work(tmp_path, tiny_data_dir):
     # Between them they trained each run exactly once.
     trained = [int(out.split("trained ")[1].split(",")[0]) for out, _ in outputs]
     assert sum(trained) == 6
+
+
+def test_cli_run_writes_a_report_that_works_in_a_browser(tmp_path, tiny_data_dir):
+    """The issue's end-to-end check: run → store → report → the page in headless Chromium."""
+    from conftest import artifacts_dir, browser_page
+
+    path = write_experiment(tmp_path, tiny_experiment(tiny_data_dir, name="e2e", epochs=2))
+    store_dir = tmp_path / "store"
+    process = _run_cli("run", str(path), "--store", str(store_dir), "--quiet", "--data-dir", str(tiny_data_dir))
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    page_path = store_dir / "reports" / "e2e.html"
+    assert page_path.exists() and (store_dir / "reports" / "e2e.md").exists()
+    again = _run_cli("run", str(path), "--store", str(store_dir), "--no-report")
+    out, _ = again.communicate(timeout=120)
+    assert "trained 0, already done 4" in out
+    with browser_page(page_path) as (page, errors):
+        assert page.locator("table#comparison tbody tr").count() == 2
+        kinds = page.eval_on_selector_all("img.plot", "images => images.map(i => i.dataset.kind)")
+        assert {"loss", "accuracy", "val-overlay", "weights", "confusion", "misclassified"} <= set(kinds)
+        widths = page.eval_on_selector_all("img.plot", "images => images.map(i => i.complete && i.naturalWidth)")
+        assert all(width > 0 for width in widths)
+        assert page.locator("#statistics").inner_text().strip()
+        assert page.locator("#diagnoses").inner_text().strip()
+        page.screenshot(path=str(artifacts_dir(tmp_path) / "e2e-report.png"), full_page=True)
+        assert errors == []
