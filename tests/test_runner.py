@@ -198,3 +198,45 @@ def test_cli_run_writes_a_report_that_works_in_a_browser(tmp_path, tiny_data_dir
         assert page.locator("#diagnoses").inner_text().strip()
         page.screenshot(path=str(artifacts_dir(tmp_path) / "e2e-report.png"), full_page=True)
         assert errors == []
+
+
+def test_notebook_api_runs_and_gives_table_and_figures(tmp_path, tiny_data_dir):
+    from matplotlib.figure import Figure
+
+    from mnistlab import api
+    from mnistlab.report import comparison_table, epochs_frame, loss_figure, val_overlay_figure
+
+    with api.open_store(tmp_path / "store") as store:
+        outcome = api.run(tiny_experiment(tiny_data_dir, name="nb"), store)
+        assert len(outcome.trained) == 4
+        table = comparison_table(store, "nb")
+        assert set(table["model"] if "model" in table else table.index) == {"tiny-mlp", "tiny-cnn"}
+        epochs = epochs_frame(store, "nb")
+        assert isinstance(loss_figure(epochs, "tiny-cnn"), Figure)
+        assert isinstance(val_overlay_figure(epochs), Figure)
+
+
+def test_run_directory_deleted_mid_experiment_is_survived(tmp_path, tiny_data_dir):
+    """Someone removes a run's artifacts folder while it trains: the run still completes consistently."""
+    import shutil
+
+    from mnistlab.engine import Reporter
+
+    experiment = parse_experiment(tiny_experiment(tiny_data_dir, name="rmdir", epochs=3, seeds=(0,)))
+
+    with RunStore(tmp_path / "store") as store:
+        class DeleteRunFolder(Reporter):
+            def __init__(self, model_id):
+                self.model_id = model_id
+
+            def end_epoch(self, epoch, epochs, metrics):
+                if epoch == 2:  # the run's own folder, with epoch 1's checkpoint, vanishes mid-run
+                    run = next(r for r in store.runs("rmdir") if r.model_id == self.model_id)
+                    shutil.rmtree(store.root / "artifacts" / str(run.id))
+
+        outcome = run_experiment(experiment, store, reporter_for=lambda task: DeleteRunFolder(task.model_id))
+        assert len(outcome.trained) == 2
+        for record in store.runs("rmdir"):
+            assert record.status == "completed"
+            assert store.history(record.id)["epoch"] == [1, 2, 3]
+            assert (store.run_dir(record.id) / "weights.safetensors").exists()

@@ -7,6 +7,9 @@ from typing import Any
 
 from mnistlab.data import Dataset, load_dataset
 from mnistlab.engine import History, Reporter, TrainConfig, fit
+from mnistlab.experiment import Experiment, load_experiment, parse_experiment
+from mnistlab.runner import RunOutcome, run_experiment
+from mnistlab.store import RunStore
 from mnistlab.spec import ModelSpec, parse_model
 from mnistlab.zoo import get_model, zoo_models
 
@@ -36,4 +39,34 @@ def train(
     return fit(spec, data, TrainConfig(**options), reporter=reporter)
 
 
-__all__ = ["History", "TrainConfig", "load_dataset", "model_spec", "train", "zoo_models"]
+def open_store(root: str | Path = "mnistlab-runs") -> RunStore:
+    """The run store in `root` (created if absent); close it, or use it in a `with` block."""
+    return RunStore(root)
+
+
+def experiment(definition: str | Path | dict[str, Any] | Experiment) -> Experiment:
+    """A built-in experiment name, an experiment file, a dict, or an Experiment → validated Experiment."""
+    if isinstance(definition, Experiment):
+        return parse_experiment(definition.to_dict())
+    if isinstance(definition, dict):
+        return parse_experiment(definition)
+    return load_experiment(definition)[0]
+
+
+def run(
+    definition: str | Path | dict[str, Any] | Experiment,
+    store: RunStore | str | Path = "mnistlab-runs",
+    data_dir: str | Path | None = None,
+    dataset: Dataset | None = None,
+) -> RunOutcome:
+    """Train every (model, seed) of an experiment not already in the store, resuming interrupted ones."""
+    study = experiment(definition)
+    if isinstance(store, RunStore):
+        return run_experiment(study, store, data_dir=data_dir, dataset=dataset)
+    with RunStore(store) as opened:
+        return run_experiment(study, opened, data_dir=data_dir, dataset=dataset)
+
+
+__all__ = [
+    "History", "TrainConfig", "experiment", "load_dataset", "model_spec", "open_store", "run", "train", "zoo_models",
+]
