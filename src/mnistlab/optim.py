@@ -80,6 +80,14 @@ def _ema_square_(averages: list[Tensor], values: list[Tensor], beta: float) -> N
     torch._foreach_addcmul_(averages, values, values, value=1.0 - beta)
 
 
+def _rms_step_(params: list[Tensor], grads: list[Tensor], accumulators: list[Tensor], epsilon: float,
+               lr: float) -> None:
+    """p -= lr * g / (sqrt(a) + eps): RMSprop's and Adagrad's step, epsilon outside the sqrt."""
+    denominators = torch._foreach_sqrt(accumulators)
+    torch._foreach_add_(denominators, epsilon)
+    torch._foreach_addcdiv_(params, grads, denominators, value=-lr)
+
+
 class KerasOptimizer(torch.optim.Optimizer):
     """Shared step(): Keras's iteration counter and time-inverse ``decay``; subclasses do the maths.
 
@@ -185,9 +193,7 @@ class KerasRMSprop(KerasOptimizer):
                 lr: float, t: int) -> None:
         accumulators = self._slots(params, "accumulator")
         _ema_square_(accumulators, grads, group["rho"])
-        denominators = torch._foreach_sqrt(accumulators)
-        torch._foreach_add_(denominators, group["epsilon"])
-        torch._foreach_addcdiv_(params, grads, denominators, value=-lr)
+        _rms_step_(params, grads, accumulators, group["epsilon"], lr)
 
 
 class KerasAdagrad(KerasOptimizer):
@@ -208,9 +214,7 @@ class KerasAdagrad(KerasOptimizer):
                 lr: float, t: int) -> None:
         accumulators = self._slots(params, "accumulator")
         torch._foreach_addcmul_(accumulators, grads, grads)
-        denominators = torch._foreach_sqrt(accumulators)
-        torch._foreach_add_(denominators, group["epsilon"])
-        torch._foreach_addcdiv_(params, grads, denominators, value=-lr)
+        _rms_step_(params, grads, accumulators, group["epsilon"], lr)
 
 
 class KerasAdadelta(KerasOptimizer):

@@ -11,7 +11,7 @@ import difflib
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -127,8 +127,7 @@ class Layer(BaseModel):
     name: str | None = None
     inputs: list[str] | None = None
 
-    keras_prefix: Any = None  # overridden as a ClassVar-like plain attribute below
-    weighted: Any = False
+    keras_prefix: ClassVar[str]  # Keras's automatic-name stem: conv2d_1, dense_2, ...
 
     def output_shape(self, shapes: list[Shape]) -> Shape:
         raise NotImplementedError
@@ -186,18 +185,22 @@ def _windowed_shape(shape: Shape, kernel: tuple[int, int], strides: tuple[int, i
     )
 
 
-class Conv2D(Layer):
+class _KernelLayer(Layer):
+    """Arguments shared by the layers with a kernel (Conv2D, Dense)."""
+
+    activation: ActivationName = "linear"
+    kernel_initializer: InitializerArg = Initializer(name="glorot_uniform")
+    use_bias: bool = True
+
+
+class Conv2D(_KernelLayer):
     type: Literal["Conv2D"] = "Conv2D"
     filters: Annotated[int, Field(gt=0)]
     kernel_size: PositivePair
     strides: PositivePair = (1, 1)
     padding: Padding = "valid"
-    activation: ActivationName = "linear"
-    kernel_initializer: InitializerArg = Initializer(name="glorot_uniform")
-    use_bias: bool = True
 
-    keras_prefix: Literal["conv2d"] = "conv2d"
-    weighted: Literal[True] = True
+    keras_prefix: ClassVar[str] = "conv2d"
 
     def output_shape(self, shapes: list[Shape]) -> Shape:
         shape = _image(_single(shapes), "Conv2D")
@@ -215,7 +218,7 @@ class MaxPooling2D(Layer):
     strides: PositivePair | None = None  # Keras: defaults to pool_size
     padding: Padding = "valid"
 
-    keras_prefix: Literal["max_pooling2d"] = "max_pooling2d"
+    keras_prefix: ClassVar[str] = "max_pooling2d"
 
     @property
     def effective_strides(self) -> tuple[int, int]:
@@ -231,7 +234,7 @@ class Dropout(Layer):
     type: Literal["Dropout"] = "Dropout"
     rate: Annotated[float, Field(ge=0.0, lt=1.0)]
 
-    keras_prefix: Literal["dropout"] = "dropout"
+    keras_prefix: ClassVar[str] = "dropout"
 
     def output_shape(self, shapes: list[Shape]) -> Shape:
         return _single(shapes)
@@ -242,8 +245,7 @@ class BatchNormalization(Layer):
     momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.99
     epsilon: Annotated[float, Field(gt=0.0)] = 1e-3
 
-    keras_prefix: Literal["batch_normalization"] = "batch_normalization"
-    weighted: Literal[True] = True
+    keras_prefix: ClassVar[str] = "batch_normalization"
 
     def output_shape(self, shapes: list[Shape]) -> Shape:
         return _single(shapes)
@@ -256,21 +258,17 @@ class BatchNormalization(Layer):
 class Flatten(Layer):
     type: Literal["Flatten"] = "Flatten"
 
-    keras_prefix: Literal["flatten"] = "flatten"
+    keras_prefix: ClassVar[str] = "flatten"
 
     def output_shape(self, shapes: list[Shape]) -> Shape:
         return (math.prod(_single(shapes)),)
 
 
-class Dense(Layer):
+class Dense(_KernelLayer):
     type: Literal["Dense"] = "Dense"
     units: Annotated[int, Field(gt=0)]
-    activation: ActivationName = "linear"
-    kernel_initializer: InitializerArg = Initializer(name="glorot_uniform")
-    use_bias: bool = True
 
-    keras_prefix: Literal["dense"] = "dense"
-    weighted: Literal[True] = True
+    keras_prefix: ClassVar[str] = "dense"
 
     def output_shape(self, shapes: list[Shape]) -> Shape:
         shape = _single(shapes)
@@ -286,7 +284,7 @@ class Activation(Layer):
     type: Literal["Activation"] = "Activation"
     activation: ActivationName
 
-    keras_prefix: Literal["activation"] = "activation"
+    keras_prefix: ClassVar[str] = "activation"
 
     def output_shape(self, shapes: list[Shape]) -> Shape:
         return _single(shapes)
@@ -296,7 +294,7 @@ class Concatenate(Layer):
     type: Literal["Concatenate"] = "Concatenate"
     axis: int = -1
 
-    keras_prefix: Literal["concatenate"] = "concatenate"
+    keras_prefix: ClassVar[str] = "concatenate"
 
     def output_shape(self, shapes: list[Shape]) -> Shape:
         if len(shapes) < 2:
@@ -426,9 +424,6 @@ class ModelSpec(BaseModel):
     def to_dict(self) -> dict[str, Any]:
         """Plain data that `parse_model` reads back to an equal spec (used for hashing and storage)."""
         data = self.model_dump(mode="json", exclude_none=True, exclude={"reference", "decisions"})
-        for layer in data["layers"]:
-            layer.pop("keras_prefix", None)
-            layer.pop("weighted", None)
         data["training"]["optimizer"] = self.training.optimizer.to_yaml_value()
         return data
 
@@ -585,7 +580,7 @@ def _field_choices(model: type[BaseModel], loc: list[str]) -> list[str]:
             current = Initializer
         elif part == "training":
             current = Training
-    return [f for f in current.model_fields if f not in ("keras_prefix", "weighted", "type")]
+    return [f for f in current.model_fields if f != "type"]
 
 
 def _first_error(exc: ValidationError, model: type[BaseModel]) -> tuple[str, str]:
@@ -610,7 +605,7 @@ def _first_error(exc: ValidationError, model: type[BaseModel]) -> tuple[str, str
 
 def _default_name(kind: str, counters: dict[str, int]) -> str:
     """Keras's automatic name (`dense_2`) for the next layer of this kind."""
-    prefix = LAYER_CLASSES[kind].model_fields["keras_prefix"].default
+    prefix = LAYER_CLASSES[kind].keras_prefix
     return f"{prefix}_{counters.get(prefix, 0) + 1}"
 
 
@@ -629,10 +624,9 @@ def _parse_layer(spec_id: str, where: str, index: int, raw: Any, counters: dict[
         )
     cls = LAYER_CLASSES[kind]
     name = raw.get("name") or _default_name(kind, counters)
-    prefix = cls.model_fields["keras_prefix"].default
+    prefix = cls.keras_prefix
     counters[prefix] = counters.get(prefix, 0) + 1
-    data = {k: v for k, v in raw.items() if k not in ("keras_prefix", "weighted")}
-    data["type"] = kind
+    data = {**raw, "type": kind}
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
