@@ -95,6 +95,41 @@ def _padding_for(node: Node, kernel: tuple[int, int], strides: tuple[int, int]) 
     return (left, right, top, bottom)
 
 
+# Measured on a 2-core Zen 4 (benchmarks/): oneDNN's conv backward runs 'valid' convs with a
+# handful of output pixels at 15-70 GFLOP/s against ~200 for large ones (s002-m10's 3x3 kernel on
+# a 3x3 input); the same maths as unfold + one GEMM runs near peak. Below 64 input channels the
+# conv is cheap either way; above 9 output pixels the GEMM form measured slower.
+GEMM_MAX_OUTPUT_PIXELS = 9
+GEMM_MIN_IN_CHANNELS = 64
+
+
+class ConvAsGemm(nn.Module):
+    """A stride-1, unpadded convolution computed as unfold + matmul on the conv's own weight."""
+
+    def __init__(self, conv: nn.Conv2d, out_hw: tuple[int, int]) -> None:
+        super().__init__()
+        self.conv = conv  # keeps the parameters (and their names) where weight plots look for them
+        self.out_hw = out_hw
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.conv.weight.reshape(self.conv.out_channels, -1)
+        batch = x.shape[0]
+        if self.out_hw == (1, 1):  # the kernel covers the input: a Dense layer on (C, H, W)
+            y = F.linear(x.reshape(batch, -1), weight, self.conv.bias)
+            return y.reshape(batch, -1, 1, 1)
+        columns = F.unfold(x, self.conv.kernel_size).transpose(1, 2)  # (N, pixels, C*kh*kw)
+        y = F.linear(columns, weight, self.conv.bias)
+        return y.transpose(1, 2).reshape(batch, -1, *self.out_hw)
+
+
+def _fast_form(conv: nn.Conv2d, node: Node) -> nn.Module:
+    out_h, out_w = node.output_shape[0], node.output_shape[1]
+    small = out_h * out_w <= GEMM_MAX_OUTPUT_PIXELS and conv.in_channels >= GEMM_MIN_IN_CHANNELS
+    if small and conv.padding == (0, 0) and conv.stride == (1, 1):
+        return ConvAsGemm(conv, (out_h, out_w))
+    return conv
+
+
 def _conv(node: Node, layer: Conv2D, generator: torch.Generator) -> nn.Module:
     conv = nn.Conv2d(node.input_shapes[0][2], layer.filters, layer.kernel_size, layer.strides, bias=layer.use_bias)
     init_kernel(conv.weight, layer.kernel_initializer, generator)
@@ -108,7 +143,7 @@ def _conv(node: Node, layer: Conv2D, generator: torch.Generator) -> nn.Module:
             conv.padding = (top, left)  # symmetric: let the convolution pad, no extra copy
         else:
             parts.append(TFSamePad(pads))
-    parts += [conv, _ACTIVATIONS[layer.activation]()]
+    parts += [_fast_form(conv, node), _ACTIVATIONS[layer.activation]()]
     return nn.Sequential(*parts)
 
 
