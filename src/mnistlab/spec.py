@@ -569,18 +569,14 @@ def _check_output(spec: ModelSpec, nodes: list[Node]) -> None:
 _MODEL_KEYS = tuple(ModelSpec.model_fields)
 
 
+_NESTED_MODELS: dict[str, type[BaseModel]] = {"kernel_initializer": Initializer, "training": Training}
+
+
 def _field_choices(model: type[BaseModel], loc: list[str]) -> list[str]:
-    """The valid names at the position of an unknown field (nested models included)."""
-    current: type[BaseModel] = model
+    """The valid names where an unknown field sits (inside kernel_initializer or training too)."""
     for part in loc[:-1]:
-        annotation = current.model_fields.get(part)
-        if annotation is None:
-            break
-        if part in ("kernel_initializer",):
-            current = Initializer
-        elif part == "training":
-            current = Training
-    return [f for f in current.model_fields if f != "type"]
+        model = _NESTED_MODELS.get(part, model)
+    return [f for f in model.model_fields if f != "type"]
 
 
 def _first_error(exc: ValidationError, model: type[BaseModel]) -> tuple[str, str]:
