@@ -240,3 +240,27 @@ def test_run_directory_deleted_mid_experiment_is_survived(tmp_path, tiny_data_di
             assert record.status == "completed"
             assert store.history(record.id)["epoch"] == [1, 2, 3]
             assert (store.run_dir(record.id) / "weights.safetensors").exists()
+
+
+def test_disk_full_during_a_checkpoint_is_one_clear_error_and_a_rerun_recovers(tmp_path, tiny_data_dir, monkeypatch):
+    import errno
+
+    from mnistlab import checkpoint
+    from mnistlab.errors import MnistlabError
+
+    def disk_full(tensors, path):
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    experiment = parse_experiment(tiny_experiment(tiny_data_dir, name="full", seeds=(0,)))
+    with RunStore(tmp_path / "store") as store:
+        monkeypatch.setattr(checkpoint, "save_file", disk_full)
+        with pytest.raises(MnistlabError, match="No space left on device") as info:
+            run_experiment(experiment, store)
+        assert "\n" not in str(info.value) and "tiny-mlp" in str(info.value)
+        failed = store.runs("full")[0]
+        assert failed.status == "failed" and "No space left" in failed.error
+        assert not list((store.run_dir(failed.id) / "checkpoint").glob(".*"))  # no half-written temp file
+        monkeypatch.undo()
+        outcome = run_experiment(experiment, store)  # space is back: the failed run is trained again
+        assert len(outcome.trained) == 2
+        assert {r.status for r in store.runs("full")} == {"completed"}
