@@ -157,7 +157,8 @@ def train(
         else:
             console.print(
                 f"Test loss: {history.test_loss:.4f}  Test accuracy: {history.test_acc:.4f}  "
-                f"({history.images_per_second:,.0f} images/s, {history.images_per_second_note})"
+                f"({history.images_per_second:,.0f} images/s, {history.images_per_second_note})",
+                highlight=False,
             )
 
 
