@@ -12,7 +12,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -316,10 +315,15 @@ def main() -> None:
     """Console-script entry point: one-line errors, exit 2; Ctrl-C exits 130."""
     try:
         code = app(standalone_mode=False)
-    except click.ClickException as exc:  # usage errors: click's own message, its exit code (2)
-        exc.show()
+    except typer.TyperException as exc:
+        # Usage errors (bad option values, unknown options): typer >= 0.29 carries its own click,
+        # whose ClickException derives from TyperException. One line, click's exit code (2).
+        context = getattr(exc, "ctx", None)
+        where = f"{context.command_path}: " if context is not None else ""
+        err_console.print(f"[bold red]error:[/bold red] {escape(where + exc.format_message())}", highlight=False,
+                          soft_wrap=True)
         sys.exit(exc.exit_code)
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, typer.Abort):
         code = INTERRUPTED
     except MnistlabError as exc:
         # The message may hold paths with brackets: never let rich read it as markup.
