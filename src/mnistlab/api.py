@@ -5,9 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mnistlab import export, inference
 from mnistlab.data import Dataset, load_dataset
 from mnistlab.engine import History, Reporter, TrainConfig, fit
+from mnistlab.errors import MnistlabError
 from mnistlab.experiment import Experiment, load_experiment, parse_experiment
+from mnistlab.inference import Evaluation, ImagesLike, Predictions
+from mnistlab.models_io import TrainedModel, load_model_folder, open_existing_store, run_model_folder, save_trained
 from mnistlab.runner import RunOutcome, run_experiment
 from mnistlab.store import RunStore
 from mnistlab.spec import ModelSpec, parse_model
@@ -36,7 +40,10 @@ def train(
     data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_dir=data_dir, download=download)
     if options.get("out_dir") is not None:
         options["out_dir"] = Path(options["out_dir"])
-    return fit(spec, data, TrainConfig(**options), reporter=reporter)
+    history = fit(spec, data, TrainConfig(**options), reporter=reporter)
+    if options.get("out_dir") is not None:
+        save_trained(options["out_dir"], history, data.info)  # out_dir becomes a model folder
+    return history
 
 
 def open_store(root: str | Path = "mnistlab-runs") -> RunStore:
@@ -67,6 +74,51 @@ def run(
         return run_experiment(study, opened, data_dir=data_dir, dataset=dataset)
 
 
+def load_model(source: str | Path | RunStore, run_id: int | None = None, device: str = "cpu") -> TrainedModel:
+    """A trained model in inference mode: float32 images in [0, 1] ([N, 28, 28, 1], or [N, 784]
+    for MLPs) in, probabilities out. `source` is a model folder (a run's artifacts folder or a
+    `train --out` folder), or with `run_id` a run store (folder or RunStore)."""
+    if run_id is None:
+        if isinstance(source, RunStore):
+            raise MnistlabError(f"{source.root}: give the run_id of the run whose model to load")
+        return load_model_folder(source, device)
+    if isinstance(source, RunStore):
+        return load_model_folder(run_model_folder(source, int(run_id)), device)
+    with open_existing_store(source) as store:
+        return load_model_folder(run_model_folder(store, int(run_id)), device)
+
+
+def _trained(model: TrainedModel | str | Path) -> TrainedModel:
+    return model if isinstance(model, TrainedModel) else load_model(model)
+
+
+def predict(model: TrainedModel | str | Path, images: ImagesLike) -> Predictions:
+    """Class probabilities for arrays (uint8 0–255 or float 0–1; [28, 28], [N, 28, 28],
+    [N, 28, 28, 1], [N, 784]) or files (PNG/JPEG converted as MNIST was made, .npy, IDX)."""
+    return inference.predict(_trained(model), images)
+
+
+def evaluate(
+    model: TrainedModel | str | Path,
+    dataset: str | Dataset | None = None,
+    data_dir: str | Path | None = None,
+    download: bool = False,
+) -> Evaluation:
+    """Test-set accuracy, loss and confusion matrix on `dataset` (default: the one the model was
+    trained on); nothing is written anywhere."""
+    trained = _trained(model)
+    if not isinstance(dataset, Dataset):
+        dataset = load_dataset(dataset or trained.info.dataset, data_dir=data_dir, download=download)
+    return inference.evaluate(trained, dataset)
+
+
+def export_model(model: TrainedModel | str | Path, path: str | Path, format: str = "onnx") -> Path:
+    """Write the model as `format` (onnx, pt2 or safetensors) to `path`; it takes float32 images in
+    [0, 1] shaped [N, 28, 28, 1] (or [N, 784] for MLPs), N dynamic, and returns probabilities."""
+    return export.export_model(_trained(model), path, format)
+
+
 __all__ = [
-    "History", "TrainConfig", "experiment", "load_dataset", "model_spec", "open_store", "run", "train", "zoo_models",
+    "History", "TrainConfig", "evaluate", "experiment", "export_model", "load_dataset", "load_model", "model_spec",
+    "open_store", "predict", "run", "train", "zoo_models",
 ]
