@@ -22,6 +22,7 @@ from mnistlab.errors import MnistlabError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 ARRAY_SUFFIX = ".npy"
+MASS_CENTRE = IMAGE_SIZE // 2  # the pixel index where MNIST puts each digit's centre of mass
 BOX = 20  # MNIST scaled each digit to fit a 20×20 box inside the 28×28 field
 INK_THRESHOLD = 0.2  # of the ink's contrast range: fainter pixels do not extend the bounding box
 MIN_CONTRAST = 0.05  # below this the picture is blank, not a faint digit
@@ -138,10 +139,11 @@ def mnist_style(grey: np.ndarray, source: str = "<image>") -> tuple[np.ndarray, 
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     small = np.asarray(Image.fromarray(crop.astype(np.float32)).resize(size, Image.Resampling.LANCZOS))
     small = np.clip(small, 0.0, 1.0)  # Lanczos rings slightly past the input's range
-    # Pixel i covers [i, i+1): the centre of mass sits at index + 0.5 and should land on 14.0.
+    # MNIST's centres of mass sit at pixel index (14, 14): the mean over its test set is
+    # (13.99, 14.00), half a pixel below and right of the field's geometric centre (13.5).
     centre_row, centre_col = ndimage.center_of_mass(small)
-    top = int(np.clip(round(IMAGE_SIZE / 2 - 0.5 - centre_row), 0, IMAGE_SIZE - small.shape[0]))
-    left = int(np.clip(round(IMAGE_SIZE / 2 - 0.5 - centre_col), 0, IMAGE_SIZE - small.shape[1]))
+    top = int(np.clip(round(MASS_CENTRE - centre_row), 0, IMAGE_SIZE - small.shape[0]))
+    left = int(np.clip(round(MASS_CENTRE - centre_col), 0, IMAGE_SIZE - small.shape[1]))
     out = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
     out[top : top + small.shape[0], left : left + small.shape[1]] = small
     return out, inverted
