@@ -74,18 +74,22 @@ def run(
         return run_experiment(study, opened, data_dir=data_dir, dataset=dataset)
 
 
-def load_model(source: str | Path | RunStore, run_id: int | None = None, device: str = "cpu") -> TrainedModel:
+def load_model(source: str | Path | RunStore, run_id: int | str | None = None, device: str = "cpu") -> TrainedModel:
     """A trained model in inference mode: float32 images in [0, 1] ([N, 28, 28, 1], or [N, 784]
     for MLPs) in, probabilities out. `source` is a model folder (a run's artifacts folder or a
     `train --out` folder), or with `run_id` a run store (folder or RunStore)."""
+    if isinstance(run_id, str):
+        if not run_id.strip().isdigit():
+            raise MnistlabError(f"run_id {run_id!r}: a run id is a number (`mnistlab ls EXPERIMENT` lists them)")
+        run_id = int(run_id)
     if run_id is None:
         if isinstance(source, RunStore):
             raise MnistlabError(f"{source.root}: give the run_id of the run whose model to load")
         return load_model_folder(source, device)
     if isinstance(source, RunStore):
-        return load_model_folder(run_model_folder(source, int(run_id)), device)
+        return load_model_folder(run_model_folder(source, run_id), device)
     with open_existing_store(source) as store:
-        return load_model_folder(run_model_folder(store, int(run_id)), device)
+        return load_model_folder(run_model_folder(store, run_id), device)
 
 
 def _trained(model: TrainedModel | str | Path) -> TrainedModel:

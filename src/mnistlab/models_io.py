@@ -33,6 +33,7 @@ from torch import nn
 from mnistlab.build import KerasModel, build_model
 from mnistlab.checkpoint import write_atomically
 from mnistlab.data import DatasetInfo
+from mnistlab.engine import History
 from mnistlab.errors import MnistlabError
 from mnistlab.spec import ModelSpec, parse_model
 from mnistlab.store import COMPLETED, DB_NAME, DIVERGED, RunStore
@@ -172,8 +173,8 @@ def save_model(folder: Path | str, network: KerasModel, dataset: DatasetInfo, se
     return folder
 
 
-def save_trained(folder: Path | str, history: Any, dataset: DatasetInfo) -> Path | None:
-    """Keep a finished training's model (a `History` from engine.fit); None when it diverged."""
+def save_trained(folder: Path | str, history: History, dataset: DatasetInfo) -> Path | None:
+    """Keep a finished training's model; None when it diverged (its weights are not finite)."""
     if history.status != "completed" or history.model is None:
         return None
     metrics = {"test_loss": history.test_loss, "test_acc": history.test_acc, "epochs": len(history.epochs),
