@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mnistlab.analysis import Diagnosis, diagnose, summarise_runs
+from mnistlab.analysis import FIT_KEYS, HISTORY_KEYS, Diagnosis, diagnose, summarise_runs
 from mnistlab.errors import MnistlabError
 from mnistlab.store import EPOCH_METRICS, FINISHED_STATUSES, RunStore
 
@@ -194,7 +194,7 @@ def model_diagnoses(data: ExperimentData) -> dict[str, ModelDiagnosis]:
     result = {}
     for row in first.itertuples(index=False):
         history = histories[row.run_id]
-        findings = diagnose({key: history[key].tolist() for key in ("loss", "acc", "val_loss", "val_acc")},
+        findings = diagnose({key: history[key].tolist() for key in (*HISTORY_KEYS, *FIT_KEYS)},
                             status=row.status)
         result[row.model] = ModelDiagnosis(row.model, int(row.run_id), int(row.seed), tuple(findings))
     return result
