@@ -389,9 +389,7 @@ def predict(
 @app.command()
 def evaluate(
     model: ModelArgument,
-    dataset: Annotated[
-        Optional[str], typer.Option(help="mnist, fashion-mnist or a folder of IDX files (default: the model's own).")
-    ] = None,
+    dataset: Annotated[Optional[str], typer.Option(help=f"{DATASET_HELP} Default: the model's own.")] = None,
     data_dir: DataDirOption = None,
     download: Annotated[bool, typer.Option(help="Download the dataset if it is not found.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
