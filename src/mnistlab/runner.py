@@ -98,6 +98,7 @@ def _train_one(store: RunStore, record: RunRecord, task: Task, dataset: Dataset,
     store.truncate_epochs(record.id, int(info["epoch"]) if info else 0)
     try:
         history = execute_task(task, dataset, work_dir, reporter, on_epoch=_Recorder(store, record.id))
+        save_trained(run_dir, history, dataset.info)  # the run folder becomes a model folder (unless diverged)
     except OSError as exc:
         store.fail_run(record.id, f"{exc.strerror or exc} ({getattr(exc, 'filename', '') or run_dir})")
         raise MnistlabError(f"run {record.id} ({task.model_id}, seed {task.seed}): cannot write {exc.filename or run_dir}: {exc.strerror or exc}") from None
@@ -105,8 +106,6 @@ def _train_one(store: RunStore, record: RunRecord, task: Task, dataset: Dataset,
         # The diverging epoch is not checkpointed; record it so the history shows the NaN.
         last = history.epochs[-1]
         store.record_epoch(record.id, int(last["epoch"]), _epoch_metrics(last))
-    else:
-        save_trained(run_dir, history, dataset.info)  # the run folder becomes a model folder
     labels = np.asarray(history.test_labels, dtype=np.uint8) if history.test_labels else None
     predicted = np.asarray(history.test_predictions, dtype=np.uint8) if history.test_predictions else None
     store.finish_run(
