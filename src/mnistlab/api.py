@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mnistlab.data import Dataset, load_dataset
 from mnistlab.engine import History, Reporter, TrainConfig, fit
@@ -12,6 +12,9 @@ from mnistlab.runner import RunOutcome, run_experiment
 from mnistlab.store import RunStore
 from mnistlab.spec import ModelSpec, parse_model
 from mnistlab.zoo import get_model, zoo_models
+
+if TYPE_CHECKING:
+    from mnistlab.keras_io import ImportResult
 
 
 def model_spec(model: str | ModelSpec | dict[str, Any]) -> ModelSpec:
@@ -67,6 +70,17 @@ def run(
         return run_experiment(study, opened, data_dir=data_dir, dataset=dataset)
 
 
+def import_keras(path: str | Path) -> "ImportResult":
+    """Keras model code (.py or .ipynb) → specs, read with `ast` and never executed.
+
+    `result.specs` are validated specs; `result.skipped` lists each model that could not be
+    translated, with the line of every problem (such models are skipped, never guessed).
+    """
+    from mnistlab.keras_io import import_keras_code
+
+    return import_keras_code(path)
+
+
 __all__ = [
-    "History", "TrainConfig", "experiment", "load_dataset", "model_spec", "open_store", "run", "train", "zoo_models",
+    "History", "TrainConfig", "experiment", "import_keras", "load_dataset", "model_spec", "open_store", "run", "train", "zoo_models",
 ]

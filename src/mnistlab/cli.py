@@ -308,6 +308,31 @@ def _run_id(run_store, text: str) -> int:
     return matches[0].id
 
 
+@app.command("import-keras")
+def import_keras(
+    file: Annotated[Path, typer.Argument(help="Keras model code: a .py file or a Jupyter notebook (.ipynb).")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the specs here (YAML) instead of printing them.")] = None,
+) -> None:
+    """Translate the Keras models in FILE into mnistlab specs (the code is parsed, never run)."""
+    from mnistlab import api
+    from mnistlab.checkpoint import write_atomically
+    from mnistlab.keras_io import specs_yaml
+
+    result = api.import_keras(file)
+    for item in result.skipped:
+        err_console.print(f"skipped: {escape(str(item))}", highlight=False, soft_wrap=True)
+    if not result.specs:
+        found = f"{len(result.skipped)} skipped, listed above" if result.skipped else "no Keras model found"
+        raise MnistlabError(f"{file}: no model could be translated ({found})")
+    text = specs_yaml(result)
+    if output is None:
+        sys.stdout.write(text)
+        return
+    write_atomically(output, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    ids = ", ".join(spec.id for spec in result.specs)
+    console.print(f"wrote {len(result.specs)} model(s) to {escape(str(output))}: {escape(ids)}", highlight=False, soft_wrap=True)
+
+
 INTERRUPTED = 130
 
 
