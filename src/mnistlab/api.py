@@ -81,6 +81,13 @@ def import_keras(path: str | Path) -> "ImportResult":
     return import_keras_code(path)
 
 
+def export_keras(model: str | ModelSpec | dict[str, Any]) -> str:
+    """Runnable Keras 3 / tf.keras code for a zoo id, spec file or spec, Keras 2.2's defaults written out."""
+    from mnistlab.keras_export import export_keras_code
+
+    return export_keras_code(model_spec(model))
+
+
 __all__ = [
-    "History", "TrainConfig", "experiment", "import_keras", "load_dataset", "model_spec", "open_store", "run", "train", "zoo_models",
+    "History", "TrainConfig", "experiment", "export_keras", "import_keras", "load_dataset", "model_spec", "open_store", "run", "train", "zoo_models",
 ]

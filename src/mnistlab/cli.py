@@ -333,6 +333,16 @@ def import_keras(
     console.print(f"wrote {len(result.specs)} model(s) to {escape(str(output))}: {escape(ids)}", highlight=False, soft_wrap=True)
 
 
+@app.command("export-keras")
+def export_keras(
+    model: Annotated[str, typer.Argument(help="A zoo id (s002-m10) or a spec file (file.yaml or file.yaml:ID).")],
+) -> None:
+    """Print runnable Keras 3 / tf.keras code for MODEL, with Keras 2.2's defaults written out."""
+    from mnistlab import api
+
+    sys.stdout.write(api.export_keras(model))
+
+
 INTERRUPTED = 130
 
 

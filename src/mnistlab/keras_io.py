@@ -11,6 +11,7 @@ line number, and a model with any problem is skipped, never guessed.
 from __future__ import annotations
 
 import ast
+import itertools
 import json
 import math
 import re
@@ -110,12 +111,16 @@ class LayerObj:
     used: bool = False
 
 
+_CREATION = itertools.count()
+
+
 @dataclass
 class Node:
     layer: LayerObj
     inputs: list["Node"]  # empty for the graph's input
     var: str | None = None
     name: str | None = None
+    order: int = field(default_factory=lambda: next(_CREATION))  # creation order: the spec lists layers in it
 
 
 @dataclass(frozen=True)
@@ -828,6 +833,8 @@ class _Interpreter:
                 continue
             if arg in ("name", "clipnorm", "clipvalue", "global_clipnorm") and (arg == "name" or value is None):
                 continue
+            if key == "adagrad" and arg == "initial_accumulator_value" and value == 0.0:
+                continue  # Keras 2.2's accumulators start at zero (what mnistlab does)
             if canonical not in allowed:
                 problems.append(f"{where}: {name} argument '{arg}' is not supported")
             elif isinstance(value, bool) or _is_number(value):
@@ -997,6 +1004,7 @@ def _graph_layers(model: Model) -> tuple[list[tuple[LayerObj, list[Node], Node]]
     inputs = [n for n in order if not n.inputs]
     if len(inputs) != 1 or inputs[0] is not model.input_node:
         problems.append(f"{model.loc}: the model's output does not come from its one Input")
+    order.sort(key=lambda n: n.order)
     return [(n.layer, n.inputs, n) for n in order if n.inputs], problems
 
 
