@@ -14,6 +14,7 @@ from mnistlab.spec import ModelSpec, parse_model
 from mnistlab.zoo import get_model, zoo_models
 
 if TYPE_CHECKING:
+    from mnistlab.build import KerasModel
     from mnistlab.keras_io import ImportResult
 
 
@@ -88,6 +89,20 @@ def export_keras(model: str | ModelSpec | dict[str, Any]) -> str:
     return export_keras_code(model_spec(model))
 
 
+def load_keras_weights(model: str | ModelSpec | dict[str, Any], weights: str | Path) -> "KerasModel":
+    """The model's PyTorch network (inference mode, logits out) holding a Keras 2 HDF5 weights file."""
+    from mnistlab.keras_weights import load_keras_weights as load
+
+    return load(model_spec(model), weights)
+
+
+def import_keras_weights(model: str | ModelSpec | dict[str, Any], weights: str | Path, output: str | Path) -> Path:
+    """Load Keras weights into the model and write them as a model folder (predict / evaluate / export read it)."""
+    from mnistlab.keras_weights import write_model_folder
+
+    return write_model_folder(output, load_keras_weights(model, weights), Path(weights))
+
+
 __all__ = [
-    "History", "TrainConfig", "experiment", "export_keras", "import_keras", "load_dataset", "model_spec", "open_store", "run", "train", "zoo_models",
+    "History", "TrainConfig", "experiment", "export_keras", "import_keras", "import_keras_weights", "load_keras_weights", "load_dataset", "model_spec", "open_store", "run", "train", "zoo_models",
 ]

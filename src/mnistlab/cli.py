@@ -343,6 +343,19 @@ def export_keras(
     sys.stdout.write(api.export_keras(model))
 
 
+@app.command("import-keras-weights")
+def import_keras_weights(
+    model: Annotated[str, typer.Argument(help="The architecture: a zoo id or a spec file (file.yaml or file.yaml:ID).")],
+    weights: Annotated[Path, typer.Argument(help="A Keras 2 HDF5 file from model.save_weights('w.h5') or model.save('m.h5').")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The model folder to write.")],
+) -> None:
+    """Load Keras HDF5 weights into MODEL and write a model folder that predict, evaluate and export read."""
+    from mnistlab import api
+
+    folder = api.import_keras_weights(model, weights, output)
+    console.print(f"wrote model folder {escape(str(folder))}", highlight=False, soft_wrap=True)
+
+
 INTERRUPTED = 130
 
 
