@@ -296,3 +296,26 @@ def test_cli_exit_2_when_nothing_translates(tmp_path: Path) -> None:
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def test_models_changed_where_the_importer_cannot_follow_are_skipped(tmp_path: Path) -> None:
+    result = _import(tmp_path, """
+        import sys
+        from keras.models import Sequential
+        from keras.layers import Dense, GlobalAveragePooling2D, BatchNormalization
+        a = Sequential([Dense(10, activation='softmax', input_shape=(784,))])
+        if len(sys.argv) > 1:
+            a.add(BatchNormalization())
+        b = Sequential([Dense(10, activation='softmax', input_shape=(784,))])
+        def grow():
+            b.add(Dense(10, activation='softmax'))
+        grow()
+        c = Sequential([Dense(10, activation='softmax', input_shape=(784,))])
+        c.load_weights('c.h5')
+        d = Sequential([GlobalAveragePooling2D(input_shape=(28, 28, 1)), Dense(10, activation='softmax')])
+    """)
+    assert [spec.id for spec in result.specs] == ["c"]
+    problems = {item.model: " ".join(item.problems) for item in result.skipped}
+    assert "line 7: 'a' is used under a condition that is not known" in problems["a"]
+    assert "line 11: 'grow' (defined in the file, not read) uses 'b'" in problems["b"]
+    assert "line 14: Keras layer GlobalAveragePooling2D is not supported" in problems["d"]

@@ -244,7 +244,8 @@ _HARMLESS_CALLBACKS = {"ModelCheckpoint", "TensorBoard", "CSVLogger", "History",
 _DATASETS = {"mnist", "fashion_mnist"}
 _MODEL_METHODS_IGNORED = {"summary", "evaluate", "predict", "predict_classes", "predict_proba", "save",
                           "save_weights", "get_weights", "count_params", "to_json", "to_yaml", "get_config",
-                          "get_layer", "test_on_batch", "evaluate_generator", "predict_generator"}
+                          "get_layer", "test_on_batch", "evaluate_generator", "predict_generator",
+                          "load_weights", "reset_states"}
 
 
 def _shape_text(shape: tuple[int, ...]) -> str:
@@ -263,6 +264,7 @@ class _Interpreter:
         self.skipped: list[Skipped] = []
         self.cell: int | None = None
         self.functions: dict[str, Loc] = {}
+        self.function_names: dict[str, set[str]] = {}  # the names each function defined in the file uses
 
     # locations and snippets
     def loc(self, node: ast.AST) -> Loc:
@@ -312,9 +314,11 @@ class _Interpreter:
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             self.env[node.name] = Unknown(f"{self.loc(node)}: '{node.name}' is defined in the file and not evaluated")
             self.functions[node.name] = self.loc(node)
+            self.function_names[node.name] = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
             self.not_read(node, f"{'function' if not isinstance(node, ast.ClassDef) else 'class'} '{node.name}'")
         elif isinstance(node, (ast.For, ast.AsyncFor, ast.While)):
             self.not_read(node, "a loop")
+            self.taint(node, "used in a loop, which the importer does not run")
             for name in _assigned_names(node):
                 self.env[name] = Unknown(f"{self.loc(node)}: '{name}' is assigned in a loop")
 
@@ -328,6 +332,15 @@ class _Interpreter:
                     (f"{where}: built inside {what}, which the importer does not run; build it at the top level",),
                 ))
 
+    def taint(self, node: ast.AST, why: str) -> None:
+        """Models a statement that is not run could change get a problem: what it does is not known."""
+        for inner in ast.walk(node):
+            if isinstance(inner, ast.Name) and isinstance(self.env.get(inner.id), Model):
+                model: Model = self.env[inner.id]
+                problem = f"{Loc(inner.lineno, self.cell)}: '{inner.id}' is {why}"
+                if problem not in model.problems:
+                    model.problems.append(problem)
+
     def if_statement(self, node: ast.If) -> None:
         branch = self.condition(node.test)
         if branch is True:
@@ -336,6 +349,7 @@ class _Interpreter:
             self.run(node.orelse)
         else:
             self.not_read(node, f"an 'if' whose condition is not known ({self.loc(node)})")
+            self.taint(node, "used under a condition that is not known")
             for name in _assigned_names(node):
                 self.env[name] = Unknown(f"{self.loc(node)}: '{name}' is assigned under a condition that is not known")
 
@@ -481,6 +495,10 @@ class _Interpreter:
         name = _callee_tail(node.func)
         if name not in self.functions:
             return
+        for used in self.function_names[name]:  # a model the function reaches as a global
+            if isinstance(self.env.get(used), Model):
+                model: Model = self.env[used]
+                model.problems.append(f"{self.loc(node)}: '{name}' (defined in the file, not read) uses '{used}'")
         for arg in [*node.args, *(k.value for k in node.keywords)]:
             if isinstance(arg, ast.Name) and isinstance(self.env.get(arg.id), Model):
                 model: Model = self.env[arg.id]
@@ -531,6 +549,9 @@ class _Interpreter:
             return self.make_functional(node, ref)
         if name.lower() in _OPTIMIZER_NAMES and (path.startswith("optimizers") or path.count(".") == 0):
             return self.make_optimizer(name, node, ref)
+        if path.startswith("layers.") and name[:1].isupper():
+            supported = ", ".join(sorted({*_POSITIONAL, *_ACTIVATION_LAYERS, "Input", "InputLayer"}))
+            return self.unknown(node, f"Keras layer {name} is not supported (mnistlab has {supported})")
         if name == "InverseTimeDecay":
             return self.inverse_time_decay(node)
         if name == "image_data_format":
@@ -850,8 +871,6 @@ class _Interpreter:
     def make_initializer(self, name: str, node: ast.Call) -> Any:
         values, nodes, _ = self.arguments(node, ("mean", "stddev", "seed") if name in ("RandomNormal", "random_normal", "normal")
                                           else ("scale", "mode", "distribution", "seed") if name == "VarianceScaling" else ("seed",))
-        if name == "InverseTimeDecay":
-            return None
         if name == "VarianceScaling":
             key = (float(values.get("scale", 1.0)), values.get("mode", "fan_in"), values.get("distribution", "normal"))
             found = _VARIANCE_SCALING.get(key)  # type: ignore[arg-type]
