@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mnistlab.data import Dataset, load_dataset
+from mnistlab.errors import MnistlabError
 from mnistlab.engine import History, Reporter, TrainConfig, fit
 from mnistlab.experiment import Experiment, load_experiment, parse_experiment
 from mnistlab.runner import RunOutcome, run_experiment
@@ -103,6 +104,22 @@ def import_keras_weights(model: str | ModelSpec | dict[str, Any], weights: str |
     return write_model_folder(output, load_keras_weights(model, weights), Path(weights))
 
 
+def export_runs(experiment: str, to: str, destination: str | Path,
+                store: RunStore | str | Path = "mnistlab-runs") -> list[Any]:
+    """An experiment's runs to TensorBoard (`to="tensorboard"`, a folder) or MLflow (`to="mlflow"`,
+    a tracking URI or a local mlruns folder): one run per (model, seed), metrics per epoch, hparams."""
+    from mnistlab.runs_export import TARGETS, to_mlflow, to_tensorboard
+
+    if to not in TARGETS:
+        raise MnistlabError(f"export-runs: unknown target '{to}'; choose {' or '.join(TARGETS)}")
+    if not isinstance(store, RunStore):
+        with RunStore(store) as opened:
+            return export_runs(experiment, to, destination, opened)
+    if to == "tensorboard":
+        return to_tensorboard(store, experiment, destination)
+    return to_mlflow(store, experiment, str(destination))
+
+
 __all__ = [
-    "History", "TrainConfig", "experiment", "export_keras", "import_keras", "import_keras_weights", "load_keras_weights", "load_dataset", "model_spec", "open_store", "run", "train", "zoo_models",
+    "History", "TrainConfig", "experiment", "export_keras", "import_keras", "import_keras_weights", "load_keras_weights", "export_runs", "load_dataset", "model_spec", "open_store", "run", "train", "zoo_models",
 ]

@@ -356,6 +356,25 @@ def import_keras_weights(
     console.print(f"wrote model folder {escape(str(folder))}", highlight=False, soft_wrap=True)
 
 
+class RunsTarget(str, Enum):
+    tensorboard = "tensorboard"
+    mlflow = "mlflow"
+
+
+@app.command("export-runs")
+def export_runs(
+    experiment: Annotated[str, typer.Argument(help="Experiment name (as stored) or file.")],
+    destination: Annotated[str, typer.Argument(help="TensorBoard: a folder. MLflow: a tracking URI or a local mlruns folder.")],
+    to: Annotated[RunsTarget, typer.Option("--to", help="Where the runs go.")],
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Export an experiment's runs to TensorBoard event files or MLflow (one run per model and seed)."""
+    from mnistlab import api
+
+    written = api.export_runs(_experiment_name(experiment), to.value, destination, store)
+    console.print(f"exported {len(written)} run(s) to {to.value} at {escape(destination)}", highlight=False, soft_wrap=True)
+
+
 INTERRUPTED = 130
 
 
