@@ -84,3 +84,9 @@ def test_cli_export_runs(store_root: Path, tmp_path: Path) -> None:
     assert code == 0 and "exported 2 run(s) to tensorboard" in out, err
     code, _, err = run_cli("export-runs", "nope", "--to", "tensorboard", tmp_path / "tb", "--store", store_root)
     assert code == 2 and "no runs of experiment 'nope'" in err
+
+
+def test_mlflow_errors_are_one_line(store_root: Path) -> None:
+    pytest.importorskip("mlflow")
+    code, _, err = run_cli("export-runs", EXPERIMENT, "--to", "mlflow", "nosuchscheme://x", "--store", store_root)
+    assert code == 2 and err.startswith("error: mlflow at nosuchscheme://x: ") and len(err.strip().splitlines()) == 1

@@ -91,6 +91,19 @@ def to_tensorboard(store: RunStore, experiment: str, folder: str | Path) -> list
 
 
 def to_mlflow(store: RunStore, experiment: str, uri: str) -> list[str]:
+    """See `_to_mlflow`; MLflow's own errors (a bad URI, a server that refuses) become one line."""
+    try:
+        from mlflow.exceptions import MlflowException
+    except ImportError:
+        raise MnistlabError("--to mlflow needs mnistlab[mlflow]: pip install 'mnistlab[mlflow]'") from None
+    try:
+        return _to_mlflow(store, experiment, uri)
+    except (MlflowException, ImportError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MnistlabError(f"mlflow at {uri}: {message}") from None
+
+
+def _to_mlflow(store: RunStore, experiment: str, uri: str) -> list[str]:
     """MLflow runs in the experiment of the same name, tagged with experiment, model and seed.
 
     `uri` is a tracking URI or a local folder (an `mlruns` file store). A run exported before
