@@ -319,3 +319,32 @@ def test_models_changed_where_the_importer_cannot_follow_are_skipped(tmp_path: P
     assert "line 7: 'a' is used under a condition that is not known" in problems["a"]
     assert "line 11: 'grow' (defined in the file, not read) uses 'b'" in problems["b"]
     assert "line 14: Keras layer GlobalAveragePooling2D is not supported" in problems["d"]
+
+
+def test_input_shapes_that_cannot_be_used(tmp_path: Path) -> None:
+    result = _import(tmp_path, """
+        from keras.models import Sequential
+        from keras.layers import Conv2D, Dense, Flatten
+        first = Sequential([Conv2D(8, 3, input_shape=(1, 28, 28)), Flatten(), Dense(10, activation='softmax')])
+        none = Sequential([Flatten(), Dense(10, activation='softmax')])
+        fitted = Sequential([Flatten(), Dense(10, activation='softmax')])
+        fitted.compile('sgd', 'categorical_crossentropy')
+        fitted.fit(x, y)
+    """)
+    problems = {item.model: item.problems for item in result.skipped}
+    assert problems["first"] == ("line 4: input shape (1, 28, 28) is channels-first; mnistlab models are channels-last (H, W, C)",)
+    assert problems["none"] == ("line 5: no input shape (give the first layer input_shape=...)",)
+    assert problems["fitted"] == ("line 6: no input shape (give the first layer input_shape=...)",)  # x is not known
+
+
+def test_input_shape_from_the_data_given_to_fit(tmp_path: Path) -> None:
+    (spec,) = _import(tmp_path, """
+        import keras
+        (x_train, y_train), _ = keras.datasets.mnist.load_data()
+        x_train = x_train.reshape(-1, 784) / 255.0
+        model = keras.Sequential([keras.layers.Dense(10, activation='softmax')])
+        model.compile(optimizer='adam', loss='sparse_categorical_crossentropy')
+        model.fit(x_train, y_train, epochs=2)
+    """).specs
+    assert spec.input == (784,) and (spec.training.batch_size, spec.training.epochs) == (32, 2)  # Keras's fit() defaults
+    assert any("taken from the data given to fit()" in d for d in spec.decisions)

@@ -154,6 +154,7 @@ class Model:
     epochs: int = 0
     fitted_at: Loc | None = None
     compiled: bool = False
+    input_problem: bool = False  # the input shape's problem is already among `problems`
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -734,6 +735,7 @@ class _Interpreter:
                 self.take_input(model, item)
             elif not model.layers and item.input_shape_problem:
                 model.problems.append(item.input_shape_problem)
+                model.input_problem = True
             model.layers.append(item)
         elif isinstance(item, Unknown):
             model.problems.append(f"{item.why} (a layer of the model)")
@@ -743,6 +745,7 @@ class _Interpreter:
     def take_input(self, model: Model, layer: LayerObj) -> None:
         if layer.input_shape_problem:
             model.problems.append(layer.input_shape_problem)
+            model.input_problem = True
         elif layer.input_shape is not None:
             model.input_shape = layer.input_shape
         model.problems += layer.problems if layer.kind == "Input" else []
@@ -1066,7 +1069,7 @@ def _to_spec(model: Model, spec_id: str) -> tuple[ModelSpec | None, list[str], l
         entries = [(layer, None) for layer in model.layers]
         if not model.layers:
             problems.append(f"{model.loc}: the model has no layers")
-        if model.input_shape is None and not any(p for p in problems if "input shape" in p or "channels-first" in p):
+        if model.input_shape is None and not model.input_problem:
             problems.append(f"{model.loc}: no input shape (give the first layer input_shape=...)")
     else:
         if model.output is None:
