@@ -408,7 +408,9 @@ def main() -> None:
         # whose ClickException derives from TyperException. One line, click's exit code (2).
         context = getattr(exc, "ctx", None)
         where = f"{context.command_path}: " if context is not None else ""
-        err_console.print(f"[bold red]error:[/bold red] {escape(where + exc.format_message())}", highlight=False,
+        # Click lays some messages out on several lines (a required choice lists its values): one line here.
+        message = " ".join(exc.format_message().split())
+        err_console.print(f"[bold red]error:[/bold red] {escape(where + message)}", highlight=False,
                           soft_wrap=True)
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, typer.Abort):
