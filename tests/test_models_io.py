@@ -360,3 +360,16 @@ def test_evaluate_on_another_dataset(trained_store, tmp_path):
     assert result.images == 50 and result.dataset == str(other) and result.trained_on != result.dataset
     assert result.confusion.sum() == 50 and 0.0 <= result.accuracy <= 1.0
     assert result.accuracy == pytest.approx(np.trace(result.confusion) / 50)
+
+
+def test_a_keras_weights_folder_predicts_what_keras_did(tmp_path):
+    """import-keras-weights writes a model folder; loaded here, it gives Keras's own outputs."""
+    pytest.importorskip("h5py")
+    fixtures = Path(__file__).parent / "fixtures" / "keras_weights"
+    result = run_cli("import-keras-weights", fixtures / "cnn_same.yaml", fixtures / "cnn_same.h5", "--output",
+                     tmp_path / "from-keras")
+    assert result.exit_code == 0, result.stderr
+    data = np.load(fixtures / "cnn_same.npz")
+    model = api.load_model(tmp_path / "from-keras")
+    probabilities = api.predict(model, data["inputs"]).probabilities
+    assert np.abs(probabilities - data["outputs"]).max() < 1e-4
