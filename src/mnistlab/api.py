@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+from mnistlab.atomic import write_text
 from mnistlab.data import Dataset, load_dataset
 from mnistlab.engine import History, Reporter, TrainConfig, fit
+from mnistlab.errors import EnvironmentFailure
 from mnistlab.experiment import Experiment, load_experiment, parse_experiment
 from mnistlab.runner import RunOutcome, run_experiment
 from mnistlab.store import RunStore
@@ -70,3 +73,12 @@ def run(
 __all__ = [
     "History", "TrainConfig", "experiment", "load_dataset", "model_spec", "open_store", "run", "train", "zoo_models",
 ]
+
+
+def write_history(path: str | Path, history: History) -> Path:
+    """Publish a run's history (with its test predictions) as JSON, whole or not at all."""
+    path = Path(path)
+    try:
+        return write_text(path, json.dumps(history.to_json(predictions=True)))
+    except OSError as error:
+        raise EnvironmentFailure(f"{path}: cannot write the history: {error.strerror or error}") from None
