@@ -134,18 +134,8 @@ def set_aside(work_dir: Path) -> Path:
     return target
 
 
-def _note(store: RunStore, run_id: int, text: str, notes: list[str]) -> None:
-    """Record a fact about the run for whoever reads it later.
-
-    Until the store has per-run notes (schema v2's add_note), they go into the run's final
-    metrics as ``notes`` when it finishes.
-    """
-    notes.append(text)
-
-
 def _train_with_checkpoints(store: RunStore, record: RunRecord, task: Task, dataset: Dataset,
-                            reporter: Reporter | None, owner: str, heartbeat: Heartbeat,
-                            notes: list[str]) -> History:
+                            reporter: Reporter | None, owner: str, heartbeat: Heartbeat) -> History:
     """Train from the last checkpoint; a damaged one is set aside and the run starts over
     (only one checkpoint is kept, so there is none older to fall back on)."""
     work_dir = store.run_dir(record.id) / CHECKPOINT_DIR
@@ -157,8 +147,7 @@ def _train_with_checkpoints(store: RunStore, record: RunRecord, task: Task, data
         return execute_task(task, dataset, work_dir, reporter, on_epoch=recorder)
     except CheckpointError as error:
         aside = set_aside(work_dir)
-        _note(store, record.id, f"damaged checkpoint moved to {aside.name}; the run restarted from scratch: {error}",
-              notes)
+        store.add_note(record.id, f"damaged checkpoint moved to {aside.name}; the run restarted from scratch: {error}")
     store.truncate_epochs(record.id, 0, owner=owner)
     return execute_task(task, dataset, work_dir, reporter, on_epoch=recorder)
 
@@ -168,10 +157,9 @@ def _train_one(store: RunStore, record: RunRecord, task: Task, dataset: Dataset,
     owner = owner or current_owner()
     run_dir = store.run_dir(record.id)
     work_dir = run_dir / CHECKPOINT_DIR
-    notes: list[str] = []
     with Heartbeat(store.root, record.id, owner, store.heartbeat_seconds) as heartbeat:
         try:
-            history = _train_with_checkpoints(store, record, task, dataset, reporter, owner, heartbeat, notes)
+            history = _train_with_checkpoints(store, record, task, dataset, reporter, owner, heartbeat)
             if history.status != "diverged":
                 save_weights(history, run_dir)
         except (OSError, CheckpointWriteError) as exc:
@@ -188,11 +176,8 @@ def _train_one(store: RunStore, record: RunRecord, task: Task, dataset: Dataset,
             store.record_epoch(record.id, int(last["epoch"]), _epoch_metrics(last), owner=owner)
         labels = np.asarray(history.test_labels, dtype=np.uint8) if history.test_labels else None
         predicted = np.asarray(history.test_predictions, dtype=np.uint8) if history.test_predictions else None
-        final = final_metrics(task, history)
-        if notes:
-            final["notes"] = notes
         store.finish_run(
-            record.id, history.status, final=final, labels=labels, predicted=predicted,
+            record.id, history.status, final=final_metrics(task, history), labels=labels, predicted=predicted,
             device=history.device, versions=package_versions(), owner=owner,
         )
     shutil.rmtree(work_dir, ignore_errors=True)  # the optimizer state is no longer needed
