@@ -52,3 +52,7 @@ class CheckpointError(MnistlabError):
 
 class CheckpointWriteError(EnvironmentFailure):
     """A checkpoint could not be written (full disk, read-only folder); the previous one is whole."""
+
+
+class ArtifactError(MnistlabError):
+    """A stored run's file (weights, predictions) is damaged; reports show the run as damaged."""

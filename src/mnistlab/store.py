@@ -729,10 +729,13 @@ class RunStore:
             cursor = self._conn.execute(sql, params)
             return [d[0] for d in cursor.description], [tuple(row) for row in cursor.fetchall()]
 
-    def run_dir(self, run_id: int) -> Path:
-        """The run's artifacts folder, ``<root>/artifacts/<run_id>/``, created if needed."""
+    def run_dir(self, run_id: int, create: bool = True) -> Path:
+        """The run's artifacts folder, ``<root>/artifacts/<run_id>/``, created if needed (and
+        ``create``: readers of a read-only store pass False)."""
         self.get_run(run_id)
         folder = self.root / ARTIFACTS_DIR / str(run_id)
+        if not create:
+            return folder
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
