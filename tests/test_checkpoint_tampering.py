@@ -263,3 +263,13 @@ def test_damaged_checkpoint_in_a_store_is_set_aside_and_the_run_restarts(name, t
         assert replayed["epoch"] == [1, 2, 3] and replayed["loss"] == history["loss"]
         assert (store.predictions(run.id)[1] == predictions[1]).all()
         assert run_experiment(experiment, store).trained == []  # and a rerun has nothing left to do
+
+
+def test_show_prints_the_notes_of_a_run(tmp_path):
+    with RunStore(tmp_path) as store:
+        store.save_experiment("exp", {})
+        run = store.ensure_run("exp", "mlp", {"a": 1}, 0, "mnist", "split", 1)
+        store.add_note(run.id, "set aside [bold]x[/bold]")
+    result = run_cli("show", str(run.id), "--store", tmp_path)
+    assert result.exit_code == 0, result.stderr
+    assert "Notes" in result.stdout and "- set aside [bold]x[/bold]" in result.stdout  # text, not markup

@@ -13,7 +13,6 @@ import subprocess
 import tracemalloc
 from pathlib import Path
 
-import numpy as np
 import pytest
 from safetensors import SafetensorError
 

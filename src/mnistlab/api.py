@@ -42,9 +42,11 @@ def train(
     return fit(spec, data, TrainConfig(**options), reporter=reporter)
 
 
-def open_store(root: str | Path = "mnistlab-runs") -> RunStore:
-    """The run store in `root` (created if absent); close it, or use it in a `with` block."""
-    return RunStore(root)
+def open_store(root: str | Path = "mnistlab-runs", **leases: float | None) -> RunStore:
+    """The run store in `root` (created if absent); close it, or use it in a `with` block.
+
+    `leases`: `heartbeat_seconds` and `lease_seconds`, as `mnistlab run` takes them."""
+    return RunStore(root, **leases)
 
 
 def experiment(definition: str | Path | dict[str, Any] | Experiment) -> Experiment:
