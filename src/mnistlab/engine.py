@@ -74,6 +74,7 @@ class History:
     test_acc: float | None = None
     images_per_second: float | None = None
     images_per_second_note: str = ""
+    train_images: int = 0  # images trained on per epoch (after the split and --train-limit)
     test_predictions: list[int] | None = None
     test_labels: list[int] | None = None
     model: KerasModel | None = field(default=None, repr=False, compare=False)  # the trained model; not serialised
@@ -289,7 +290,8 @@ def fit(
     model = build_model(spec, seed=config.seed).to(device)
     optimizer = make_optimizer(spec.training.optimizer.name, model.parameters(), **spec.training.optimizer.args)
     step_model: Any = torch.compile(model) if config.compile else model
-    history = History(model_id=spec.id, seed=config.seed, protocol=config.validate_on, device=str(device))
+    history = History(model_id=spec.id, seed=config.seed, protocol=config.validate_on, device=str(device),
+                      train_images=len(data.train_y))
     identity = _checkpoint_identity(spec, config, batch_size, dataset.info.name)
     first_epoch = _maybe_resume(config, identity, model, optimizer, device, history, epochs)
 

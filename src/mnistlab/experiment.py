@@ -41,6 +41,7 @@ class ModelEntry(BaseModel):
     epochs: Annotated[int, Field(gt=0)] | None = None
     batch_size: Annotated[int, Field(gt=0)] | None = None
     optimizer: str | dict[str, Any] | None = None
+    train_limit: Annotated[int, Field(gt=0)] | None = None  # e.g. a small training set that shows overfitting
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelEntry":
@@ -152,7 +153,8 @@ def expand(experiment: Experiment, source: str = "<python>") -> list[Task]:
                 Task(
                     experiment=experiment.name, spec=spec, seed=seed, dataset=experiment.dataset,
                     protocol=experiment.protocol, device=experiment.defaults.device,
-                    precision=experiment.defaults.precision, train_limit=experiment.defaults.train_limit,
+                    precision=experiment.defaults.precision,
+                    train_limit=entry.train_limit or experiment.defaults.train_limit,
                 )
             )
     return tasks
