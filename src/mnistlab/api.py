@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mnistlab import export, inference
+from mnistlab.atomic import write_text
 from mnistlab.data import Dataset, load_dataset
 from mnistlab.engine import History, Reporter, TrainConfig, fit
-from mnistlab.errors import MnistlabError
+from mnistlab.errors import EnvironmentFailure, MnistlabError
 from mnistlab.experiment import Experiment, load_experiment, parse_experiment
 from mnistlab.inference import Evaluation, ImagesLike, Predictions
 from mnistlab.models_io import TrainedModel, load_model_folder, open_existing_store, run_model_folder, save_trained
@@ -50,9 +52,11 @@ def train(
     return history
 
 
-def open_store(root: str | Path = "mnistlab-runs") -> RunStore:
-    """The run store in `root` (created if absent); close it, or use it in a `with` block."""
-    return RunStore(root)
+def open_store(root: str | Path = "mnistlab-runs", **leases: float | None) -> RunStore:
+    """The run store in `root` (created if absent); close it, or use it in a `with` block.
+
+    `leases`: `heartbeat_seconds` and `lease_seconds`, as `mnistlab run` takes them."""
+    return RunStore(root, **leases)
 
 
 def experiment(definition: str | Path | dict[str, Any] | Experiment) -> Experiment:
@@ -179,3 +183,12 @@ __all__ = [
     "import_keras_weights", "load_dataset", "load_keras_weights", "load_model", "model_spec", "open_store", "predict",
     "run", "train", "zoo_models",
 ]
+
+
+def write_history(path: str | Path, history: History) -> Path:
+    """Publish a run's history (with its test predictions) as JSON, whole or not at all."""
+    path = Path(path)
+    try:
+        return write_text(path, json.dumps(history.to_json(predictions=True)))
+    except OSError as error:
+        raise EnvironmentFailure(f"{path}: cannot write the history: {error.strerror or error}") from None

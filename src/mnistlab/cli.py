@@ -168,7 +168,9 @@ def train(
     history = fit(spec, data, config, reporter=reporter)
     result = history.to_json()
     if out is not None:
-        (out / "history.json").write_text(json.dumps(history.to_json(predictions=True)))
+        from mnistlab.api import write_history
+
+        write_history(out / "history.json", history)
         from mnistlab.models_io import save_trained
 
         save_trained(out, history, data.info)  # --out becomes a model folder: predict, evaluate, export read it
@@ -212,12 +214,17 @@ def run(
     download: Annotated[bool, typer.Option(help="Download the dataset if it is not found.")] = False,
     report: Annotated[bool, typer.Option(help="Write the report when done.")] = True,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
+    heartbeat_seconds: Annotated[Optional[float], typer.Option(
+        min=0.01, envvar="MNISTLAB_HEARTBEAT_SECONDS", help="How often a training process refreshes its claim (default 10).")] = None,
+    lease_seconds: Annotated[Optional[float], typer.Option(
+        min=0.0, envvar="MNISTLAB_LEASE_SECONDS",
+        help="Take a run over from another process only after its claim is this old (default: 6 heartbeats).")] = None,
 ) -> None:
     """Train every (model, seed) of an experiment not already in the store; resume interrupted ones."""
     from mnistlab.engine import Reporter
     from mnistlab.experiment import expand, load_experiment
     from mnistlab.progress import RichReporter
-    from mnistlab.runner import run_experiment
+    from mnistlab.runner import experiment_settled, run_experiment
     from mnistlab.store import RunStore
 
     spec, source = load_experiment(experiment)
@@ -230,15 +237,19 @@ def run(
         label = f"[{positions[(task.model_id, task.seed)]}/{len(tasks)}] {task.model_id} seed {task.seed} "
         return RichReporter(console, label=label)
 
-    with RunStore(store) as run_store:
+    timing = {"heartbeat_seconds": heartbeat_seconds} if heartbeat_seconds else {}
+    with RunStore(store, lease_seconds=lease_seconds, **timing) as run_store:
         outcome = run_experiment(spec, run_store, source, data_dir=data_dir, download=download, reporter_for=reporter_for)
         if not quiet:
             console.print(
                 f"{spec.name}: trained {len(outcome.trained)}, already done {len(outcome.skipped_finished)}, "
-                f"left to another process {len(outcome.skipped_claimed)}  (store: {store})"
+                f"left to another process {len(outcome.skipped_claimed) + len(outcome.lost)}  (store: {store})"
             )
-        if report and not outcome.skipped_claimed:
+        # Whichever process finds, after its own last write, that no run is left writes the report.
+        if report and experiment_settled(run_store, outcome.run_ids):
             _write_report(run_store, spec.name, store / "reports", data_dir, spec.dataset, quiet)
+        elif report and not quiet:
+            console.print(f"report: left to the process still training; or later: mnistlab report {escape(spec.name)}")
 
 
 def _write_report(run_store, name: str, out_dir: Path, data_dir: Optional[Path], dataset: str, quiet: bool) -> None:

@@ -9,19 +9,21 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
+import io
 import math
 import os
 import struct
-import tempfile
 import urllib.request
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import platformdirs
 import torch
 
+from mnistlab.atomic import write_bytes
 from mnistlab.errors import DataError
 
 IMAGES_MAGIC = 0x00000803
@@ -39,6 +41,12 @@ SYSTEM_ROOT = Path("/usr/share/datasets")
 
 DOWNLOAD_TIMEOUT_S = 60.0
 
+# A header can declare 4·10⁹ items of 2³²×2³² pixels; files of one's own are read only up to
+# these (far above any MNIST-family set), so a bogus header or a gzip bomb never fills memory.
+MAX_CUSTOM_ITEMS = 10_000_000
+MAX_CUSTOM_SIDE = 64
+MAX_DOWNLOAD_BYTES = 256 * 2**20  # a downloaded file of unknown size decompresses to at most this
+
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -54,6 +62,9 @@ class DatasetInfo:
     sha256: dict[str, str]
     class_names: tuple[str, ...]
     mirrors: tuple[str, ...]
+    # Items per role of a registered dataset: a file's header must declare exactly these, so
+    # reading it stops at the known size. Empty for folders of one's own (capped instead).
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 _STANDARD_FILES = {
@@ -62,6 +73,7 @@ _STANDARD_FILES = {
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
+_STANDARD_COUNTS = {"train_images": 60_000, "train_labels": 60_000, "test_images": 10_000, "test_labels": 10_000}
 
 # KMNIST is left out on purpose: only the digests of its .gz files are published, and the
 # registry checks decompressed bytes; a guessed digest would reject every good copy.
@@ -76,6 +88,7 @@ DATASETS: dict[str, DatasetInfo] = {
             "test_labels": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
         },
         class_names=tuple(str(digit) for digit in range(10)),
+        counts=dict(_STANDARD_COUNTS),
         # yann.lecun.com now refuses plain downloads; these are the mirrors torchvision and
         # TensorFlow use.
         mirrors=(
@@ -96,6 +109,7 @@ DATASETS: dict[str, DatasetInfo] = {
             "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
             "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
         ),
+        counts=dict(_STANDARD_COUNTS),
         mirrors=(
             "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
             "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/",
@@ -119,10 +133,61 @@ class Dataset:
 # --------------------------------------------------------------------------- IDX files
 
 
-def read_idx(path: Path | str) -> np.ndarray:
-    """Read an IDX file (raw or ``.gz``): images as (n, rows, cols) uint8, labels as (n,) uint8."""
+def read_idx(path: Path | str, count: int | None = None) -> np.ndarray:
+    """Read an IDX file (raw or ``.gz``): images as (n, rows, cols) uint8, labels as (n,) uint8.
+
+    ``count``: the number of items the header must declare (registered datasets); without it
+    the header may declare at most MAX_CUSTOM_ITEMS items of at most MAX_CUSTOM_SIDE pixels a
+    side. Either way no more than the declared size (plus one byte, to see trailing data) is
+    ever decompressed.
+    """
     path = Path(path)
-    return _parse_idx(_read_bytes(path), path)
+    return _parse_idx(_read_bounded(path, count), path)
+
+
+def _read_bounded(path: Path, count: int | None) -> bytes:
+    """The decompressed content of a raw or ``.gz`` IDX file, read while streaming and refused
+    as soon as it would exceed the size its (checked) header declares."""
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as stream:
+            return _read_stream(stream, path, count)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as error:
+        raise DataError(f"{path}: corrupt gzip data ({error}); delete it and download "
+                        f"or copy it again") from error
+    except OSError as error:
+        raise DataError(f"{path}: cannot be read ({error.strerror or error}); check it exists "
+                        f"and is readable") from error
+
+
+def _read_stream(stream: BinaryIO, source: Path, count: int | None) -> bytes:
+    head = stream.read(4)
+    if len(head) < 4:
+        return head  # _parse_idx names it too short
+    ndim = _NDIM_BY_MAGIC.get(struct.unpack(">I", head)[0])
+    if ndim is None:
+        return head  # _parse_idx names the bad magic
+    dims_raw = stream.read(4 * ndim)
+    if len(dims_raw) < 4 * ndim:
+        return head + dims_raw  # truncated header
+    dims = struct.unpack(f">{ndim}I", dims_raw)
+    _check_declared(dims, source, count)
+    expected = math.prod(dims)
+    # One byte more than declared: enough to tell "trailing bytes" without reading them all.
+    body = stream.read(expected + 1)
+    return head + dims_raw + body
+
+
+def _check_declared(dims: tuple[int, ...], source: Path, count: int | None) -> None:
+    if count is not None:
+        if dims[0] != count:
+            raise DataError(f"{source}: header declares {dims[0]:,} items, this dataset has {count:,}; "
+                            "the file is from another dataset or corrupt: replace it")
+        return
+    if dims[0] > MAX_CUSTOM_ITEMS or any(side > MAX_CUSTOM_SIDE for side in dims[1:]):
+        raise DataError(f"{source}: header declares {' x '.join(f'{d:,}' for d in dims)}, more than "
+                        f"the {MAX_CUSTOM_ITEMS:,} items of at most {MAX_CUSTOM_SIDE}x{MAX_CUSTOM_SIDE} "
+                        "pixels read from a folder of one's own; the file is corrupt: replace it")
 
 
 def _parse_idx(data: bytes, source: Path | str) -> np.ndarray:
@@ -141,11 +206,15 @@ def _parse_idx(data: bytes, source: Path | str) -> np.ndarray:
         raise DataError(f"{source}: truncated IDX header ({len(data)} bytes); replace the file")
     dims = struct.unpack(f">{ndim}I", data[4:header_size])
     expected = header_size + math.prod(dims)
-    if len(data) != expected:
-        problem = "truncated" if len(data) < expected else "has trailing bytes"
+    if len(data) < expected:
         raise DataError(
-            f"{source}: {problem}: header {dims} needs {expected} bytes but there are "
+            f"{source}: truncated: header {dims} needs {expected} bytes but there are "
             f"{len(data)}; replace the file (download it again)"
+        )
+    if len(data) > expected:
+        raise DataError(
+            f"{source}: has trailing bytes: header {dims} needs {expected} bytes but there are "
+            f"more; replace the file (download it again)"
         )
     # Copy so callers get a writable array that torch.from_numpy accepts without warnings.
     return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(dims).copy()
@@ -165,22 +234,17 @@ def write_idx(path: Path | str, array: np.ndarray, gz: bool) -> Path:
     return path
 
 
-def _read_bytes(path: Path) -> bytes:
-    """The decompressed content of a raw or ``.gz`` file."""
+def _gunzip(raw: bytes, source: Path | str, limit: int) -> bytes:
+    """Decompress a downloaded ``.gz`` body, refusing it past ``limit`` bytes."""
     try:
-        raw = path.read_bytes()
-    except OSError as error:
-        raise DataError(f"{path}: cannot be read ({error.strerror or error}); check it exists "
-                        f"and is readable") from error
-    return _gunzip(raw, path) if path.suffix == ".gz" else raw
-
-
-def _gunzip(raw: bytes, source: Path | str) -> bytes:
-    try:
-        return gzip.decompress(raw)
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as stream:
+            data = stream.read(limit + 1)
     except (OSError, EOFError, zlib.error) as error:
         raise DataError(f"{source}: corrupt gzip data ({error}); delete it and download "
                         f"or copy it again") from error
+    if len(data) > limit:
+        raise DataError(f"{source}: decompresses past the {limit:,} bytes it should have; refused")
+    return data
 
 
 # --------------------------------------------------------------------------- registry and lookup
@@ -270,12 +334,12 @@ def _download_file(info: DatasetInfo, role: str, target: Path) -> None:
         url = mirror + filename
         try:
             raw = _fetch(url)
-            _check_sha256(_gunzip(raw, url), info.sha256[role], url, info.name)
+            _check_sha256(_gunzip(raw, url, _file_size(info, role)), info.sha256[role], url, info.name)
         # URLError and socket errors are OSErrors; a bad body shows up as DataError.
         except (OSError, http.client.HTTPException, DataError) as error:
             failures.append(f"{url}: {error}")
             continue
-        _write_atomically(target / filename, raw)
+        write_bytes(target / filename, raw)
         return
     raise DataError(
         f"{target / filename}: download failed ({' | '.join(failures) or 'no mirrors'}); "
@@ -288,16 +352,14 @@ def _fetch(url: str) -> bytes:
         return response.read()
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    # A temp file in the same folder then rename: readers never see a half-written file.
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as temp:
-            temp.write(data)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+def _file_size(info: DatasetInfo, role: str) -> int:
+    """The decompressed size of a registered dataset's file (header plus payload), or the cap
+    on any download when the registry does not know it."""
+    if role not in info.counts:
+        return MAX_DOWNLOAD_BYTES
+    if role.endswith("images"):
+        return 16 + info.counts[role] * IMAGE_SIZE * IMAGE_SIZE
+    return 8 + info.counts[role]
 
 
 # --------------------------------------------------------------------------- loading
@@ -321,6 +383,9 @@ def load_dataset(name: str = "mnist", data_dir: Path | str | None = None,
     arrays = {role: _load_file(info, role, paths[role], verify) for role in ROLES}
     for split in ("train", "test"):
         _check_pair(arrays, paths, split, len(info.class_names))
+        if not len(arrays[f"{split}_images"]):
+            raise DataError(f"{paths[f'{split}_images']}: holds no images; a dataset needs at least one "
+                            f"{split} image: replace the file")
     return Dataset(
         train_images=torch.from_numpy(arrays["train_images"]),
         train_labels=torch.from_numpy(arrays["train_labels"].astype(np.int64)),
@@ -332,7 +397,7 @@ def load_dataset(name: str = "mnist", data_dir: Path | str | None = None,
 
 
 def _load_file(info: DatasetInfo, role: str, path: Path, verify: bool) -> np.ndarray:
-    data = _read_bytes(path)
+    data = _read_bounded(path, info.counts.get(role))
     if verify:
         _check_sha256(data, info.sha256[role], path, info.name)
     array = _parse_idx(data, path)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from mnistlab.build import KerasModel, build_model, prepare_input
 from mnistlab.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
 from mnistlab.data import Dataset, stratified_split
-from mnistlab.errors import MnistlabError
+from mnistlab.errors import CheckpointError, MnistlabError
 from mnistlab.optim import make_optimizer
 from mnistlab.spec import ModelSpec
 from mnistlab.store import EPOCH_METRICS
@@ -293,7 +293,7 @@ def fit(
     history = History(model_id=spec.id, seed=config.seed, protocol=config.validate_on, device=str(device),
                       train_images=len(data.train_y))
     identity = _checkpoint_identity(spec, config, batch_size, dataset.info.name)
-    first_epoch = _maybe_resume(config, identity, model, optimizer, device, history)
+    first_epoch = _maybe_resume(config, identity, model, optimizer, device, history, epochs)
 
     train_seconds = 0.0
     timed_images = 0
@@ -334,10 +334,13 @@ def fit(
         if not all(math.isfinite(metrics[k]) for k in ("loss", "val_loss")):
             history.status, history.diverged_epoch = "diverged", epoch
             break
-        if config.out_dir is not None:
-            save_checkpoint(config.out_dir, epoch, model, optimizer, {"identity": identity, "history": history.epochs})
+        # on_epoch first: a store refuses the epoch of a process that lost its claim (LeaseLost),
+        # which then never writes into the checkpoint folder its successor is using. A crash
+        # between the two replays this epoch from the previous checkpoint.
         if on_epoch is not None:
             on_epoch(epoch, metrics)
+        if config.out_dir is not None:
+            save_checkpoint(config.out_dir, epoch, model, optimizer, {"identity": identity, "history": history.epochs})
 
     if timed_images:
         history.images_per_second = timed_images / train_seconds
@@ -362,8 +365,12 @@ def _maybe_resume(
     optimizer: torch.optim.Optimizer,
     device: torch.device,
     history: History,
+    epochs: int,
 ) -> int:
-    """Load the last checkpoint when resuming; return the first epoch still to train."""
+    """Load the last checkpoint when resuming; return the first epoch still to train.
+
+    CheckpointError when the checkpoint is damaged, of another run, or past ``epochs``.
+    """
     if config.out_dir is None:
         return 1
     info = read_checkpoint_info(config.out_dir)
@@ -373,12 +380,17 @@ def _maybe_resume(
         raise MnistlabError(
             f"{config.out_dir}: holds a checkpoint of an earlier run; pass --resume to continue it or choose another --out"
         )
-    if info.get("identity") != identity:
-        raise MnistlabError(
+    if info["identity"] != identity:
+        raise CheckpointError(
             f"{config.out_dir}: its checkpoint is of a different run (model, seed, data or settings differ); "
             "choose another --out"
         )
-    load_checkpoint(config.out_dir, model, optimizer, device)
+    if info["epoch"] > epochs:
+        raise CheckpointError(
+            f"{config.out_dir}: its checkpoint is at epoch {info['epoch']}, past the {epochs} epochs asked for; "
+            f"pass --epochs {info['epoch']} or more, or choose another --out"
+        )
+    load_checkpoint(config.out_dir, model, optimizer, device, info)
     history.epochs = list(info["history"])
     return int(info["epoch"]) + 1
 

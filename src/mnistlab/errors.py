@@ -26,7 +26,37 @@ class StoreError(MnistlabError):
     """The run store cannot be used (newer schema, unwritable, inconsistent)."""
 
 
-class MissingDependency(MnistlabError):
-    """An optional extra the feature needs is not installed (an environment failure: exit 1)."""
+class EnvironmentFailure(MnistlabError):
+    """The machine, not the input, is at fault (full disk, read-only folder): exit status 1."""
 
     exit_code = 1
+
+
+class StoreUnavailable(StoreError, EnvironmentFailure):
+    """The run store cannot be written or read because of the environment (full disk, read-only,
+    held busy too long, I/O error)."""
+
+    exit_code = 1
+
+
+class LeaseLost(StoreError):
+    """This process no longer owns the run it was training (its claim went stale and another
+    process took it over, or the run finished): it must stop that run and write nothing more."""
+
+    exit_code = 1
+
+
+class CheckpointError(MnistlabError):
+    """A checkpoint is damaged or belongs to another run; it is never loaded."""
+
+
+class CheckpointWriteError(EnvironmentFailure):
+    """A checkpoint could not be written (full disk, read-only folder); the previous one is whole."""
+
+
+class ArtifactError(MnistlabError):
+    """A stored run's file (weights, predictions) is damaged; reports show the run as damaged."""
+
+
+class MissingDependency(EnvironmentFailure):
+    """An optional extra the feature needs is not installed (an environment failure: exit 1)."""

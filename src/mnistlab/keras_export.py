@@ -11,7 +11,6 @@ from __future__ import annotations
 import keyword
 import re
 import textwrap
-from typing import Any
 
 from mnistlab.errors import MnistlabError
 from mnistlab.spec import (

@@ -5,10 +5,16 @@ nothing but the task, the data and a folder, so a distributed backend can run it
 and records each epoch as it ends. Claims make two `mnistlab run` processes on one store
 share the work instead of doing it twice; a run whose owner died is claimed again and resumes
 from its last checkpoint.
+
+While a run trains, a heartbeat thread keeps its claim fresh (lease.py), and every write of its
+epochs and results names its owner: a process whose claim went stale and was taken over has its
+writes refused (LeaseLost) and leaves the run to its new owner. A damaged checkpoint is moved
+aside (kept for inspection) and the run restarts from scratch, with the reason noted on the run.
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import shutil
 from dataclasses import dataclass, field
@@ -21,14 +27,16 @@ import torch
 from mnistlab.checkpoint import read_checkpoint_info
 from mnistlab.data import Dataset, load_dataset
 from mnistlab.engine import History, Reporter, TrainConfig, fit
-from mnistlab.errors import MnistlabError, StoreError
+from mnistlab.errors import CheckpointError, CheckpointWriteError, EnvironmentFailure, LeaseLost, MnistlabError, StoreError
 from mnistlab.experiment import Experiment, Task, expand
 from mnistlab.models_io import save_trained
+from mnistlab.lease import Heartbeat
 from mnistlab.reference import protocol_differences
 from mnistlab.spec import resolve
-from mnistlab.store import EPOCH_METRICS, FINISHED_STATUSES, RunRecord, RunStore, current_owner
+from mnistlab.store import EPOCH_METRICS, FINISHED_STATUSES, PENDING, RUNNING, RunRecord, RunStore, current_owner
 
 CHECKPOINT_DIR = "checkpoint"
+DAMAGED_SUFFIX = ".damaged-"  # checkpoint.damaged-1, -2, ...: set aside, kept for inspection
 
 
 @dataclass
@@ -39,6 +47,17 @@ class RunOutcome:
     skipped_finished: list[int] = field(default_factory=list)
     skipped_claimed: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
+    lost: list[int] = field(default_factory=list)  # claims that went stale and were taken over
+    run_ids: list[int] = field(default_factory=list)  # every run of the experiment as given
+
+
+def experiment_settled(store: RunStore, run_ids: list[int]) -> bool:
+    """True when no run of ``run_ids`` is pending or running, so a report covers them all.
+
+    Each process asks this after its own last write: of two processes finishing at once, the
+    one whose write committed last sees the other's, so at least one of them writes the report.
+    """
+    return all(store.get_run(run_id).status not in (PENDING, RUNNING) for run_id in run_ids)
 
 
 def package_versions() -> dict[str, str]:
@@ -85,36 +104,71 @@ def _epoch_metrics(metrics: dict[str, float]) -> dict[str, float]:
 class _Recorder:
     """Writes each finished epoch to the store as it ends (so a crash loses at most one)."""
 
-    def __init__(self, store: RunStore, run_id: int) -> None:
+    def __init__(self, store: RunStore, run_id: int, owner: str, heartbeat: Heartbeat) -> None:
         self.store = store
         self.run_id = run_id
+        self.owner = owner
+        self.heartbeat = heartbeat
 
     def __call__(self, epoch: int, metrics: dict[str, float]) -> None:
-        self.store.record_epoch(self.run_id, epoch, _epoch_metrics(metrics))
+        self.heartbeat.check()
+        self.store.record_epoch(self.run_id, epoch, _epoch_metrics(metrics), owner=self.owner)
 
 
-def _train_one(store: RunStore, record: RunRecord, task: Task, dataset: Dataset, reporter: Reporter | None) -> None:
+def set_aside(work_dir: Path) -> Path:
+    """Rename a damaged checkpoint folder to the first free ``checkpoint.damaged-N``."""
+    number = 1
+    while (target := work_dir.with_name(f"{work_dir.name}{DAMAGED_SUFFIX}{number}")).exists():
+        number += 1
+    os.replace(work_dir, target)
+    return target
+
+
+def _train_with_checkpoints(store: RunStore, record: RunRecord, task: Task, dataset: Dataset,
+                            reporter: Reporter | None, owner: str, heartbeat: Heartbeat) -> History:
+    """Train from the last checkpoint; a damaged one is set aside and the run starts over
+    (only one checkpoint is kept, so there is none older to fall back on)."""
+    work_dir = store.run_dir(record.id) / CHECKPOINT_DIR
+    recorder = _Recorder(store, record.id, owner, heartbeat)
+    try:
+        info = read_checkpoint_info(work_dir)
+        # Epochs stored after the last checkpoint are replayed identically; drop them first.
+        store.truncate_epochs(record.id, info["epoch"] if info else 0, owner=owner)
+        return execute_task(task, dataset, work_dir, reporter, on_epoch=recorder)
+    except CheckpointError as error:
+        aside = set_aside(work_dir)
+        store.add_note(record.id, f"damaged checkpoint moved to {aside.name}; the run restarted from scratch: {error}")
+    store.truncate_epochs(record.id, 0, owner=owner)
+    return execute_task(task, dataset, work_dir, reporter, on_epoch=recorder)
+
+
+def _train_one(store: RunStore, record: RunRecord, task: Task, dataset: Dataset, reporter: Reporter | None,
+               owner: str | None = None) -> None:
+    owner = owner or current_owner()
     run_dir = store.run_dir(record.id)
     work_dir = run_dir / CHECKPOINT_DIR
-    info = read_checkpoint_info(work_dir)
-    # Epochs stored after the last checkpoint are replayed identically; drop them first.
-    store.truncate_epochs(record.id, int(info["epoch"]) if info else 0)
-    try:
-        history = execute_task(task, dataset, work_dir, reporter, on_epoch=_Recorder(store, record.id))
-        save_trained(run_dir, history, dataset.info)  # the run folder becomes a model folder (unless diverged)
-    except OSError as exc:
-        store.fail_run(record.id, f"{exc.strerror or exc} ({getattr(exc, 'filename', '') or run_dir})")
-        raise MnistlabError(f"run {record.id} ({task.model_id}, seed {task.seed}): cannot write {exc.filename or run_dir}: {exc.strerror or exc}") from None
-    if history.status == "diverged":
-        # The diverging epoch is not checkpointed; record it so the history shows the NaN.
-        last = history.epochs[-1]
-        store.record_epoch(record.id, int(last["epoch"]), _epoch_metrics(last))
-    labels = np.asarray(history.test_labels, dtype=np.uint8) if history.test_labels else None
-    predicted = np.asarray(history.test_predictions, dtype=np.uint8) if history.test_predictions else None
-    store.finish_run(
-        record.id, history.status, final=final_metrics(task, history, len(dataset.train_labels)), labels=labels, predicted=predicted,
-        device=history.device, versions=package_versions(),
-    )
+    with Heartbeat(store.root, record.id, owner, store.heartbeat_seconds) as heartbeat:
+        try:
+            history = _train_with_checkpoints(store, record, task, dataset, reporter, owner, heartbeat)
+            save_trained(run_dir, history, dataset.info)  # the run folder becomes a model folder (unless diverged)
+        except (OSError, CheckpointWriteError) as exc:
+            cause = exc.__cause__ if isinstance(exc, CheckpointWriteError) else exc
+            reason = getattr(cause, "strerror", None) or str(cause)
+            where = getattr(cause, "filename", None) or run_dir
+            store.fail_run(record.id, f"{reason} ({where})", owner=owner)
+            raise EnvironmentFailure(
+                f"run {record.id} ({task.model_id}, seed {task.seed}): cannot write {where}: {reason}"
+            ) from None
+        if history.status == "diverged":
+            # The diverging epoch is not checkpointed; record it so the history shows the NaN.
+            last = history.epochs[-1]
+            store.record_epoch(record.id, int(last["epoch"]), _epoch_metrics(last), owner=owner)
+        labels = np.asarray(history.test_labels, dtype=np.uint8) if history.test_labels else None
+        predicted = np.asarray(history.test_predictions, dtype=np.uint8) if history.test_predictions else None
+        store.finish_run(
+            record.id, history.status, final=final_metrics(task, history, len(dataset.train_labels)), labels=labels, predicted=predicted,
+            device=history.device, versions=package_versions(), owner=owner,
+        )
     shutil.rmtree(work_dir, ignore_errors=True)  # the optimizer state is no longer needed
 
 
@@ -136,7 +190,7 @@ def run_experiment(
         )
         for t in tasks
     ]
-    outcome = RunOutcome()
+    outcome = RunOutcome(run_ids=[r.id for r in records])
     pending = [(t, r) for t, r in zip(tasks, records) if store.get_run(r.id).status not in FINISHED_STATUSES]
     outcome.skipped_finished = [r.id for t, r in zip(tasks, records) if (t, r) not in pending]
     if not pending:
@@ -148,7 +202,12 @@ def run_experiment(
             outcome.skipped_claimed.append(record.id)
             continue
         try:
-            _train_one(store, record, task, data, reporter_for(task) if reporter_for else None)
+            _train_one(store, record, task, data, reporter_for(task) if reporter_for else None, owner)
+        except LeaseLost:
+            # Our claim went stale (say the machine slept) and another process took the run
+            # over; it continues from the checkpoint, we move on.
+            outcome.lost.append(record.id)
+            continue
         except StoreError:
             raise
         except MnistlabError:
@@ -157,7 +216,7 @@ def run_experiment(
         except BaseException as exc:
             # Ctrl-C or a crash: leave the claim to go stale so a rerun resumes from the checkpoint.
             if not isinstance(exc, KeyboardInterrupt):
-                store.fail_run(record.id, f"{type(exc).__name__}: {exc}")
+                store.fail_run(record.id, f"{type(exc).__name__}: {exc}", owner=owner)
             raise
         outcome.trained.append(record.id)
     return outcome

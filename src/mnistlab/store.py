@@ -35,9 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from mnistlab.errors import StoreError
+from mnistlab.errors import LeaseLost, StoreError, StoreUnavailable
 
 __all__ = [
+    "DEFAULT_HEARTBEAT_SECONDS",
     "DEFAULT_LEASE_SECONDS",
     "DEFAULT_ROOT",
     "EPOCH_METRICS",
@@ -56,9 +57,12 @@ DB_NAME = "store.sqlite"
 ARTIFACTS_DIR = "artifacts"
 BUSY_TIMEOUT_SECONDS = 30.0
 WAL_RETRY_SECONDS = 0.01
-# A live trainer refreshes its heartbeat at least every epoch; a claim whose heartbeat is older
-# than this is taken to be abandoned even when we cannot check its pid (another host).
-DEFAULT_LEASE_SECONDS = 600.0
+# A live trainer refreshes its claim from a heartbeat thread every DEFAULT_HEARTBEAT_SECONDS,
+# however long its epochs take; a claim is taken to be abandoned (even when its pid cannot be
+# checked: another host) only after MISSED_HEARTBEATS heartbeats in a row did not come.
+DEFAULT_HEARTBEAT_SECONDS = 10.0
+MISSED_HEARTBEATS = 6
+DEFAULT_LEASE_SECONDS = DEFAULT_HEARTBEAT_SECONDS * MISSED_HEARTBEATS
 
 PENDING, RUNNING, COMPLETED, DIVERGED, FAILED = (
     "pending", "running", "completed", "diverged", "failed"
@@ -79,6 +83,14 @@ ENVIRONMENT_FAILURES = (
     "disk i/o error",
     "file is not a database",
     "database disk image is malformed",
+    "unable to open database file",
+)
+# Of those, the ones that are the machine's fault rather than the file's: exit status 1.
+UNAVAILABLE_FAILURES = (
+    "database or disk is full",
+    "readonly database",
+    "database is locked",
+    "disk i/o error",
     "unable to open database file",
 )
 
@@ -195,6 +207,7 @@ SQL_CLAIM = """
 """
 SQL_HEARTBEAT = "UPDATE runs SET heartbeat_at = ? WHERE id = ? AND owner = ? AND status = 'running'"
 SQL_TOUCH_RUNNING = "UPDATE runs SET heartbeat_at = ? WHERE id = ? AND status = 'running'"
+SQL_OWNER = "SELECT owner, status FROM runs WHERE id = ?"
 SQL_RECORD_EPOCH = f"""
     INSERT OR REPLACE INTO epochs (run_id, epoch, {", ".join(EPOCH_METRICS)})
     VALUES (?, ?, {", ".join("?" for _ in EPOCH_METRICS)})
@@ -336,11 +349,18 @@ class RunStore:
     Safe to use from several processes at once; not to share between threads.
     """
 
-    def __init__(self, root: Path | str = DEFAULT_ROOT, *,
-                 lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
+    def __init__(self, root: Path | str = DEFAULT_ROOT, *, lease_seconds: float | None = None,
+                 heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS) -> None:
+        """``heartbeat_seconds``: how often a trainer refreshes its claim; ``lease_seconds``:
+        how old a claim's heartbeat must be before another process may take the run over
+        (default MISSED_HEARTBEATS heartbeats)."""
         self.root = Path(root)
         self.path = self.root / DB_NAME
-        self.lease_seconds = lease_seconds
+        if heartbeat_seconds <= 0:
+            raise ValueError(f"heartbeat_seconds must be positive, got {heartbeat_seconds}")
+        self.heartbeat_seconds = float(heartbeat_seconds)
+        self.lease_seconds = (self.heartbeat_seconds * MISSED_HEARTBEATS if lease_seconds is None
+                              else float(lease_seconds))
         self._make_root()
         self._conn = self._connect()
         try:
@@ -367,7 +387,7 @@ class RunStore:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StoreError(
+            raise StoreUnavailable(
                 f"{self.root}: cannot create the run store folder: {exc.strerror}"
             ) from exc
 
@@ -460,7 +480,9 @@ class RunStore:
             message = str(exc)
             if not any(marker in message.lower() for marker in ENVIRONMENT_FAILURES):
                 raise
-            raise StoreError(f"{self.path}: {message}{consequence}") from exc
+            unavailable = any(marker in message.lower() for marker in UNAVAILABLE_FAILURES)
+            kind = StoreUnavailable if unavailable else StoreError
+            raise kind(f"{self.path}: {message}{consequence}") from exc
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -475,6 +497,19 @@ class RunStore:
                 if self._conn.in_transaction:
                     self._conn.rollback()
                 raise
+
+    def _assert_owner(self, conn: sqlite3.Connection, run_id: int, owner: str | None) -> None:
+        """Inside a write transaction: refresh ``owner``'s heartbeat, or raise LeaseLost (which
+        rolls the whole transaction back) when it no longer holds the running run. ``None``
+        skips the check (single-process tools and tests)."""
+        if owner is None:
+            return
+        if conn.execute(SQL_HEARTBEAT, (time.time(), run_id, owner)).rowcount == 1:
+            return
+        row = conn.execute(SQL_OWNER, (run_id,)).fetchone()
+        now = "gone" if row is None else f"{row['status']}, owner {row['owner']}"
+        raise LeaseLost(f"{self.path}: run {run_id} is no longer held by {owner} ({now}); "
+                        "its claim went stale and the run was left to its new owner")
 
     def _require_run(self, conn: sqlite3.Connection, run_id: int) -> sqlite3.Row:
         row = conn.execute(SQL_RUN_BY_ID, (run_id,)).fetchone()
@@ -582,23 +617,28 @@ class RunStore:
 
     # -- history -------------------------------------------------------------------------------
 
-    def record_epoch(self, run_id: int, epoch: int, metrics: dict[str, Any]) -> None:
+    def record_epoch(self, run_id: int, epoch: int, metrics: dict[str, Any], *,
+                     owner: str | None = None) -> None:
         """Store one epoch's metrics (keys from EPOCH_METRICS; missing ones are NULL) and refresh
         the run's heartbeat. Recording an epoch again replaces it, so a resumed run that replays
-        epochs never duplicates them. SQLite stores NaN as NULL; ``history`` reads NULL as NaN."""
+        epochs never duplicates them. SQLite stores NaN as NULL; ``history`` reads NULL as NaN.
+        With ``owner``, nothing is written unless it still holds the run (else LeaseLost)."""
         unknown = sorted(set(metrics) - set(EPOCH_METRICS))
         if unknown:
             raise ValueError(f"unknown epoch metrics {unknown}; expected {list(EPOCH_METRICS)}")
         values = [_metric(metrics.get(name)) for name in EPOCH_METRICS]
         with self._write() as conn:
             self._require_run(conn, run_id)
+            self._assert_owner(conn, run_id, owner)
             conn.execute(SQL_RECORD_EPOCH, (run_id, int(epoch), *values))
             conn.execute(SQL_TOUCH_RUNNING, (time.time(), run_id))
 
-    def truncate_epochs(self, run_id: int, after_epoch: int) -> None:
+    def truncate_epochs(self, run_id: int, after_epoch: int, *, owner: str | None = None) -> None:
         """Delete the epochs after ``after_epoch``: used when resuming from a checkpoint older
-        than the last stored epoch, whose later epochs will be trained again."""
+        than the last stored epoch, whose later epochs will be trained again. With ``owner``,
+        only while it holds the run (else LeaseLost)."""
         with self._write() as conn:
+            self._assert_owner(conn, run_id, owner)
             conn.execute(SQL_TRUNCATE_EPOCHS, (run_id, int(after_epoch)))
 
     def history(self, run_id: int) -> dict[str, list[float]]:
@@ -616,9 +656,10 @@ class RunStore:
 
     def finish_run(self, run_id: int, status: str, final: dict[str, Any],
                    labels: np.ndarray | None, predicted: np.ndarray | None, device: str,
-                   versions: dict[str, Any]) -> None:
+                   versions: dict[str, Any], *, owner: str | None = None) -> None:
         """Record a running run's outcome (``completed`` or ``diverged``), its final metrics and
-        test-set predictions, all in one transaction."""
+        test-set predictions, all in one transaction; with ``owner``, only while it holds the
+        run (else LeaseLost)."""
         if status not in FINISHED_STATUSES:
             raise ValueError(f"finish status must be one of {FINISHED_STATUSES}, got {status!r}")
         prediction_row = self._prediction_row(run_id, labels, predicted)
@@ -628,6 +669,7 @@ class RunStore:
             if current != RUNNING:
                 raise StoreError(f"{self.path}: run {run_id} is {current}, not running; "
                                  "claim it before finishing it")
+            self._assert_owner(conn, run_id, owner)
             conn.execute(SQL_FINISH, (status, canonical_json(final), device,
                                       canonical_json(versions), now, now, run_id))
             if prediction_row is not None:
@@ -646,12 +688,16 @@ class RunStore:
                              "differ in length")
         return run_id, len(labels8), labels8.tobytes(), predicted8.tobytes()
 
-    def fail_run(self, run_id: int, error: str) -> None:
-        """Mark the run failed with ``error``, unless it already finished; a failed run can be
-        claimed again."""
+    def fail_run(self, run_id: int, error: str, *, owner: str | None = None) -> bool:
+        """Mark the run failed with ``error``, unless it already finished or (with ``owner``)
+        another process holds it now; a failed run can be claimed again. True if marked."""
         with self._write() as conn:
             self._require_run(conn, run_id)
-            conn.execute(SQL_FAIL, (error, time.time(), run_id))
+            if owner is not None:
+                row = conn.execute(SQL_OWNER, (run_id,)).fetchone()
+                if row["owner"] != owner:
+                    return False
+            return conn.execute(SQL_FAIL, (error, time.time(), run_id)).rowcount == 1
 
     def add_note(self, run_id: int, text: str) -> None:
         """Append a line to the run's notes (what happened to it that its status does not say,
@@ -683,12 +729,15 @@ class RunStore:
             cursor = self._conn.execute(sql, params)
             return [d[0] for d in cursor.description], [tuple(row) for row in cursor.fetchall()]
 
-    def run_dir(self, run_id: int) -> Path:
-        """The run's artifacts folder, ``<root>/artifacts/<run_id>/``, created if needed."""
+    def run_dir(self, run_id: int, create: bool = True) -> Path:
+        """The run's artifacts folder, ``<root>/artifacts/<run_id>/``, created if needed (and
+        ``create``: readers of a read-only store pass False)."""
         self.get_run(run_id)
         folder = self.root / ARTIFACTS_DIR / str(run_id)
+        if not create:
+            return folder
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StoreError(f"{self.path}: cannot create {folder}: {exc.strerror}") from exc
+            raise StoreUnavailable(f"{self.path}: cannot create {folder}: {exc.strerror}") from exc
         return folder

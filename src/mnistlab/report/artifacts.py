@@ -6,9 +6,10 @@ import json
 from collections.abc import Iterable
 
 import numpy as np
+from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
-from mnistlab.errors import MnistlabError
+from mnistlab.errors import ArtifactError, MnistlabError
 from mnistlab.report.frame import query_frame
 from mnistlab.store import RunStore
 
@@ -27,9 +28,13 @@ SQL_PREDICTIONS = """
 Predictions = tuple[np.ndarray, np.ndarray]
 
 
-def load_predictions(store: RunStore, run_ids: Iterable[int]) -> dict[int, Predictions]:
+def load_predictions(store: RunStore, run_ids: Iterable[int],
+                     damaged: dict[int, str] | None = None) -> dict[int, Predictions]:
     """``{run_id: (labels, predicted)}`` (uint8 arrays) for those of ``run_ids`` that stored
-    predictions, read in one query."""
+    predictions, read in one query.
+
+    Damaged predictions raise ArtifactError, or with ``damaged`` are left out and described
+    there (``{run_id: what is wrong}``), so a report can say so and go on."""
     ids = sorted({int(run_id) for run_id in run_ids})
     frame = query_frame(store, SQL_PREDICTIONS, (json.dumps(ids),))
     result = {}
@@ -37,7 +42,12 @@ def load_predictions(store: RunStore, run_ids: Iterable[int]) -> dict[int, Predi
         labels = np.frombuffer(row.labels, dtype=np.uint8)
         predicted = np.frombuffer(row.predicted, dtype=np.uint8)
         if len(labels) != row.n or len(predicted) != row.n:
-            raise MnistlabError(f"{store.path}: predictions of run {row.run_id} are inconsistent")
+            problem = (f"{store.path}: the test predictions of run {row.run_id} are damaged "
+                       f"({len(labels)} labels and {len(predicted)} predictions where {row.n} were stored)")
+            if damaged is None:
+                raise ArtifactError(problem)
+            damaged[int(row.run_id)] = problem
+            continue
         result[int(row.run_id)] = (labels, predicted)
     return result
 
@@ -49,7 +59,7 @@ def load_weights(store: RunStore, run_id: int) -> dict[str, np.ndarray]:
     ``weights.json`` written beside it: ``{"layers": ["conv2d_1", ...]}``. Runs that kept their
     whole model (a model folder, see models_io) give the kernels of that model instead.
     """
-    folder = store.run_dir(run_id)
+    folder = store.run_dir(run_id, create=False)
     from mnistlab.models_io import is_model_folder, load_model_folder  # torch only when needed
 
     if is_model_folder(folder):
@@ -59,9 +69,17 @@ def load_weights(store: RunStore, run_id: int) -> dict[str, np.ndarray]:
     for path in (tensors_path, order_path):
         if not path.is_file():
             raise MnistlabError(f"run {run_id} has no {path.name} in {folder}")
-    tensors = load_file(tensors_path)
-    order = json.loads(order_path.read_text())["layers"]
+    try:
+        tensors = load_file(tensors_path)
+    except (OSError, SafetensorError) as error:
+        raise ArtifactError(f"{tensors_path}: damaged weights file ({error})") from None
+    try:
+        order = json.loads(order_path.read_bytes().decode("utf-8"))["layers"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
+        raise ArtifactError(f"{order_path}: damaged layer list ({type(error).__name__}: {error})") from None
+    if not isinstance(order, list) or not all(isinstance(name, str) for name in order):
+        raise ArtifactError(f"{order_path}: damaged layer list (not a list of layer names)")
     if sorted(order) != sorted(tensors):
-        raise MnistlabError(f"{order_path}: lists layers {order} but {tensors_path.name} "
+        raise ArtifactError(f"{order_path}: lists layers {order} but {tensors_path.name} "
                             f"holds {sorted(tensors)}")
     return {name: tensors[name] for name in order}

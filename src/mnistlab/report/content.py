@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 import mnistlab
 from mnistlab.data import DATASETS, Dataset
-from mnistlab.errors import MnistlabError
+from mnistlab.errors import ArtifactError, MnistlabError
 from mnistlab.report import plots
 from mnistlab.report.artifacts import load_predictions, load_weights
 from mnistlab.report.frame import ExperimentData, ModelDiagnosis, comparison_from, load_experiment, model_diagnoses
@@ -261,9 +261,12 @@ def _curves(epochs: pd.DataFrame, ranking: list[str],
     return tuple(curves), " ".join(notes)
 
 
-def _weights(store: RunStore, model: str, run: pd.Series) -> tuple[Plot | None, str]:
+def _weights(store: RunStore, model: str, run: pd.Series, damaged: dict[int, str]) -> tuple[Plot | None, str]:
     try:
         weights = load_weights(store, int(run["run_id"]))
+    except ArtifactError as error:
+        damaged[int(run["run_id"])] = str(error)
+        return None, f"No weight plot: run {int(run['run_id'])} is damaged: {error}."
     except MnistlabError as error:
         return None, f"No weight plot: {error}."
     title = f"{model}, run {int(run['run_id'])} (seed {int(run['seed'])}): weights per layer"
@@ -300,10 +303,13 @@ def _misclassified(labels: np.ndarray, predicted: np.ndarray, dataset: Dataset |
 
 
 def _best_run(store: RunStore, data: ExperimentData, model: str, run: pd.Series,
-              dataset: Dataset | None) -> BestRun:
+              dataset: Dataset | None, damaged: dict[int, str]) -> BestRun:
     run_id = int(run["run_id"])
     base = dict(model=model, run_id=run_id, seed=int(run["seed"]), test_acc=float(run["test_acc"]))
-    stored = load_predictions(store, [run_id]).get(run_id)
+    stored = load_predictions(store, [run_id], damaged).get(run_id)
+    if stored is None and run_id in damaged:
+        return BestRun(**base, confusion=None, pairs=pd.DataFrame(), misclassified=None,
+                       notes=(f"Run {run_id} is damaged, so there is no confusion matrix: {damaged[run_id]}.",))
     if stored is None:
         return BestRun(**base, confusion=None, pairs=pd.DataFrame(), misclassified=None,
                        notes=(f"Run {run_id} stored no test predictions, so there is no confusion matrix.",))
@@ -323,10 +329,11 @@ def _best_run(store: RunStore, data: ExperimentData, model: str, run: pd.Series,
 # -- assembly --------------------------------------------------------------------------------------
 
 
-def _statistics(store: RunStore, data: ExperimentData, ranking: list[str], best: str) -> tuple[Statistics | None, str]:
+def _statistics(store: RunStore, data: ExperimentData, ranking: list[str], best: str,
+                damaged: dict[int, str]) -> tuple[Statistics | None, str]:
     if len(ranking) < 2:
         return None, "Only one model has finished runs, so there is nothing to compare."
-    result = statistics(data.runs, ranking, best, lambda ids: load_predictions(store, ids))
+    result = statistics(data.runs, ranking, best, lambda ids: load_predictions(store, ids, damaged))
     note = (f"{best} (highest mean test accuracy) against each other model. McNemar's exact test uses "
             "the two models' test predictions from runs with the same seed (the first seed they share, "
             "when they share several, as each line says); the difference in test accuracy is the mean "
@@ -347,17 +354,20 @@ def build_report(store: RunStore, experiment: str, dataset: Dataset | None = Non
         raise MnistlabError(f"experiment {experiment!r} has no completed runs to report on "
                             f"({len(data.runs)} runs in {store.path}); run it first")
     run = best_run(data.runs, best)
-    stats, stats_note = _statistics(store, data, ranking, best)
+    # Damaged runs (unreadable weights or predictions) are left out where their files are needed
+    # and listed among the facts; the rest of the report is written.
+    damaged: dict[int, str] = {}
+    stats, stats_note = _statistics(store, data, ranking, best, damaged)
     curve_epochs = _curve_epochs(data)
     curves, curves_note = _curves(curve_epochs, ranking, detail_models)
-    weights, weights_note = _weights(store, best, run)
-    best_section = _best_run(store, data, best, run, dataset)
+    weights, weights_note = _weights(store, best, run, damaged)
+    best_section = _best_run(store, data, best, run, dataset, damaged)
     overlay = _plot("val-overlay", "val-overlay", plots.val_overlay_figure(curve_epochs, ranking))
     return Report(
         experiment=experiment,
         title=f"mnistlab report: {experiment}",
         description=str(data.config.get("description", "")),
-        facts=_facts(data),
+        facts=_facts(data) + tuple((f"Damaged run {run_id}", problem) for run_id, problem in sorted(damaged.items())),
         protocol=_protocols(data),
         columns=tuple(header for header, _ in COLUMNS),
         rows=table_rows(table),

@@ -217,6 +217,8 @@ def run_panel(store: RunStore, run_id: int) -> Panel:
     if run.final:
         parts += [Text("Final", style="bold"), _facts_grid(_final_rows(run.final))]
     parts += [Text("Diagnosis", style="bold"), _diagnosis_text(run, history)]
+    if run.notes:  # e.g. a damaged checkpoint set aside; Text, so a note is never read as markup
+        parts += [Text("Notes", style="bold"), *(Text(f"- {note}") for note in run.notes)]
     return Panel(Group(*parts), title=f"run {run.id}: {run.model_id}, seed {run.seed}", title_align="left")
 
 
