@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from mnistlab.errors import MnistlabError
+from mnistlab.safetext import one_line, safe_console
 
 app = typer.Typer(
     add_completion=False,
@@ -25,8 +25,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Design, train and compare neural networks on MNIST-family datasets (Keras 2.2 semantics, PyTorch speed).",
 )
-console = Console()
-err_console = Console(stderr=True)
+# Plain strings printed here are never markup and lose their control characters (safetext):
+# style with rich.text.Text, never with "[red]...[/red]".
+console = safe_console()
+err_console = safe_console(stderr=True)
 
 DataDirOption = Annotated[
     Optional[Path],
@@ -85,9 +87,9 @@ def data(
             dataset = load_dataset(name, data_dir=data_dir, download=download)
         except DataError as exc:
             failures += 1
-            table.add_row(name, "[red]missing or bad[/red]", "", "", escape(str(exc)))
+            table.add_row(name, Text("missing or bad", style="red"), "", "", str(exc))
             continue
-        table.add_row(name, "[green]ok[/green]", f"{len(dataset.train_labels):,}", f"{len(dataset.test_labels):,}",
+        table.add_row(name, Text("ok", style="green"), f"{len(dataset.train_labels):,}", f"{len(dataset.test_labels):,}",
                       str(dataset.source_dir))
     console.print(table)
     if failures == len(DATASETS):
@@ -152,7 +154,7 @@ def train(
         print(json.dumps(result))
     elif not quiet:
         if history.status == "diverged":
-            console.print(f"[red]diverged[/red] at epoch {history.diverged_epoch} (non-finite loss); run stopped")
+            console.print(Text.assemble(("diverged", "red"), f" at epoch {history.diverged_epoch} (non-finite loss); run stopped"))
         else:
             console.print(
                 f"Test loss: {history.test_loss:.4f}  Test accuracy: {history.test_acc:.4f}  "
@@ -311,6 +313,11 @@ def _run_id(run_store, text: str) -> int:
 INTERRUPTED = 130
 
 
+def _print_error(message: str) -> None:
+    """One line on stderr: the message may quote user strings, so it is text, never markup."""
+    err_console.print(Text.assemble(("error:", "bold red"), " ", one_line(message)), highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     """Console-script entry point: one-line errors, exit 2; Ctrl-C exits 130."""
     try:
@@ -320,14 +327,12 @@ def main() -> None:
         # whose ClickException derives from TyperException. One line, click's exit code (2).
         context = getattr(exc, "ctx", None)
         where = f"{context.command_path}: " if context is not None else ""
-        err_console.print(f"[bold red]error:[/bold red] {escape(where + exc.format_message())}", highlight=False,
-                          soft_wrap=True)
+        _print_error(where + exc.format_message())
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, typer.Abort):
         code = INTERRUPTED
     except MnistlabError as exc:
-        # The message may hold paths with brackets: never let rich read it as markup.
-        err_console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        _print_error(str(exc))
         sys.exit(exc.exit_code)
     if code == INTERRUPTED:  # Typer turns Ctrl-C into exit code 130 itself
         err_console.print("interrupted; completed epochs are checkpointed: rerun with --resume (train) or the same command (run)")

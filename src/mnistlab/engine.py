@@ -26,6 +26,7 @@ from mnistlab.build import KerasModel, build_model, prepare_input
 from mnistlab.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
 from mnistlab.data import Dataset, stratified_split
 from mnistlab.errors import MnistlabError
+from mnistlab.limits import Limits, check_fit
 from mnistlab.optim import make_optimizer
 from mnistlab.spec import ModelSpec
 
@@ -51,6 +52,8 @@ class TrainConfig:
     out_dir: Path | None = None  # checkpoints go here; None: no checkpoints
     resume: bool = False
     compile: bool = False
+    max_params: int | None = None  # None: limits.MAX_PARAMS
+    max_activation_mib: int | None = None  # None: limits.MAX_ACTIVATION_MIB
 
 
 @dataclass
@@ -270,6 +273,9 @@ def fit(
     reporter = reporter or Reporter()
     epochs = config.epochs or spec.training.epochs
     batch_size = config.batch_size or spec.training.batch_size
+    # Before anything is built or allocated: the spec must fit the data and the size limits.
+    check_fit(spec, dataset, config.seed, epochs, batch_size, config.train_limit,
+              Limits(config.max_params, config.max_activation_mib))
     device = resolve_device(config.device)
     configure_threads()
     data = place_data(dataset, config, device)
@@ -279,6 +285,11 @@ def fit(
     history = History(model_id=spec.id, seed=config.seed, protocol=config.validate_on, device=str(device))
     identity = _checkpoint_identity(spec, config, batch_size, dataset.info.name)
     first_epoch = _maybe_resume(config, identity, model, optimizer, device, history)
+    if first_epoch > epochs + 1:  # never hand back more epochs than were asked for
+        raise MnistlabError(
+            f"{config.out_dir}: the checkpoint already holds {first_epoch - 1} epochs, more than the {epochs} asked "
+            f"for; pass --epochs {first_epoch - 1} or more to resume it, or choose another --out"
+        )
 
     train_seconds = 0.0
     timed_images = 0
