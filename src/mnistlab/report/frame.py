@@ -17,7 +17,7 @@ import pandas as pd
 
 from mnistlab.analysis import Diagnosis, diagnose, summarise_runs
 from mnistlab.errors import MnistlabError
-from mnistlab.store import RunStore
+from mnistlab.store import EPOCH_METRICS, FINISHED_STATUSES, RunStore
 
 __all__ = [
     "ExperimentData",
@@ -32,8 +32,8 @@ __all__ = [
     "runs_frame",
 ]
 
-FINISHED = ("completed", "diverged")
-METRICS = ("loss", "acc", "val_loss", "val_acc", "seconds")
+FINISHED = FINISHED_STATUSES
+METRICS = EPOCH_METRICS
 
 # json_extract pulls the final metrics out in SQLite, so no run's JSON is parsed in Python.
 SQL_RUNS = """
@@ -52,9 +52,9 @@ SQL_RUNS = """
            device
     FROM runs WHERE experiment = ? ORDER BY id
 """
-SQL_EPOCHS = """
+SQL_EPOCHS = f"""
     SELECT e.run_id, r.model_id AS model, r.seed, e.epoch,
-           e.loss, e.acc, e.val_loss, e.val_acc, e.seconds
+           {", ".join(f"e.{metric}" for metric in EPOCH_METRICS)}
     FROM epochs e JOIN runs r ON r.id = e.run_id
     WHERE r.experiment = ? ORDER BY e.run_id, e.epoch
 """
