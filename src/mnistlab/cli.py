@@ -18,6 +18,7 @@ from rich.text import Text
 
 from mnistlab.errors import MnistlabError
 from mnistlab.safetext import one_line, safe_console
+from mnistlab.spec import SEED_BOUND
 
 app = typer.Typer(
     add_completion=False,
@@ -118,7 +119,7 @@ def train(
     dataset: Annotated[str, typer.Option(help="mnist, fashion-mnist or kmnist.")] = "mnist",
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Default: the spec's.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Default: the spec's.")] = None,
-    seed: Annotated[int, typer.Option(help="Seeds initial weights, shuffles and dropout.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=SEED_BOUND - 1, help="Seeds initial weights, shuffles and dropout.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     precision: Annotated[Precision, typer.Option(help="fp32, or bf16 autocast.")] = Precision.fp32,
     validate_on: Annotated[
@@ -132,6 +133,13 @@ def train(
     download: Annotated[bool, typer.Option(help="Download the dataset if it is not found.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with the history at the end.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
+    max_params: Annotated[
+        Optional[int], typer.Option(min=1, help="Refuse models with more parameters (default: limits.MAX_PARAMS).")
+    ] = None,
+    max_activation_mib: Annotated[
+        Optional[int],
+        typer.Option(min=1, help="Refuse batches needing more MiB of activations (default: limits.MAX_ACTIVATION_MIB)."),
+    ] = None,
 ) -> None:
     """Train one model and evaluate it once on the test set."""
     from mnistlab.api import model_spec
@@ -144,6 +152,7 @@ def train(
     config = TrainConfig(
         epochs=epochs, batch_size=batch_size, seed=seed, device=device, precision=precision.value,
         validate_on=validate_on.value, train_limit=train_limit, out_dir=out, resume=resume, compile=compile,
+        max_params=max_params, max_activation_mib=max_activation_mib,
     )
     reporter = Reporter() if quiet or as_json else RichReporter(err_console if as_json else console)
     history = fit(spec, data, config, reporter=reporter)

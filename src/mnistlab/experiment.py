@@ -190,7 +190,7 @@ def parse_experiment(raw: Any, source: str | Path = "<python>") -> Experiment:
         elif err["loc"][-1:] == ("device",):
             message = f"choose auto, cpu, cuda or cuda:N, got {err['input']!r}"
         elif isinstance(err.get("input"), bool) and err["type"] in ("int_type", "float_type"):
-            message = f"must be a number, not {str(err['input']).lower()}"
+            message = f"must be a whole number, not {str(err['input']).lower()}"
         raise SpecError(f"{where}: experiment '{name}': field '{field}': {message}") from None
     tasks = expand(experiment, str(source))  # resolve every model now: errors before any training
     from mnistlab.limits import DATASETS, check_tasks, dataset_shape, known_dataset  # imports torch: late

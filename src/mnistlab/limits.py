@@ -122,7 +122,7 @@ def check_model(spec: ModelSpec, data: DataShape, batch_size: int, limits: Limit
             f"{data.name} has {data.classes} classes, but the model outputs {_fmt(last.output_shape)}"
         )
     if resolved.total_params > limits.params:
-        node = max(resolved.nodes, key=lambda n: n.params)
+        node = _first_past(resolved.nodes, lambda n: n.params, limits.params)
         raise SpecError(
             f"{_where(spec, node.index)}: {_layer_label(node.index, node.name, node.layer)}: field '{_size_field(node)}': "
             f"the model has {resolved.total_params:,} parameters ({node.params:,} in this layer), over the limit "
@@ -131,13 +131,24 @@ def check_model(spec: ModelSpec, data: DataShape, batch_size: int, limits: Limit
     per_image = math.prod(shape) + sum(math.prod(n.output_shape) for n in resolved.nodes)
     mib = per_image * batch_size * _FLOAT_BYTES / 2**20
     if mib > limits.activation_mib:
-        node = max(resolved.nodes, key=lambda n: math.prod(n.output_shape))
+        node = _first_past(resolved.nodes, lambda n: math.prod(n.output_shape) * batch_size * _FLOAT_BYTES / 2**20,
+                           limits.activation_mib - math.prod(shape) * batch_size * _FLOAT_BYTES / 2**20)
         raise SpecError(
             f"{_where(spec, node.index)}: {_layer_label(node.index, node.name, node.layer)}: field '{_size_field(node)}': "
             f"one batch of {batch_size} needs {mib:,.0f} MiB of activations (this layer outputs "
             f"{_fmt(node.output_shape)} per image), over the limit of {limits.activation_mib:,} MiB; "
             "shrink the layer, lower batch_size or raise max_activation_mib"
         )
+
+
+def _first_past(nodes: tuple[Node, ...], size: Any, limit: float) -> Node:
+    """The layer at which the running total of `size` first passes `limit`: the one to blame."""
+    total = 0.0
+    for node in nodes:
+        total += size(node)
+        if total > limit:
+            return node
+    return nodes[-1]
 
 
 def _size_field(node: Node) -> str:
@@ -195,6 +206,6 @@ def check_tasks(tasks: list[Any], data: DataShape, source: str, experiment: str)
         try:
             check_model(task.spec, data, task.spec.training.batch_size, limits)
         except SpecError as exc:
-            if task.spec.source is not None and task.spec.source.startswith(f"{source}:"):
+            if task.spec.source is not None and task.spec.source.split(":")[0] == source.split(":")[0]:
                 raise  # an inline spec: its error already names this file
             raise SpecError(f"{source}: experiment '{experiment}': {exc}") from None

@@ -604,6 +604,9 @@ def _first_error(exc: ValidationError, model: type[BaseModel]) -> tuple[str, str
     errors = exc.errors()
     err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = [str(p) for p in err["loc"]]
+    if "args" in loc[:-1]:  # optimizer arguments: 'optimizer.lr', not 'optimizer.args.lr.float' (a union member)
+        at = loc.index("args")
+        loc = loc[:at] + loc[at + 1 : at + 2]
     field = ".".join(loc) if loc else "?"
     message = err["msg"]
     if err["type"] == "extra_forbidden":
@@ -613,7 +616,8 @@ def _first_error(exc: ValidationError, model: type[BaseModel]) -> tuple[str, str
     elif message.startswith("Value error, "):
         message = message[len("Value error, ") :]
     elif isinstance(err.get("input"), bool) and err["type"] in ("int_type", "float_type"):
-        message = f"must be a number, not {str(err['input']).lower()}"
+        kind = "a whole number" if err["type"] == "int_type" else "a number"
+        message = f"must be {kind}, not {str(err['input']).lower()}"
     return field, message
 
 
@@ -625,7 +629,7 @@ def _default_name(kind: str, counters: dict[str, int]) -> str:
 
 def _parse_layer(spec_id: str, where: str, index: int, raw: Any, counters: dict[str, int]) -> Layer:
     if not isinstance(raw, dict):
-        raise SpecError(f"{where}: model '{spec_id}': layer {index}: must be a mapping with a 'type'")
+        raise SpecError(f"{where}: model '{spec_id}': layer {index}: field 'type': a layer must be a mapping with a 'type'")
     kind = raw.get("type")
     name = raw.get("name") or "?"
     if not isinstance(kind, str):
