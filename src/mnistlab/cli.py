@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mnistlab.errors import MnistlabError
-from mnistlab.safetext import one_line, safe_console
+from mnistlab.safetext import clean, one_line, safe_console
 from mnistlab.spec import SEED_BOUND
 
 app = typer.Typer(
@@ -110,7 +110,7 @@ def summary(
     if as_json:
         print(json.dumps(summary_data(spec), indent=2))
     else:
-        print(summary_text(spec))
+        print(clean(summary_text(spec)))  # ids and layer names are user text: no control characters
 
 
 @app.command()
