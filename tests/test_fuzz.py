@@ -9,7 +9,7 @@ import struct
 
 import numpy as np
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mnistlab.data import IMAGES_MAGIC, LABELS_MAGIC, _parse_idx, read_idx
@@ -118,6 +118,7 @@ EXPERIMENT_FIELDS = st.fixed_dictionaries(
 
 @FUZZ
 @given(raw=EXPERIMENT_FIELDS)
+@example(raw={"name": "\n"})  # found by a wider run: a line break in a quoted name
 def test_generated_experiments_load_or_fail_in_one_line(tmp_path_factory, raw):
     path = tmp_path_factory.mktemp("fuzz") / "exp.yaml"
     path.write_text(_dump(raw), encoding="utf-8")
@@ -154,6 +155,7 @@ def idx_files(draw):
 
 @FUZZ
 @given(data=idx_files())
+@example(data=struct.pack(">IIII", IMAGES_MAGIC, 2**32 - 1, 2**32 - 1, 0))  # found by a wider run: dims overflow
 def test_generated_idx_headers_parse_or_fail_in_one_line(data):
     try:
         array = _parse_idx(data, "fuzz-idx3-ubyte")

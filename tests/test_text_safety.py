@@ -19,7 +19,7 @@ from mnistlab.store import RunStore
 from test_report import EPOCHS, GOOD_HISTORY, add_run, model_spec
 
 ESC = "\x1b"
-HOSTILE_ID = "[/]m-[bold red]BOOM[/bold red]<script>x</script>"
+HOSTILE_ID = "[/]m-[bold red]BOOM[/bold red]<script>x</script> $\\frac{$"  # '$': not mathtext in the plots
 HOSTILE_DESCRIPTION = f"[bold red]BOOM[/bold red] {ESC}]0;retitled\a {ESC}[2J cleared\rover \u202etxt.exe <script>alert(1)</script>"
 
 

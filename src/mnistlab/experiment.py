@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation, ValidationError, model_validator
 
 from mnistlab.errors import SpecError
 from mnistlab.spec import SEED_BOUND, ModelSpec, PositiveInt, Seed, did_you_mean, parse_model
@@ -40,7 +40,9 @@ class ModelEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str | None = None
-    spec: dict[str, Any] | None = None
+    # Kept as read (not copied by validation), so an inline spec's errors can name its line;
+    # parse_model validates it, and refuses anything that is not a mapping.
+    spec: SkipValidation[dict[str, Any]] | None = None
     epochs: PositiveInt | None = None
     batch_size: PositiveInt | None = None
     optimizer: str | dict[str, Any] | None = None
@@ -127,6 +129,9 @@ def expand(experiment: Experiment, source: str = "<python>") -> list[Task]:
     tasks = []
     ids: set[str] = set()
     for index, entry in enumerate(experiment.models, start=1):
+        if entry.spec is not None and not isinstance(entry.spec, dict):
+            raise SpecError(f"{source}: experiment '{experiment.name}': models[{index}]: field 'spec': "
+                            "must be a mapping with 'id' and 'layers'")
         try:
             spec = _entry_spec(entry, source)
         except SpecError as exc:
