@@ -26,7 +26,7 @@ from mnistlab.build import KerasModel, build_model, prepare_input
 from mnistlab.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
 from mnistlab.data import Dataset, stratified_split
 from mnistlab.errors import MnistlabError
-from mnistlab.limits import Limits, check_fit
+from mnistlab.limits import check_fit
 from mnistlab.optim import make_optimizer
 from mnistlab.spec import ModelSpec
 
@@ -274,8 +274,7 @@ def fit(
     epochs = config.epochs or spec.training.epochs
     batch_size = config.batch_size or spec.training.batch_size
     # Before anything is built or allocated: the spec must fit the data and the size limits.
-    check_fit(spec, dataset, config.seed, epochs, batch_size, config.train_limit,
-              Limits(config.max_params, config.max_activation_mib))
+    check_fit(spec, dataset, config, epochs, batch_size)
     device = resolve_device(config.device)
     configure_threads()
     data = place_data(dataset, config, device)

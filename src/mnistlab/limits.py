@@ -186,16 +186,23 @@ def known_dataset(name: str, where: str) -> None:
     )
 
 
-def check_fit(
-    spec: ModelSpec, dataset: Dataset, seed: Any, epochs: Any, batch_size: Any, train_limit: Any, limits: Limits
-) -> None:
-    """Everything `engine.fit` can check before it builds the model: one line on the first problem."""
+def check_fit(spec: ModelSpec, dataset: Dataset, config: Any, epochs: Any, batch_size: Any) -> None:
+    """Everything `engine.fit` can check before it builds the model (`config` is its TrainConfig,
+    whose fields a Python caller may have set to anything): one line on the first problem."""
     where = _where(spec)
-    check_seed(seed, where)
+    check_seed(config.seed, where)
     check_positive(epochs, "epochs", where)
     check_positive(batch_size, "batch_size", where)
-    check_positive(train_limit, "train_limit", where)
-    check_model(spec, shape_of(dataset), batch_size, limits)
+    check_positive(config.train_limit, "train_limit", where)
+    check_positive(config.max_params, "max_params", where)
+    check_positive(config.max_activation_mib, "max_activation_mib", where)
+    for field, allowed in (("precision", ("fp32", "bf16")), ("validate_on", ("split", "test"))):
+        if getattr(config, field) not in allowed:
+            raise MnistlabError(f"{where}: field '{field}': choose {' or '.join(allowed)}, got {getattr(config, field)!r}")
+    fraction = config.val_fraction
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+        raise MnistlabError(f"{where}: field 'val_fraction': must be a number between 0 and 1, got {fraction!r}")
+    check_model(spec, shape_of(dataset), batch_size, Limits(config.max_params, config.max_activation_mib))
 
 
 def check_tasks(tasks: list[Any], data: DataShape, source: str, experiment: str) -> None:
