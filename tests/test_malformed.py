@@ -248,3 +248,13 @@ def test_malformed_input_is_one_line_naming_its_cause(c: Case, tmp_path: Path) -
 
 def test_the_table_is_large() -> None:
     assert len(CASES) >= 60
+
+
+@pytest.mark.timeout(10)
+def test_billion_laughs_in_an_inline_experiment_spec_fails_fast(tmp_path: Path) -> None:
+    path = tmp_path / "exp.yaml"
+    path.write_text(INLINE_BOMB)
+    result = run_cli("run", path, "--store", tmp_path / "store")
+    assert result.exit_code == 2 and len(result.error_lines) == 1, result
+    assert "exp.yaml" in result.stderr and "billion laughs" in result.stderr
+    assert not (tmp_path / "store").exists()
