@@ -109,7 +109,7 @@ def test_overfitting_rule_quotes_the_numbers():
     assert finding.label == "Overfitting"
     assert finding.rule == (
         "val_loss rose from its minimum 0.0351 (epoch 4) to 0.0557 (+59%) "
-        "while train loss fell 84% (0.0420 → 0.0067)"
+        "while train loss (Keras running mean, dropout on) fell 84% (0.0420 → 0.0067)"
     )
 
 
@@ -128,7 +128,7 @@ def test_small_val_loss_rise_is_not_overfitting():
 
 def test_underfitting_rule_and_threshold_override():
     (finding,) = diagnose(UNDERFIT)
-    assert finding.rule == "final train acc 0.9300 is below 0.97"
+    assert finding.rule == "final train acc (Keras running mean, dropout on) 0.9300 is below 0.97"
     # Fashion-MNIST-style threshold: the same run is fine there.
     assert codes(diagnose(UNDERFIT, min_train_acc=0.90)) == ["healthy"]
 
@@ -136,7 +136,7 @@ def test_underfitting_rule_and_threshold_override():
 def test_stuck_at_chance_suppresses_the_other_rules():
     (finding,) = diagnose(CHANCE)
     assert finding.rule == (
-        "final train acc 0.1124 and val acc 0.1135 are at most 0.05 above chance (0.1000)"
+        "final train acc (Keras running mean, dropout on) 0.1124 and val acc 0.1135 are at most 0.05 above chance (0.1000)"
     )
 
 
@@ -203,7 +203,7 @@ def test_healthy_rule_summarises_the_run():
     (finding,) = diagnose(HEALTHY)
     assert finding.label == "Healthy"
     assert finding.rule == (
-        "no rule fired: final train acc 0.9920, val acc 0.9921; "
+        "no rule fired: final train acc (Keras running mean, dropout on) 0.9920, val acc 0.9921; "
         "final val_loss 0.0285 is +2% over its minimum 0.0280 (epoch 9)"
     )
 
@@ -221,7 +221,7 @@ def test_one_epoch_healthy_says_what_cannot_be_judged():
     (finding,) = diagnose(history([0.20], [0.98], [0.06], [0.985]))
     assert finding.code == "healthy"
     assert finding.rule == (
-        "no rule fired: final train acc 0.9800, val acc 0.9850; "
+        "no rule fired: final train acc (Keras running mean, dropout on) 0.9800, val acc 0.9850; "
         "only 1 epoch, so overfitting and instability cannot be judged"
     )
 
@@ -475,3 +475,35 @@ def test_summarise_runs_values():
 def test_summarise_runs_rejects_missing_columns():
     with pytest.raises(ValueError, match="seconds_per_epoch"):
         summarise_runs(run_table().drop(columns="seconds_per_epoch"))
+
+
+# --- inference-mode training metrics ---------------------------------------------------------------
+
+
+def _dropout_history(running_acc: float, fit_acc: float) -> dict[str, list[float]]:
+    """Four epochs of a BatchNormalization + dropout MLP: running-mean acc reads low, val acc is high."""
+    return {
+        "loss": [0.40, 0.20, 0.15, 0.12], "acc": [0.88, 0.94, 0.96, running_acc],
+        "val_loss": [0.15, 0.10, 0.08, 0.075], "val_acc": [0.955, 0.970, 0.976, 0.979],
+        "train_eval_loss": [0.14, 0.08, 0.05, 0.04], "train_eval_acc": [0.958, 0.976, 0.985, fit_acc],
+    }
+
+
+def test_dropout_model_is_judged_on_inference_mode_train_accuracy():
+    # The s004-m7 case: Keras's running mean (dropout on) 0.9699, but the model fits its data.
+    (finding,) = diagnose(_dropout_history(running_acc=0.9699, fit_acc=0.9890))
+    assert finding.code == "healthy"
+    assert "train acc (inference mode, fixed training subsample) 0.9890" in finding.rule
+
+
+def test_underfitting_reads_inference_mode_accuracy_when_recorded():
+    (finding,) = diagnose(_dropout_history(running_acc=0.99, fit_acc=0.9500))
+    assert finding.code == "underfitting"
+    assert finding.rule == "final train acc (inference mode, fixed training subsample) 0.9500 is below 0.97"
+
+
+def test_partial_inference_mode_metrics_fall_back_to_the_running_mean():
+    history = _dropout_history(running_acc=0.9699, fit_acc=0.9890)
+    history["train_eval_acc"][0] = float("nan")  # an epoch recorded before the metric existed
+    (finding,) = diagnose(history)
+    assert finding.code == "underfitting" and "Keras running mean" in finding.rule

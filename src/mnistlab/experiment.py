@@ -46,6 +46,7 @@ class ModelEntry(BaseModel):
     epochs: PositiveInt | None = None
     batch_size: PositiveInt | None = None
     optimizer: str | dict[str, Any] | None = None
+    train_limit: PositiveInt | None = None  # e.g. a small training set that shows overfitting
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelEntry":
@@ -162,7 +163,8 @@ def expand(experiment: Experiment, source: str = "<python>") -> list[Task]:
                 Task(
                     experiment=experiment.name, spec=spec, seed=seed, dataset=experiment.dataset,
                     protocol=experiment.protocol, device=experiment.defaults.device,
-                    precision=experiment.defaults.precision, train_limit=experiment.defaults.train_limit,
+                    precision=experiment.defaults.precision,
+                    train_limit=entry.train_limit or experiment.defaults.train_limit,
                     max_params=experiment.defaults.max_params,
                     max_activation_mib=experiment.defaults.max_activation_mib,
                 )
