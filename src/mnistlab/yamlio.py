@@ -157,6 +157,3 @@ def parse_yaml(text: str, source: Path | str = "<string>") -> Any:
         raise SpecError(f"{where}: invalid YAML: {exc.problem}") from None
     except yaml.YAMLError as exc:
         raise SpecError(f"{source}: invalid YAML: {' '.join(str(exc).split())}") from None
-    except TypeError as exc:
-        # An unhashable key ({[1]: x}) reaches dict construction as a TypeError.
-        raise SpecError(f"{source}: invalid YAML: {exc}") from None
