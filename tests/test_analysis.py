@@ -8,7 +8,9 @@ a batch-norm model whose validation accuracy swings, and so on.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -507,3 +509,30 @@ def test_partial_inference_mode_metrics_fall_back_to_the_running_mean():
     history["train_eval_acc"][0] = float("nan")  # an epoch recorded before the metric existed
     (finding,) = diagnose(history)
     assert finding.code == "underfitting" and "Keras running mean" in finding.rule
+
+
+# --- real histories (tests/fixtures/histories, recorded by record.py on real MNIST) ------------------
+
+HISTORIES = Path(__file__).parent / "fixtures" / "histories"
+
+
+def _recorded(model: str) -> dict[str, list[float]]:
+    epochs = json.loads((HISTORIES / f"{model}.json").read_text())["epochs"]
+    return {key: [epoch[key] for epoch in epochs] for key in epochs[0] if key != "epoch"}
+
+
+def test_real_dropout_mlp_is_not_underfitting():
+    # s004-m7: BatchNormalization + dropout 0.5; Keras's running-mean acc sits below val acc by design.
+    history = _recorded("s004-m7")
+    assert history["acc"][-1] < history["val_acc"][-1]
+    codes = [finding.code for finding in diagnose(history)]
+    assert "underfitting" not in codes
+    # The same history judged on the running mean alone is the misdiagnosis this rule replaced.
+    running_only = {key: values for key, values in history.items() if not key.startswith("train_eval")}
+    assert [finding.code for finding in diagnose(running_only)][:1] == ["underfitting"]
+
+
+def test_real_plain_mlp_overfits():
+    # s004-m2 without dropout, 20 epochs on 54,000 images: val loss turns up while train loss falls.
+    codes = [finding.code for finding in diagnose(_recorded("s004-m2"))]
+    assert "overfitting" in codes and "underfitting" not in codes

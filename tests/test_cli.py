@@ -30,6 +30,12 @@ BAD_USAGE = [
     (["ls", "--bogus"], ["mnistlab ls", "--bogus"]),
     (["show"], ["mnistlab show", "Missing argument"]),
     (["compare", "1"], ["mnistlab compare", "Missing argument"]),
+    (["import-keras"], ["mnistlab import-keras", "Missing argument"]),
+    (["import-keras", "model.py", "--bogus"], ["mnistlab import-keras", "--bogus"]),
+    (["export-keras"], ["mnistlab export-keras", "Missing argument"]),
+    (["import-keras-weights", "s000-m1", "w.h5"], ["mnistlab import-keras-weights", "--output"]),
+    (["export-runs", "quick", "out"], ["mnistlab export-runs", "--to"]),
+    (["export-runs", "quick", "out", "--to", "wandb"], ["--to", "wandb"]),
     (["no-such-command"], ["No such command", "no-such-command"]),
 ]
 

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mnistlab.data import Dataset, load_dataset
+from mnistlab.errors import MnistlabError
 from mnistlab.engine import History, Reporter, TrainConfig, fit
 from mnistlab.experiment import Experiment, load_experiment, parse_experiment
 from mnistlab.runner import RunOutcome, run_experiment
 from mnistlab.store import RunStore
 from mnistlab.spec import ModelSpec, parse_model
 from mnistlab.zoo import get_model, zoo_models
+
+if TYPE_CHECKING:
+    from mnistlab.build import KerasModel
+    from mnistlab.keras_io import ImportResult
 
 
 def model_spec(model: str | ModelSpec | dict[str, Any]) -> ModelSpec:
@@ -67,6 +72,54 @@ def run(
         return run_experiment(study, opened, data_dir=data_dir, dataset=dataset)
 
 
+def import_keras(path: str | Path) -> "ImportResult":
+    """Keras model code (.py or .ipynb) → specs, read with `ast` and never executed.
+
+    `result.specs` are validated specs; `result.skipped` lists each model that could not be
+    translated, with the line of every problem (such models are skipped, never guessed).
+    """
+    from mnistlab.keras_io import import_keras_code
+
+    return import_keras_code(path)
+
+
+def export_keras(model: str | ModelSpec | dict[str, Any]) -> str:
+    """Runnable Keras 3 / tf.keras code for a zoo id, spec file or spec, Keras 2.2's defaults written out."""
+    from mnistlab.keras_export import export_keras_code
+
+    return export_keras_code(model_spec(model))
+
+
+def load_keras_weights(model: str | ModelSpec | dict[str, Any], weights: str | Path) -> "KerasModel":
+    """The model's PyTorch network (inference mode, logits out) holding a Keras 2 HDF5 weights file."""
+    from mnistlab.keras_weights import load_keras_weights as load
+
+    return load(model_spec(model), weights)
+
+
+def import_keras_weights(model: str | ModelSpec | dict[str, Any], weights: str | Path, output: str | Path) -> Path:
+    """Load Keras weights into the model and write them as a model folder (predict / evaluate / export read it)."""
+    from mnistlab.keras_weights import write_model_folder
+
+    return write_model_folder(output, load_keras_weights(model, weights), Path(weights))
+
+
+def export_runs(experiment: str, to: str, destination: str | Path,
+                store: RunStore | str | Path = "mnistlab-runs") -> list[Any]:
+    """An experiment's runs to TensorBoard (`to="tensorboard"`, a folder) or MLflow (`to="mlflow"`,
+    a tracking URI or a local mlruns folder): one run per (model, seed), metrics per epoch, hparams."""
+    from mnistlab.runs_export import TARGETS, to_mlflow, to_tensorboard
+
+    if to not in TARGETS:
+        raise MnistlabError(f"export-runs: unknown target '{to}'; choose {' or '.join(TARGETS)}")
+    if not isinstance(store, RunStore):
+        with RunStore(store) as opened:
+            return export_runs(experiment, to, destination, opened)
+    if to == "tensorboard":
+        return to_tensorboard(store, experiment, destination)
+    return to_mlflow(store, experiment, str(destination))
+
+
 __all__ = [
-    "History", "TrainConfig", "experiment", "load_dataset", "model_spec", "open_store", "run", "train", "zoo_models",
+    "History", "TrainConfig", "experiment", "export_keras", "import_keras", "import_keras_weights", "load_keras_weights", "export_runs", "load_dataset", "model_spec", "open_store", "run", "train", "zoo_models",
 ]

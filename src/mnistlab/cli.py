@@ -340,6 +340,73 @@ def _run_id(run_store, text: str) -> int:
     return matches[0].id
 
 
+@app.command("import-keras")
+def import_keras(
+    file: Annotated[Path, typer.Argument(help="Keras model code: a .py file or a Jupyter notebook (.ipynb).")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the specs here (YAML) instead of printing them.")] = None,
+) -> None:
+    """Translate the Keras models in FILE into mnistlab specs (the code is parsed, never run)."""
+    from mnistlab import api
+    from mnistlab.checkpoint import write_atomically
+    from mnistlab.keras_io import specs_yaml
+
+    result = api.import_keras(file)
+    for item in result.skipped:
+        err_console.print(f"skipped: {str(item)}", highlight=False, soft_wrap=True)
+    if not result.specs:
+        found = f"{len(result.skipped)} skipped, listed above" if result.skipped else "no Keras model found"
+        raise MnistlabError(f"{file}: no model could be translated ({found})")
+    text = specs_yaml(result)
+    if output is None:
+        sys.stdout.write(text)
+        return
+    write_atomically(output, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    ids = ", ".join(spec.id for spec in result.specs)
+    console.print(f"wrote {len(result.specs)} model(s) to {str(output)}: {ids}", highlight=False, soft_wrap=True)
+
+
+@app.command("export-keras")
+def export_keras(
+    model: Annotated[str, typer.Argument(help="A zoo id (s002-m10) or a spec file (file.yaml or file.yaml:ID).")],
+) -> None:
+    """Print runnable Keras 3 / tf.keras code for MODEL, with Keras 2.2's defaults written out."""
+    from mnistlab import api
+
+    sys.stdout.write(api.export_keras(model))
+
+
+@app.command("import-keras-weights")
+def import_keras_weights(
+    model: Annotated[str, typer.Argument(help="The architecture: a zoo id or a spec file (file.yaml or file.yaml:ID).")],
+    weights: Annotated[Path, typer.Argument(help="A Keras 2 HDF5 file from model.save_weights('w.h5') or model.save('m.h5').")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The model folder to write.")],
+) -> None:
+    """Load Keras HDF5 weights into MODEL and write a model folder that predict, evaluate and export read."""
+    from mnistlab import api
+
+    folder = api.import_keras_weights(model, weights, output)
+    console.print(f"wrote model folder {str(folder)}", highlight=False, soft_wrap=True)
+
+
+class RunsTarget(str, Enum):
+    tensorboard = "tensorboard"
+    mlflow = "mlflow"
+
+
+@app.command("export-runs")
+def export_runs(
+    experiment: Annotated[str, typer.Argument(help="Experiment name (as stored) or file.")],
+    destination: Annotated[str, typer.Argument(help="TensorBoard: a folder. MLflow: a tracking URI or a local mlruns folder.")],
+    to: Annotated[RunsTarget, typer.Option("--to", help="Where the runs go.")],
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Export an experiment's runs to TensorBoard event files or MLflow (one run per model and seed)."""
+    from mnistlab import api
+
+    written = api.export_runs(_experiment_name(experiment), to.value, destination, store)
+    console.print(f"exported {len(written)} run(s) to {to.value} at {destination}", highlight=False, soft_wrap=True)
+
+
 INTERRUPTED = 130
 
 
@@ -357,7 +424,8 @@ def main() -> None:
         # whose ClickException derives from TyperException. One line, click's exit code (2).
         context = getattr(exc, "ctx", None)
         where = f"{context.command_path}: " if context is not None else ""
-        _print_error(where + exc.format_message())
+        # Click lays some messages out on several lines (a required choice lists its values): one line here.
+        _print_error(" ".join((where + exc.format_message()).split()))
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, typer.Abort):
         code = INTERRUPTED
