@@ -194,7 +194,7 @@ def test_resume_with_fewer_epochs_than_the_checkpoint_is_refused(intact, tmp_pat
     edit_json(lambda info: None)(folder)
     history = fit(tiny_spec(2), tiny_dataset, TrainConfig(seed=3, device="cpu", out_dir=folder, resume=True))
     assert len(history.epochs) == 2  # now a 2-epoch checkpoint
-    with pytest.raises(CheckpointError, match="at epoch 2, past the 1 epochs asked for; pass --epochs 2"):
+    with pytest.raises(CheckpointError, match="already holds 2 epochs, more than the 1 asked for; pass --epochs 2 or more"):
         fit(tiny_spec(1), tiny_dataset, TrainConfig(seed=3, device="cpu", out_dir=folder, resume=True))
 
 

@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from mnistlab import __version__
 from mnistlab.data import DATASETS
 from mnistlab.errors import MnistlabError
+from mnistlab.safetext import clean, one_line, safe_console
+from mnistlab.spec import SEED_BOUND
 
 app = typer.Typer(
     add_completion=False,
@@ -27,8 +28,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Design, train and compare neural networks on MNIST-family datasets (Keras 2.2 semantics, PyTorch speed).",
 )
-console = Console()
-err_console = Console(stderr=True)
+# Plain strings printed here are never markup and lose their control characters (safetext):
+# style with rich.text.Text, never with "[red]...[/red]".
+console = safe_console()
+err_console = safe_console(stderr=True)
 
 DataDirOption = Annotated[
     Optional[Path],
@@ -106,9 +109,9 @@ def data(
             dataset = load_dataset(name, data_dir=data_dir, download=download)
         except DataError as exc:
             failures += 1
-            table.add_row(name, "[red]missing or bad[/red]", "", "", escape(str(exc)))
+            table.add_row(name, Text("missing or bad", style="red"), "", "", str(exc))
             continue
-        table.add_row(name, "[green]ok[/green]", f"{len(dataset.train_labels):,}", f"{len(dataset.test_labels):,}",
+        table.add_row(name, Text("ok", style="green"), f"{len(dataset.train_labels):,}", f"{len(dataset.test_labels):,}",
                       str(dataset.source_dir))
     console.print(table)
     if failures == len(DATASETS):
@@ -128,7 +131,7 @@ def summary(
     if as_json:
         print(json.dumps(summary_data(spec), indent=2))
     else:
-        print(summary_text(spec))
+        print(clean(summary_text(spec)))  # ids and layer names are user text: no control characters
 
 
 @app.command()
@@ -137,7 +140,7 @@ def train(
     dataset: Annotated[str, typer.Option(help=DATASET_HELP)] = "mnist",
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Default: the spec's.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Default: the spec's.")] = None,
-    seed: Annotated[int, typer.Option(help="Seeds initial weights, shuffles and dropout.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=SEED_BOUND - 1, help="Seeds initial weights, shuffles and dropout.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     precision: Annotated[Precision, typer.Option(help="fp32, or bf16 autocast.")] = Precision.fp32,
     validate_on: Annotated[
@@ -151,6 +154,13 @@ def train(
     download: Annotated[bool, typer.Option(help="Download the dataset if it is not found.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with the history at the end.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
+    max_params: Annotated[
+        Optional[int], typer.Option(min=1, help="Refuse models with more parameters (default: limits.MAX_PARAMS).")
+    ] = None,
+    max_activation_mib: Annotated[
+        Optional[int],
+        typer.Option(min=1, help="Refuse batches needing more MiB of activations (default: limits.MAX_ACTIVATION_MIB)."),
+    ] = None,
 ) -> None:
     """Train one model and evaluate it once on the test set."""
     from mnistlab.api import model_spec
@@ -163,6 +173,7 @@ def train(
     config = TrainConfig(
         epochs=epochs, batch_size=batch_size, seed=seed, device=device, precision=precision.value,
         validate_on=validate_on.value, train_limit=train_limit, out_dir=out, resume=resume, compile=compile,
+        max_params=max_params, max_activation_mib=max_activation_mib,
     )
     reporter = Reporter() if quiet or as_json else RichReporter(err_console if as_json else console)
     history = fit(spec, data, config, reporter=reporter)
@@ -178,7 +189,7 @@ def train(
         print(json.dumps(result))
     elif not quiet:
         if history.status == "diverged":
-            console.print(f"[red]diverged[/red] at epoch {history.diverged_epoch} (non-finite loss); run stopped")
+            console.print(Text.assemble(("diverged", "red"), f" at epoch {history.diverged_epoch} (non-finite loss); run stopped"))
         else:
             console.print(
                 f"Test loss: {history.test_loss:.4f}  Test accuracy: {history.test_acc:.4f}  "
@@ -453,7 +464,7 @@ def import_keras(
 
     result = api.import_keras(file)
     for item in result.skipped:
-        err_console.print(f"skipped: {escape(str(item))}", highlight=False, soft_wrap=True)
+        err_console.print(f"skipped: {str(item)}", highlight=False, soft_wrap=True)
     if not result.specs:
         found = f"{len(result.skipped)} skipped, listed above" if result.skipped else "no Keras model found"
         raise MnistlabError(f"{file}: no model could be translated ({found})")
@@ -463,7 +474,7 @@ def import_keras(
         return
     write_atomically(output, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     ids = ", ".join(spec.id for spec in result.specs)
-    console.print(f"wrote {len(result.specs)} model(s) to {escape(str(output))}: {escape(ids)}", highlight=False, soft_wrap=True)
+    console.print(f"wrote {len(result.specs)} model(s) to {str(output)}: {ids}", highlight=False, soft_wrap=True)
 
 
 @app.command("export-keras")
@@ -486,7 +497,7 @@ def import_keras_weights(
     from mnistlab import api
 
     folder = api.import_keras_weights(model, weights, output)
-    console.print(f"wrote model folder {escape(str(folder))}", highlight=False, soft_wrap=True)
+    console.print(f"wrote model folder {str(folder)}", highlight=False, soft_wrap=True)
 
 
 class RunsTarget(str, Enum):
@@ -505,10 +516,15 @@ def export_runs(
     from mnistlab import api
 
     written = api.export_runs(_experiment_name(experiment), to.value, destination, store)
-    console.print(f"exported {len(written)} run(s) to {to.value} at {escape(destination)}", highlight=False, soft_wrap=True)
+    console.print(f"exported {len(written)} run(s) to {to.value} at {destination}", highlight=False, soft_wrap=True)
 
 
 INTERRUPTED = 130
+
+
+def _print_error(message: str) -> None:
+    """One line on stderr: the message may quote user strings, so it is text, never markup."""
+    err_console.print(Text.assemble(("error:", "bold red"), " ", one_line(message)), highlight=False, soft_wrap=True)
 
 
 def main() -> None:
@@ -521,15 +537,12 @@ def main() -> None:
         context = getattr(exc, "ctx", None)
         where = f"{context.command_path}: " if context is not None else ""
         # Click lays some messages out on several lines (a required choice lists its values): one line here.
-        message = " ".join(exc.format_message().split())
-        err_console.print(f"[bold red]error:[/bold red] {escape(where + message)}", highlight=False,
-                          soft_wrap=True)
+        _print_error(" ".join((where + exc.format_message()).split()))
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, typer.Abort):
         code = INTERRUPTED
     except MnistlabError as exc:
-        # The message may hold paths with brackets: never let rich read it as markup.
-        err_console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        _print_error(str(exc))
         sys.exit(exc.exit_code)
     if code == INTERRUPTED:  # Typer turns Ctrl-C into exit code 130 itself
         err_console.print("interrupted; completed epochs are checkpointed: rerun with --resume (train) or the same command (run)")

@@ -217,7 +217,10 @@ def _parse_idx(data: bytes, source: Path | str) -> np.ndarray:
             f"more; replace the file (download it again)"
         )
     # Copy so callers get a writable array that torch.from_numpy accepts without warnings.
-    return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(dims).copy()
+    try:
+        return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(dims).copy()
+    except ValueError:  # only dims with a 0 get here: the others' product overflows numpy's index type
+        raise DataError(f"{source}: impossible IDX header dimensions {dims}; replace the file") from None
 
 
 def write_idx(path: Path | str, array: np.ndarray, gz: bool) -> Path:

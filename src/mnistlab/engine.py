@@ -26,6 +26,7 @@ from mnistlab.build import KerasModel, build_model, prepare_input
 from mnistlab.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
 from mnistlab.data import Dataset, stratified_split
 from mnistlab.errors import CheckpointError, MnistlabError
+from mnistlab.limits import check_fit
 from mnistlab.optim import make_optimizer
 from mnistlab.spec import ModelSpec
 from mnistlab.store import EPOCH_METRICS
@@ -57,6 +58,8 @@ class TrainConfig:
     out_dir: Path | None = None  # checkpoints go here; None: no checkpoints
     resume: bool = False
     compile: bool = False
+    max_params: int | None = None  # None: limits.MAX_PARAMS
+    max_activation_mib: int | None = None  # None: limits.MAX_ACTIVATION_MIB
 
 
 @dataclass
@@ -284,6 +287,8 @@ def fit(
     reporter = reporter or Reporter()
     epochs = config.epochs or spec.training.epochs
     batch_size = config.batch_size or spec.training.batch_size
+    # Before anything is built or allocated: the spec must fit the data and the size limits.
+    check_fit(spec, dataset, config, epochs, batch_size)
     device = resolve_device(config.device)
     configure_threads()
     data = place_data(dataset, config, device)
@@ -387,8 +392,8 @@ def _maybe_resume(
         )
     if info["epoch"] > epochs:
         raise CheckpointError(
-            f"{config.out_dir}: its checkpoint is at epoch {info['epoch']}, past the {epochs} epochs asked for; "
-            f"pass --epochs {info['epoch']} or more, or choose another --out"
+            f"{config.out_dir}: the checkpoint already holds {info['epoch']} epochs, more than the {epochs} asked "
+            f"for; pass --epochs {info['epoch']} or more to resume it, or choose another --out"
         )
     load_checkpoint(config.out_dir, model, optimizer, device, info)
     history.epochs = list(info["history"])

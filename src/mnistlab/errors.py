@@ -13,6 +13,13 @@ class MnistlabError(Exception):
 
     exit_code = 2
 
+    def __init__(self, message: str = "", *args: object) -> None:
+        # Messages quote user strings (names, ids, paths), which may hold line breaks: one line
+        # by construction, with the breaks shown as escapes.
+        if isinstance(message, str):
+            message = message.replace("\r", "\\r").replace("\n", "\\n")
+        super().__init__(message, *args)
+
 
 class SpecError(MnistlabError):
     """A model or experiment spec is malformed."""

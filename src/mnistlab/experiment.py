@@ -11,10 +11,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation, ValidationError, model_validator
 
 from mnistlab.errors import SpecError
-from mnistlab.spec import ModelSpec, did_you_mean, parse_model
+from mnistlab.spec import SEED_BOUND, ModelSpec, PositiveInt, Seed, did_you_mean, parse_model
 from mnistlab.yamlio import line_of, load_yaml
 from mnistlab.zoo import get_model
 
@@ -24,11 +24,14 @@ class Defaults(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    epochs: Annotated[int, Field(gt=0)] | None = None  # None: each model's own (the notebook's)
-    batch_size: Annotated[int, Field(gt=0)] | None = None
-    device: str = "auto"
+    epochs: PositiveInt | None = None  # None: each model's own (the notebook's)
+    batch_size: PositiveInt | None = None
+    device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$")] = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
-    train_limit: Annotated[int, Field(gt=0)] | None = None
+    train_limit: PositiveInt | None = None
+    # Trainability limits (None: mnistlab.limits' defaults); see limits.py.
+    max_params: PositiveInt | None = None
+    max_activation_mib: PositiveInt | None = None
 
 
 class ModelEntry(BaseModel):
@@ -37,11 +40,13 @@ class ModelEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str | None = None
-    spec: dict[str, Any] | None = None
-    epochs: Annotated[int, Field(gt=0)] | None = None
-    batch_size: Annotated[int, Field(gt=0)] | None = None
+    # Kept as read (not copied by validation), so an inline spec's errors can name its line;
+    # parse_model validates it, and refuses anything that is not a mapping.
+    spec: SkipValidation[dict[str, Any]] | None = None
+    epochs: PositiveInt | None = None
+    batch_size: PositiveInt | None = None
     optimizer: str | dict[str, Any] | None = None
-    train_limit: Annotated[int, Field(gt=0)] | None = None  # e.g. a small training set that shows overfitting
+    train_limit: PositiveInt | None = None  # e.g. a small training set that shows overfitting
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelEntry":
@@ -61,8 +66,8 @@ class Experiment(BaseModel):
     protocol: Literal["split", "test"] = "split"
     defaults: Defaults = Defaults()
     models: Annotated[list[ModelEntry], Field(min_length=1)]
-    repeats: Annotated[int, Field(gt=0)] | None = None
-    seeds: list[int] | None = None
+    repeats: PositiveInt | None = None
+    seeds: list[Seed] | None = None
 
     @model_validator(mode="after")
     def _seeds(self) -> "Experiment":
@@ -97,6 +102,8 @@ class Task:
     precision: str
     train_limit: int | None
     val_fraction: float = 0.1
+    max_params: int | None = None  # None: limits.MAX_PARAMS
+    max_activation_mib: int | None = None  # None: limits.MAX_ACTIVATION_MIB
 
     @property
     def model_id(self) -> str:
@@ -123,6 +130,9 @@ def expand(experiment: Experiment, source: str = "<python>") -> list[Task]:
     tasks = []
     ids: set[str] = set()
     for index, entry in enumerate(experiment.models, start=1):
+        if entry.spec is not None and not isinstance(entry.spec, dict):
+            raise SpecError(f"{source}: experiment '{experiment.name}': models[{index}]: field 'spec': "
+                            "must be a mapping with 'id' and 'layers'")
         try:
             spec = _entry_spec(entry, source)
         except SpecError as exc:
@@ -155,6 +165,8 @@ def expand(experiment: Experiment, source: str = "<python>") -> list[Task]:
                     protocol=experiment.protocol, device=experiment.defaults.device,
                     precision=experiment.defaults.precision,
                     train_limit=entry.train_limit or experiment.defaults.train_limit,
+                    max_params=experiment.defaults.max_params,
+                    max_activation_mib=experiment.defaults.max_activation_mib,
                 )
             )
     return tasks
@@ -180,8 +192,19 @@ def parse_experiment(raw: Any, source: str | Path = "<python>") -> Experiment:
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown field"
+        elif err["loc"][:1] == ("seeds",) and len(err["loc"]) == 2:
+            message = f"seeds must be whole numbers from 0 to {SEED_BOUND - 1} (they seed torch's generators), got {err['input']!r}"
+        elif err["loc"][-1:] == ("device",):
+            message = f"choose auto, cpu, cuda or cuda:N, got {err['input']!r}"
+        elif isinstance(err.get("input"), bool) and err["type"] in ("int_type", "float_type"):
+            message = f"must be a whole number, not {str(err['input']).lower()}"
         raise SpecError(f"{where}: experiment '{name}': field '{field}': {message}") from None
-    expand(experiment, str(source))  # resolve every model now: errors before any training
+    tasks = expand(experiment, str(source))  # resolve every model now: errors before any training
+    from mnistlab.limits import DATASETS, check_tasks, dataset_shape, known_dataset  # imports torch: late
+
+    known_dataset(experiment.dataset, where)
+    if experiment.dataset in DATASETS:  # a folder is checked when the run starts (it may live elsewhere)
+        check_tasks(tasks, dataset_shape(experiment.dataset), str(source), experiment.name)
     return experiment
 
 

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from mnistlab.engine import Reporter
+from mnistlab.safetext import one_line, text
 
 # Reading the running loss syncs with the device; at most this often keeps a GPU busy.
 REFRESH_SECONDS = 0.5
@@ -27,7 +28,7 @@ class RichReporter(Reporter):
 
     def __init__(self, console: Console, label: str = "") -> None:
         self.console = console
-        self.label = label
+        self.label = one_line(label)  # holds a model id: user text
         self._progress: Progress | None = None
         self._task = None
         self._started = 0.0
@@ -41,7 +42,8 @@ class RichReporter(Reporter):
         if not self.console.is_terminal:
             return
         self._progress = Progress(
-            TextColumn(f"{self.label}Epoch {epoch}/{epochs}"),
+            # The label goes in as data, never as the format string or markup (it holds a model id).
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[stats]}"),
@@ -50,7 +52,7 @@ class RichReporter(Reporter):
             transient=True,
         )
         self._progress.start()
-        self._task = self._progress.add_task("train", total=steps, stats="")
+        self._task = self._progress.add_task(f"{self.label}Epoch {epoch}/{epochs}", total=steps, stats="")
 
     def step(self, step: int, steps: int, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int) -> None:
         if self._progress is None:
@@ -67,4 +69,4 @@ class RichReporter(Reporter):
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
-        self.console.print(f"{self.label}{epoch_line(epoch, epochs, metrics)}", highlight=False)
+        self.console.print(text(f"{self.label}{epoch_line(epoch, epochs, metrics)}"), highlight=False)

@@ -26,11 +26,12 @@ import torch
 
 from mnistlab.checkpoint import read_checkpoint_info
 from mnistlab.data import Dataset, load_dataset
-from mnistlab.engine import History, Reporter, TrainConfig, fit
+from mnistlab.engine import History, Reporter, TrainConfig, fit, resolve_device
 from mnistlab.errors import CheckpointError, CheckpointWriteError, EnvironmentFailure, LeaseLost, MnistlabError, StoreError
 from mnistlab.experiment import Experiment, Task, expand
 from mnistlab.models_io import save_trained
 from mnistlab.lease import Heartbeat
+from mnistlab.limits import check_tasks, dataset_shape, shape_of
 from mnistlab.reference import protocol_differences
 from mnistlab.spec import resolve
 from mnistlab.store import EPOCH_METRICS, FINISHED_STATUSES, PENDING, RUNNING, RunRecord, RunStore, current_owner
@@ -77,6 +78,7 @@ def execute_task(
     config = TrainConfig(
         seed=task.seed, device=task.device, precision=task.precision, validate_on=task.protocol,  # type: ignore[arg-type]
         val_fraction=task.val_fraction, train_limit=task.train_limit, out_dir=work_dir, resume=True,
+        max_params=task.max_params, max_activation_mib=task.max_activation_mib,
     )
     return fit(task.spec, dataset, config, reporter=reporter, on_epoch=on_epoch)
 
@@ -183,6 +185,14 @@ def run_experiment(
 ) -> RunOutcome:
     """Train every (model, seed) of `experiment` not already finished; resume interrupted ones."""
     tasks = expand(experiment, source)
+    # The whole experiment is checked before the store is touched: a bad model, dataset or device
+    # must not leave pending runs behind. The device is this (local) backend's to check.
+    check_tasks(tasks, shape_of(dataset) if dataset is not None else dataset_shape(experiment.dataset),
+                source, experiment.name)
+    try:
+        resolve_device(experiment.defaults.device)
+    except MnistlabError as exc:
+        raise MnistlabError(f"{source}: experiment '{experiment.name}': field 'defaults.device': {exc}") from None
     store.save_experiment(experiment.name, experiment.to_dict())
     records = [
         store.ensure_run(

@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    Strict,
     ValidationError,
     field_validator,
 )
@@ -29,6 +30,10 @@ from mnistlab.yamlio import line_of
 Shape = tuple[int, ...]  # Keras order without the batch dimension: (H, W, C) or (features,)
 N_CLASSES = 10
 INPUT_NAME = "input"
+
+# Seeds feed torch and numpy generators, which take 0 <= seed < 2**63 (engine folds the epoch in
+# modulo this bound).
+SEED_BOUND = 2**63
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "softmax", "linear")
 
@@ -51,6 +56,12 @@ class _Problem(Exception):
 
 # --- argument types -------------------------------------------------------------------------
 
+# Strict: YAML's `true` is not the integer 1, "32" is not 32, and 2.0 is not an integer either.
+Int = Annotated[int, Strict()]
+PositiveInt = Annotated[int, Strict(), Field(gt=0)]
+Float = Annotated[float, Strict(), Field(allow_inf_nan=False)]  # ints are accepted, bools are not
+Seed = Annotated[int, Strict(), Field(ge=0, lt=SEED_BOUND)]
+
 
 def _as_pair(value: Any) -> Any:
     """Keras accepts an int or a pair for kernel sizes and strides."""
@@ -64,7 +75,7 @@ def _as_pair(value: Any) -> Any:
 
 
 PositivePair = Annotated[
-    tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]], BeforeValidator(_as_pair)
+    tuple[PositiveInt, PositiveInt], BeforeValidator(_as_pair)
 ]
 
 
@@ -95,8 +106,8 @@ class Initializer(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: Literal["glorot_uniform", "glorot_normal", "he_normal", "he_uniform", "random_normal", "zeros"]
-    mean: float = 0.0
-    stddev: Annotated[float, Field(gt=0)] = 0.05
+    mean: Float = 0.0
+    stddev: Annotated[Float, Field(gt=0)] = 0.05
 
     @field_validator("name", mode="before")
     @classmethod
@@ -190,12 +201,12 @@ class _KernelLayer(Layer):
 
     activation: ActivationName = "linear"
     kernel_initializer: InitializerArg = Initializer(name="glorot_uniform")
-    use_bias: bool = True
+    use_bias: Annotated[bool, Strict()] = True
 
 
 class Conv2D(_KernelLayer):
     type: Literal["Conv2D"] = "Conv2D"
-    filters: Annotated[int, Field(gt=0)]
+    filters: PositiveInt
     kernel_size: PositivePair
     strides: PositivePair = (1, 1)
     padding: Padding = "valid"
@@ -232,7 +243,7 @@ class MaxPooling2D(Layer):
 
 class Dropout(Layer):
     type: Literal["Dropout"] = "Dropout"
-    rate: Annotated[float, Field(ge=0.0, lt=1.0)]
+    rate: Annotated[Float, Field(ge=0.0, lt=1.0)]
 
     keras_prefix: ClassVar[str] = "dropout"
 
@@ -242,8 +253,8 @@ class Dropout(Layer):
 
 class BatchNormalization(Layer):
     type: Literal["BatchNormalization"] = "BatchNormalization"
-    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.99
-    epsilon: Annotated[float, Field(gt=0.0)] = 1e-3
+    momentum: Annotated[Float, Field(ge=0.0, lt=1.0)] = 0.99
+    epsilon: Annotated[Float, Field(gt=0.0)] = 1e-3
 
     keras_prefix: ClassVar[str] = "batch_normalization"
 
@@ -266,7 +277,7 @@ class Flatten(Layer):
 
 class Dense(_KernelLayer):
     type: Literal["Dense"] = "Dense"
-    units: Annotated[int, Field(gt=0)]
+    units: PositiveInt
 
     keras_prefix: ClassVar[str] = "dense"
 
@@ -292,7 +303,7 @@ class Activation(Layer):
 
 class Concatenate(Layer):
     type: Literal["Concatenate"] = "Concatenate"
-    axis: int = -1
+    axis: Int = -1
 
     keras_prefix: ClassVar[str] = "concatenate"
 
@@ -332,7 +343,7 @@ class OptimizerSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = "adam"
-    args: dict[str, float | bool] = Field(default_factory=dict)
+    args: dict[str, Union[Float, Annotated[bool, Strict()]]] = Field(default_factory=dict)
 
     @classmethod
     def parse(cls, value: Any) -> "OptimizerSpec":
@@ -358,13 +369,18 @@ class OptimizerSpec(BaseModel):
                 "optimizer",
                 f"unknown optimizer '{self.name}'{did_you_mean(self.name, names)}; choose one of {', '.join(names)}",
             )
-        allowed = set(KERAS_DEFAULTS[self.name]) | {"learning_rate"}
-        for arg in self.args:
-            if arg not in allowed:
+        defaults = {**KERAS_DEFAULTS[self.name], "learning_rate": KERAS_DEFAULTS[self.name].get("lr", 0.0)}
+        for arg, value in self.args.items():
+            if arg not in defaults:
                 raise _Problem(
                     f"optimizer.{arg}",
-                    f"{self.name} has no argument '{arg}'{did_you_mean(arg, sorted(allowed))}",
+                    f"{self.name} has no argument '{arg}'{did_you_mean(arg, sorted(defaults))}",
                 )
+            # A switch (amsgrad, nesterov) takes true/false; a rate or coefficient takes a number.
+            wants_bool = isinstance(defaults[arg], bool)
+            if isinstance(value, bool) != wants_bool:
+                kind = "true or false" if wants_bool else "a number"
+                raise _Problem(f"optimizer.{arg}", f"must be {kind}, got {str(value).lower()}")
 
     def to_yaml_value(self) -> str | dict[str, Any]:
         return self.name if not self.args else {"name": self.name, **self.args}
@@ -376,8 +392,8 @@ class Training(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     optimizer: OptimizerSpec = OptimizerSpec()
-    batch_size: Annotated[int, Field(gt=0)] = 128
-    epochs: Annotated[int, Field(gt=0)] = 12
+    batch_size: PositiveInt = 128
+    epochs: PositiveInt = 12
 
     @field_validator("optimizer", mode="before")
     @classmethod
@@ -398,7 +414,7 @@ class ModelSpec(BaseModel):
 
     id: Annotated[str, Field(min_length=1)]
     description: str = ""
-    input: tuple[Annotated[int, Field(gt=0)], ...] = (28, 28, 1)
+    input: tuple[PositiveInt, ...] = (28, 28, 1)
     layers: list[AnyLayer]
     training: Training = Training()
     reference: dict[str, Any] | None = None
@@ -588,6 +604,9 @@ def _first_error(exc: ValidationError, model: type[BaseModel]) -> tuple[str, str
     errors = exc.errors()
     err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = [str(p) for p in err["loc"]]
+    if "args" in loc[:-1]:  # optimizer arguments: 'optimizer.lr', not 'optimizer.args.lr.float' (a union member)
+        at = loc.index("args")
+        loc = loc[:at] + loc[at + 1 : at + 2]
     field = ".".join(loc) if loc else "?"
     message = err["msg"]
     if err["type"] == "extra_forbidden":
@@ -596,6 +615,9 @@ def _first_error(exc: ValidationError, model: type[BaseModel]) -> tuple[str, str
         message = "is required"
     elif message.startswith("Value error, "):
         message = message[len("Value error, ") :]
+    elif isinstance(err.get("input"), bool) and err["type"] in ("int_type", "float_type"):
+        kind = "a whole number" if err["type"] == "int_type" else "a number"
+        message = f"must be {kind}, not {str(err['input']).lower()}"
     return field, message
 
 
@@ -607,7 +629,7 @@ def _default_name(kind: str, counters: dict[str, int]) -> str:
 
 def _parse_layer(spec_id: str, where: str, index: int, raw: Any, counters: dict[str, int]) -> Layer:
     if not isinstance(raw, dict):
-        raise SpecError(f"{where}: model '{spec_id}': layer {index}: must be a mapping with a 'type'")
+        raise SpecError(f"{where}: model '{spec_id}': layer {index}: field 'type': a layer must be a mapping with a 'type'")
     kind = raw.get("type")
     name = raw.get("name") or "?"
     if not isinstance(kind, str):

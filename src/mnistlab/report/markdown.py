@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from mnistlab.report.content import TEXT_COLUMNS, Plot, Report
+from mnistlab.safetext import markdown as escape_html
 
 __all__ = ["render_markdown"]
 
@@ -104,4 +105,7 @@ def render_markdown(report: Report, files_dir: str) -> str:
     """The Markdown text; figures are referenced as ``<files_dir>/<plot name>.png``."""
     sections = (_header(report), _comparison(report), _diagnoses(report), _statistics(report),
                 _figures(report, files_dir), _best(report, files_dir))
-    return "\n".join(line for section in sections for line in section).rstrip() + "\n"
+    text = "\n".join(line for section in sections for line in section).rstrip() + "\n"
+    # Model ids, descriptions, layer and class names are user text, and this page emits no HTML of
+    # its own: escaping the whole document leaves no raw tag from any of them, whatever section.
+    return escape_html(text)

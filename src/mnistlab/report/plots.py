@@ -51,6 +51,7 @@ STYLE = {
     "axes.grid": True,
     "grid.alpha": 0.3,
     "legend.frameon": False,
+    "text.parse_math": False,  # titles and legends hold model ids: a '$' in one is text, not mathtext
 }
 TRAIN_COLOR = "#1f77b4"
 VAL_COLOR = "#d62728"

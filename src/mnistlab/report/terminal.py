@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mnistlab.analysis import diagnose, mean_ci, paired_difference, significance_sentence
+from mnistlab import safetext
 from mnistlab.errors import MnistlabError
 from mnistlab.report.artifacts import load_predictions
 from mnistlab.report.frame import FINISHED, experiment_config, query_frame, runs_frame
@@ -34,7 +35,12 @@ MISSING = "—"
 def _table(title: str, **options: Any) -> Table:
     """A table in this module's one style: no vertical rules and single spaces between
     columns, so a run list keeps every column whole on an 80-column terminal."""
-    return Table(title=title, box=box.SIMPLE_HEAVY, collapse_padding=True, pad_edge=False, **options)
+    return Table(title=safetext.text(title), box=box.SIMPLE_HEAVY, collapse_padding=True, pad_edge=False, **options)
+
+
+def _cells(*values: RenderableType) -> list[RenderableType]:
+    """Table cells: plain strings (ids, names, descriptions) become Text, never markup."""
+    return [safetext.text(value) if isinstance(value, str) else value for value in values]
 
 SQL_EXPERIMENT_RUNS = """
     SELECT experiment, status, count(*) AS runs FROM runs GROUP BY experiment, status
@@ -93,10 +99,10 @@ def experiments_table(store: RunStore) -> Table:
         best_text = MISSING
         if record.name in best.index:
             best_text = f"{_percent(best.at[record.name, 'test_acc'])} ({best.at[record.name, 'model']})"
-        table.add_row(record.name, str(record.config.get("dataset", MISSING)),
-                      str(record.config.get("protocol", MISSING)),
-                      str(len(record.config.get("models", []))), str(len(record.config.get("seeds", []))),
-                      _status_counts(dict(zip(mine["status"], mine["runs"]))), best_text)
+        table.add_row(*_cells(record.name, str(record.config.get("dataset", MISSING)),
+                              str(record.config.get("protocol", MISSING)),
+                              str(len(record.config.get("models", []))), str(len(record.config.get("seeds", []))),
+                              _status_counts(dict(zip(mine["status"], mine["runs"]))), best_text))
     return table
 
 
@@ -117,7 +123,7 @@ def runs_table(store: RunStore, experiment: str | None = None) -> Table:
         cells += [row.model, str(row.seed), _status(row.status), f"{row.epochs}/{row.epochs_planned}",
                   _percent(row.val_acc), _percent(row.test_acc), _number(row.seconds_per_epoch, 2),
                   MISSING if pd.isna(row.device) else row.device]
-        table.add_row(*cells)
+        table.add_row(*_cells(*cells))
     return table
 
 
@@ -142,7 +148,7 @@ def _facts_grid(rows: Sequence[tuple[str, RenderableType]]) -> Table:
     grid.add_column(style="bold")
     grid.add_column()
     for label, value in rows:
-        grid.add_row(label, value)
+        grid.add_row(*_cells(label, value))
     return grid
 
 
@@ -164,7 +170,7 @@ def _spec_rows(run: RunRecord) -> list[tuple[str, RenderableType]]:
         ("device", run.device or MISSING),
     ]
     if run.error:
-        rows.append(("error", Text(run.error, style="red")))
+        rows.append(("error", safetext.text(run.error, style="red")))
     return rows
 
 
@@ -218,8 +224,8 @@ def run_panel(store: RunStore, run_id: int) -> Panel:
         parts += [Text("Final", style="bold"), _facts_grid(_final_rows(run.final))]
     parts += [Text("Diagnosis", style="bold"), _diagnosis_text(run, history)]
     if run.notes:  # e.g. a damaged checkpoint set aside; Text, so a note is never read as markup
-        parts += [Text("Notes", style="bold"), *(Text(f"- {note}") for note in run.notes)]
-    return Panel(Group(*parts), title=f"run {run.id}: {run.model_id}, seed {run.seed}", title_align="left")
+        parts += [Text("Notes", style="bold"), *(safetext.text(f"- {note}") for note in run.notes)]
+    return Panel(Group(*parts), title=safetext.text(f"run {run.id}: {run.model_id}, seed {run.seed}"), title_align="left")
 
 
 # -- mnistlab compare A B ------------------------------------------------------------------------------
@@ -251,7 +257,8 @@ def _sides_table(title: str, sides: Sequence[tuple[str, pd.DataFrame]]) -> Table
     for column, justify in (("", "left"), ("runs", "right"), ("seeds", "left"), ("test acc (mean ± 95% CI)", "right")):
         table.add_column(column, justify=justify)
     for name, runs in sides:
-        table.add_row(name, str(len(runs)), ", ".join(str(seed) for seed in sorted(runs["seed"])), _accuracy_cell(runs))
+        table.add_row(*_cells(name, str(len(runs)), ", ".join(str(seed) for seed in sorted(runs["seed"])),
+                              _accuracy_cell(runs)))
     return table
 
 
@@ -259,7 +266,7 @@ def _verdict(sentence: str, b: int, c: int, seed_note: str, names: tuple[str, st
     style = "bold green" if p_value < ALPHA else "bold"
     detail = (f"McNemar exact test on {seed_note}: {b} test images only {names[0]} got right, "
               f"{c} only {names[1]}.")
-    return Group(Text(detail, style="dim"), Text(sentence, style=style))
+    return Group(safetext.text(detail, style="dim"), safetext.text(sentence, style=style))
 
 
 def _compare_runs(store: RunStore, a: int, b: int) -> Group:
@@ -293,7 +300,7 @@ def _compare_models(store: RunStore, a: str, b: str, experiment: str | None) -> 
     ids = {int(plan[column].iloc[0]) for column in ("run_a", "run_b")}
     comparison = compare_models(plan, a, b, load_predictions(store, ids))
     return Group(_sides_table(f"Models compared in {experiment}", sides),
-                 Text(f"Accuracy difference {comparison.difference.note}.", style="dim"),
+                 safetext.text(f"Accuracy difference {comparison.difference.note}.", style="dim"),
                  _verdict(comparison.sentence, comparison.mcnemar.b, comparison.mcnemar.c,
                           comparison.seed_note, (a, b), comparison.mcnemar.p_value))
 

@@ -1,0 +1,112 @@
+"""User strings are text everywhere: never rich markup, no terminal control characters on a
+terminal, no raw HTML in Markdown (issue 8)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from rich.console import Console
+
+from cli_driver import run_cli
+from mnistlab.progress import RichReporter
+from mnistlab.report import write_report
+from mnistlab.safetext import REPLACEMENT, clean, markdown, safe_console
+from mnistlab.store import RunStore
+from test_report import EPOCHS, GOOD_HISTORY, add_run, model_spec
+
+ESC = "\x1b"
+HOSTILE_ID = "[/]m-[bold red]BOOM[/bold red]<script>x</script> $\\frac{$"  # '$': not mathtext in the plots
+HOSTILE_DESCRIPTION = f"[bold red]BOOM[/bold red] {ESC}]0;retitled\a {ESC}[2J cleared\rover \u202etxt.exe <script>alert(1)</script>"
+
+
+def test_clean_replaces_control_characters_and_keeps_text():
+    assert clean("plain [b]text[/b] ünïcödé") == "plain [b]text[/b] ünïcödé"
+    assert clean(f"a{ESC}[2Jb\rc\u202ed\x9be") == f"a{REPLACEMENT}[2Jb{REPLACEMENT}c{REPLACEMENT}d{REPLACEMENT}e"
+    assert clean("two\nlines\tand tab") == "two\nlines\tand tab"
+
+
+def test_markdown_escapes_html():
+    assert markdown("<script>alert(1)</script> & co") == "&lt;script&gt;alert(1)&lt;/script&gt; &amp; co"
+
+
+def test_safe_console_prints_markup_literally_and_strips_escapes():
+    out = io.StringIO()
+    console = safe_console(file=out, force_terminal=True, width=200, highlight=False)
+    console.print(HOSTILE_DESCRIPTION)
+    console.print("[/]")  # would raise MarkupError on a markup console
+    text = out.getvalue()
+    assert "[bold red]BOOM[/bold red]" in text and "[/]" in text
+    assert "retitled" in text and "]0;" in text and ESC not in text  # no style here: any ESC would be the user's
+    assert "\r" not in text and "\u202e" not in text
+
+
+def test_progress_bar_takes_any_label():
+    out = io.StringIO()
+    reporter = RichReporter(Console(file=out, force_terminal=True, width=200), label=f"{HOSTILE_ID} {{task.fields}} ")
+    reporter.start_epoch(1, 1, 2)
+    reporter.step(2, 2, torch.tensor(1.0), torch.tensor(1), 2)
+    reporter.end_epoch(1, 1, {"seconds": 0.1, "loss": 0.5, "acc": 0.5, "val_loss": 0.5, "val_acc": 0.5})
+    assert "[bold red]BOOM[/bold red]" in out.getvalue() and "{task.fields}" in out.getvalue()
+
+
+@pytest.fixture()
+def hostile_store(tmp_path):
+    root = tmp_path / "runs"
+    labels = np.arange(100, dtype=np.uint8) % 10
+    with RunStore(root) as store:
+        store.save_experiment("e", {"name": "e", "description": HOSTILE_DESCRIPTION, "dataset": "synthetic",
+                                    "protocol": "split", "models": [HOSTILE_ID, "plain"], "seeds": [0]})
+        for model, errors in ((HOSTILE_ID, 3), ("plain", 5)):
+            run_id = add_run(store, "e", model, HOSTILE_DESCRIPTION, None, 0, "completed", errors, GOOD_HISTORY, labels)
+        store.fail_run(store.ensure_run("e", "failing", {"model": model_spec("failing", "x")}, 1, "synthetic", "split",
+                                        EPOCHS).id, f"boom {HOSTILE_DESCRIPTION}")
+    assert run_id
+    return root
+
+
+@pytest.mark.parametrize("args", [("ls",), ("ls", "e"), ("show", "1"), ("show", "3"), ("compare", "1", "2"),
+                                  ("compare", HOSTILE_ID, "plain", "--experiment", "e")])
+def test_store_commands_print_user_strings_as_text(hostile_store, args):
+    result = run_cli(*args, "--store", str(hostile_store))
+    assert result.exit_code == 0, result
+    output = result.stdout
+    assert ESC not in output and "\r" not in output and "\u202e" not in output
+    if args != ("ls",) and args != ("show", "3"):
+        assert "[/]m-" in output
+
+
+def test_an_error_quoting_a_user_string_is_printed_literally(hostile_store):
+    result = run_cli("compare", "[/]nope[bold]", "plain", "--experiment", "e", "--store", str(hostile_store))
+    assert result.exit_code == 2 and len(result.error_lines) == 1
+    assert "[/]nope[bold]" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_markdown_report_has_no_raw_html_from_user_strings(hostile_store, tmp_path):
+    with RunStore(hostile_store) as store:
+        paths = write_report(store, "e", tmp_path / "report")
+    text = paths.markdown.read_text()
+    assert "<script>" not in text and "&lt;script&gt;" in text
+    assert ESC not in text
+    assert "<script>alert(1)</script>" not in paths.html.read_text()
+
+
+def test_summary_and_run_take_hostile_ids(tmp_path, tiny_data_dir):
+    spec = {"id": HOSTILE_ID, "description": HOSTILE_DESCRIPTION,
+            "layers": [{"type": "Flatten", "name": f"flat[/]{ESC}[2J"}, {"type": "Dense", "units": 10, "activation": "softmax"}],
+            "training": {"batch_size": 64, "epochs": 1}}
+    spec_file = tmp_path / "hostile.yaml"
+    spec_file.write_text(yaml.safe_dump(spec, allow_unicode=True))
+    summary = run_cli("summary", spec_file)
+    assert summary.exit_code == 0, summary
+    assert HOSTILE_ID in summary.stdout and ESC not in summary.stdout
+    experiment = {"name": "hostile", "dataset": str(tiny_data_dir), "defaults": {"device": "cpu", "train_limit": 64},
+                  "seeds": [0], "models": [{"spec": spec}]}
+    exp_file = tmp_path / "hostile-exp.yaml"
+    exp_file.write_text(yaml.safe_dump(experiment, allow_unicode=True))
+    result = run_cli("run", exp_file, "--store", tmp_path / "store", "--no-report")
+    assert result.exit_code == 0, result
+    assert HOSTILE_ID in result.stdout and ESC not in result.stdout
