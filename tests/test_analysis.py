@@ -408,7 +408,7 @@ def test_not_significant_sentence():
     )
     assert sentence == (
         "s000-m3 beats s000-m1 by 0.08 points (95% CI -0.07 to 0.23); "
-        "McNemar p = 0.3317: not significant at 5% — treat them as equal."
+        "McNemar p = 0.3317: not significant at 5%: not distinguishable from noise, which is not evidence they are equal."
     )
 
 

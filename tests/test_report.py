@@ -301,8 +301,9 @@ def test_html_has_table_plots_statistics_and_protocol(report_dir):
     assert page.find("img", inside="misclassified", data_kind="misclassified")
     statistics = page.text("statistics")
     assert "m-good beats m-mid by 4.00 points" in statistics  # mean of 0.07, 0.01, 0.04
-    assert "McNemar p = 0.0156: significant at 5%" in statistics  # 7 discordant images, all one way
-    assert "seed 0, the first of 3 common seeds" in statistics
+    # Every seed: 7 + 1 + 4 discordant images, all one way: p = 2 / 2**12; Holm over 2 tests keeps it.
+    assert "McNemar p = 0.0005, Holm-adjusted p = 0.0005: significant at 5%" in statistics
+    assert "all 3 common seeds (0, 1, 2), stratified by seed: 12 test predictions only m-good got right" in statistics
     assert "m-good beats m-bad by 45.00 points (no CI: too few runs)" in statistics
     assert "validation: a stratified 10% of the training set; test set used once at the end" in page.text("protocol")
     diagnoses = page.text("diagnoses")

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mnistlab.errors import SpecError
+from mnistlab.factors import FactorError, parse_factors, variants
 from mnistlab.spec import ModelSpec, did_you_mean, parse_model
 from mnistlab.yamlio import line_of, load_yaml
 from mnistlab.zoo import get_model
@@ -41,11 +42,16 @@ class ModelEntry(BaseModel):
     epochs: Annotated[int, Field(gt=0)] | None = None
     batch_size: Annotated[int, Field(gt=0)] | None = None
     optimizer: str | dict[str, Any] | None = None
+    # A factor grid over this model (see mnistlab.factors): factor name → levels.
+    vary: dict[str, Any] | None = None
+    subset: list[dict[str, Any]] | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelEntry":
         if (self.model is None) == (self.spec is None):
             raise ValueError("give exactly one of 'model' (a zoo id or spec file) or 'spec' (an inline model)")
+        if self.subset is not None and self.vary is None:
+            raise ValueError("'subset' lists combinations of 'vary' levels; give 'vary' too")
         return self
 
 
@@ -96,6 +102,7 @@ class Task:
     precision: str
     train_limit: int | None
     val_fraction: float = 0.1
+    factors: tuple[tuple[str, str], ...] = ()  # (factor, level) pairs of a factor-grid variant
 
     @property
     def model_id(self) -> str:
@@ -144,18 +151,31 @@ def expand(experiment: Experiment, source: str = "<python>") -> list[Task]:
             ) from None
         except ValueError as exc:
             raise SpecError(f"{source}: experiment '{experiment.name}': models[{index}] ({spec.id}): {exc}") from None
-        if spec.id in ids:
-            raise SpecError(f"{source}: experiment '{experiment.name}': models[{index}]: model '{spec.id}' is listed twice")
-        ids.add(spec.id)
-        for seed in experiment.seed_list:
-            tasks.append(
-                Task(
-                    experiment=experiment.name, spec=spec, seed=seed, dataset=experiment.dataset,
-                    protocol=experiment.protocol, device=experiment.defaults.device,
-                    precision=experiment.defaults.precision, train_limit=experiment.defaults.train_limit,
+        for variant_spec, levels in _entry_variants(entry, spec, f"{source}: experiment '{experiment.name}': models[{index}]"):
+            if variant_spec.id in ids:
+                raise SpecError(f"{source}: experiment '{experiment.name}': models[{index}]: model '{variant_spec.id}' is listed twice")
+            ids.add(variant_spec.id)
+            for seed in experiment.seed_list:
+                tasks.append(
+                    Task(
+                        experiment=experiment.name, spec=variant_spec, seed=seed, dataset=experiment.dataset,
+                        protocol=experiment.protocol, device=experiment.defaults.device,
+                        precision=experiment.defaults.precision, train_limit=experiment.defaults.train_limit,
+                        factors=levels,
+                    )
                 )
-            )
     return tasks
+
+
+def _entry_variants(entry: ModelEntry, spec: ModelSpec, where: str) -> list[tuple[ModelSpec, tuple[tuple[str, str], ...]]]:
+    """The entry's model, or every variant of its factor grid with its (factor, level) pairs."""
+    if entry.vary is None:
+        return [(spec, ())]
+    try:
+        found = variants(spec, parse_factors(entry.vary), entry.subset)
+    except FactorError as exc:
+        raise SpecError(f"{where} ({spec.id}): field '{exc.field}': {exc.message}") from None
+    return [(variant.spec, tuple(variant.levels.items())) for variant in found]
 
 
 def parse_experiment(raw: Any, source: str | Path = "<python>") -> Experiment:

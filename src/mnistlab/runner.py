@@ -85,6 +85,7 @@ def final_metrics(task: Task, history: History) -> dict:
         "description": task.spec.description,
         "reference_test_acc": reference.get("test_acc"),
         "reference_notebook": reference.get("notebook"),
+        "factors": dict(task.factors) or None,  # a factor-grid variant's levels, for the report's effects
     }
 
 

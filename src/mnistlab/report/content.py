@@ -18,7 +18,11 @@ import mnistlab
 from mnistlab.data import DATASETS, Dataset
 from mnistlab.errors import MnistlabError
 from mnistlab.report import plots
+from mnistlab.analysis import p_text
+from mnistlab.effects import METRICS, Effect, FactorStudy
 from mnistlab.report.artifacts import load_predictions, load_weights
+from mnistlab.report.conclusions import Conclusions, write_conclusions
+from mnistlab.report.factors import factor_study
 from mnistlab.report.frame import ExperimentData, ModelDiagnosis, comparison_from, load_experiment, model_diagnoses
 from mnistlab.report.stats import (
     ALPHA,
@@ -103,11 +107,22 @@ class Report:
     weights: Plot | None
     weights_note: str
     best: BestRun
+    conclusions: Conclusions
+    effects: FactorStudy | None = None
+    effects_plots: tuple[Plot, ...] = ()
+    effects_note: str = ""
+
+    @property
+    def effect_rows(self) -> tuple[tuple[str, ...], ...]:
+        """The factor effects as text rows: metric, contrast, estimate, CI, p, adjusted p,
+        detectable effect, verdict (accuracy in points, loss in its own unit)."""
+        return tuple(effect_row(effect) for effect in self.effects.effects) if self.effects else ()
 
     @property
     def plots(self) -> tuple[Plot, ...]:
         """Every figure of the report, in page order."""
-        found = (*self.curves, self.overlay, self.weights, self.best.confusion, self.best.misclassified)
+        found = (*self.effects_plots, *self.curves, self.overlay, self.weights, self.best.confusion,
+                 self.best.misclassified)
         return tuple(plot for plot in found if plot is not None)
 
 
@@ -148,6 +163,20 @@ def _sort_value(value: float) -> float | str:
 
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "model"
+
+
+def effect_row(effect: Effect) -> tuple[str, ...]:
+    """One factor effect as table text: accuracy in points, loss in its own unit."""
+    scale, digits, unit = (100.0, 2, " pts") if effect.metric == "test_acc" else (1.0, 4, "")
+
+    def value(number: float, sign: str = "") -> str:
+        return MISSING if not math.isfinite(number) else f"{number * scale:{sign}.{digits}f}{unit}"
+
+    interval = (MISSING if not math.isfinite(effect.low)
+                else f"{effect.low * scale:.{digits}f} to {effect.high * scale:.{digits}f}")
+    verdict = "significant" if effect.significant else "not distinguishable from noise"
+    return (METRICS.get(effect.metric, effect.metric), effect.label, value(effect.estimate, "+"), interval,
+            p_text(effect.p_value), p_text(effect.p_adjusted), value(effect.detectable), verdict)
 
 
 # -- the table -------------------------------------------------------------------------------------
@@ -316,12 +345,32 @@ def _statistics(store: RunStore, data: ExperimentData, ranking: list[str], best:
     if len(ranking) < 2:
         return None, "Only one model has finished runs, so there is nothing to compare."
     result = statistics(data.runs, ranking, best, lambda ids: load_predictions(store, ids))
-    note = (f"{best} (highest mean test accuracy) against each other model. McNemar's exact test uses "
-            "the two models' test predictions from runs with the same seed (the first seed they share, "
-            "when they share several, as each line says); the difference in test accuracy is the mean "
-            "over all shared seeds, paired by seed, with its 95% t interval. "
-            f"A difference is called significant when McNemar's p < {ALPHA:g}.")
+    note = (f"{best} (chosen on validation: highest mean final validation accuracy) against each other "
+            "model. McNemar's exact test uses the two models' test predictions on every seed they share, "
+            "stratified by seed (the discordant images of all seeds pooled: under the null each is a fair "
+            "coin in every seed); the difference in test accuracy is the mean over the shared seeds, paired "
+            "by seed, with its 95% t interval. The p-values of all these comparisons form one family and are "
+            f"Holm-adjusted; a difference is called significant only when its adjusted p < {ALPHA:g}. Both "
+            "p-values are shown. A difference that is not significant is not evidence of equality: each such "
+            "line says what difference the test could have detected (80% power, two-sided 5%).")
     return result, note
+
+
+def _effects(study: FactorStudy | None) -> tuple[tuple[Plot, ...], str]:
+    if study is None:
+        return (), ""
+    plotted = [metric for metric in METRICS if any(m.metric == metric for m in study.level_means)]
+    figures = tuple(_plot("effects", f"effects-{metric}", plots.effects_figure(study, metric)) for metric in plotted)
+    formulas = "; ".join(f"{METRICS[metric]}: {formula}" for metric, formula in study.formulas.items())
+    note = (f"Each factor's effect comes from one ordinary least-squares model per metric over {study.n_runs} "
+            "completed runs, with the factor levels and the seed (a blocking factor) as terms, and pairwise "
+            "interactions when every pair of levels was run and degrees of freedom are left "
+            f"(statsmodels; {formulas}; f0, f1, ... are the factors in order). An effect is the difference "
+            "of fitted means from the factor's first (reference) level, averaged with equal weight over the "
+            "other factors' levels and the seeds. Main effects and interactions are each one family per "
+            f"metric, Holm-adjusted; significant means adjusted p < {ALPHA:g}. "
+            + " ".join(study.notes))
+    return figures, note.strip()
 
 
 def build_report(store: RunStore, experiment: str, dataset: Dataset | None = None,
@@ -341,6 +390,10 @@ def build_report(store: RunStore, experiment: str, dataset: Dataset | None = Non
     curves, curves_note = _curves(curve_epochs, ranking, detail_models)
     weights, weights_note = _weights(store, best, run)
     best_section = _best_run(store, data, best, run, dataset)
+    study = factor_study(data.runs)
+    effects_plots, effects_note = _effects(study)
+    protocols = sorted(str(protocol) for protocol in data.finished["protocol"].dropna().unique())
+    conclusions = write_conclusions(best, data.runs, stats, study, protocols)
     overlay = _plot("val-overlay", "val-overlay", plots.val_overlay_figure(curve_epochs, ranking))
     return Report(
         experiment=experiment,
@@ -362,4 +415,8 @@ def build_report(store: RunStore, experiment: str, dataset: Dataset | None = Non
         weights=weights,
         weights_note=weights_note,
         best=best_section,
+        conclusions=conclusions,
+        effects=study,
+        effects_plots=effects_plots,
+        effects_note=effects_note,
     )
