@@ -81,10 +81,12 @@ def save_weights(store: RunStore, run_id: int, seed: int) -> None:
 
 
 def add_run(store: RunStore, experiment: str, model: str, description: str, reference: float | None,
-            seed: int, status: str, errors: int | None, history: tuple, labels: np.ndarray) -> int:
-    """One run as the runner records it: ensure, claim, epochs, finish, weights."""
+            seed: int, status: str, errors: int | None, history: tuple, labels: np.ndarray,
+            factors: dict[str, str] | None = None, protocol: str = "split") -> int:
+    """One run as the runner records it: ensure, claim, epochs, finish, weights. ``factors``: a
+    factor-grid variant's levels, stored in the final metrics as the runner stores them."""
     spec = {"model": model_spec(model, description), "train_limit": None, "precision": "fp32", "val_fraction": 0.1}
-    run = store.ensure_run(experiment, model, spec=spec, seed=seed, dataset="synthetic", protocol="split",
+    run = store.ensure_run(experiment, model, spec=spec, seed=seed, dataset="synthetic", protocol=protocol,
                            epochs_planned=EPOCHS)
     assert store.claim_run(run.id, "test:1")
     shift = 0.01 * seed  # seeds differ a little, so curves show a CI band; seed 0 is as written
@@ -99,7 +101,7 @@ def add_run(store: RunStore, experiment: str, model: str, description: str, refe
     final = {"test_loss": None if errors is None else errors / 50, "test_acc": None if errors is None else 1 - errors / 100,
              "diverged_epoch": 3 if status == "diverged" else None, "images_per_second": 5000.0, "params": 1234,
              "description": description, "reference_test_acc": reference,
-             "reference_notebook": "000_test.txt" if reference else None}
+             "reference_notebook": "000_test.txt" if reference else None, "factors": factors}
     store.finish_run(run.id, status, final=final, labels=labels if errors is not None else None,
                      predicted=predicted, device="cpu", versions={"torch": "test"})
     if status == "completed":

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from mnistlab.errors import MnistlabError
 
@@ -126,6 +127,9 @@ def train(
     out: Annotated[Optional[Path], typer.Option(help="Folder for checkpoints and history.json.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the checkpoint in --out.")] = False,
     compile: Annotated[bool, typer.Option("--compile", help="Use torch.compile.")] = False,
+    patience: Annotated[Optional[int], typer.Option(
+        min=1, help="Early stopping: stop after N epochs without a new lowest val_loss; the best "
+                    "epoch's weights are restored at the end either way.")] = None,
     data_dir: DataDirOption = None,
     download: Annotated[bool, typer.Option(help="Download the dataset if it is not found.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with the history at the end.")] = False,
@@ -142,6 +146,7 @@ def train(
     config = TrainConfig(
         epochs=epochs, batch_size=batch_size, seed=seed, device=device, precision=precision.value,
         validate_on=validate_on.value, train_limit=train_limit, out_dir=out, resume=resume, compile=compile,
+        patience=patience,
     )
     reporter = Reporter() if quiet or as_json else RichReporter(err_console if as_json else console)
     history = fit(spec, data, config, reporter=reporter)
@@ -247,6 +252,22 @@ def report(
         if config is None:
             raise MnistlabError(f"{store}: no experiment '{name}' in this store; run it first with `mnistlab run {experiment}`")
         _write_report(run_store, name, out or store / "reports", data_dir, config.get("dataset", "mnist"), quiet=False)
+
+
+@app.command()
+def conclusions(
+    experiment: Annotated[str, typer.Argument(help="Experiment name (as stored) or file.")],
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Print the report's written conclusions: one sentence per finding, Holm-corrected."""
+    from mnistlab.report import experiment_conclusions
+    from mnistlab.store import RunStore
+
+    with RunStore(store) as run_store:
+        found = experiment_conclusions(run_store, _experiment_name(experiment))
+    for sentence in found.sentences:
+        console.print(Text(f"- {sentence}"))
+    console.print(Text(found.method, style="dim"))
 
 
 def _experiment_name(experiment: str) -> str:

@@ -213,15 +213,10 @@ def _contrast(result, vector: np.ndarray) -> tuple[float, float, float, float, f
 
 
 def _over(factors: Mapping[str, Sequence[str]], skip: Sequence[str], seeds: Sequence[int]) -> tuple[str, ...]:
-    parts = [f"{name} {_listing(levels)}" for name, levels in factors.items() if name not in skip]
+    parts = [f"{name} ({', '.join(levels)})" for name, levels in factors.items() if name not in skip]
     if len(seeds) > 1:
         parts.append(f"{len(seeds)} seeds")
     return tuple(parts)
-
-
-def _listing(items: Sequence[str]) -> str:
-    items = [str(item) for item in items]
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _main_effects(metric, result, grid, design, factors, n_runs, seeds) -> list[Effect]:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from mnistlab.build import KerasModel, build_model, prepare_input
 from mnistlab.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
 from mnistlab.data import Dataset, stratified_split
+from mnistlab.early_stopping import EarlyStopping
 from mnistlab.errors import MnistlabError
 from mnistlab.optim import make_optimizer
 from mnistlab.spec import ModelSpec
@@ -51,6 +52,9 @@ class TrainConfig:
     out_dir: Path | None = None  # checkpoints go here; None: no checkpoints
     resume: bool = False
     compile: bool = False
+    # Early stopping on val_loss after this many epochs without a new minimum; the best epoch's
+    # weights are restored at the end either way (see early_stopping.py). None: off.
+    patience: int | None = None
 
 
 @dataclass
@@ -70,6 +74,8 @@ class History:
     images_per_second_note: str = ""
     test_predictions: list[int] | None = None
     test_labels: list[int] | None = None
+    best_epoch: int | None = None  # with early stopping: the epoch whose weights were restored
+    stopped_early: bool = False
     model: KerasModel | None = field(default=None, repr=False, compare=False)  # the trained model; not serialised
 
     def series(self, key: str) -> list[float]:
@@ -279,6 +285,9 @@ def fit(
     history = History(model_id=spec.id, seed=config.seed, protocol=config.validate_on, device=str(device))
     identity = _checkpoint_identity(spec, config, batch_size, dataset.info.name)
     first_epoch = _maybe_resume(config, identity, model, optimizer, device, history)
+    stopper = EarlyStopping(config.patience, config.out_dir) if config.patience is not None else None
+    if stopper is not None:
+        stopper.resume(history.epochs, model)
 
     train_seconds = 0.0
     timed_images = 0
@@ -316,10 +325,14 @@ def fit(
         if not all(math.isfinite(metrics[k]) for k in ("loss", "val_loss")):
             history.status, history.diverged_epoch = "diverged", epoch
             break
+        # Before the checkpoint: a resume from it must find this epoch's best weights on disk.
+        stop = stopper is not None and stopper.update(epoch, metrics["val_loss"], model)
         if config.out_dir is not None:
             save_checkpoint(config.out_dir, epoch, model, optimizer, {"identity": identity, "history": history.epochs})
         if on_epoch is not None:
             on_epoch(epoch, metrics)
+        if stop:
+            break
 
     if timed_images:
         history.images_per_second = timed_images / train_seconds
@@ -327,6 +340,9 @@ def fit(
             "training steps only (no validation), epochs 2+ (the first epoch's warm-up excluded)"
             if epochs > 1 else "training steps only (no validation), one epoch"
         )
+    if stopper is not None and history.status == "completed":
+        stopper.restore(model)
+        history.best_epoch, history.stopped_early = stopper.best_epoch, stopper.stopped
     if history.status == "completed":
         test_loss, test_correct, predicted = evaluate(model, data.test_x, data.test_y, config.precision)
         history.test_loss = test_loss.item() / len(data.test_y)

@@ -30,6 +30,9 @@ class Defaults(BaseModel):
     device: str = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
     train_limit: Annotated[int, Field(gt=0)] | None = None
+    # Early stopping on val_loss (epochs without a new minimum); the best epoch's weights are
+    # restored at the end whether or not it fired. None: train every epoch.
+    patience: Annotated[int, Field(gt=0)] | None = None
 
 
 class ModelEntry(BaseModel):
@@ -103,6 +106,7 @@ class Task:
     train_limit: int | None
     val_fraction: float = 0.1
     factors: tuple[tuple[str, str], ...] = ()  # (factor, level) pairs of a factor-grid variant
+    patience: int | None = None
 
     @property
     def model_id(self) -> str:
@@ -110,12 +114,15 @@ class Task:
 
     def run_config(self) -> dict[str, Any]:
         """What identifies the trained thing in the store (hashed there)."""
-        return {
+        config = {
             "model": self.spec.to_dict(),
             "train_limit": self.train_limit,
             "precision": self.precision,
             "val_fraction": self.val_fraction,
         }
+        if self.patience is not None:  # only when set: runs stored before early stopping keep their hash
+            config["patience"] = self.patience
+        return config
 
 
 def _entry_spec(entry: ModelEntry, where: str) -> ModelSpec:
@@ -161,7 +168,7 @@ def expand(experiment: Experiment, source: str = "<python>") -> list[Task]:
                         experiment=experiment.name, spec=variant_spec, seed=seed, dataset=experiment.dataset,
                         protocol=experiment.protocol, device=experiment.defaults.device,
                         precision=experiment.defaults.precision, train_limit=experiment.defaults.train_limit,
-                        factors=levels,
+                        factors=levels, patience=experiment.defaults.patience,
                     )
                 )
     return tasks

@@ -60,6 +60,7 @@ def execute_task(
     config = TrainConfig(
         seed=task.seed, device=task.device, precision=task.precision, validate_on=task.protocol,  # type: ignore[arg-type]
         val_fraction=task.val_fraction, train_limit=task.train_limit, out_dir=work_dir, resume=True,
+        patience=task.patience,
     )
     return fit(task.spec, dataset, config, reporter=reporter, on_epoch=on_epoch)
 
@@ -86,6 +87,8 @@ def final_metrics(task: Task, history: History) -> dict:
         "reference_test_acc": reference.get("test_acc"),
         "reference_notebook": reference.get("notebook"),
         "factors": dict(task.factors) or None,  # a factor-grid variant's levels, for the report's effects
+        "best_epoch": history.best_epoch,  # early stopping: the epoch whose weights were restored and tested
+        "stopped_early": history.stopped_early if task.patience is not None else None,
     }
 
 

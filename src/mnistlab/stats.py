@@ -8,6 +8,7 @@ what would a non-significant one have needed to be to show up?
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -121,6 +122,13 @@ def t_detectable(standard_error: float, dof: float, alpha: float = ALPHA, power:
     """
     if not (math.isfinite(standard_error) and standard_error > 0 and dof > 0):
         return math.nan
+    return _detectable_shift(float(dof), alpha, power) * standard_error
+
+
+@functools.lru_cache(maxsize=256)
+def _detectable_shift(dof: float, alpha: float, power: float) -> float:
+    """The noncentrality (in standard errors) at which the test's power is ``power``; it depends
+    on the degrees of freedom only, and one report's contrasts share a few, hence the cache."""
     critical = sps.t.ppf(1 - alpha / 2, dof)
 
     def shortfall(shift: float) -> float:
@@ -133,5 +141,4 @@ def t_detectable(standard_error: float, dof: float, alpha: float = ALPHA, power:
     upper = critical + 1.0
     while shortfall(upper) < 0:
         upper *= 2
-    shift = optimize.brentq(shortfall, 0.0, upper)
-    return float(shift * standard_error)
+    return float(optimize.brentq(shortfall, 0.0, upper))

@@ -29,8 +29,7 @@ __all__ = [
     "write_conclusions",
 ]
 
-TEST_PROTOCOL_CAVEAT = ("caveat: validated on the test set (protocol test), so this figure is optimistic "
-                        "and the choices made on validation peeked at the test set")
+TEST_PROTOCOL_CAVEAT = "caveat: protocol test validated on the test set, so this figure is optimistic"
 POWER_TEXT = f"{POWER:.0%} power, two-sided α = {ALPHA:g}"
 
 
@@ -48,7 +47,7 @@ class Conclusions:
 def _with_caveat(sentence: str, peeks: bool) -> str:
     if not peeks:
         return sentence
-    return sentence.removesuffix(".") + f" ({TEST_PROTOCOL_CAVEAT})."
+    return sentence.removesuffix(".") + f" — {TEST_PROTOCOL_CAVEAT}."
 
 
 def _points(value: float) -> str:
@@ -91,57 +90,67 @@ def _detectable(value: float, subject: str) -> str:
 # -- factor effects --------------------------------------------------------------------------------
 
 
-def _effect_size(effect: Effect) -> tuple[str, str]:
-    """(the estimate in the metric's unit with its sign's verb, the interval)."""
+def _amount(effect: Effect, value: float) -> str:
+    """A size in the metric's unit: accuracy in points, loss as a number."""
     if effect.metric == "test_acc":
-        verb = "raises" if effect.estimate >= 0 else "lowers"
-        return (f"{verb} {METRICS['test_acc']} by {_points(abs(effect.estimate))} points",
-                _interval(effect.low, effect.high, 100, 2))
-    verb = "raises" if effect.estimate >= 0 else "lowers"
-    return (f"{verb} {METRICS.get(effect.metric, effect.metric)} by {abs(effect.estimate):.4f}",
-            _interval(effect.low, effect.high, 1, 4))
+        return f"{_points(value)} points"
+    return _loss(value)
+
+
+def _loss(value: float) -> str:
+    return f"{value:.4f}" if value == 0 or abs(value) >= 1e-3 else f"{value:.2e}"
+
+
+def _effect_interval(effect: Effect) -> str:
+    if effect.metric == "test_acc":
+        return _interval(effect.low, effect.high, 100, 2)
+    if not (math.isfinite(effect.low) and math.isfinite(effect.high)):
+        return "no 95% CI: too few runs"
+    return f"95% CI {_loss(effect.low)} to {_loss(effect.high)}"
+
+
+def _signed(effect: Effect) -> str:
+    if effect.metric == "test_acc":
+        return f"{effect.estimate * 100:+.2f} points"
+    return ("+" if effect.estimate >= 0 else "-") + _loss(abs(effect.estimate))
 
 
 def _detectable_effect(effect: Effect) -> str:
     if not math.isfinite(effect.detectable):
         return "the study had too few runs to say what effect it could have detected"
-    size = (f"{_points(effect.detectable)} points" if effect.metric == "test_acc"
-            else f"{effect.detectable:.4f}")
-    return f"the study could have detected about {size} ({POWER_TEXT})"
+    return f"the study could have detected about {_amount(effect, effect.detectable)} ({POWER_TEXT})"
 
 
 def _averaged(effect: Effect) -> str:
     return f", averaged over {' and '.join(effect.averaged_over)}" if effect.averaged_over else ""
 
 
+def _change(effect: Effect) -> str:
+    return f"changing {effect.factor} from {effect.reference} to {effect.level}"
+
+
 def effect_sentence(effect: Effect, peeks: bool = False) -> str:
     """One factor effect (main or interaction) as a conclusion."""
-    size, interval = _effect_size(effect)
-    tests = f"{interval}, {p_text(effect.p_value)}, Holm-adjusted {p_text(effect.p_adjusted)}"
+    metric = METRICS.get(effect.metric, effect.metric)
+    tests = f"{_effect_interval(effect)}, {p_text(effect.p_value)}, Holm-adjusted {p_text(effect.p_adjusted)}"
+    verb = "raises" if effect.estimate >= 0 else "lowers"
+    change = _change(effect)
     if effect.is_interaction:
-        subject = (f"The effect of {effect.factor} = {effect.level} (vs {effect.reference}) at "
-                   f"{effect.by_factor} = {effect.by_level}, compared with at {effect.by_factor} = "
-                   f"{effect.by_reference},")
+        where = f"at {effect.by_factor} = {effect.by_level} than at {effect.by_factor} = {effect.by_reference}"
         if effect.significant:
-            sentence = f"{subject} differs: the difference {size} ({tests}){_averaged(effect)}."
+            sentence = (f"{change[0].upper()}{change[1:]} {verb} {metric} by {_amount(effect, abs(effect.estimate))} "
+                        f"more {where} ({tests}){_averaged(effect)}.")
         else:
-            sentence = (f"{subject} does not differ distinguishably from noise ({tests}); "
-                        f"{_detectable_effect(effect)}.")
+            sentence = (f"Whether {change} does more {where} is not distinguishable from noise "
+                        f"({_signed(effect)}, {tests}); {_detectable_effect(effect)}.")
         return _with_caveat(sentence, peeks)
-    subject = f"{effect.factor} = {effect.level} (vs {effect.reference})"
     if effect.significant:
-        sentence = f"{subject[0].upper()}{subject[1:]} {size} ({tests}){_averaged(effect)}."
+        sentence = (f"{change[0].upper()}{change[1:]} {verb} {metric} by {_amount(effect, abs(effect.estimate))} "
+                    f"({tests}){_averaged(effect)}.")
     else:
-        sentence = (f"The effect of {subject} on {METRICS.get(effect.metric, effect.metric)}, "
-                    f"{_signed(effect)} ({tests}){_averaged(effect)}, is not distinguishable from noise; "
-                    f"{_detectable_effect(effect)}.")
+        sentence = (f"{change[0].upper()}{change[1:]} changes {metric} by {_signed(effect)} ({tests})"
+                    f"{_averaged(effect)}: not distinguishable from noise; {_detectable_effect(effect)}.")
     return _with_caveat(sentence, peeks)
-
-
-def _signed(effect: Effect) -> str:
-    if effect.metric == "test_acc":
-        return f"{effect.estimate * 100:+.2f} points"
-    return f"{effect.estimate:+.4f}"
 
 
 # -- the model chosen ------------------------------------------------------------------------------
@@ -206,10 +215,10 @@ def _interaction_sentences(effects: list[Effect], metric: str, peeks: bool) -> l
     if quiet:
         pairs = sorted({f"{e.factor} × {e.by_factor}" for e in quiet})
         largest = max(quiet, key=lambda e: abs(e.estimate))
-        _, interval = _effect_size(largest)
         sentences.append(_with_caveat(
             f"{len(quiet)} of {len(effects)} {' and '.join(pairs)} interaction contrasts on "
-            f"{METRICS.get(metric, metric)} are not distinguishable from noise (the largest, "
-            f"{largest.label}: {_signed(largest)}, {interval}, Holm-adjusted {p_text(largest.p_adjusted)}); "
-            f"{_detectable_effect(largest)}.", peeks))
+            f"{METRICS.get(metric, metric)} are not distinguishable from noise; the largest: {_change(largest)} "
+            f"does {_signed(largest)} more at {largest.by_factor} = {largest.by_level} than at "
+            f"{largest.by_factor} = {largest.by_reference} ({_effect_interval(largest)}, Holm-adjusted "
+            f"{p_text(largest.p_adjusted)}); {_detectable_effect(largest)}.", peeks))
     return sentences

@@ -38,7 +38,7 @@ from mnistlab.store import RunStore
 
 __all__ = [
     "DEFAULT_DETAIL_MODELS", "TEST_ACC_HEADER", "TEXT_COLUMNS", "BestRun", "Cell", "Plot", "Report",
-    "build_report", "protocol_sentence", "slug",
+    "build_report", "effect_row", "experiment_conclusions", "protocol_sentence", "slug",
 ]
 
 # Per-model curve plots cost ~0.1 s each; past this many models only the overlay shows them all.
@@ -371,6 +371,19 @@ def _effects(study: FactorStudy | None) -> tuple[tuple[Plot, ...], str]:
             f"metric, Holm-adjusted; significant means adjusted p < {ALPHA:g}. "
             + " ".join(study.notes))
     return figures, note.strip()
+
+
+def experiment_conclusions(store: RunStore, experiment: str) -> Conclusions:
+    """The written conclusions of an experiment's report, without rendering any figure."""
+    data = load_experiment(store, experiment)
+    table = comparison_from(data)
+    best = best_model(table)
+    if best is None:
+        raise MnistlabError(f"experiment {experiment!r} has no completed runs to draw conclusions from "
+                            f"({len(data.runs)} runs in {store.path}); run it first")
+    stats, _ = _statistics(store, data, table["model"].tolist(), best)
+    protocols = sorted(str(protocol) for protocol in data.finished["protocol"].dropna().unique())
+    return write_conclusions(best, data.runs, stats, factor_study(data.runs), protocols)
 
 
 def build_report(store: RunStore, experiment: str, dataset: Dataset | None = None,
