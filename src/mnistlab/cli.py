@@ -164,6 +164,10 @@ def train(
                 f"({history.images_per_second:,.0f} images/s, {history.images_per_second_note})",
                 highlight=False,
             )
+            if history.best_epoch is not None:
+                fired = "stopped early" if history.stopped_early else "patience never ran out"
+                console.print(f"Early stopping: {fired}; tested with epoch {history.best_epoch}'s weights "
+                              "(lowest val_loss)", highlight=False)
 
 
 StoreOption = Annotated[Path, typer.Option("--store", envvar="MNISTLAB_STORE", help="Run store folder.")]
