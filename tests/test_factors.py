@@ -9,6 +9,9 @@ import pytest
 from mnistlab.errors import SpecError
 from mnistlab.experiment import builtin_experiments, expand, load_experiment, parse_experiment
 from mnistlab.factors import apply_edits, level_text, parse_factors, variant_id, variants
+from mnistlab.report import factor_study, runs_frame, write_report
+from mnistlab.runner import run_experiment
+from mnistlab.store import RunStore
 from mnistlab.zoo import get_model
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -144,3 +147,26 @@ def test_builtin_factor_studies_hold_everything_but_their_factors_fixed():
     study, source = load_experiment("factors-000")
     tasks = expand(study, source)
     assert len(tasks) == 18 and {dict(t.factors)["kernel_size"] for t in tasks} == {"1", "3"}
+
+
+def test_factor_experiment_runs_end_to_end_into_a_report_with_effects(tmp_path, tiny_data_dir):
+    base = {"id": "mlp", "input": [28, 28, 1],
+            "layers": [{"type": "Flatten"}, {"type": "Dense", "units": 8, "activation": "relu"},
+                       {"type": "Dense", "units": 10, "activation": "softmax"}],
+            "training": {"optimizer": "adam", "batch_size": 32, "epochs": 1}}
+    study = parse_experiment({"name": "grid", "dataset": str(tiny_data_dir), "seeds": [0, 1],
+                              "defaults": {"patience": 2},
+                              "models": [{"spec": base, "vary": {"dropout": [0, 0.5], "width": [1, 2]}}]})
+    with RunStore(tmp_path / "store") as store:
+        outcome = run_experiment(study, store)
+        assert len(outcome.trained) == 8 and not outcome.failed
+        runs = runs_frame(store, "grid")
+        assert sorted(runs["model"].unique()) == ["mlp.dropout-0.5.width-1", "mlp.dropout-0.5.width-2",
+                                                  "mlp.dropout-0.width-1", "mlp.dropout-0.width-2"]
+        record = store.get_run(int(runs["run_id"].iloc[0]))
+        assert record.final["factors"] == {"dropout": "0", "width": "1"}
+        assert record.final["best_epoch"] == 1 and record.final["stopped_early"] is False
+        study_effects = factor_study(runs)
+        assert study_effects.factors == {"dropout": ("0", "0.5"), "width": ("1", "2")}
+        paths = write_report(store, "grid", tmp_path / "reports")
+    assert "Changing dropout from 0 to 0.5" in paths.markdown.read_text()
