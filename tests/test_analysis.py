@@ -475,3 +475,16 @@ def test_summarise_runs_values():
 def test_summarise_runs_rejects_missing_columns():
     with pytest.raises(ValueError, match="seconds_per_epoch"):
         summarise_runs(run_table().drop(columns="seconds_per_epoch"))
+
+
+def test_sentence_decides_on_the_holm_adjusted_p_and_names_the_detectable_difference():
+    # The case: raw p = 0.0314, one of 8 tests, Holm-adjusted about 0.25.
+    sentence = significance_sentence(
+        "s004-m2", "s004-m7", McNemarResult(60, 36, 36, 0.0314), difference(0.0012, 0.0010),
+        adjusted_p=0.2512, detectable=0.0035,
+    )
+    assert sentence == (
+        "s004-m2 beats s004-m7 by 0.12 points (95% CI 0.02 to 0.22); McNemar p = 0.0314, "
+        "Holm-adjusted p = 0.2512: not significant at 5%: not distinguishable from noise "
+        "(the test could have detected about 0.35 points with 80% power)."
+    )

@@ -177,14 +177,15 @@ DEFAULT_STORE = Path("mnistlab-runs")
 @app.command()
 def experiments() -> None:
     """List the built-in experiments."""
-    from mnistlab.experiment import builtin_experiments, load_experiment
+    from mnistlab.experiment import builtin_experiments, expand, load_experiment
 
     table = Table(title="built-in experiments (mnistlab run NAME)")
     for column in ("name", "models", "seeds", "protocol", "description"):
         table.add_column(column)
     for name in sorted(builtin_experiments()):
-        experiment, _ = load_experiment(name)
-        table.add_row(name, str(len(experiment.models)), str(len(experiment.seed_list)), experiment.protocol,
+        experiment, source = load_experiment(name)
+        models = len({task.model_id for task in expand(experiment, source)})  # factor variants count too
+        table.add_row(name, str(models), str(len(experiment.seed_list)), experiment.protocol,
                       experiment.description)
     console.print(table)
 

@@ -72,7 +72,7 @@ class Effect:
     def label(self) -> str:
         text = f"{self.factor}={self.level} vs {self.reference}"
         if self.by_factor is not None:
-            text += f", at {self.by_factor}={self.by_level} vs {self.by_reference}"
+            text += f": at {self.by_factor}={self.by_level} minus at {self.by_factor}={self.by_reference}"
         return text
 
 

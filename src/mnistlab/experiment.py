@@ -11,10 +11,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mnistlab.errors import SpecError
-from mnistlab.factors import FactorError, parse_factors, variants
+from mnistlab.factors import FactorError, level_text, parse_factors, variants
 from mnistlab.spec import ModelSpec, did_you_mean, parse_model
 from mnistlab.yamlio import line_of, load_yaml
 from mnistlab.zoo import get_model
@@ -48,6 +48,17 @@ class ModelEntry(BaseModel):
     # A factor grid over this model (see mnistlab.factors): factor name → levels.
     vary: dict[str, Any] | None = None
     subset: list[dict[str, Any]] | None = None
+
+    @field_validator("vary", mode="before")
+    @classmethod
+    def _level_names(cls, value: Any) -> Any:
+        # YAML reads `on:`/`off:` level names as booleans: name them as variant ids do, so the
+        # stored config reads back to the same variants.
+        if not isinstance(value, dict):
+            return value
+        return {factor: {level_text(level): edits for level, edits in levels.items()}
+                if isinstance(levels, dict) and "edit" not in levels else levels
+                for factor, levels in value.items()}
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelEntry":

@@ -35,7 +35,7 @@ EDITS = ("depth", "width", "kernel_size", "activation", "initializer", "pooling"
          "optimizer", "batch_size", "epochs")
 TRAINING_EDITS = ("optimizer", "batch_size", "epochs")
 KERNELS = ("Conv2D", "Dense")
-# Layers that belong to the kernel layer before them when a block is repeated or dropped.
+# What a level name or variant id may not hold: anything a shell or terminal would read specially.
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "TEST_PROTOCOL_CAVEAT",
     "Conclusions",
     "comparison_sentence",
+    "loss_text",
     "effect_sentence",
     "selection_sentence",
     "write_conclusions",
@@ -94,10 +95,11 @@ def _amount(effect: Effect, value: float) -> str:
     """A size in the metric's unit: accuracy in points, loss as a number."""
     if effect.metric == "test_acc":
         return f"{_points(value)} points"
-    return _loss(value)
+    return loss_text(value)
 
 
-def _loss(value: float) -> str:
+def loss_text(value: float) -> str:
+    """A loss or loss difference: 4 decimals, or 3 significant digits when smaller than 0.001."""
     return f"{value:.4f}" if value == 0 or abs(value) >= 1e-3 else f"{value:.2e}"
 
 
@@ -106,13 +108,13 @@ def _effect_interval(effect: Effect) -> str:
         return _interval(effect.low, effect.high, 100, 2)
     if not (math.isfinite(effect.low) and math.isfinite(effect.high)):
         return "no 95% CI: too few runs"
-    return f"95% CI {_loss(effect.low)} to {_loss(effect.high)}"
+    return f"95% CI {loss_text(effect.low)} to {loss_text(effect.high)}"
 
 
 def _signed(effect: Effect) -> str:
     if effect.metric == "test_acc":
         return f"{effect.estimate * 100:+.2f} points"
-    return ("+" if effect.estimate >= 0 else "-") + _loss(abs(effect.estimate))
+    return ("+" if effect.estimate >= 0 else "-") + loss_text(abs(effect.estimate))
 
 
 def _detectable_effect(effect: Effect) -> str:

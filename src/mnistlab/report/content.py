@@ -21,7 +21,7 @@ from mnistlab.report import plots
 from mnistlab.analysis import p_text
 from mnistlab.effects import METRICS, Effect, FactorStudy
 from mnistlab.report.artifacts import load_predictions, load_weights
-from mnistlab.report.conclusions import Conclusions, write_conclusions
+from mnistlab.report.conclusions import Conclusions, loss_text, write_conclusions
 from mnistlab.report.factors import factor_study
 from mnistlab.report.frame import ExperimentData, ModelDiagnosis, comparison_from, load_experiment, model_diagnoses
 from mnistlab.report.stats import (
@@ -167,16 +167,23 @@ def slug(text: str) -> str:
 
 def effect_row(effect: Effect) -> tuple[str, ...]:
     """One factor effect as table text: accuracy in points, loss in its own unit."""
-    scale, digits, unit = (100.0, 2, " pts") if effect.metric == "test_acc" else (1.0, 4, "")
+    if effect.metric == "test_acc":
+        def value(number: float, sign: str = "") -> str:
+            return MISSING if not math.isfinite(number) else f"{number * 100:{sign}.2f} pts"
+    else:
+        def value(number: float, sign: str = "") -> str:
+            if not math.isfinite(number):
+                return MISSING
+            return ("+" if sign and number >= 0 else "") + loss_text(number)
 
-    def value(number: float, sign: str = "") -> str:
-        return MISSING if not math.isfinite(number) else f"{number * scale:{sign}.{digits}f}{unit}"
-
-    interval = (MISSING if not math.isfinite(effect.low)
-                else f"{effect.low * scale:.{digits}f} to {effect.high * scale:.{digits}f}")
+    interval = MISSING if not math.isfinite(effect.low) else f"{value(effect.low)} to {value(effect.high)}"
     verdict = "significant" if effect.significant else "not distinguishable from noise"
     return (METRICS.get(effect.metric, effect.metric), effect.label, value(effect.estimate, "+"), interval,
-            p_text(effect.p_value), p_text(effect.p_adjusted), value(effect.detectable), verdict)
+            _p_cell(effect.p_value), _p_cell(effect.p_adjusted), value(effect.detectable), verdict)
+
+
+def _p_cell(p_value: float) -> str:
+    return MISSING if not math.isfinite(p_value) else p_text(p_value).removeprefix("p = ").removeprefix("p ")
 
 
 # -- the table -------------------------------------------------------------------------------------
@@ -249,7 +256,7 @@ def _facts(data: ExperimentData) -> tuple[tuple[str, str], ...]:
 
 
 def _plot(kind: str, name: str, figure: Figure) -> Plot:
-    title = figure.axes[0].get_title() if kind != "misclassified" else figure.get_suptitle()
+    title = figure.get_suptitle() if kind in ("misclassified", "effects") else figure.axes[0].get_title()
     return Plot(kind, slug(name), title, plots.figure_png(figure))
 
 
@@ -368,7 +375,9 @@ def _effects(study: FactorStudy | None) -> tuple[tuple[Plot, ...], str]:
             f"(statsmodels; {formulas}; f0, f1, ... are the factors in order). An effect is the difference "
             "of fitted means from the factor's first (reference) level, averaged with equal weight over the "
             "other factors' levels and the seeds. Main effects and interactions are each one family per "
-            f"metric, Holm-adjusted; significant means adjusted p < {ALPHA:g}. "
+            f"metric, Holm-adjusted; significant means adjusted p < {ALPHA:g}. The plot's bars are each "
+            "level mean's own 95% CI; an effect's interval (in the table) is narrower when seeds move all "
+            "levels together, so judge effects by the table, not by overlapping bars. "
             + " ".join(study.notes))
     return figures, note.strip()
 
