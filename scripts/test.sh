@@ -3,7 +3,7 @@
 # Integration tests use the real datasets when MNISTLAB_DATA_DIR points at them (else they skip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install.sh
+bash scripts/install.sh test
 # The report's browser test drives Debian's headless Chromium; install it where we may.
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \

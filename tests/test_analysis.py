@@ -8,7 +8,9 @@ a batch-norm model whose validation accuracy swings, and so on.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -109,7 +111,7 @@ def test_overfitting_rule_quotes_the_numbers():
     assert finding.label == "Overfitting"
     assert finding.rule == (
         "val_loss rose from its minimum 0.0351 (epoch 4) to 0.0557 (+59%) "
-        "while train loss fell 84% (0.0420 → 0.0067)"
+        "while train loss (Keras running mean, dropout on) fell 84% (0.0420 → 0.0067)"
     )
 
 
@@ -128,7 +130,7 @@ def test_small_val_loss_rise_is_not_overfitting():
 
 def test_underfitting_rule_and_threshold_override():
     (finding,) = diagnose(UNDERFIT)
-    assert finding.rule == "final train acc 0.9300 is below 0.97"
+    assert finding.rule == "final train acc (Keras running mean, dropout on) 0.9300 is below 0.97"
     # Fashion-MNIST-style threshold: the same run is fine there.
     assert codes(diagnose(UNDERFIT, min_train_acc=0.90)) == ["healthy"]
 
@@ -136,7 +138,7 @@ def test_underfitting_rule_and_threshold_override():
 def test_stuck_at_chance_suppresses_the_other_rules():
     (finding,) = diagnose(CHANCE)
     assert finding.rule == (
-        "final train acc 0.1124 and val acc 0.1135 are at most 0.05 above chance (0.1000)"
+        "final train acc (Keras running mean, dropout on) 0.1124 and val acc 0.1135 are at most 0.05 above chance (0.1000)"
     )
 
 
@@ -203,7 +205,7 @@ def test_healthy_rule_summarises_the_run():
     (finding,) = diagnose(HEALTHY)
     assert finding.label == "Healthy"
     assert finding.rule == (
-        "no rule fired: final train acc 0.9920, val acc 0.9921; "
+        "no rule fired: final train acc (Keras running mean, dropout on) 0.9920, val acc 0.9921; "
         "final val_loss 0.0285 is +2% over its minimum 0.0280 (epoch 9)"
     )
 
@@ -221,7 +223,7 @@ def test_one_epoch_healthy_says_what_cannot_be_judged():
     (finding,) = diagnose(history([0.20], [0.98], [0.06], [0.985]))
     assert finding.code == "healthy"
     assert finding.rule == (
-        "no rule fired: final train acc 0.9800, val acc 0.9850; "
+        "no rule fired: final train acc (Keras running mean, dropout on) 0.9800, val acc 0.9850; "
         "only 1 epoch, so overfitting and instability cannot be judged"
     )
 
@@ -475,6 +477,65 @@ def test_summarise_runs_values():
 def test_summarise_runs_rejects_missing_columns():
     with pytest.raises(ValueError, match="seconds_per_epoch"):
         summarise_runs(run_table().drop(columns="seconds_per_epoch"))
+
+
+# --- inference-mode training metrics ---------------------------------------------------------------
+
+
+def _dropout_history(running_acc: float, fit_acc: float) -> dict[str, list[float]]:
+    """Four epochs of a BatchNormalization + dropout MLP: running-mean acc reads low, val acc is high."""
+    return {
+        "loss": [0.40, 0.20, 0.15, 0.12], "acc": [0.88, 0.94, 0.96, running_acc],
+        "val_loss": [0.15, 0.10, 0.08, 0.075], "val_acc": [0.955, 0.970, 0.976, 0.979],
+        "train_eval_loss": [0.14, 0.08, 0.05, 0.04], "train_eval_acc": [0.958, 0.976, 0.985, fit_acc],
+    }
+
+
+def test_dropout_model_is_judged_on_inference_mode_train_accuracy():
+    # The s004-m7 case: Keras's running mean (dropout on) 0.9699, but the model fits its data.
+    (finding,) = diagnose(_dropout_history(running_acc=0.9699, fit_acc=0.9890))
+    assert finding.code == "healthy"
+    assert "train acc (inference mode, fixed training subsample) 0.9890" in finding.rule
+
+
+def test_underfitting_reads_inference_mode_accuracy_when_recorded():
+    (finding,) = diagnose(_dropout_history(running_acc=0.99, fit_acc=0.9500))
+    assert finding.code == "underfitting"
+    assert finding.rule == "final train acc (inference mode, fixed training subsample) 0.9500 is below 0.97"
+
+
+def test_partial_inference_mode_metrics_fall_back_to_the_running_mean():
+    history = _dropout_history(running_acc=0.9699, fit_acc=0.9890)
+    history["train_eval_acc"][0] = float("nan")  # an epoch recorded before the metric existed
+    (finding,) = diagnose(history)
+    assert finding.code == "underfitting" and "Keras running mean" in finding.rule
+
+
+# --- real histories (tests/fixtures/histories, recorded by record.py on real MNIST) ------------------
+
+HISTORIES = Path(__file__).parent / "fixtures" / "histories"
+
+
+def _recorded(model: str) -> dict[str, list[float]]:
+    epochs = json.loads((HISTORIES / f"{model}.json").read_text())["epochs"]
+    return {key: [epoch[key] for epoch in epochs] for key in epochs[0] if key != "epoch"}
+
+
+def test_real_dropout_mlp_is_not_underfitting():
+    # s004-m7: BatchNormalization + dropout 0.5; Keras's running-mean acc sits below val acc by design.
+    history = _recorded("s004-m7")
+    assert history["acc"][-1] < history["val_acc"][-1]
+    codes = [finding.code for finding in diagnose(history)]
+    assert "underfitting" not in codes
+    # The same history judged on the running mean alone is the misdiagnosis this rule replaced.
+    running_only = {key: values for key, values in history.items() if not key.startswith("train_eval")}
+    assert [finding.code for finding in diagnose(running_only)][:1] == ["underfitting"]
+
+
+def test_real_plain_mlp_overfits():
+    # s004-m2 without dropout, 20 epochs on 54,000 images: val loss turns up while train loss falls.
+    codes = [finding.code for finding in diagnose(_recorded("s004-m2"))]
+    assert "overfitting" in codes and "underfitting" not in codes
 
 
 def test_sentence_decides_on_the_holm_adjusted_p_and_names_the_detectable_difference():

@@ -16,7 +16,7 @@ from mnistlab.report.conclusions import TEST_PROTOCOL_CAVEAT
 from mnistlab.store import RunStore
 
 from test_report import GOOD_HISTORY, MID_HISTORY, Page, add_run
-from test_spec_errors import run_cli
+from cli_driver import run_cli
 
 SEEDS = (0, 1, 2)
 # Test-set errors out of 100 per (depth, norm) and seed.
@@ -123,9 +123,9 @@ def test_report_has_conclusions_effects_table_and_plot(tmp_path, store):
     assert "(tmp" not in markdown and "study-files/effects-test_acc.png" in markdown
 
 
-def test_cli_prints_the_conclusions(monkeypatch, capsys, store):
-    code, out, err = run_cli(monkeypatch, capsys, "conclusions", "study", "--store", str(store.root))
+def test_cli_prints_the_conclusions(store):
+    code, out, err = run_cli("conclusions", "study", "--store", str(store.root))
     assert code == 0, err
     assert "Changing norm from plain to bn raises test accuracy by 3.83 points" in " ".join(out.split())
-    code, _, err = run_cli(monkeypatch, capsys, "conclusions", "nope", "--store", str(store.root))
+    code, _, err = run_cli("conclusions", "nope", "--store", str(store.root))
     assert code == 2 and "no experiment 'nope'" in err

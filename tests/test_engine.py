@@ -7,9 +7,7 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +19,7 @@ from mnistlab.build import build_model
 from mnistlab.engine import TrainConfig, fit, usable_cpus
 from mnistlab.errors import MnistlabError
 from mnistlab.spec import parse_model
+from cli_driver import spawn_cli
 
 from conftest import TINY_CNN, needs_mnist
 
@@ -126,10 +125,6 @@ def test_usable_cpus_is_positive_and_bounded():
     assert 1 <= usable_cpus() <= (os.cpu_count() or 1)
 
 
-def _cli(*args: str, **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
-    return subprocess.Popen([sys.executable, "-m", "mnistlab.cli", *args], env=env, **kwargs)
-
 
 def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
     """A real process killed mid-epoch with SIGKILL, resumed, ends with the same history."""
@@ -141,9 +136,9 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
     common = ["train", str(spec_file), "--dataset", str(data_dir), "--seed", "7", "--quiet", "--device", "cpu"]
 
     reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
-    assert _cli(*common, "--out", str(reference_dir)).wait(timeout=300) == 0
+    assert spawn_cli(*common, "--out", str(reference_dir)).wait(timeout=300) == 0
 
-    process = _cli(*common, "--out", str(killed_dir))
+    process = spawn_cli(*common, "--out", str(killed_dir))
     pointer = killed_dir / "checkpoint.json"
     deadline = time.monotonic() + 120
     while not (pointer.exists() and json.loads(pointer.read_text())["epoch"] >= 2):
@@ -155,7 +150,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
     process.wait()
     assert json.loads(pointer.read_text())["epoch"] < 5, "killed too late to test a resume"
 
-    assert _cli(*common, "--out", str(killed_dir), "--resume").wait(timeout=300) == 0
+    assert spawn_cli(*common, "--out", str(killed_dir), "--resume").wait(timeout=300) == 0
     reference = json.loads((reference_dir / "history.json").read_text())
     resumed = json.loads((killed_dir / "history.json").read_text())
     for key in (*METRICS, "test_loss", "test_acc", "test_predictions"):
@@ -192,7 +187,7 @@ def test_ctrl_c_exits_130_and_leaves_a_loadable_checkpoint(tmp_path):
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(TINY_CNN.replace("epochs: 2", "epochs: 50").replace("filters: 4", "filters: 32"))
     out = tmp_path / "out"
-    process = _cli("train", str(spec_file), "--dataset", str(data_dir), "--quiet", "--device", "cpu", "--out", str(out),
+    process = spawn_cli("train", str(spec_file), "--dataset", str(data_dir), "--quiet", "--device", "cpu", "--out", str(out),
                    stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (out / "checkpoint.json").exists():

@@ -56,6 +56,7 @@ BAD_HISTORY = ([2.3, 2.0, 1.9, 1.8], [0.3, 0.4, 0.45, 0.5], [2.1, 1.9, 1.8, 1.7]
 DIVERGED_HISTORY = ([2.3, 5.0, math.nan, math.nan], [0.2, 0.1, math.nan, math.nan],
                     [2.5, 9.0, math.nan, math.nan], [0.2, 0.1, math.nan, math.nan])
 SECONDS = [1.0, 1.2, 1.4, 1.6]
+NOTEBOOK_DIFFERENCES = ("4 epochs on 200 images vs 12 on 60,000", "validated on a held-out split vs on the test set")
 MODELS = {
     "m-good": ("wide CNN", 0.9856, {0: ("completed", 3, GOOD_HISTORY), 1: ("completed", 5, GOOD_HISTORY),
                                     2: ("completed", 4, GOOD_HISTORY)}),
@@ -101,7 +102,8 @@ def add_run(store: RunStore, experiment: str, model: str, description: str, refe
     final = {"test_loss": None if errors is None else errors / 50, "test_acc": None if errors is None else 1 - errors / 100,
              "diverged_epoch": 3 if status == "diverged" else None, "images_per_second": 5000.0, "params": 1234,
              "description": description, "reference_test_acc": reference,
-             "reference_notebook": "000_test.txt" if reference else None, "factors": factors}
+             "reference_notebook": "000_test.txt" if reference else None,
+             "reference_differences": list(NOTEBOOK_DIFFERENCES) if reference else [], "factors": factors}
     store.finish_run(run.id, status, final=final, labels=labels if errors is not None else None,
                      predicted=predicted, device="cpu", versions={"torch": "test"})
     if status == "completed":
@@ -431,3 +433,15 @@ def test_report_in_a_browser(report_dir, tmp_path):
         page.locator("table#comparison th", has_text="Params").click()  # numbers, all equal
         assert page.locator(models).count() == 3
         assert errors == []
+
+
+def test_notebook_figure_is_not_compared_across_protocols(store):
+    from mnistlab.report.content import COLUMNS, table_rows
+
+    table = comparison_table(store, EXPERIMENT)
+    headers = [header for header, _ in COLUMNS]
+    rows = {row[0].text: row for row in table_rows(table)}
+    delta = rows["m-good"][headers.index("Δ notebook")].text
+    assert delta == "different protocol: " + "; ".join(NOTEBOOK_DIFFERENCES)
+    assert "pts" not in delta
+    assert rows["m-good"][headers.index("Notebook acc")].text.startswith("98.56")

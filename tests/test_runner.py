@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from mnistlab.errors import SpecError
 from mnistlab.experiment import builtin_experiments, expand, load_experiment, parse_experiment
 from mnistlab.runner import run_experiment
 from mnistlab.store import RunStore
+from cli_driver import spawn_cli
 
 from conftest import TINY_CNN
 
@@ -117,12 +116,6 @@ def test_more_epochs_is_a_different_run(tmp_path, tiny_data_dir):
         assert len(store.runs("tiny")) == 4
 
 
-def _run_cli(*args: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "mnistlab", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-
 
 def _assert_store_complete(store_dir: Path, name: str, runs: int, epochs: int) -> None:
     with RunStore(store_dir) as store:
@@ -141,7 +134,7 @@ def test_sigkill_mid_experiment_then_rerun_completes_everything_once(tmp_path):
     data_dir = write_dataset(synthetic_dataset(n_train=3000, n_test=100, seed=2), tmp_path / "data")
     path = write_experiment(tmp_path, tiny_experiment(data_dir, name="killme", epochs=3, cnn_filters=32))
     store_dir = tmp_path / "store"
-    process = _run_cli("run", str(path), "--store", str(store_dir), "--quiet", "--no-report")
+    process = spawn_cli("run", str(path), "--store", str(store_dir), "--quiet", "--no-report", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     # Kill once the CNN's first seed has some epochs stored but is not finished.
     while True:
@@ -155,7 +148,7 @@ def test_sigkill_mid_experiment_then_rerun_completes_everything_once(tmp_path):
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    rerun = _run_cli("run", str(path), "--store", str(store_dir), "--quiet", "--no-report")
+    rerun = spawn_cli("run", str(path), "--store", str(store_dir), "--quiet", "--no-report", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err
     _assert_store_complete(store_dir, "killme", runs=4, epochs=3)
@@ -164,7 +157,8 @@ def test_sigkill_mid_experiment_then_rerun_completes_everything_once(tmp_path):
 def test_two_concurrent_runs_share_the_work(tmp_path, tiny_data_dir):
     path = write_experiment(tmp_path, tiny_experiment(tiny_data_dir, name="shared", epochs=2, seeds=(0, 1, 2)))
     store_dir = tmp_path / "store"
-    processes = [_run_cli("run", str(path), "--store", str(store_dir), "--no-report") for _ in range(2)]
+    processes = [spawn_cli("run", str(path), "--store", str(store_dir), "--no-report", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for _ in range(2)]
     outputs = [p.communicate(timeout=300) for p in processes]
     for process, (out, err) in zip(processes, outputs):
         assert process.returncode == 0, err
@@ -180,12 +174,12 @@ def test_cli_run_writes_a_report_that_works_in_a_browser(tmp_path, tiny_data_dir
 
     path = write_experiment(tmp_path, tiny_experiment(tiny_data_dir, name="e2e", epochs=2))
     store_dir = tmp_path / "store"
-    process = _run_cli("run", str(path), "--store", str(store_dir), "--quiet", "--data-dir", str(tiny_data_dir))
+    process = spawn_cli("run", str(path), "--store", str(store_dir), "--quiet", "--data-dir", str(tiny_data_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _, err = process.communicate(timeout=300)
     assert process.returncode == 0, err
     page_path = store_dir / "reports" / "e2e.html"
     assert page_path.exists() and (store_dir / "reports" / "e2e.md").exists()
-    again = _run_cli("run", str(path), "--store", str(store_dir), "--no-report")
+    again = spawn_cli("run", str(path), "--store", str(store_dir), "--no-report", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, _ = again.communicate(timeout=120)
     assert "trained 0, already done 4" in out
     with browser_page(page_path) as (page, errors):

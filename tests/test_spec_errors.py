@@ -7,15 +7,14 @@ starts on line 1 and layer i is on line 3 + i.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from mnistlab.cli import main
 from mnistlab.errors import SpecError
 from mnistlab.spec import load_spec_file, parse_model
+from cli_driver import run_cli
 
 IMAGE = "[28, 28, 1]"
 FLAT = "[784]"
@@ -171,16 +170,6 @@ CASES = [
 ]
 
 
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int | str | None, str, str]:
-    monkeypatch.setattr(sys, "argv", ["mnistlab", *args])
-    try:
-        main()
-        code: int | str | None = 0
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
 
 def write(tmp_path: Path, text: str | None, name: str = "spec.yaml") -> Path:
     path = tmp_path / name
@@ -192,7 +181,7 @@ def write(tmp_path: Path, text: str | None, name: str = "spec.yaml") -> Path:
 @pytest.mark.parametrize("c", CASES)
 def test_malformed_spec_is_one_line_exit_2(c: Case, tmp_path, monkeypatch, capsys):
     path = write(tmp_path, c.text)
-    code, out, err = run_cli(monkeypatch, capsys, "summary", str(path))
+    code, out, err = run_cli("summary", str(path))
     assert code == 2, (out, err)
     assert "Traceback" not in out + err
     lines = err.strip().splitlines()
@@ -262,7 +251,7 @@ def test_model_error_names_the_models_line(tmp_path):
 
 def test_cli_names_file_and_model_in_a_multi_model_file(tmp_path, monkeypatch, capsys):
     path = write(tmp_path, MULTI)
-    code, _, err = run_cli(monkeypatch, capsys, "summary", f"{path}:broken")
+    code, _, err = run_cli("summary", f"{path}:broken")
     assert code == 2
     assert err.strip().startswith(f"error: {path}:15: model 'broken'")
 
@@ -286,7 +275,7 @@ def test_keras_spellings_are_accepted(tmp_path, monkeypatch, capsys):
         ],
         extra="training: {optimizer: {name: Adam, learning_rate: 0.01}}\n",
     )
-    code, out, err = run_cli(monkeypatch, capsys, "summary", str(write(tmp_path, text)))
+    code, out, err = run_cli("summary", str(write(tmp_path, text)))
     assert code == 0, err
     assert "max_pooling2d_1 (MaxPooling2D)" in out
     assert "batch_normalization_1 (BatchNormalization)" in out
@@ -297,7 +286,7 @@ def test_keras_spellings_are_accepted(tmp_path, monkeypatch, capsys):
 
 def test_parse_errors_name_unnamed_layers_by_their_default_name(tmp_path, monkeypatch, capsys):
     path = write(tmp_path, spec_yaml(["{type: Conv2D, filters: 4, kernel_size: 3}", FLATTEN, "{type: Dense, units: -1}", SOFTMAX]))
-    code, _, err = run_cli(monkeypatch, capsys, "summary", str(path))
+    code, _, err = run_cli("summary", str(path))
     assert code == 2
     assert "layer 3 (dense_1, Dense): field 'units'" in err
 
@@ -306,14 +295,14 @@ def test_error_line_keeps_brackets_in_the_path(tmp_path, monkeypatch, capsys):
     folder = tmp_path / "[run1]"
     folder.mkdir()
     path = write(folder, spec_yaml([SOFTMAX]))
-    code, _, err = run_cli(monkeypatch, capsys, "summary", str(path))
+    code, _, err = run_cli("summary", str(path))
     assert code == 2
     assert str(path) in err
 
 
 def test_error_with_closing_tag_text_is_still_one_line(tmp_path, monkeypatch, capsys):
     path = write(tmp_path, spec_yaml([FLATTEN, "{type: '[/Dense]', units: 10, activation: softmax}"]))
-    code, _, err = run_cli(monkeypatch, capsys, "summary", str(path))
+    code, _, err = run_cli("summary", str(path))
     assert code == 2
     assert "unknown layer '[/Dense]'" in err
 
@@ -326,7 +315,7 @@ def test_error_with_closing_tag_text_is_still_one_line(tmp_path, monkeypatch, ca
 )
 def test_initializer_argument_suggestions(initializer, wanted, unwanted, tmp_path, monkeypatch, capsys):
     path = write(tmp_path, spec_yaml([FLATTEN, f"{{type: Dense, units: 10, activation: softmax, kernel_initializer: {initializer}}}"]))
-    code, _, err = run_cli(monkeypatch, capsys, "summary", str(path))
+    code, _, err = run_cli("summary", str(path))
     assert code == 2
     assert "unknown argument" in err
     if wanted:
@@ -337,7 +326,7 @@ def test_initializer_argument_suggestions(initializer, wanted, unwanted, tmp_pat
 
 def test_training_field_typo_suggests(tmp_path, monkeypatch, capsys):
     path = write(tmp_path, spec_yaml([FLATTEN, SOFTMAX], extra="training: {epoch: 3}\n"))
-    code, _, err = run_cli(monkeypatch, capsys, "summary", str(path))
+    code, _, err = run_cli("summary", str(path))
     assert code == 2
     assert "field 'training.epoch'" in err
     assert "did you mean 'epochs'?" in err

@@ -391,3 +391,46 @@ def test_readonly_store_raises_store_error(store: RunStore) -> None:
     with pytest.raises(StoreError, match=r"store\.sqlite: attempt to write a readonly database"):
         store.record_epoch(run.id, 1, {"loss": 1.0})
     assert store.history(run.id)["epoch"] == []
+
+
+# --- schema migrations ----------------------------------------------------------------------------
+
+# The version-1 schema as mnistlab 0.1 wrote it: a fixture of an old store, not the code under test.
+V1_SCHEMA = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE experiments (name TEXT PRIMARY KEY, config_json TEXT NOT NULL, created_at REAL NOT NULL,"
+    " updated_at REAL NOT NULL)",
+    "CREATE TABLE runs (id INTEGER PRIMARY KEY, experiment TEXT NOT NULL REFERENCES experiments(name),"
+    " model_id TEXT NOT NULL, spec_json TEXT NOT NULL, spec_hash TEXT NOT NULL, seed INTEGER NOT NULL,"
+    " dataset TEXT NOT NULL, protocol TEXT NOT NULL, epochs_planned INTEGER NOT NULL,"
+    " status TEXT NOT NULL DEFAULT 'pending', owner TEXT, heartbeat_at REAL, device TEXT, versions_json TEXT,"
+    " started_at REAL, ended_at REAL, final_json TEXT, error TEXT,"
+    " UNIQUE (experiment, model_id, spec_hash, seed, dataset, protocol))",
+    "CREATE TABLE epochs (run_id INTEGER NOT NULL REFERENCES runs(id), epoch INTEGER NOT NULL, loss REAL, acc REAL,"
+    " val_loss REAL, val_acc REAL, seconds REAL, PRIMARY KEY (run_id, epoch))",
+    "CREATE TABLE predictions (run_id INTEGER PRIMARY KEY REFERENCES runs(id), n INTEGER NOT NULL,"
+    " labels BLOB NOT NULL, predicted BLOB NOT NULL)",
+    "INSERT INTO meta VALUES ('schema_version', '1')",
+    "INSERT INTO experiments VALUES ('old', '{}', 0, 0)",
+    "INSERT INTO runs (experiment, model_id, spec_json, spec_hash, seed, dataset, protocol, epochs_planned, status)"
+    " VALUES ('old', 'm', '{}', 'h', 0, 'mnist', 'split', 2, 'completed')",
+    "INSERT INTO epochs VALUES (1, 1, 0.5, 0.8, 0.4, 0.85, 1.5)",
+)
+
+
+def test_a_version_1_store_is_migrated_and_keeps_its_runs(tmp_path):
+    tmp_path.joinpath("old").mkdir()
+    with sqlite3.connect(tmp_path / "old" / "store.sqlite") as conn:
+        for statement in V1_SCHEMA:
+            conn.execute(statement)
+    with RunStore(tmp_path / "old") as store:
+        (run,) = store.runs("old")
+        assert run.status == "completed" and run.notes == []
+        history = store.history(run.id)
+        assert history["val_acc"] == [0.85] and math.isnan(history["train_eval_acc"][0])
+        store.add_note(run.id, "checkpoint moved aside")
+        store.record_epoch(run.id, 2, {"loss": 0.3, "train_eval_acc": 0.9})
+        assert store.get_run(run.id).notes == ["checkpoint moved aside"]
+        assert store.history(run.id)["train_eval_acc"][1] == 0.9
+    with sqlite3.connect(tmp_path / "old" / "store.sqlite") as conn:
+        assert conn.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from functools import lru_cache
 
 import pytest
@@ -16,10 +15,10 @@ import torch
 from torch import nn
 
 from mnistlab.build import build_model
-from mnistlab.cli import main
 from mnistlab.spec import BatchNormalization, Conv2D, Dense, parse_model, resolve
 from mnistlab.summary import summary_data
 from mnistlab.zoo import zoo_models
+from cli_driver import run_cli
 
 ZOO_IDS = (
     [f"s000-m{i}" for i in range(1, 10)]
@@ -172,19 +171,9 @@ def test_keras_param_formulas_in_a_model():
 # --- the CLI --------------------------------------------------------------------------------------
 
 
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["mnistlab", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
-
 
 def test_cli_summary_text(monkeypatch, capsys):
-    code, out, err = run_cli(monkeypatch, capsys, "summary", "s002-m10")
+    code, out, err = run_cli("summary", "s002-m10")
     assert code == 0, err
     assert "Total params: 37,987,722" in out
     assert "Trainable params: 37,986,442" in out
@@ -194,7 +183,7 @@ def test_cli_summary_text(monkeypatch, capsys):
 
 
 def test_cli_summary_json(monkeypatch, capsys):
-    code, out, err = run_cli(monkeypatch, capsys, "summary", "s002-m10", "--json")
+    code, out, err = run_cli("summary", "s002-m10", "--json")
     assert code == 0, err
     data = json.loads(out)
     assert {"layers", "total_params", "trainable_params", "non_trainable_params"} <= data.keys()
@@ -211,13 +200,13 @@ def test_cli_summary_json(monkeypatch, capsys):
 def test_cli_summary_of_a_spec_file(monkeypatch, capsys, tmp_path):
     path = tmp_path / "mlp.yaml"
     path.write_text("id: mlp\ninput: [784]\nlayers:\n  - {type: Dense, units: 10, activation: softmax}\n")
-    code, out, err = run_cli(monkeypatch, capsys, "summary", str(path), "--json")
+    code, out, err = run_cli("summary", str(path), "--json")
     assert code == 0, err
     assert json.loads(out)["total_params"] == 7850
 
 
 def test_cli_zoo_lists_every_model(monkeypatch, capsys):
-    code, out, err = run_cli(monkeypatch, capsys, "zoo")
+    code, out, err = run_cli("zoo")
     assert code == 0, err
     first_cells = [m.group(1) for m in re.finditer(r"^\s*[│|]\s*(s\d{3}-m\d+)\s", out, re.MULTILINE)]
     assert first_cells == ZOO_IDS  # one row each, in notebook order (descriptions may mention ids too)

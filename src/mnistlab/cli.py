@@ -18,6 +18,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from mnistlab import __version__
+from mnistlab.data import DATASETS
 from mnistlab.errors import MnistlabError
 
 app = typer.Typer(
@@ -33,6 +35,25 @@ DataDirOption = Annotated[
     Optional[Path],
     typer.Option("--data-dir", envvar="MNISTLAB_DATA_DIR", help="Folder holding the dataset files (or <name>/ subfolders)."),
 ]
+
+
+# Built from the registry, so help offers only datasets that exist.
+DATASET_HELP = f"{', '.join(DATASETS)}, or a folder holding the four IDX files."
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(f"mnistlab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Design, train and compare neural networks on MNIST-family datasets (Keras 2.2 semantics, PyTorch speed)."""
 
 
 class Protocol(str, Enum):
@@ -114,7 +135,7 @@ def summary(
 @app.command()
 def train(
     model: Annotated[str, typer.Argument(help="Zoo id or spec file (file.yaml or file.yaml:MODEL_ID).")],
-    dataset: Annotated[str, typer.Option(help="mnist, fashion-mnist or kmnist.")] = "mnist",
+    dataset: Annotated[str, typer.Option(help=DATASET_HELP)] = "mnist",
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Default: the spec's.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Default: the spec's.")] = None,
     seed: Annotated[int, typer.Option(help="Seeds initial weights, shuffles and dropout.")] = 0,
@@ -340,7 +361,7 @@ INTERRUPTED = 130
 def main() -> None:
     """Console-script entry point: one-line errors, exit 2; Ctrl-C exits 130."""
     try:
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="mnistlab")
     except typer.TyperException as exc:
         # Usage errors (bad option values, unknown options): typer >= 0.29 carries its own click,
         # whose ClickException derives from TyperException. One line, click's exit code (2).

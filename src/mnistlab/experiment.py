@@ -45,6 +45,7 @@ class ModelEntry(BaseModel):
     epochs: Annotated[int, Field(gt=0)] | None = None
     batch_size: Annotated[int, Field(gt=0)] | None = None
     optimizer: str | dict[str, Any] | None = None
+    train_limit: Annotated[int, Field(gt=0)] | None = None  # e.g. a small training set that shows overfitting
     # A factor grid over this model (see mnistlab.factors): factor name → levels.
     vary: dict[str, Any] | None = None
     subset: list[dict[str, Any]] | None = None
@@ -178,7 +179,8 @@ def expand(experiment: Experiment, source: str = "<python>") -> list[Task]:
                     Task(
                         experiment=experiment.name, spec=variant_spec, seed=seed, dataset=experiment.dataset,
                         protocol=experiment.protocol, device=experiment.defaults.device,
-                        precision=experiment.defaults.precision, train_limit=experiment.defaults.train_limit,
+                        precision=experiment.defaults.precision,
+                        train_limit=entry.train_limit or experiment.defaults.train_limit,
                         factors=levels, patience=experiment.defaults.patience,
                     )
                 )

@@ -25,6 +25,7 @@ from mnistlab.data import Dataset, load_dataset
 from mnistlab.engine import History, Reporter, TrainConfig, fit
 from mnistlab.errors import MnistlabError, StoreError
 from mnistlab.experiment import Experiment, Task, expand
+from mnistlab.reference import protocol_differences
 from mnistlab.spec import resolve
 from mnistlab.store import EPOCH_METRICS, FINISHED_STATUSES, RunRecord, RunStore, current_owner
 
@@ -75,7 +76,7 @@ def save_weights(history: History, run_dir: Path) -> None:
     write_atomically(run_dir / WEIGHTS_INDEX, lambda tmp: tmp.write_text(json.dumps(index)))
 
 
-def final_metrics(task: Task, history: History) -> dict:
+def final_metrics(task: Task, history: History, full_train_images: int) -> dict:
     reference = task.spec.reference or {}
     return {
         "test_loss": history.test_loss,
@@ -86,6 +87,8 @@ def final_metrics(task: Task, history: History) -> dict:
         "description": task.spec.description,
         "reference_test_acc": reference.get("test_acc"),
         "reference_notebook": reference.get("notebook"),
+        # Empty: the run followed the notebook's protocol, so its figure may be compared with the notebook's.
+        "reference_differences": protocol_differences(task.spec, task.protocol, history.train_images, full_train_images),
         "factors": dict(task.factors) or None,  # a factor-grid variant's levels, for the report's effects
         "best_epoch": history.best_epoch,  # early stopping: the epoch whose weights were restored and tested
         "stopped_early": history.stopped_early if task.patience is not None else None,
@@ -127,7 +130,7 @@ def _train_one(store: RunStore, record: RunRecord, task: Task, dataset: Dataset,
     labels = np.asarray(history.test_labels, dtype=np.uint8) if history.test_labels else None
     predicted = np.asarray(history.test_predictions, dtype=np.uint8) if history.test_predictions else None
     store.finish_run(
-        record.id, history.status, final=final_metrics(task, history), labels=labels, predicted=predicted,
+        record.id, history.status, final=final_metrics(task, history, len(dataset.train_labels)), labels=labels, predicted=predicted,
         device=history.device, versions=package_versions(),
     )
     shutil.rmtree(work_dir, ignore_errors=True)  # the optimizer state is no longer needed

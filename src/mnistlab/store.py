@@ -50,7 +50,7 @@ __all__ = [
     "spec_hash",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_ROOT = Path("mnistlab-runs")
 DB_NAME = "store.sqlite"
 ARTIFACTS_DIR = "artifacts"
@@ -65,7 +65,9 @@ PENDING, RUNNING, COMPLETED, DIVERGED, FAILED = (
 )
 STATUSES = (PENDING, RUNNING, COMPLETED, DIVERGED, FAILED)
 FINISHED_STATUSES = (COMPLETED, DIVERGED)
-EPOCH_METRICS = ("loss", "acc", "val_loss", "val_acc", "seconds")
+# train_eval_*: the training metrics in inference mode on a fixed subsample (dropout off), which
+# the diagnoses compare with validation; loss/acc stay Keras's running means with dropout on.
+EPOCH_METRICS = ("loss", "acc", "val_loss", "val_acc", "seconds", "train_eval_loss", "train_eval_acc")
 
 # Substrings of the sqlite3 messages for failures the user's environment causes (full disk,
 # read-only files, a corrupt or foreign file, a store held busy too long). Anything else is a bug
@@ -111,6 +113,7 @@ SCHEMA_STATEMENTS = (
         ended_at       REAL,
         final_json     TEXT,
         error          TEXT,
+        notes_json     TEXT,
         UNIQUE (experiment, model_id, spec_hash, seed, dataset, protocol)
     )""",
     """CREATE TABLE IF NOT EXISTS epochs (
@@ -121,6 +124,8 @@ SCHEMA_STATEMENTS = (
         val_loss REAL,
         val_acc  REAL,
         seconds  REAL,
+        train_eval_loss REAL,
+        train_eval_acc  REAL,
         PRIMARY KEY (run_id, epoch)
     )""",
     """CREATE TABLE IF NOT EXISTS predictions (
@@ -134,6 +139,15 @@ SCHEMA_STATEMENTS = (
 SQL_TABLE_EXISTS = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
 SQL_COUNT_OBJECTS = "SELECT count(*) FROM sqlite_master"
 SQL_GET_VERSION = "SELECT value FROM meta WHERE key = 'schema_version'"
+SQL_SET_VERSION = "UPDATE meta SET value = ? WHERE key = 'schema_version'"
+# version → the statements that bring a store of that version to the next one.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        "ALTER TABLE epochs ADD COLUMN train_eval_loss REAL",
+        "ALTER TABLE epochs ADD COLUMN train_eval_acc REAL",
+        "ALTER TABLE runs ADD COLUMN notes_json TEXT",
+    ),
+}
 SQL_INIT_VERSION = "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)"
 
 SQL_UPSERT_EXPERIMENT = """
@@ -146,7 +160,7 @@ SQL_EXPERIMENTS = "SELECT name, config_json, created_at, updated_at FROM experim
 
 RUN_COLUMNS = (
     "id, experiment, model_id, spec_json, spec_hash, seed, dataset, protocol, epochs_planned, "
-    "status, owner, heartbeat_at, device, versions_json, started_at, ended_at, final_json, error"
+    "status, owner, heartbeat_at, device, versions_json, started_at, ended_at, final_json, error, notes_json"
 )
 SQL_INSERT_RUN = """
     INSERT OR IGNORE INTO runs
@@ -181,14 +195,12 @@ SQL_CLAIM = """
 """
 SQL_HEARTBEAT = "UPDATE runs SET heartbeat_at = ? WHERE id = ? AND owner = ? AND status = 'running'"
 SQL_TOUCH_RUNNING = "UPDATE runs SET heartbeat_at = ? WHERE id = ? AND status = 'running'"
-SQL_RECORD_EPOCH = """
-    INSERT OR REPLACE INTO epochs (run_id, epoch, loss, acc, val_loss, val_acc, seconds)
-    VALUES (?, ?, ?, ?, ?, ?, ?)
+SQL_RECORD_EPOCH = f"""
+    INSERT OR REPLACE INTO epochs (run_id, epoch, {", ".join(EPOCH_METRICS)})
+    VALUES (?, ?, {", ".join("?" for _ in EPOCH_METRICS)})
 """
 SQL_TRUNCATE_EPOCHS = "DELETE FROM epochs WHERE run_id = ? AND epoch > ?"
-SQL_HISTORY = """
-    SELECT epoch, loss, acc, val_loss, val_acc, seconds FROM epochs WHERE run_id = ? ORDER BY epoch
-"""
+SQL_HISTORY = f"SELECT epoch, {', '.join(EPOCH_METRICS)} FROM epochs WHERE run_id = ? ORDER BY epoch"
 SQL_FINISH = """
     UPDATE runs SET status = ?, final_json = ?, device = ?, versions_json = ?, ended_at = ?,
                     heartbeat_at = ?, error = NULL
@@ -197,6 +209,7 @@ SQL_FINISH = """
 SQL_SAVE_PREDICTIONS = """
     INSERT OR REPLACE INTO predictions (run_id, n, labels, predicted) VALUES (?, ?, ?, ?)
 """
+SQL_SET_NOTES = "UPDATE runs SET notes_json = ? WHERE id = ?"
 SQL_PREDICTIONS = "SELECT n, labels, predicted FROM predictions WHERE run_id = ?"
 # A finished run keeps its result: a failure after it completed (say, while writing a report)
 # must not mark it failed.
@@ -238,6 +251,7 @@ class RunRecord:
     ended_at: float | None
     final: dict[str, Any] | None
     error: str | None
+    notes: list[str]
 
 
 def canonical_json(value: Any) -> str:
@@ -312,6 +326,7 @@ def _run_record(row: sqlite3.Row) -> RunRecord:
         ended_at=row["ended_at"],
         final=_decode_json(row["final_json"]),
         error=row["error"],
+        notes=_decode_json(row["notes_json"]) or [],
     )
 
 
@@ -395,8 +410,23 @@ class RunStore:
                 f"{self.path}: store schema version {version} is newer than this mnistlab "
                 f"supports ({SCHEMA_VERSION}); upgrade mnistlab"
             )
+        if version in MIGRATIONS:
+            self._migrate(version)
+            version = self._schema_version()
         if version != SCHEMA_VERSION:
             raise StoreError(f"{self.path}: store schema version {version} is not recognised")
+
+    def _migrate(self, version: int) -> None:
+        """Bring an older store up to SCHEMA_VERSION, one step per transaction; a concurrent
+        process may have migrated already, so each step re-reads the version under the lock."""
+        while version < SCHEMA_VERSION:
+            with self._write() as conn:
+                current = int(conn.execute(SQL_GET_VERSION).fetchone()["value"])
+                if current == version:
+                    for statement in MIGRATIONS[version]:
+                        conn.execute(statement)
+                    conn.execute(SQL_SET_VERSION, (str(version + 1),))
+            version += 1
 
     def _schema_version(self) -> int | None:
         """The stored schema version, or None for a database without the meta table yet."""
@@ -622,6 +652,13 @@ class RunStore:
         with self._write() as conn:
             self._require_run(conn, run_id)
             conn.execute(SQL_FAIL, (error, time.time(), run_id))
+
+    def add_note(self, run_id: int, text: str) -> None:
+        """Append a line to the run's notes (what happened to it that its status does not say,
+        such as a damaged checkpoint moved aside); notes survive reclaims and finishing."""
+        with self._write() as conn:
+            notes = _decode_json(self._require_run(conn, run_id)["notes_json"]) or []
+            conn.execute(SQL_SET_NOTES, (canonical_json([*notes, text]), run_id))
 
     def predictions(self, run_id: int) -> tuple[np.ndarray, np.ndarray] | None:
         """The test-set ``(labels, predicted)`` as uint8 arrays, or None if none were stored."""

@@ -34,6 +34,10 @@ def summary_data(spec: ModelSpec | Resolved) -> dict[str, Any]:
     }
 
 
+# Keras 2.2's summary columns: layer (type), output shape, params, connected to (graphs only).
+KERAS_WIDTHS = (33, 26, 12, 30)
+
+
 def _shape_text(shape: list[Any]) -> str:
     parts = ["None" if s is None else str(s) for s in shape]
     return "(" + ", ".join(parts) + (",)" if len(parts) == 1 else ")")
@@ -43,20 +47,24 @@ def summary_text(spec: ModelSpec | Resolved) -> str:
     """The summary laid out like Keras 2.2's `model.summary()`."""
     data = summary_data(spec)
     graph = any("inputs" in row for row in data["layers"])
-    widths = [33, 26, 12] + ([30] if graph else [])
-    width = sum(widths)
     headers = ["Layer (type)", "Output Shape", "Param #"] + (["Connected to"] if graph else [])
+    rows = []
+    for row in data["layers"]:
+        cells = [f"{row['name']} ({row['type']})", _shape_text(row["output_shape"]), f"{row['params']:,}"]
+        if graph:
+            cells.append(", ".join(row.get("inputs", [])))
+        rows.append(cells)
+    # Keras's column widths, widened where a cell would run into the next column.
+    widths = [max(default, *(len(cells[i]) + 1 for cells in rows)) for i, default in enumerate(KERAS_WIDTHS[: len(headers)])]
+    width = sum(widths)
 
     def line(cells: list[str]) -> str:
         return "".join(cell.ljust(w) for cell, w in zip(cells, widths)).rstrip()
 
     out = [f'Model: "{data["model"]}"', "_" * width, line(headers), "=" * width]
-    for i, row in enumerate(data["layers"]):
-        cells = [f"{row['name']} ({row['type']})", _shape_text(row["output_shape"]), f"{row['params']:,}"]
-        if graph:
-            cells.append(", ".join(row.get("inputs", [])))
+    for i, cells in enumerate(rows):
         out.append(line(cells))
-        out.append("=" * width if i == len(data["layers"]) - 1 else "_" * width)
+        out.append("=" * width if i == len(rows) - 1 else "_" * width)
     out += [
         f"Total params: {data['total_params']:,}",
         f"Trainable params: {data['trainable_params']:,}",

@@ -211,9 +211,20 @@ COLUMNS: tuple[tuple[str, Callable[[Any], Cell]], ...] = (
     ("s/epoch", lambda r: Cell(_number(r.seconds_per_epoch, 2), _sort_value(r.seconds_per_epoch))),
     ("Diagnosis", lambda r: Cell(r.diagnosis, r.diagnosis)),
     ("Notebook acc", lambda r: Cell(_percent(r.reference_test_acc), _sort_value(r.reference_test_acc))),
-    ("Δ notebook", lambda r: Cell(_points(r.test_acc_mean - r.reference_test_acc),
-                                  _sort_value(r.test_acc_mean - r.reference_test_acc))),
+    ("Δ notebook", lambda r: _reference_delta(r)),
 )
+
+
+def _reference_delta(row: Any) -> Cell:
+    """The difference from the notebook's figure, only where the runs followed the notebook's protocol."""
+    if not math.isfinite(row.reference_test_acc):
+        return Cell(MISSING, "")
+    if row.reference_differences is None:
+        return Cell("protocol not recorded", "")
+    if row.reference_differences:
+        return Cell(f"different protocol: {row.reference_differences}", "")
+    delta = row.test_acc_mean - row.reference_test_acc
+    return Cell(_points(delta), _sort_value(delta))
 
 
 def _mean_ci_text(mean: float, half_width: float) -> str:

@@ -7,6 +7,7 @@ no bulk readers, so these queries run on its connection directly; they only read
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,9 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mnistlab.analysis import Diagnosis, diagnose, summarise_runs
+from mnistlab.analysis import FIT_KEYS, HISTORY_KEYS, Diagnosis, diagnose, summarise_runs
 from mnistlab.errors import MnistlabError
-from mnistlab.store import RunStore
+from mnistlab.store import EPOCH_METRICS, FINISHED_STATUSES, RunStore
 
 __all__ = [
     "ExperimentData",
@@ -32,8 +33,8 @@ __all__ = [
     "runs_frame",
 ]
 
-FINISHED = ("completed", "diverged")
-METRICS = ("loss", "acc", "val_loss", "val_acc", "seconds")
+FINISHED = FINISHED_STATUSES
+METRICS = EPOCH_METRICS
 
 # json_extract pulls the final metrics out in SQLite, so no run's JSON is parsed in Python.
 SQL_RUNS = """
@@ -45,6 +46,7 @@ SQL_RUNS = """
                     json_extract(spec_json, '$.model.description')) AS description,
            json_extract(final_json, '$.reference_test_acc') AS reference_test_acc,
            json_extract(final_json, '$.reference_notebook') AS reference_notebook,
+           json_extract(final_json, '$.reference_differences') AS reference_differences,
            json_extract(final_json, '$.images_per_second') AS images_per_second,
            json_extract(final_json, '$.diverged_epoch') AS diverged_epoch,
            json_extract(spec_json, '$.val_fraction') AS val_fraction,
@@ -53,9 +55,9 @@ SQL_RUNS = """
            json_extract(final_json, '$.factors') AS factors
     FROM runs WHERE experiment = ? ORDER BY id
 """
-SQL_EPOCHS = """
+SQL_EPOCHS = f"""
     SELECT e.run_id, r.model_id AS model, r.seed, e.epoch,
-           e.loss, e.acc, e.val_loss, e.val_acc, e.seconds
+           {", ".join(f"e.{metric}" for metric in EPOCH_METRICS)}
     FROM epochs e JOIN runs r ON r.id = e.run_id
     WHERE r.experiment = ? ORDER BY e.run_id, e.epoch
 """
@@ -63,14 +65,14 @@ SQL_EPOCHS = """
 RUN_FRAME_COLUMNS = (
     "run_id", "model", "seed", "status", "epochs", "test_acc", "test_loss",
     "train_loss", "train_acc", "val_loss", "val_acc", "best_epoch", "seconds_per_epoch",
-    "params", "description", "reference_test_acc", "reference_notebook", "protocol",
+    "params", "description", "reference_test_acc", "reference_notebook", "reference_differences", "protocol",
     "dataset", "val_fraction", "precision", "images_per_second", "diverged_epoch",
     "epochs_planned", "device", "factors",
 )
 COMPARISON_COLUMNS = (
     "model", "description", "params", "epochs", "train_loss", "val_loss", "train_acc",
     "val_acc", "test_loss", "test_acc_mean", "test_acc_ci95", "n", "diverged", "best_epoch",
-    "seconds_per_epoch", "diagnosis", "diagnosis_seed", "reference_test_acc",
+    "seconds_per_epoch", "diagnosis", "diagnosis_seed", "reference_test_acc", "reference_differences",
 )
 
 
@@ -196,7 +198,7 @@ def model_diagnoses(data: ExperimentData) -> dict[str, ModelDiagnosis]:
     result = {}
     for row in first.itertuples(index=False):
         history = histories[row.run_id]
-        findings = diagnose({key: history[key].tolist() for key in ("loss", "acc", "val_loss", "val_acc")},
+        findings = diagnose({key: history[key].tolist() for key in (*HISTORY_KEYS, *FIT_KEYS)},
                             status=row.status)
         result[row.model] = ModelDiagnosis(row.model, int(row.run_id), int(row.seed), tuple(findings))
     return result
@@ -242,4 +244,16 @@ def _model_facts(finished: pd.DataFrame) -> pd.DataFrame:
         "epochs": grouped["epochs"].max(),
         "diverged": grouped["status"].agg(lambda status: int(np.sum(status == "diverged"))),
         "reference_test_acc": grouped["reference_test_acc"].first(),
+        "reference_differences": grouped["reference_differences"].agg(_protocol_differences),
     }).reset_index()
+
+
+def _protocol_differences(values: pd.Series) -> str | None:
+    """A model's differences from its notebook's protocol, joined for reading: '' when every run
+    followed it, None when some run did not record it (stores written before mnistlab 0.2)."""
+    if values.isna().any():
+        return None
+    differences: list[str] = []
+    for text in values:
+        differences += [item for item in json.loads(text) if item not in differences]
+    return "; ".join(differences)

@@ -186,8 +186,11 @@ def _final_rows(final: Mapping[str, Any]) -> list[tuple[str, RenderableType]]:
         ("images / s", _number(final.get("images_per_second"), 0)),
     ]
     if final.get("reference_test_acc") is not None:
+        differences = final.get("reference_differences")
+        protocol = "" if differences == [] else (
+            f"; different protocol: {'; '.join(differences)}" if differences else "; protocol not recorded")
         rows.append(("notebook test acc", f"{_percent(final['reference_test_acc'])} "
-                                          f"({final.get('reference_notebook') or 'seed notebook'})"))
+                                          f"({final.get('reference_notebook') or 'seed notebook'}{protocol})"))
     if final.get("diverged_epoch") is not None:
         rows.append(("diverged at epoch", str(final["diverged_epoch"])))
     return rows

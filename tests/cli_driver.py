@@ -1,0 +1,58 @@
+"""The one way tests drive the `mnistlab` command: in-process (`run_cli`) or as a real process
+(`spawn_cli`, for signals and concurrency). Every CLI test imports these instead of its own copy."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mnistlab.cli import main
+
+SRC = Path(__file__).parents[1] / "src"
+
+
+@dataclass(frozen=True)
+class CliResult:
+    """What one command did: its exit status and everything it printed."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def __iter__(self):  # `code, out, err = run_cli(...)`
+        return iter((self.exit_code, self.stdout, self.stderr))
+
+    @property
+    def error_lines(self) -> list[str]:
+        """The non-empty lines on stderr (a bad input must produce exactly one)."""
+        return [line for line in self.stderr.splitlines() if line.strip()]
+
+
+def run_cli(*args: str | os.PathLike[str]) -> CliResult:
+    """Run `mnistlab ARGS...` in this process (rich resolves sys.stdout/stderr when it prints)."""
+    out, err = io.StringIO(), io.StringIO()
+    argv = sys.argv
+    sys.argv = ["mnistlab", *map(str, args)]
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                main()
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = argv
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+def spawn_cli(*args: str | os.PathLike[str], env: dict[str, str] | None = None, **popen: Any) -> subprocess.Popen:
+    """Start `python -m mnistlab ARGS...` as a child process importing this checkout's source."""
+    environment = {**os.environ, **(env or {}), "PYTHONPATH": str(SRC)}
+    popen.setdefault("text", True)
+    return subprocess.Popen([sys.executable, "-m", "mnistlab", *map(str, args)], env=environment, **popen)

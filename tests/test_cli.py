@@ -1,0 +1,81 @@
+"""Every command's usage errors are one line and exit 2; --version; help lists only what exists."""
+
+from __future__ import annotations
+
+import pytest
+
+from cli_driver import run_cli
+from mnistlab import __version__
+from mnistlab.data import DATASETS
+from mnistlab.summary import summary_text
+from mnistlab.spec import parse_model
+
+# (arguments, words the one error line must hold): each command's bad option, value or argument.
+BAD_USAGE = [
+    (["train", "s004-m1", "--epochs", "0"], ["mnistlab train", "--epochs"]),
+    (["train", "s004-m1", "--batch-size", "0"], ["mnistlab train", "--batch-size"]),
+    (["train", "s004-m1", "--precision", "fp16"], ["--precision", "fp16"]),
+    (["train", "s004-m1", "--validate-on", "both"], ["--validate-on", "both"]),
+    (["train", "s004-m1", "--seed", "abc"], ["--seed", "integer"]),
+    (["train", "s004-m1", "--train-limit", "-5"], ["--train-limit"]),
+    (["train"], ["mnistlab train", "Missing argument"]),
+    (["zoo", "--bogus"], ["mnistlab zoo", "--bogus"]),
+    (["data", "--bogus"], ["mnistlab data", "--bogus"]),
+    (["summary"], ["mnistlab summary", "Missing argument"]),
+    (["summary", "s000-m1", "--bogus"], ["--bogus"]),
+    (["experiments", "extra-argument"], ["mnistlab experiments", "extra-argument"]),
+    (["run"], ["mnistlab run", "Missing argument"]),
+    (["run", "quick", "--bogus"], ["mnistlab run", "--bogus"]),
+    (["report"], ["mnistlab report", "Missing argument"]),
+    (["ls", "--bogus"], ["mnistlab ls", "--bogus"]),
+    (["show"], ["mnistlab show", "Missing argument"]),
+    (["compare", "1"], ["mnistlab compare", "Missing argument"]),
+    (["no-such-command"], ["No such command", "no-such-command"]),
+]
+
+
+@pytest.mark.parametrize(("args", "words"), BAD_USAGE, ids=[" ".join(a) for a, _ in BAD_USAGE])
+def test_usage_errors_are_one_line_with_exit_2(args, words):
+    result = run_cli(*args)
+    assert result.exit_code == 2, result
+    assert len(result.error_lines) == 1, result.stderr
+    line = result.error_lines[0]
+    assert line.startswith("error: ") and "Traceback" not in result.stderr
+    for word in words:
+        assert word in line
+
+
+def test_every_command_has_a_bad_usage_case():
+    from mnistlab.cli import app
+
+    commands = {command.name or command.callback.__name__ for command in app.registered_commands}
+    covered = {args[0] for args, _ in BAD_USAGE}
+    assert commands <= covered, f"add a bad-usage case for {sorted(commands - covered)}"
+
+
+def test_version():
+    result = run_cli("--version")
+    assert result.exit_code == 0 and result.stdout.strip() == f"mnistlab {__version__}"
+
+
+def test_train_help_offers_only_registered_datasets():
+    result = run_cli("train", "--help")
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.split())
+    for name in DATASETS:
+        assert name in text
+    assert "kmnist" not in text
+
+
+def test_summary_columns_stay_aligned_with_long_names():
+    spec = parse_model({
+        "id": "long", "input": [28, 28, 1],
+        "layers": [{"type": "Conv2D", "filters": 20, "kernel_size": 3, "padding": "same"},
+                   {"type": "BatchNormalization", "name": "batch_normalization_with_a_long_name_1"},
+                   {"type": "Flatten"}, {"type": "Dense", "units": 10, "activation": "softmax"}],
+    })
+    lines = summary_text(spec).splitlines()
+    header = next(line for line in lines if line.startswith("Layer (type)"))
+    shape_column = header.index("Output Shape")
+    row = next(line for line in lines if line.startswith("batch_normalization_with_a_long_name_1"))
+    assert row[shape_column - 1] == " " and row[shape_column:].startswith("(None, 28, 28, 20)")
