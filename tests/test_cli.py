@@ -30,6 +30,18 @@ BAD_USAGE = [
     (["ls", "--bogus"], ["mnistlab ls", "--bogus"]),
     (["show"], ["mnistlab show", "Missing argument"]),
     (["compare", "1"], ["mnistlab compare", "Missing argument"]),
+    (["predict", "1"], ["mnistlab predict", "Missing argument"]),
+    (["predict", "1", "digit.png", "--top", "0"], ["mnistlab predict", "--top"]),
+    (["evaluate"], ["mnistlab evaluate", "Missing argument"]),
+    (["evaluate", "1", "--bogus"], ["mnistlab evaluate", "--bogus"]),
+    (["export", "1", "--output", "m.onnx"], ["mnistlab export", "--format"]),
+    (["export", "1", "--format", "onnx"], ["mnistlab export", "--output"]),
+    (["import-keras"], ["mnistlab import-keras", "Missing argument"]),
+    (["import-keras", "model.py", "--bogus"], ["mnistlab import-keras", "--bogus"]),
+    (["export-keras"], ["mnistlab export-keras", "Missing argument"]),
+    (["import-keras-weights", "s000-m1", "w.h5"], ["mnistlab import-keras-weights", "--output"]),
+    (["export-runs", "quick", "out"], ["mnistlab export-runs", "--to"]),
+    (["export-runs", "quick", "out", "--to", "wandb"], ["--to", "wandb"]),
     (["no-such-command"], ["No such command", "no-such-command"]),
 ]
 

@@ -102,7 +102,7 @@ def test_tiny_experiment_end_to_end_and_rerun_trains_nothing(tmp_path, tiny_data
             labels, predicted = store.predictions(record.id)
             assert len(labels) == len(predicted) == 100
             assert record.final["params"] > 0 and 0.0 <= record.final["test_acc"] <= 1.0
-            assert (store.run_dir(record.id) / "weights.safetensors").exists()
+            assert (store.run_dir(record.id) / "model.json").exists()  # the run folder is a model folder
             assert not (store.run_dir(record.id) / "checkpoint").exists()
         second = run_experiment(experiment, store)
         assert second.trained == [] and len(second.skipped_finished) == 4
@@ -233,7 +233,7 @@ def test_run_directory_deleted_mid_experiment_is_survived(tmp_path, tiny_data_di
         for record in store.runs("rmdir"):
             assert record.status == "completed"
             assert store.history(record.id)["epoch"] == [1, 2, 3]
-            assert (store.run_dir(record.id) / "weights.safetensors").exists()
+            assert (store.run_dir(record.id) / "model.json").exists()  # the run folder is a model folder
 
 
 def test_disk_full_during_a_checkpoint_is_one_clear_error_and_a_rerun_recovers(tmp_path, tiny_data_dir, monkeypatch):

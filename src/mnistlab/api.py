@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from mnistlab import export, inference
 from mnistlab.data import Dataset, load_dataset
 from mnistlab.engine import History, Reporter, TrainConfig, fit
+from mnistlab.errors import MnistlabError
 from mnistlab.experiment import Experiment, load_experiment, parse_experiment
+from mnistlab.inference import Evaluation, ImagesLike, Predictions
+from mnistlab.models_io import TrainedModel, load_model_folder, open_existing_store, run_model_folder, save_trained
 from mnistlab.runner import RunOutcome, run_experiment
 from mnistlab.store import RunStore
 from mnistlab.spec import ModelSpec, parse_model
 from mnistlab.zoo import get_model, zoo_models
+
+if TYPE_CHECKING:
+    from mnistlab.build import KerasModel
+    from mnistlab.keras_io import ImportResult
 
 
 def model_spec(model: str | ModelSpec | dict[str, Any]) -> ModelSpec:
@@ -36,7 +44,10 @@ def train(
     data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_dir=data_dir, download=download)
     if options.get("out_dir") is not None:
         options["out_dir"] = Path(options["out_dir"])
-    return fit(spec, data, TrainConfig(**options), reporter=reporter)
+    history = fit(spec, data, TrainConfig(**options), reporter=reporter)
+    if options.get("out_dir") is not None:
+        save_trained(options["out_dir"], history, data.info)  # out_dir becomes a model folder
+    return history
 
 
 def open_store(root: str | Path = "mnistlab-runs") -> RunStore:
@@ -67,6 +78,104 @@ def run(
         return run_experiment(study, opened, data_dir=data_dir, dataset=dataset)
 
 
+def load_model(source: str | Path | RunStore, run_id: int | str | None = None, device: str = "cpu") -> TrainedModel:
+    """A trained model in inference mode: float32 images in [0, 1] ([N, 28, 28, 1], or [N, 784]
+    for MLPs) in, probabilities out. `source` is a model folder (a run's artifacts folder or a
+    `train --out` folder), or with `run_id` a run store (folder or RunStore)."""
+    if isinstance(run_id, str):
+        if not run_id.strip().isdigit():
+            raise MnistlabError(f"run_id {run_id!r}: a run id is a number (`mnistlab ls EXPERIMENT` lists them)")
+        run_id = int(run_id)
+    if run_id is None:
+        if isinstance(source, RunStore):
+            raise MnistlabError(f"{source.root}: give the run_id of the run whose model to load")
+        return load_model_folder(source, device)
+    if isinstance(source, RunStore):
+        return load_model_folder(run_model_folder(source, run_id), device)
+    with open_existing_store(source) as store:
+        return load_model_folder(run_model_folder(store, run_id), device)
+
+
+def _trained(model: TrainedModel | str | Path) -> TrainedModel:
+    return model if isinstance(model, TrainedModel) else load_model(model)
+
+
+def predict(model: TrainedModel | str | Path, images: ImagesLike) -> Predictions:
+    """Class probabilities for arrays (uint8 0–255 or float 0–1; [28, 28], [N, 28, 28],
+    [N, 28, 28, 1], [N, 784]) or files (PNG/JPEG converted as MNIST was made, .npy, IDX)."""
+    return inference.predict(_trained(model), images)
+
+
+def evaluate(
+    model: TrainedModel | str | Path,
+    dataset: str | Dataset | None = None,
+    data_dir: str | Path | None = None,
+    download: bool = False,
+) -> Evaluation:
+    """Test-set accuracy, loss and confusion matrix on `dataset` (default: the one the model was
+    trained on); nothing is written anywhere."""
+    trained = _trained(model)
+    if not isinstance(dataset, Dataset):
+        dataset = load_dataset(dataset or trained.info.dataset, data_dir=data_dir, download=download)
+    return inference.evaluate(trained, dataset)
+
+
+def export_model(model: TrainedModel | str | Path, path: str | Path, format: str = "onnx") -> Path:
+    """Write the model as `format` (onnx, pt2 or safetensors) to `path`; it takes float32 images in
+    [0, 1] shaped [N, 28, 28, 1] (or [N, 784] for MLPs), N dynamic, and returns probabilities."""
+    return export.export_model(_trained(model), path, format)
+
+
+def import_keras(path: str | Path) -> "ImportResult":
+    """Keras model code (.py or .ipynb) → specs, read with `ast` and never executed.
+
+    `result.specs` are validated specs; `result.skipped` lists each model that could not be
+    translated, with the line of every problem (such models are skipped, never guessed).
+    """
+    from mnistlab.keras_io import import_keras_code
+
+    return import_keras_code(path)
+
+
+def export_keras(model: str | ModelSpec | dict[str, Any]) -> str:
+    """Runnable Keras 3 / tf.keras code for a zoo id, spec file or spec, Keras 2.2's defaults written out."""
+    from mnistlab.keras_export import export_keras_code
+
+    return export_keras_code(model_spec(model))
+
+
+def load_keras_weights(model: str | ModelSpec | dict[str, Any], weights: str | Path) -> "KerasModel":
+    """The model's PyTorch network (inference mode, logits out) holding a Keras 2 HDF5 weights file."""
+    from mnistlab.keras_weights import load_keras_weights as load
+
+    return load(model_spec(model), weights)
+
+
+def import_keras_weights(model: str | ModelSpec | dict[str, Any], weights: str | Path, output: str | Path) -> Path:
+    """Load Keras weights into the model and write them as a model folder (predict / evaluate / export read it)."""
+    from mnistlab.keras_weights import write_model_folder
+
+    return write_model_folder(output, load_keras_weights(model, weights), Path(weights))
+
+
+def export_runs(experiment: str, to: str, destination: str | Path,
+                store: RunStore | str | Path = "mnistlab-runs") -> list[Any]:
+    """An experiment's runs to TensorBoard (`to="tensorboard"`, a folder) or MLflow (`to="mlflow"`,
+    a tracking URI or a local mlruns folder): one run per (model, seed), metrics per epoch, hparams."""
+    from mnistlab.runs_export import TARGETS, to_mlflow, to_tensorboard
+
+    if to not in TARGETS:
+        raise MnistlabError(f"export-runs: unknown target '{to}'; choose {' or '.join(TARGETS)}")
+    if not isinstance(store, RunStore):
+        with RunStore(store) as opened:
+            return export_runs(experiment, to, destination, opened)
+    if to == "tensorboard":
+        return to_tensorboard(store, experiment, destination)
+    return to_mlflow(store, experiment, str(destination))
+
+
 __all__ = [
-    "History", "TrainConfig", "experiment", "load_dataset", "model_spec", "open_store", "run", "train", "zoo_models",
+    "History", "TrainConfig", "evaluate", "experiment", "export_keras", "export_model", "export_runs", "import_keras",
+    "import_keras_weights", "load_dataset", "load_keras_weights", "load_model", "model_spec", "open_store", "predict",
+    "run", "train", "zoo_models",
 ]

@@ -174,6 +174,9 @@ def train(
     result = history.to_json()
     if out is not None:
         (out / "history.json").write_text(json.dumps(history.to_json(predictions=True)))
+        from mnistlab.models_io import save_trained
+
+        save_trained(out, history, data.info)  # --out becomes a model folder: predict, evaluate, export read it
     if as_json:
         print(json.dumps(result))
     elif not quiet:
@@ -355,6 +358,171 @@ def _run_id(run_store, text: str) -> int:
     return matches[0].id
 
 
+ModelArgument = Annotated[
+    str, typer.Argument(help="A run id or reference (mnistlab ls EXPERIMENT), or a model folder (a run's or train --out's).")
+]
+
+
+def _load_trained(source: str, store: Path):
+    """The model a RUN_OR_FOLDER argument names: a model folder, else a run in the store."""
+    from mnistlab.api import load_model
+    from mnistlab.store import DB_NAME, RunStore
+
+    if Path(source).is_dir():
+        return load_model(Path(source))
+    if not (store / DB_NAME).is_file():
+        raise MnistlabError(f"{source}: not a model folder, and {store} holds no run store to find a run in; "
+                            "pass --store DIR or a model folder")
+    with RunStore(store) as run_store:
+        return load_model(run_store, _run_id(run_store, source))
+
+
+def _top_line(top: list[tuple[int, str, float]]) -> str:
+    return "  ".join(f"{_class_label(c, n)} {p:.4f}" for c, n, p in top)
+
+
+def _class_label(index: int, name: str) -> str:
+    return name if name == str(index) else f"{index} ({name})"
+
+
+@app.command()
+def predict(
+    model: ModelArgument,
+    inputs: Annotated[list[Path], typer.Argument(help="PNG/JPEG pictures (any size), .npy arrays or IDX image files.")],
+    top: Annotated[int, typer.Option(min=1, help="How many of the likeliest classes to print per image.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Classify images with a trained model: the class and the top-K probabilities per image."""
+    from mnistlab.api import predict as predict_images
+
+    trained = _load_trained(model, store)
+    result = predict_images(trained, inputs)
+    top = min(top, len(trained.class_names))
+    if as_json:
+        about = {"id": trained.spec.id, "seed": trained.info.seed, "dataset": trained.info.dataset,
+                 "source": str(trained.source)}
+        print(json.dumps({"model": about, "predictions": result.to_json(top)}, indent=1))
+        return
+    print(trained.describe())
+    for index, name in enumerate(result.names):
+        best = result.top(index, top)
+        note = f"  ({result.notes[index]})" if result.notes[index] else ""
+        print(f"{name}: {_class_label(best[0][0], best[0][1])}{note}")
+        print(f"    top {top}: {_top_line(best)}")
+
+
+@app.command()
+def evaluate(
+    model: ModelArgument,
+    dataset: Annotated[Optional[str], typer.Option(help=f"{DATASET_HELP} Default: the model's own.")] = None,
+    data_dir: DataDirOption = None,
+    download: Annotated[bool, typer.Option(help="Download the dataset if it is not found.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Evaluate a trained model on a test set again (accuracy, loss, confusion matrix); writes nothing."""
+    from mnistlab.api import evaluate as evaluate_model
+
+    trained = _load_trained(model, store)
+    result = evaluate_model(trained, dataset, data_dir=data_dir, download=download)
+    if as_json:
+        print(json.dumps(result.to_json(), indent=1))
+        return
+    print(trained.describe())
+    print(f"{result.dataset} test set, {result.images:,} images: accuracy {result.accuracy:.4f}, loss {result.loss:.4f}")
+    print("confusion matrix (rows: true class, columns: predicted class)")
+    labels = [_class_label(i, n) for i, n in enumerate(result.class_names)]
+    width = max(len(label) for label in labels)
+    cell = max(5, len(str(int(result.confusion.max()))) + 1)
+    print(" " * width + "".join(f"{i:>{cell}}" for i in range(len(labels))))
+    for label, row in zip(labels, result.confusion):
+        print(f"{label:<{width}}" + "".join(f"{int(v):>{cell}}" for v in row))
+
+
+@app.command("export")
+def export_(
+    model: ModelArgument,
+    format: Annotated[str, typer.Option("--format", help="onnx, pt2 (torch.export) or safetensors.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The file to write.")],
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Export a trained model: float32 images in [0, 1] ([N, 28, 28, 1], or [N, 784] for MLPs) in, probabilities out."""
+    from mnistlab.api import export_model
+    from mnistlab.export import input_layout
+
+    trained = _load_trained(model, store)
+    path = export_model(trained, output, format)
+    print(f"wrote {path} ({format}); input: {input_layout(trained)}; output: probabilities")
+
+
+@app.command("import-keras")
+def import_keras(
+    file: Annotated[Path, typer.Argument(help="Keras model code: a .py file or a Jupyter notebook (.ipynb).")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the specs here (YAML) instead of printing them.")] = None,
+) -> None:
+    """Translate the Keras models in FILE into mnistlab specs (the code is parsed, never run)."""
+    from mnistlab import api
+    from mnistlab.checkpoint import write_atomically
+    from mnistlab.keras_io import specs_yaml
+
+    result = api.import_keras(file)
+    for item in result.skipped:
+        err_console.print(f"skipped: {escape(str(item))}", highlight=False, soft_wrap=True)
+    if not result.specs:
+        found = f"{len(result.skipped)} skipped, listed above" if result.skipped else "no Keras model found"
+        raise MnistlabError(f"{file}: no model could be translated ({found})")
+    text = specs_yaml(result)
+    if output is None:
+        sys.stdout.write(text)
+        return
+    write_atomically(output, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    ids = ", ".join(spec.id for spec in result.specs)
+    console.print(f"wrote {len(result.specs)} model(s) to {escape(str(output))}: {escape(ids)}", highlight=False, soft_wrap=True)
+
+
+@app.command("export-keras")
+def export_keras(
+    model: Annotated[str, typer.Argument(help="A zoo id (s002-m10) or a spec file (file.yaml or file.yaml:ID).")],
+) -> None:
+    """Print runnable Keras 3 / tf.keras code for MODEL, with Keras 2.2's defaults written out."""
+    from mnistlab import api
+
+    sys.stdout.write(api.export_keras(model))
+
+
+@app.command("import-keras-weights")
+def import_keras_weights(
+    model: Annotated[str, typer.Argument(help="The architecture: a zoo id or a spec file (file.yaml or file.yaml:ID).")],
+    weights: Annotated[Path, typer.Argument(help="A Keras 2 HDF5 file from model.save_weights('w.h5') or model.save('m.h5').")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The model folder to write.")],
+) -> None:
+    """Load Keras HDF5 weights into MODEL and write a model folder that predict, evaluate and export read."""
+    from mnistlab import api
+
+    folder = api.import_keras_weights(model, weights, output)
+    console.print(f"wrote model folder {escape(str(folder))}", highlight=False, soft_wrap=True)
+
+
+class RunsTarget(str, Enum):
+    tensorboard = "tensorboard"
+    mlflow = "mlflow"
+
+
+@app.command("export-runs")
+def export_runs(
+    experiment: Annotated[str, typer.Argument(help="Experiment name (as stored) or file.")],
+    destination: Annotated[str, typer.Argument(help="TensorBoard: a folder. MLflow: a tracking URI or a local mlruns folder.")],
+    to: Annotated[RunsTarget, typer.Option("--to", help="Where the runs go.")],
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Export an experiment's runs to TensorBoard event files or MLflow (one run per model and seed)."""
+    from mnistlab import api
+
+    written = api.export_runs(_experiment_name(experiment), to.value, destination, store)
+    console.print(f"exported {len(written)} run(s) to {to.value} at {escape(destination)}", highlight=False, soft_wrap=True)
+
+
 INTERRUPTED = 130
 
 
@@ -367,7 +535,9 @@ def main() -> None:
         # whose ClickException derives from TyperException. One line, click's exit code (2).
         context = getattr(exc, "ctx", None)
         where = f"{context.command_path}: " if context is not None else ""
-        err_console.print(f"[bold red]error:[/bold red] {escape(where + exc.format_message())}", highlight=False,
+        # Click lays some messages out on several lines (a required choice lists its values): one line here.
+        message = " ".join(exc.format_message().split())
+        err_console.print(f"[bold red]error:[/bold red] {escape(where + message)}", highlight=False,
                           soft_wrap=True)
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, typer.Abort):

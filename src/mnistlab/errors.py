@@ -24,3 +24,9 @@ class DataError(MnistlabError):
 
 class StoreError(MnistlabError):
     """The run store cannot be used (newer schema, unwritable, inconsistent)."""
+
+
+class MissingDependency(MnistlabError):
+    """An optional extra the feature needs is not installed (an environment failure: exit 1)."""
+
+    exit_code = 1

@@ -9,7 +9,6 @@ from its last checkpoint.
 
 from __future__ import annotations
 
-import json
 import platform
 import shutil
 from dataclasses import dataclass, field
@@ -18,20 +17,18 @@ from typing import Callable
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
-from mnistlab.checkpoint import read_checkpoint_info, write_atomically
+from mnistlab.checkpoint import read_checkpoint_info
 from mnistlab.data import Dataset, load_dataset
 from mnistlab.engine import History, Reporter, TrainConfig, fit
 from mnistlab.errors import MnistlabError, StoreError
 from mnistlab.experiment import Experiment, Task, expand
+from mnistlab.models_io import save_trained
 from mnistlab.reference import protocol_differences
 from mnistlab.spec import resolve
 from mnistlab.store import EPOCH_METRICS, FINISHED_STATUSES, RunRecord, RunStore, current_owner
 
 CHECKPOINT_DIR = "checkpoint"
-WEIGHTS_FILE = "weights.safetensors"
-WEIGHTS_INDEX = "weights.json"
 
 
 @dataclass
@@ -64,16 +61,6 @@ def execute_task(
         patience=task.patience,
     )
     return fit(task.spec, dataset, config, reporter=reporter, on_epoch=on_epoch)
-
-
-def save_weights(history: History, run_dir: Path) -> None:
-    """The trained kernels, keyed by Keras layer name, for weight-distribution plots."""
-    assert history.model is not None, "fit() always returns the trained model"
-    layers = history.model.weighted_layers()
-    tensors = {name: weight.detach().float().cpu().contiguous() for name, weight in layers}
-    write_atomically(run_dir / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp)))
-    index = {"layers": [name for name, _ in layers]}
-    write_atomically(run_dir / WEIGHTS_INDEX, lambda tmp: tmp.write_text(json.dumps(index)))
 
 
 def final_metrics(task: Task, history: History, full_train_images: int) -> dict:
@@ -118,6 +105,7 @@ def _train_one(store: RunStore, record: RunRecord, task: Task, dataset: Dataset,
     store.truncate_epochs(record.id, int(info["epoch"]) if info else 0)
     try:
         history = execute_task(task, dataset, work_dir, reporter, on_epoch=_Recorder(store, record.id))
+        save_trained(run_dir, history, dataset.info)  # the run folder becomes a model folder (unless diverged)
     except OSError as exc:
         store.fail_run(record.id, f"{exc.strerror or exc} ({getattr(exc, 'filename', '') or run_dir})")
         raise MnistlabError(f"run {record.id} ({task.model_id}, seed {task.seed}): cannot write {exc.filename or run_dir}: {exc.strerror or exc}") from None
@@ -125,8 +113,6 @@ def _train_one(store: RunStore, record: RunRecord, task: Task, dataset: Dataset,
         # The diverging epoch is not checkpointed; record it so the history shows the NaN.
         last = history.epochs[-1]
         store.record_epoch(record.id, int(last["epoch"]), _epoch_metrics(last))
-    else:
-        save_weights(history, run_dir)
     labels = np.asarray(history.test_labels, dtype=np.uint8) if history.test_labels else None
     predicted = np.asarray(history.test_predictions, dtype=np.uint8) if history.test_predictions else None
     store.finish_run(

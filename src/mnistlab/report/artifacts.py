@@ -46,9 +46,15 @@ def load_weights(store: RunStore, run_id: int) -> dict[str, np.ndarray]:
     """The run's saved kernels, ``{layer name: float32 array}`` in model order.
 
     safetensors does not keep the order tensors were saved in, so the order comes from the
-    ``weights.json`` written beside it: ``{"layers": ["conv2d_1", ...]}``.
+    ``weights.json`` written beside it: ``{"layers": ["conv2d_1", ...]}``. Runs that kept their
+    whole model (a model folder, see models_io) give the kernels of that model instead.
     """
     folder = store.run_dir(run_id)
+    from mnistlab.models_io import is_model_folder, load_model_folder  # torch only when needed
+
+    if is_model_folder(folder):
+        network = load_model_folder(folder).network
+        return {name: kernel.detach().float().numpy() for name, kernel in network.weighted_layers()}
     tensors_path, order_path = folder / WEIGHTS_FILE, folder / WEIGHTS_ORDER_FILE
     for path in (tensors_path, order_path):
         if not path.is_file():
