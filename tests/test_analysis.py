@@ -410,7 +410,7 @@ def test_not_significant_sentence():
     )
     assert sentence == (
         "s000-m3 beats s000-m1 by 0.08 points (95% CI -0.07 to 0.23); "
-        "McNemar p = 0.3317: not significant at 5% — treat them as equal."
+        "McNemar p = 0.3317: not significant at 5%: not distinguishable from noise, which is not evidence they are equal."
     )
 
 
@@ -536,3 +536,16 @@ def test_real_plain_mlp_overfits():
     # s004-m2 without dropout, 20 epochs on 54,000 images: val loss turns up while train loss falls.
     codes = [finding.code for finding in diagnose(_recorded("s004-m2"))]
     assert "overfitting" in codes and "underfitting" not in codes
+
+
+def test_sentence_decides_on_the_holm_adjusted_p_and_names_the_detectable_difference():
+    # The case: raw p = 0.0314, one of 8 tests, Holm-adjusted about 0.25.
+    sentence = significance_sentence(
+        "s004-m2", "s004-m7", McNemarResult(60, 36, 36, 0.0314), difference(0.0012, 0.0010),
+        adjusted_p=0.2512, detectable=0.0035,
+    )
+    assert sentence == (
+        "s004-m2 beats s004-m7 by 0.12 points (95% CI 0.02 to 0.22); McNemar p = 0.0314, "
+        "Holm-adjusted p = 0.2512: not significant at 5%: not distinguishable from noise "
+        "(the test could have detected about 0.35 points with 80% power)."
+    )

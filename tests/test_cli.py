@@ -42,6 +42,8 @@ BAD_USAGE = [
     (["import-keras-weights", "s000-m1", "w.h5"], ["mnistlab import-keras-weights", "--output"]),
     (["export-runs", "quick", "out"], ["mnistlab export-runs", "--to"]),
     (["export-runs", "quick", "out", "--to", "wandb"], ["--to", "wandb"]),
+    (["conclusions"], ["mnistlab conclusions", "Missing argument"]),
+    (["train", "s000-m1", "--patience", "0"], ["mnistlab train", "--patience"]),
     (["no-such-command"], ["No such command", "no-such-command"]),
 ]
 

@@ -82,10 +82,12 @@ def save_weights(store: RunStore, run_id: int, seed: int) -> None:
 
 
 def add_run(store: RunStore, experiment: str, model: str, description: str, reference: float | None,
-            seed: int, status: str, errors: int | None, history: tuple, labels: np.ndarray) -> int:
-    """One run as the runner records it: ensure, claim, epochs, finish, weights."""
+            seed: int, status: str, errors: int | None, history: tuple, labels: np.ndarray,
+            factors: dict[str, str] | None = None, protocol: str = "split") -> int:
+    """One run as the runner records it: ensure, claim, epochs, finish, weights. ``factors``: a
+    factor-grid variant's levels, stored in the final metrics as the runner stores them."""
     spec = {"model": model_spec(model, description), "train_limit": None, "precision": "fp32", "val_fraction": 0.1}
-    run = store.ensure_run(experiment, model, spec=spec, seed=seed, dataset="synthetic", protocol="split",
+    run = store.ensure_run(experiment, model, spec=spec, seed=seed, dataset="synthetic", protocol=protocol,
                            epochs_planned=EPOCHS)
     assert store.claim_run(run.id, "test:1")
     shift = 0.01 * seed  # seeds differ a little, so curves show a CI band; seed 0 is as written
@@ -101,7 +103,7 @@ def add_run(store: RunStore, experiment: str, model: str, description: str, refe
              "diverged_epoch": 3 if status == "diverged" else None, "images_per_second": 5000.0, "params": 1234,
              "description": description, "reference_test_acc": reference,
              "reference_notebook": "000_test.txt" if reference else None,
-             "reference_differences": list(NOTEBOOK_DIFFERENCES) if reference else []}
+             "reference_differences": list(NOTEBOOK_DIFFERENCES) if reference else [], "factors": factors}
     store.finish_run(run.id, status, final=final, labels=labels if errors is not None else None,
                      predicted=predicted, device="cpu", versions={"torch": "test"})
     if status == "completed":
@@ -303,8 +305,9 @@ def test_html_has_table_plots_statistics_and_protocol(report_dir):
     assert page.find("img", inside="misclassified", data_kind="misclassified")
     statistics = page.text("statistics")
     assert "m-good beats m-mid by 4.00 points" in statistics  # mean of 0.07, 0.01, 0.04
-    assert "McNemar p = 0.0156: significant at 5%" in statistics  # 7 discordant images, all one way
-    assert "seed 0, the first of 3 common seeds" in statistics
+    # Every seed: 7 + 1 + 4 discordant images, all one way: p = 2 / 2**12; Holm over 2 tests keeps it.
+    assert "McNemar p = 0.0005, Holm-adjusted p = 0.0005: significant at 5%" in statistics
+    assert "all 3 common seeds (0, 1, 2), stratified by seed: 12 test predictions only m-good got right" in statistics
     assert "m-good beats m-bad by 45.00 points (no CI: too few runs)" in statistics
     assert "validation: a stratified 10% of the training set; test set used once at the end" in page.text("protocol")
     diagnoses = page.text("diagnoses")

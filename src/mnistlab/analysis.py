@@ -299,7 +299,7 @@ def _relative_change(start: float, end: float) -> float:
 
 
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
-    """Mean and the half-width of its Student-t confidence interval (n − 1 dof).
+    """Mean and the half-width of its Student-t confidence interval (n − 1 dof, ``scipy.stats.t``).
 
     With one value there is no spread to estimate, so the half-width is nan.
     """
@@ -310,8 +310,11 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
     mean = float(data.mean())
     if data.size == 1:
         return mean, math.nan
-    standard_error = data.std(ddof=1) / math.sqrt(data.size)
-    return mean, float(_t_quantile(confidence, data.size - 1) * standard_error)
+    standard_error = float(stats.sem(data))
+    if standard_error == 0:
+        return mean, 0.0  # identical values: scipy's interval is nan (0 × inf), the spread is 0
+    low, high = stats.t.interval(confidence, data.size - 1, loc=mean, scale=standard_error)
+    return mean, float(high - low) / 2
 
 
 def binomial_se(acc: float, n: int) -> float:
@@ -369,7 +372,7 @@ def paired_difference(
         raise ValueError("paired_difference needs at least one run of each model")
     _check_confidence(confidence)
     if a.size == b.size:
-        mean, half_width = mean_ci(a - b, confidence)
+        mean, half_width = _paired_interval(a, b, confidence)
         note = f"paired by seed over {a.size} seed{'s' if a.size != 1 else ''}"
         return PairedDifference(mean, half_width, confidence, a.size, b.size, True, note)
     mean, half_width = _welch_interval(a, b, confidence)
@@ -377,16 +380,24 @@ def paired_difference(
     return PairedDifference(mean, half_width, confidence, a.size, b.size, False, note)
 
 
+def _paired_interval(a: np.ndarray, b: np.ndarray, confidence: float) -> tuple[float, float]:
+    mean = float((a - b).mean())
+    if a.size < 2:
+        return mean, math.nan  # one seed gives no variance estimate
+    if np.ptp(a - b) == 0:
+        return mean, 0.0  # the same difference every seed: no spread (scipy's interval is nan)
+    interval = stats.ttest_rel(a, b).confidence_interval(confidence)
+    return mean, float(interval.high - interval.low) / 2
+
+
 def _welch_interval(a: np.ndarray, b: np.ndarray, confidence: float) -> tuple[float, float]:
     mean = float(a.mean() - b.mean())
     if a.size < 2 or b.size < 2:
         return mean, math.nan  # a single run gives no variance estimate
-    var_a, var_b = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
-    standard_error = math.sqrt(var_a + var_b)
-    if standard_error == 0:
+    if np.ptp(a) == 0 and np.ptp(b) == 0:
         return mean, 0.0  # identical runs: the Welch dof is 0/0, and no spread anyway
-    dof = (var_a + var_b) ** 2 / (var_a**2 / (a.size - 1) + var_b**2 / (b.size - 1))
-    return mean, float(_t_quantile(confidence, dof) * standard_error)
+    interval = stats.ttest_ind(a, b, equal_var=False).confidence_interval(confidence)
+    return mean, float(interval.high - interval.low) / 2
 
 
 def significance_sentence(
@@ -395,22 +406,35 @@ def significance_sentence(
     result: McNemarResult,
     diff: PairedDifference,
     alpha: float = 0.05,
+    adjusted_p: float | None = None,
+    detectable: float | None = None,
 ) -> str:
     """One plain sentence comparing two models, e.g.
 
     "s002-m9 beats s000-m1 by 0.62 points (95% CI 0.41 to 0.83); McNemar p = 0.0003:
     significant at 5%."
+
+    With ``adjusted_p`` (Holm, over the report's family of tests) the verdict rests on it and
+    both p-values are shown. A non-significant test is not evidence of equality: the sentence
+    says so, and with ``detectable`` (an accuracy fraction) names the smallest difference the
+    test could have detected.
     """
     verb = "beats" if diff.mean >= 0 else "trails"
     level = f"{alpha * 100:g}%"
-    verdict = (
-        f"significant at {level}."
-        if result.p_value < alpha
-        else f"not significant at {level} — treat them as equal."
-    )
+    decisive = result.p_value if adjusted_p is None else adjusted_p
+    if decisive < alpha:
+        verdict = f"significant at {level}."
+    elif detectable is not None and math.isfinite(detectable):
+        verdict = (f"not significant at {level}: not distinguishable from noise (the test could have "
+                   f"detected about {detectable * 100:.2f} points with 80% power).")
+    else:
+        verdict = f"not significant at {level}: not distinguishable from noise, which is not evidence they are equal."
+    tests = f"McNemar {p_text(result.p_value)}"
+    if adjusted_p is not None:
+        tests += f", Holm-adjusted {p_text(adjusted_p)}"
     return (
         f"{best_name} {verb} {other_name} by {abs(diff.mean) * 100:.2f} points "
-        f"({_interval_text(diff)}); McNemar {_p_text(result.p_value)}: {verdict}"
+        f"({_interval_text(diff)}); {tests}: {verdict}"
     )
 
 
@@ -420,12 +444,9 @@ def _interval_text(diff: PairedDifference) -> str:
     return f"{diff.confidence * 100:g}% CI {diff.low * 100:.2f} to {diff.high * 100:.2f}"
 
 
-def _p_text(p_value: float) -> str:
+def p_text(p_value: float) -> str:
+    """A p-value as reports print it."""
     return "p < 0.0001" if p_value < 0.0001 else f"p = {p_value:.4f}"
-
-
-def _t_quantile(confidence: float, dof: float) -> float:
-    return float(stats.t.ppf(0.5 + confidence / 2, dof))
 
 
 def _check_confidence(confidence: float) -> None:

@@ -150,6 +150,9 @@ def train(
     out: Annotated[Optional[Path], typer.Option(help="Folder for checkpoints and history.json.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the checkpoint in --out.")] = False,
     compile: Annotated[bool, typer.Option("--compile", help="Use torch.compile.")] = False,
+    patience: Annotated[Optional[int], typer.Option(
+        min=1, help="Early stopping: stop after N epochs without a new lowest val_loss; the best "
+                    "epoch's weights are restored at the end either way.")] = None,
     data_dir: DataDirOption = None,
     download: Annotated[bool, typer.Option(help="Download the dataset if it is not found.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with the history at the end.")] = False,
@@ -174,6 +177,7 @@ def train(
         epochs=epochs, batch_size=batch_size, seed=seed, device=device, precision=precision.value,
         validate_on=validate_on.value, train_limit=train_limit, out_dir=out, resume=resume, compile=compile,
         max_params=max_params, max_activation_mib=max_activation_mib,
+        patience=patience,
     )
     reporter = Reporter() if quiet or as_json else RichReporter(err_console if as_json else console)
     history = fit(spec, data, config, reporter=reporter)
@@ -196,6 +200,10 @@ def train(
                 f"({history.images_per_second:,.0f} images/s, {history.images_per_second_note})",
                 highlight=False,
             )
+            if history.best_epoch is not None:
+                fired = "stopped early" if history.stopped_early else "patience never ran out"
+                console.print(f"Early stopping: {fired}; tested with epoch {history.best_epoch}'s weights "
+                              "(lowest val_loss)", highlight=False)
 
 
 StoreOption = Annotated[Path, typer.Option("--store", envvar="MNISTLAB_STORE", help="Run store folder.")]
@@ -205,14 +213,15 @@ DEFAULT_STORE = Path("mnistlab-runs")
 @app.command()
 def experiments() -> None:
     """List the built-in experiments."""
-    from mnistlab.experiment import builtin_experiments, load_experiment
+    from mnistlab.experiment import builtin_experiments, expand, load_experiment
 
     table = Table(title="built-in experiments (mnistlab run NAME)")
     for column in ("name", "models", "seeds", "protocol", "description"):
         table.add_column(column)
     for name in sorted(builtin_experiments()):
-        experiment, _ = load_experiment(name)
-        table.add_row(name, str(len(experiment.models)), str(len(experiment.seed_list)), experiment.protocol,
+        experiment, source = load_experiment(name)
+        models = len({task.model_id for task in expand(experiment, source)})  # factor variants count too
+        table.add_row(name, str(models), str(len(experiment.seed_list)), experiment.protocol,
                       experiment.description)
     console.print(table)
 
@@ -260,7 +269,7 @@ def run(
         if report and experiment_settled(run_store, outcome.run_ids):
             _write_report(run_store, spec.name, store / "reports", data_dir, spec.dataset, quiet)
         elif report and not quiet:
-            console.print(f"report: left to the process still training; or later: mnistlab report {escape(spec.name)}")
+            console.print(f"report: left to the process still training; or later: mnistlab report {spec.name}")
 
 
 def _write_report(run_store, name: str, out_dir: Path, data_dir: Optional[Path], dataset: str, quiet: bool) -> None:
@@ -293,6 +302,22 @@ def report(
         if config is None:
             raise MnistlabError(f"{store}: no experiment '{name}' in this store; run it first with `mnistlab run {experiment}`")
         _write_report(run_store, name, out or store / "reports", data_dir, config.get("dataset", "mnist"), quiet=False)
+
+
+@app.command()
+def conclusions(
+    experiment: Annotated[str, typer.Argument(help="Experiment name (as stored) or file.")],
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Print the report's written conclusions: one sentence per finding, Holm-corrected."""
+    from mnistlab.report import experiment_conclusions
+    from mnistlab.store import RunStore
+
+    with RunStore(store) as run_store:
+        found = experiment_conclusions(run_store, _experiment_name(experiment))
+    for sentence in found.sentences:
+        console.print(Text(f"- {sentence}"))
+    console.print(Text(found.method, style="dim"))
 
 
 def _experiment_name(experiment: str) -> str:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from mnistlab.build import KerasModel, build_model, prepare_input
 from mnistlab.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
 from mnistlab.data import Dataset, stratified_split
+from mnistlab.early_stopping import EarlyStopping
 from mnistlab.errors import CheckpointError, MnistlabError
 from mnistlab.limits import check_fit
 from mnistlab.optim import make_optimizer
@@ -60,6 +61,9 @@ class TrainConfig:
     compile: bool = False
     max_params: int | None = None  # None: limits.MAX_PARAMS
     max_activation_mib: int | None = None  # None: limits.MAX_ACTIVATION_MIB
+    # Early stopping on val_loss after this many epochs without a new minimum; the best epoch's
+    # weights are restored at the end either way (see early_stopping.py). None: off.
+    patience: int | None = None
 
 
 @dataclass
@@ -80,6 +84,8 @@ class History:
     train_images: int = 0  # images trained on per epoch (after the split and --train-limit)
     test_predictions: list[int] | None = None
     test_labels: list[int] | None = None
+    best_epoch: int | None = None  # with early stopping: the epoch whose weights were restored
+    stopped_early: bool = False
     model: KerasModel | None = field(default=None, repr=False, compare=False)  # the trained model; not serialised
 
     def series(self, key: str) -> list[float]:
@@ -299,6 +305,9 @@ def fit(
                       train_images=len(data.train_y))
     identity = _checkpoint_identity(spec, config, batch_size, dataset.info.name)
     first_epoch = _maybe_resume(config, identity, model, optimizer, device, history, epochs)
+    stopper = EarlyStopping(config.patience, config.out_dir) if config.patience is not None else None
+    if stopper is not None:
+        stopper.resume(history.epochs, model)
 
     train_seconds = 0.0
     timed_images = 0
@@ -339,13 +348,17 @@ def fit(
         if not all(math.isfinite(metrics[k]) for k in ("loss", "val_loss")):
             history.status, history.diverged_epoch = "diverged", epoch
             break
-        # on_epoch first: a store refuses the epoch of a process that lost its claim (LeaseLost),
-        # which then never writes into the checkpoint folder its successor is using. A crash
+        # Before the checkpoint: a resume from it must find this epoch's best weights on disk.
+        stop = stopper is not None and stopper.update(epoch, metrics["val_loss"], model)
+        # on_epoch before the checkpoint too: a store refuses the epoch of a process that lost its claim
+        # (LeaseLost), which then never writes into the checkpoint folder its successor is using. A crash
         # between the two replays this epoch from the previous checkpoint.
         if on_epoch is not None:
             on_epoch(epoch, metrics)
         if config.out_dir is not None:
             save_checkpoint(config.out_dir, epoch, model, optimizer, {"identity": identity, "history": history.epochs})
+        if stop:
+            break
 
     if timed_images:
         history.images_per_second = timed_images / train_seconds
@@ -353,6 +366,9 @@ def fit(
             "training steps only (no validation), epochs 2+ (the first epoch's warm-up excluded)"
             if epochs > 1 else "training steps only (no validation), one epoch"
         )
+    if stopper is not None and history.status == "completed":
+        stopper.restore(model)
+        history.best_epoch, history.stopped_early = stopper.best_epoch, stopper.stopped
     if history.status == "completed":
         test_loss, test_correct, predicted = evaluate(model, data.test_x, data.test_y, config.precision)
         history.test_loss = test_loss.item() / len(data.test_y)

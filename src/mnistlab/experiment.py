@@ -11,9 +11,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SkipValidation, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation, ValidationError, field_validator, model_validator
 
 from mnistlab.errors import SpecError
+from mnistlab.factors import FactorError, level_text, parse_factors, variants
 from mnistlab.spec import SEED_BOUND, ModelSpec, PositiveInt, Seed, did_you_mean, parse_model
 from mnistlab.yamlio import line_of, load_yaml
 from mnistlab.zoo import get_model
@@ -32,6 +33,9 @@ class Defaults(BaseModel):
     # Trainability limits (None: mnistlab.limits' defaults); see limits.py.
     max_params: PositiveInt | None = None
     max_activation_mib: PositiveInt | None = None
+        # Early stopping on val_loss (epochs without a new minimum); the best epoch's weights are
+    # restored at the end whether or not it fired. None: train every epoch.
+    patience: PositiveInt | None = None
 
 
 class ModelEntry(BaseModel):
@@ -47,11 +51,27 @@ class ModelEntry(BaseModel):
     batch_size: PositiveInt | None = None
     optimizer: str | dict[str, Any] | None = None
     train_limit: PositiveInt | None = None  # e.g. a small training set that shows overfitting
+    # A factor grid over this model (see mnistlab.factors): factor name → levels.
+    vary: dict[str, Any] | None = None
+    subset: list[dict[str, Any]] | None = None
+
+    @field_validator("vary", mode="before")
+    @classmethod
+    def _level_names(cls, value: Any) -> Any:
+        # YAML reads `on:`/`off:` level names as booleans: name them as variant ids do, so the
+        # stored config reads back to the same variants.
+        if not isinstance(value, dict):
+            return value
+        return {factor: {level_text(level): edits for level, edits in levels.items()}
+                if isinstance(levels, dict) and "edit" not in levels else levels
+                for factor, levels in value.items()}
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelEntry":
         if (self.model is None) == (self.spec is None):
             raise ValueError("give exactly one of 'model' (a zoo id or spec file) or 'spec' (an inline model)")
+        if self.subset is not None and self.vary is None:
+            raise ValueError("'subset' lists combinations of 'vary' levels; give 'vary' too")
         return self
 
 
@@ -104,6 +124,8 @@ class Task:
     val_fraction: float = 0.1
     max_params: int | None = None  # None: limits.MAX_PARAMS
     max_activation_mib: int | None = None  # None: limits.MAX_ACTIVATION_MIB
+    factors: tuple[tuple[str, str], ...] = ()  # (factor, level) pairs of a factor-grid variant
+    patience: int | None = None
 
     @property
     def model_id(self) -> str:
@@ -111,12 +133,15 @@ class Task:
 
     def run_config(self) -> dict[str, Any]:
         """What identifies the trained thing in the store (hashed there)."""
-        return {
+        config = {
             "model": self.spec.to_dict(),
             "train_limit": self.train_limit,
             "precision": self.precision,
             "val_fraction": self.val_fraction,
         }
+        if self.patience is not None:  # only when set: runs stored before early stopping keep their hash
+            config["patience"] = self.patience
+        return config
 
 
 def _entry_spec(entry: ModelEntry, where: str) -> ModelSpec:
@@ -155,21 +180,34 @@ def expand(experiment: Experiment, source: str = "<python>") -> list[Task]:
             ) from None
         except ValueError as exc:
             raise SpecError(f"{source}: experiment '{experiment.name}': models[{index}] ({spec.id}): {exc}") from None
-        if spec.id in ids:
-            raise SpecError(f"{source}: experiment '{experiment.name}': models[{index}]: model '{spec.id}' is listed twice")
-        ids.add(spec.id)
-        for seed in experiment.seed_list:
-            tasks.append(
-                Task(
-                    experiment=experiment.name, spec=spec, seed=seed, dataset=experiment.dataset,
-                    protocol=experiment.protocol, device=experiment.defaults.device,
-                    precision=experiment.defaults.precision,
-                    train_limit=entry.train_limit or experiment.defaults.train_limit,
-                    max_params=experiment.defaults.max_params,
-                    max_activation_mib=experiment.defaults.max_activation_mib,
+        for variant_spec, levels in _entry_variants(entry, spec, f"{source}: experiment '{experiment.name}': models[{index}]"):
+            if variant_spec.id in ids:
+                raise SpecError(f"{source}: experiment '{experiment.name}': models[{index}]: model '{variant_spec.id}' is listed twice")
+            ids.add(variant_spec.id)
+            for seed in experiment.seed_list:
+                tasks.append(
+                    Task(
+                        experiment=experiment.name, spec=variant_spec, seed=seed, dataset=experiment.dataset,
+                        protocol=experiment.protocol, device=experiment.defaults.device,
+                        precision=experiment.defaults.precision,
+                        train_limit=entry.train_limit or experiment.defaults.train_limit,
+                        factors=levels, patience=experiment.defaults.patience,
+                        max_params=experiment.defaults.max_params,
+                        max_activation_mib=experiment.defaults.max_activation_mib,
+                    )
                 )
-            )
     return tasks
+
+
+def _entry_variants(entry: ModelEntry, spec: ModelSpec, where: str) -> list[tuple[ModelSpec, tuple[tuple[str, str], ...]]]:
+    """The entry's model, or every variant of its factor grid with its (factor, level) pairs."""
+    if entry.vary is None:
+        return [(spec, ())]
+    try:
+        found = variants(spec, parse_factors(entry.vary), entry.subset)
+    except FactorError as exc:
+        raise SpecError(f"{where} ({spec.id}): field '{exc.field}': {exc.message}") from None
+    return [(variant.spec, tuple(variant.levels.items())) for variant in found]
 
 
 def parse_experiment(raw: Any, source: str | Path = "<python>") -> Experiment:

@@ -79,6 +79,7 @@ def execute_task(
         seed=task.seed, device=task.device, precision=task.precision, validate_on=task.protocol,  # type: ignore[arg-type]
         val_fraction=task.val_fraction, train_limit=task.train_limit, out_dir=work_dir, resume=True,
         max_params=task.max_params, max_activation_mib=task.max_activation_mib,
+        patience=task.patience,
     )
     return fit(task.spec, dataset, config, reporter=reporter, on_epoch=on_epoch)
 
@@ -96,6 +97,9 @@ def final_metrics(task: Task, history: History, full_train_images: int) -> dict:
         "reference_notebook": reference.get("notebook"),
         # Empty: the run followed the notebook's protocol, so its figure may be compared with the notebook's.
         "reference_differences": protocol_differences(task.spec, task.protocol, history.train_images, full_train_images),
+        "factors": dict(task.factors) or None,  # a factor-grid variant's levels, for the report's effects
+        "best_epoch": history.best_epoch,  # early stopping: the epoch whose weights were restored and tested
+        "stopped_early": history.stopped_early if task.patience is not None else None,
     }
 
 

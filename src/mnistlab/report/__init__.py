@@ -8,7 +8,9 @@ The data path: ``frame`` reads the store in bulk; ``stats`` and ``analysis`` jud
 from __future__ import annotations
 
 from mnistlab.report.artifacts import load_predictions, load_weights
-from mnistlab.report.content import Report, build_report
+from mnistlab.report.conclusions import Conclusions
+from mnistlab.report.content import Report, build_report, experiment_conclusions
+from mnistlab.report.factors import factor_study
 from mnistlab.report.frame import (
     ExperimentData,
     ModelDiagnosis,
@@ -21,6 +23,7 @@ from mnistlab.report.frame import (
 from mnistlab.report.plots import (
     accuracy_figure,
     confusion_figure,
+    effects_figure,
     figure_png,
     loss_figure,
     misclassified_figure,
@@ -40,8 +43,12 @@ __all__ = [
     "build_report",
     "compare_table",
     "comparison_table",
+    "Conclusions",
     "confusion_figure",
     "confusion_matrix",
+    "effects_figure",
+    "experiment_conclusions",
+    "factor_study",
     "epochs_frame",
     "experiments_table",
     "figure_png",

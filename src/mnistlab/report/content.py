@@ -18,7 +18,11 @@ import mnistlab
 from mnistlab.data import DATASETS, Dataset
 from mnistlab.errors import ArtifactError, MnistlabError
 from mnistlab.report import plots
+from mnistlab.analysis import p_text
+from mnistlab.effects import METRICS, Effect, FactorStudy
 from mnistlab.report.artifacts import load_predictions, load_weights
+from mnistlab.report.conclusions import Conclusions, loss_text, write_conclusions
+from mnistlab.report.factors import factor_study
 from mnistlab.report.frame import ExperimentData, ModelDiagnosis, comparison_from, load_experiment, model_diagnoses
 from mnistlab.report.stats import (
     ALPHA,
@@ -34,7 +38,7 @@ from mnistlab.store import RunStore
 
 __all__ = [
     "DEFAULT_DETAIL_MODELS", "TEST_ACC_HEADER", "TEXT_COLUMNS", "BestRun", "Cell", "Plot", "Report",
-    "build_report", "protocol_sentence", "slug",
+    "build_report", "effect_row", "experiment_conclusions", "protocol_sentence", "slug",
 ]
 
 # Per-model curve plots cost ~0.1 s each; past this many models only the overlay shows them all.
@@ -103,11 +107,22 @@ class Report:
     weights: Plot | None
     weights_note: str
     best: BestRun
+    conclusions: Conclusions
+    effects: FactorStudy | None = None
+    effects_plots: tuple[Plot, ...] = ()
+    effects_note: str = ""
+
+    @property
+    def effect_rows(self) -> tuple[tuple[str, ...], ...]:
+        """The factor effects as text rows: metric, contrast, estimate, CI, p, adjusted p,
+        detectable effect, verdict (accuracy in points, loss in its own unit)."""
+        return tuple(effect_row(effect) for effect in self.effects.effects) if self.effects else ()
 
     @property
     def plots(self) -> tuple[Plot, ...]:
         """Every figure of the report, in page order."""
-        found = (*self.curves, self.overlay, self.weights, self.best.confusion, self.best.misclassified)
+        found = (*self.effects_plots, *self.curves, self.overlay, self.weights, self.best.confusion,
+                 self.best.misclassified)
         return tuple(plot for plot in found if plot is not None)
 
 
@@ -148,6 +163,27 @@ def _sort_value(value: float) -> float | str:
 
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "model"
+
+
+def effect_row(effect: Effect) -> tuple[str, ...]:
+    """One factor effect as table text: accuracy in points, loss in its own unit."""
+    if effect.metric == "test_acc":
+        def value(number: float, sign: str = "") -> str:
+            return MISSING if not math.isfinite(number) else f"{number * 100:{sign}.2f} pts"
+    else:
+        def value(number: float, sign: str = "") -> str:
+            if not math.isfinite(number):
+                return MISSING
+            return ("+" if sign and number >= 0 else "") + loss_text(number)
+
+    interval = MISSING if not math.isfinite(effect.low) else f"{value(effect.low)} to {value(effect.high)}"
+    verdict = "significant" if effect.significant else "not distinguishable from noise"
+    return (METRICS.get(effect.metric, effect.metric), effect.label, value(effect.estimate, "+"), interval,
+            _p_cell(effect.p_value), _p_cell(effect.p_adjusted), value(effect.detectable), verdict)
+
+
+def _p_cell(p_value: float) -> str:
+    return MISSING if not math.isfinite(p_value) else p_text(p_value).removeprefix("p = ").removeprefix("p ")
 
 
 # -- the table -------------------------------------------------------------------------------------
@@ -231,7 +267,7 @@ def _facts(data: ExperimentData) -> tuple[tuple[str, str], ...]:
 
 
 def _plot(kind: str, name: str, figure: Figure) -> Plot:
-    title = figure.axes[0].get_title() if kind != "misclassified" else figure.get_suptitle()
+    title = figure.get_suptitle() if kind in ("misclassified", "effects") else figure.axes[0].get_title()
     return Plot(kind, slug(name), title, plots.figure_png(figure))
 
 
@@ -334,12 +370,47 @@ def _statistics(store: RunStore, data: ExperimentData, ranking: list[str], best:
     if len(ranking) < 2:
         return None, "Only one model has finished runs, so there is nothing to compare."
     result = statistics(data.runs, ranking, best, lambda ids: load_predictions(store, ids, damaged))
-    note = (f"{best} (highest mean test accuracy) against each other model. McNemar's exact test uses "
-            "the two models' test predictions from runs with the same seed (the first seed they share, "
-            "when they share several, as each line says); the difference in test accuracy is the mean "
-            "over all shared seeds, paired by seed, with its 95% t interval. "
-            f"A difference is called significant when McNemar's p < {ALPHA:g}.")
+    note = (f"{best} (chosen on validation: highest mean final validation accuracy) against each other "
+            "model. McNemar's exact test uses the two models' test predictions on every seed they share, "
+            "stratified by seed (the discordant images of all seeds pooled: under the null each is a fair "
+            "coin in every seed); the difference in test accuracy is the mean over the shared seeds, paired "
+            "by seed, with its 95% t interval. The p-values of all these comparisons form one family and are "
+            f"Holm-adjusted; a difference is called significant only when its adjusted p < {ALPHA:g}. Both "
+            "p-values are shown. A difference that is not significant is not evidence of equality: each such "
+            "line says what difference the test could have detected (80% power, two-sided 5%).")
     return result, note
+
+
+def _effects(study: FactorStudy | None) -> tuple[tuple[Plot, ...], str]:
+    if study is None:
+        return (), ""
+    plotted = [metric for metric in METRICS if any(m.metric == metric for m in study.level_means)]
+    figures = tuple(_plot("effects", f"effects-{metric}", plots.effects_figure(study, metric)) for metric in plotted)
+    formulas = "; ".join(f"{METRICS[metric]}: {formula}" for metric, formula in study.formulas.items())
+    note = (f"Each factor's effect comes from one ordinary least-squares model per metric over {study.n_runs} "
+            "completed runs, with the factor levels and the seed (a blocking factor) as terms, and pairwise "
+            "interactions when every pair of levels was run and degrees of freedom are left "
+            f"(statsmodels; {formulas}; f0, f1, ... are the factors in order). An effect is the difference "
+            "of fitted means from the factor's first (reference) level, averaged with equal weight over the "
+            "other factors' levels and the seeds. Main effects and interactions are each one family per "
+            f"metric, Holm-adjusted; significant means adjusted p < {ALPHA:g}. The plot's bars are each "
+            "level mean's own 95% CI; an effect's interval (in the table) is narrower when seeds move all "
+            "levels together, so judge effects by the table, not by overlapping bars. "
+            + " ".join(study.notes))
+    return figures, note.strip()
+
+
+def experiment_conclusions(store: RunStore, experiment: str) -> Conclusions:
+    """The written conclusions of an experiment's report, without rendering any figure."""
+    data = load_experiment(store, experiment)
+    table = comparison_from(data)
+    best = best_model(table)
+    if best is None:
+        raise MnistlabError(f"experiment {experiment!r} has no completed runs to draw conclusions from "
+                            f"({len(data.runs)} runs in {store.path}); run it first")
+    stats, _ = _statistics(store, data, table["model"].tolist(), best)
+    protocols = sorted(str(protocol) for protocol in data.finished["protocol"].dropna().unique())
+    return write_conclusions(best, data.runs, stats, factor_study(data.runs), protocols)
 
 
 def build_report(store: RunStore, experiment: str, dataset: Dataset | None = None,
@@ -362,6 +433,10 @@ def build_report(store: RunStore, experiment: str, dataset: Dataset | None = Non
     curves, curves_note = _curves(curve_epochs, ranking, detail_models)
     weights, weights_note = _weights(store, best, run, damaged)
     best_section = _best_run(store, data, best, run, dataset, damaged)
+    study = factor_study(data.runs)
+    effects_plots, effects_note = _effects(study)
+    protocols = sorted(str(protocol) for protocol in data.finished["protocol"].dropna().unique())
+    conclusions = write_conclusions(best, data.runs, stats, study, protocols)
     overlay = _plot("val-overlay", "val-overlay", plots.val_overlay_figure(curve_epochs, ranking))
     return Report(
         experiment=experiment,
@@ -383,4 +458,8 @@ def build_report(store: RunStore, experiment: str, dataset: Dataset | None = Non
         weights=weights,
         weights_note=weights_note,
         best=best_section,
+        conclusions=conclusions,
+        effects=study,
+        effects_plots=effects_plots,
+        effects_note=effects_note,
     )

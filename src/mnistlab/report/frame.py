@@ -51,7 +51,8 @@ SQL_RUNS = """
            json_extract(final_json, '$.diverged_epoch') AS diverged_epoch,
            json_extract(spec_json, '$.val_fraction') AS val_fraction,
            json_extract(spec_json, '$.precision') AS precision,
-           device
+           device,
+           json_extract(final_json, '$.factors') AS factors
     FROM runs WHERE experiment = ? ORDER BY id
 """
 SQL_EPOCHS = f"""
@@ -66,7 +67,7 @@ RUN_FRAME_COLUMNS = (
     "train_loss", "train_acc", "val_loss", "val_acc", "best_epoch", "seconds_per_epoch",
     "params", "description", "reference_test_acc", "reference_notebook", "reference_differences", "protocol",
     "dataset", "val_fraction", "precision", "images_per_second", "diverged_epoch",
-    "epochs_planned", "device",
+    "epochs_planned", "device", "factors",
 )
 COMPARISON_COLUMNS = (
     "model", "description", "params", "epochs", "train_loss", "val_loss", "train_acc",
@@ -139,7 +140,8 @@ def runs_frame(store: RunStore, experiment: str) -> pd.DataFrame:
     """One row per run of ``experiment`` (all statuses), with its final metrics.
 
     ``train_*``/``val_*`` are the last recorded epoch's values; ``best_epoch`` is the 1-based
-    epoch of the lowest val_loss; ``seconds_per_epoch`` is the mean over recorded epochs.
+    epoch of the lowest val_loss; ``seconds_per_epoch`` is the mean over recorded epochs;
+    ``factors`` is a factor-study variant's levels as JSON text (None for other models).
     """
     experiment_config(store, experiment)
     return _runs_with_epochs(query_frame(store, SQL_RUNS, (experiment,)),

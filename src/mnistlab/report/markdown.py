@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 
 from mnistlab.report.content import TEXT_COLUMNS, Plot, Report
@@ -13,6 +14,11 @@ __all__ = ["render_markdown"]
 def _escape(text: str) -> str:
     """Text safe inside a GFM table cell."""
     return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _escape_text(text: str) -> str:
+    """Text safe as a Markdown paragraph: HTML in it is shown, never interpreted."""
+    return html.escape(str(text), quote=False)
 
 
 def gfm_table(headers: Sequence[str], rows: Sequence[Sequence[str]], text_columns: Sequence[int] = ()) -> list[str]:
@@ -44,6 +50,21 @@ def _comparison(report: Report) -> list[str]:
             *gfm_table(report.columns, rows, text_columns), ""]
 
 
+def _conclusions(report: Report) -> list[str]:
+    lines = ["## Conclusions", ""]
+    lines += [f"- {_escape_text(sentence)}" for sentence in report.conclusions.sentences]
+    return lines + ["", _escape_text(report.conclusions.method), ""]
+
+
+def _effects(report: Report, files_dir: str) -> list[str]:
+    if report.effects is None:
+        return []
+    lines = ["## Factor effects", "", _escape_text(report.effects_note), ""]
+    lines += [_image(plot, files_dir) for plot in report.effects_plots]
+    headers = ["Metric", "Contrast", "Estimate", "95% CI", "p", "Holm-adjusted p", "Detectable (80% power)", "Verdict"]
+    return lines + [""] + gfm_table(headers, report.effect_rows, (0, 1, 7)) + [""]
+
+
 def _diagnoses(report: Report) -> list[str]:
     lines = ["## Diagnoses", "", report.diagnosis_note, ""]
     for item in report.diagnoses:
@@ -61,7 +82,7 @@ def _statistics(report: Report) -> list[str]:
     lines += [f"**{stats.summary_sentence()}**", ""]
     for comparison in stats.comparisons:
         lines.append(f"- {comparison.sentence} _(McNemar on {comparison.seed_note}: "
-                     f"{comparison.mcnemar.b} images only {comparison.a} got right, "
+                     f"{comparison.mcnemar.b} test predictions only {comparison.a} got right, "
                      f"{comparison.mcnemar.c} only {comparison.b}; difference "
                      f"{comparison.difference.note})_")
     if stats.skipped:
@@ -83,7 +104,7 @@ def _figures(report: Report, files_dir: str) -> list[str]:
 def _best(report: Report, files_dir: str) -> list[str]:
     best = report.best
     lines = [f"## Best model: {best.model}", "",
-             f"Its best run: run {best.run_id}, seed {best.seed}, test accuracy {best.test_acc * 100:.2f}%.", ""]
+             f"Its run with the highest validation accuracy: run {best.run_id}, seed {best.seed}, test accuracy {best.test_acc * 100:.2f}%.", ""]
     if best.confusion is not None:
         lines += [_image(best.confusion, files_dir), ""]
     lines += ["### Most confused pairs", ""]
@@ -103,7 +124,8 @@ def _best(report: Report, files_dir: str) -> list[str]:
 
 def render_markdown(report: Report, files_dir: str) -> str:
     """The Markdown text; figures are referenced as ``<files_dir>/<plot name>.png``."""
-    sections = (_header(report), _comparison(report), _diagnoses(report), _statistics(report),
+    sections = (_header(report), _conclusions(report), _comparison(report), _effects(report, files_dir),
+                _diagnoses(report), _statistics(report),
                 _figures(report, files_dir), _best(report, files_dir))
     text = "\n".join(line for section in sections for line in section).rstrip() + "\n"
     # Model ids, descriptions, layer and class names are user text, and this page emits no HTML of

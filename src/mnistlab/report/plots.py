@@ -24,11 +24,13 @@ from matplotlib.ticker import MaxNLocator
 from scipy.stats import gaussian_kde
 
 from mnistlab.analysis import mean_ci
+from mnistlab.effects import METRICS, FactorStudy
 
 __all__ = [
     "PNG_DPI",
     "accuracy_figure",
     "confusion_figure",
+    "effects_figure",
     "figure_png",
     "loss_figure",
     "metric_curve",
@@ -264,4 +266,27 @@ def misclassified_figure(images: np.ndarray, labels: Sequence[int], predicted: S
         ax.set_title(f"{names[labels[index]]}→{names[predicted[index]]}", fontsize=8, pad=2)
         ax.set_axis_off()
     figure.suptitle(title)
+    return figure
+
+
+@styled
+def effects_figure(study: FactorStudy, metric: str = "test_acc") -> Figure:
+    """One panel per factor: each level's fitted mean of ``metric`` (averaged over the other
+    factors and the seeds) with its 95% CI bar, from the study's linear model."""
+    factors = list(study.factors)
+    figure = Figure(figsize=(max(4.6, 2.6 * len(factors) + 0.6), 3.0), layout="constrained")
+    axes = figure.subplots(1, len(factors), sharey=True, squeeze=False)[0]
+    scale, unit = (100.0, " (%)") if metric == "test_acc" else (1.0, "")
+    for ax, factor in zip(axes, factors):
+        means = [m for m in study.level_means if m.metric == metric and m.factor == factor]
+        x = np.arange(len(means))
+        centre = np.array([m.mean for m in means]) * scale
+        below = centre - np.array([m.low for m in means]) * scale
+        above = np.array([m.high for m in means]) * scale - centre
+        ax.errorbar(x, centre, yerr=np.vstack([below, above]), fmt="o", color=TRAIN_COLOR, capsize=4)
+        ax.set_xticks(x, [m.level for m in means])
+        ax.set_xlim(-0.5, len(means) - 0.5)
+        ax.set_title(factor)
+    axes[0].set_ylabel(METRICS.get(metric, metric) + unit)
+    figure.suptitle(f"Effects on {METRICS.get(metric, metric)}: level means with 95% CI")
     return figure

@@ -18,6 +18,7 @@ from mnistlab.analysis import (
 )
 from mnistlab.errors import MnistlabError
 from mnistlab.report.artifacts import Predictions
+from mnistlab.stats import ALPHA, StratifiedMcNemar, holm, mcnemar_detectable, mcnemar_stratified
 
 __all__ = [
     "ALPHA",
@@ -34,36 +35,43 @@ __all__ = [
     "statistics",
 ]
 
-ALPHA = 0.05
-
 
 @dataclass(frozen=True)
 class ModelComparison:
-    """Model ``a`` against model ``b`` on the runs of their shared seeds.
+    """Model ``a`` against model ``b`` on the runs of every seed they share.
 
-    McNemar needs paired predictions, so it uses one seed: ``seed``, the first of the
-    ``common_seeds``; the accuracy difference uses all of them, paired by seed.
+    ``mcnemar`` is McNemar's exact test stratified by seed over all ``common_seeds``;
+    ``p_adjusted`` is its Holm-adjusted p-value within the report's family of comparisons
+    (equal to the raw p-value for a comparison made on its own); ``detectable`` is the smallest
+    accuracy difference the test could have detected (80% power, two-sided 5%).
     """
 
     a: str
     b: str
-    seed: int
     common_seeds: tuple[int, ...]
-    run_a: int
-    run_b: int
-    mcnemar: McNemarResult
+    runs_a: tuple[int, ...]
+    runs_b: tuple[int, ...]
+    mcnemar: StratifiedMcNemar
     difference: PairedDifference
+    p_adjusted: float
+    detectable: float
     sentence: str
 
     @property
     def significant(self) -> bool:
-        return self.mcnemar.p_value < ALPHA
+        """Decided on the adjusted p-value only."""
+        return self.p_adjusted < ALPHA
+
+    @property
+    def seed(self) -> int:
+        return self.common_seeds[0]
 
     @property
     def seed_note(self) -> str:
         if len(self.common_seeds) == 1:
             return f"seed {self.seed}"
-        return f"seed {self.seed}, the first of {len(self.common_seeds)} common seeds"
+        seeds = ", ".join(str(seed) for seed in self.common_seeds)
+        return f"all {len(self.common_seeds)} common seeds ({seeds}), stratified by seed"
 
 
 @dataclass(frozen=True)
@@ -75,19 +83,20 @@ class Statistics:
     skipped: tuple[tuple[str, str], ...]
 
     def summary_sentence(self) -> str:
-        """Which differences from the best model are significant at 5%, in one sentence."""
+        """Which differences from the best model survive Holm's correction at 5%, in one sentence."""
         if not self.comparisons:
             return f"{self.best} could not be compared with any other model."
         significant = [c.b for c in self.comparisons if c.significant]
-        equal = [c.b for c in self.comparisons if not c.significant]
+        unclear = [c.b for c in self.comparisons if not c.significant]
         level = f"{ALPHA * 100:g}%"
         parts = []
         if significant:
-            parts.append(f"{self.best} differs significantly at {level} (McNemar) from "
-                         f"{_listing(significant)}")
-        if equal:
+            parts.append(f"{self.best} differs significantly at {level} (McNemar, Holm-adjusted over "
+                         f"{len(self.comparisons)} comparisons) from {_listing(significant)}")
+        if unclear:
             lead = "" if significant else f"{self.best} "
-            parts.append(f"{lead}is not significantly different at {level} from {_listing(equal)}")
+            parts.append(f"{lead}is not distinguishable from noise at {level} (Holm-adjusted) from "
+                         f"{_listing(unclear)}")
         return "; ".join(parts) + "."
 
 
@@ -99,19 +108,34 @@ def _listing(names: Sequence[str]) -> str:
 
 
 def best_model(table: pd.DataFrame) -> str | None:
-    """The model with the highest mean test accuracy in a comparison table (None if none has one)."""
+    """The model chosen on validation alone: highest mean final val_acc, then lowest mean val_loss.
+
+    Choosing on test accuracy and then reporting that same test accuracy would make the figure
+    optimistic (the choice peeks); the test figure of the chosen model is reported once. Under
+    protocol ``test`` validation *is* the test set, and the report says so. Falls back to mean
+    test accuracy when no model has a validation figure. None if no model has a test figure.
+    """
     ranked = table.dropna(subset=["test_acc_mean"])
     if ranked.empty:
         return None
+    if "val_acc" in ranked and ranked["val_acc"].notna().any():
+        ranked = ranked.dropna(subset=["val_acc"])
+        ordered = ranked.sort_values(["val_acc", "val_loss"], ascending=[False, True], kind="stable")
+        return str(ordered["model"].iloc[0])
     return str(ranked.sort_values("test_acc_mean", ascending=False, kind="stable")["model"].iloc[0])
 
 
 def best_run(runs: pd.DataFrame, model: str) -> pd.Series:
-    """The model's completed run with the highest test accuracy (ties: lowest seed)."""
+    """The model's completed run with the highest final val_acc (ties: lowest seed).
+
+    Chosen on validation, like the model, so the test figure shown for it is not the maximum
+    over seeds of the test accuracy.
+    """
     candidates = runs[(runs["model"] == model) & (runs["status"] == "completed")]
     if candidates.empty:
         raise MnistlabError(f"model {model} has no completed run")
-    ordered = candidates.sort_values(["test_acc", "seed"], ascending=[False, True], kind="stable")
+    key = "val_acc" if candidates["val_acc"].notna().any() else "test_acc"
+    ordered = candidates.sort_values([key, "seed"], ascending=[False, True], kind="stable")
     return ordered.iloc[0]
 
 
@@ -144,19 +168,33 @@ def _plan(side_a: pd.DataFrame, side_b: pd.DataFrame, a: str, b: str) -> tuple[p
     return plan.sort_index(), ""
 
 
-def compare_models(plan: pd.DataFrame, a: str, b: str,
-                   predictions: Mapping[int, Predictions]) -> ModelComparison:
-    """McNemar on the first common seed's runs and the seed-paired accuracy difference."""
-    seed = int(plan.index[0])
-    run_a, run_b = int(plan["run_a"].iloc[0]), int(plan["run_b"].iloc[0])
-    mcnemar = mcnemar_on_runs(predictions, run_a, run_b)
+def _plan_runs(plan: pd.DataFrame) -> set[int]:
+    return {int(run) for column in ("run_a", "run_b") for run in plan[column]}
+
+
+def compare_models(plan: pd.DataFrame, a: str, b: str, predictions: Mapping[int, Predictions],
+                   p_adjusted: float | None = None) -> ModelComparison:
+    """McNemar over every common seed (stratified by seed) and the seed-paired accuracy difference.
+
+    ``p_adjusted``: the Holm-adjusted p-value from the family this comparison belongs to; None
+    for a comparison made on its own (a family of one, where adjusted equals raw).
+    """
+    seeds = [int(seed) for seed in plan.index]
+    pairs = [_correct_flags(predictions, int(run_a), int(run_b))
+             for run_a, run_b in zip(plan["run_a"], plan["run_b"])]
+    mcnemar = mcnemar_stratified(pairs, seeds)
     difference = paired_difference(plan["acc_a"].to_numpy(), plan["acc_b"].to_numpy())
-    return ModelComparison(a, b, seed, tuple(int(s) for s in plan.index), run_a, run_b, mcnemar,
-                           difference, significance_sentence(a, b, mcnemar, difference, ALPHA))
+    adjusted = mcnemar.p_value if p_adjusted is None else p_adjusted
+    detectable = mcnemar_detectable(mcnemar.discordant, mcnemar.n_images, len(seeds))
+    as_result = McNemarResult(mcnemar.b, mcnemar.c, min(mcnemar.b, mcnemar.c), mcnemar.p_value)
+    sentence = significance_sentence(a, b, as_result, difference, ALPHA,
+                                     adjusted_p=None if p_adjusted is None else adjusted, detectable=detectable)
+    return ModelComparison(a, b, tuple(seeds), tuple(int(r) for r in plan["run_a"]),
+                           tuple(int(r) for r in plan["run_b"]), mcnemar, difference, adjusted,
+                           detectable, sentence)
 
 
-def mcnemar_on_runs(predictions: Mapping[int, Predictions], run_a: int, run_b: int) -> McNemarResult:
-    """Exact McNemar test of two runs' stored test predictions; they must share the labels."""
+def _correct_flags(predictions: Mapping[int, Predictions], run_a: int, run_b: int) -> tuple[np.ndarray, np.ndarray]:
     for run_id in (run_a, run_b):
         if run_id not in predictions:
             raise MnistlabError(f"run {run_id} stored no test predictions")
@@ -164,15 +202,20 @@ def mcnemar_on_runs(predictions: Mapping[int, Predictions], run_a: int, run_b: i
     labels_b, predicted_b = predictions[run_b]
     if not np.array_equal(labels_a, labels_b):
         raise MnistlabError(f"runs {run_a} and {run_b} were tested on different labels")
-    return mcnemar_exact(predicted_a == labels_a, predicted_b == labels_b)
+    return predicted_a == labels_a, predicted_b == labels_b
+
+
+def mcnemar_on_runs(predictions: Mapping[int, Predictions], run_a: int, run_b: int) -> McNemarResult:
+    """Exact McNemar test of two runs' stored test predictions; they must share the labels."""
+    return mcnemar_exact(*_correct_flags(predictions, run_a, run_b))
 
 
 def statistics(runs: pd.DataFrame, ranking: Sequence[str], best: str,
                load: Callable[[set[int]], Mapping[int, Predictions]]) -> Statistics:
-    """``best`` against every other model of ``ranking`` (in that order).
+    """``best`` against every other model of ``ranking`` (in that order), Holm-corrected.
 
     ``load`` reads the predictions of a set of run ids; it is called once, for exactly the
-    runs the McNemar tests use, so a thousand-run experiment reads ~2 per model, in one query.
+    runs the McNemar tests use (every shared seed of each pair), in one query.
     """
     by_seed = completed_by_seed(runs)
     plans, skipped = {}, []
@@ -184,15 +227,18 @@ def statistics(runs: pd.DataFrame, ranking: Sequence[str], best: str,
             skipped.append((other, reason))
         else:
             plans[other] = plan
-    predictions = load({int(plan[column].iloc[0]) for plan in plans.values()
-                        for column in ("run_a", "run_b")})
-    comparisons = []
+    predictions = load({run for plan in plans.values() for run in _plan_runs(plan)})
+    raw = {}
     for other, plan in plans.items():
         try:
-            comparisons.append(compare_models(plan, best, other, predictions))
+            raw[other] = compare_models(plan, best, other, predictions)
         except MnistlabError as error:
             skipped.append((other, str(error)))
-    return Statistics(best, tuple(comparisons), tuple(skipped))
+    # One family: every test of the best model against another, corrected together.
+    adjusted, _ = holm([comparison.mcnemar.p_value for comparison in raw.values()])
+    comparisons = tuple(compare_models(plans[other], best, other, predictions, float(p))
+                        for other, p in zip(raw, adjusted))
+    return Statistics(best, comparisons, tuple(skipped))
 
 
 # -- one run's errors -------------------------------------------------------------------------------

@@ -264,7 +264,7 @@ def _sides_table(title: str, sides: Sequence[tuple[str, pd.DataFrame]]) -> Table
 
 def _verdict(sentence: str, b: int, c: int, seed_note: str, names: tuple[str, str], p_value: float) -> Group:
     style = "bold green" if p_value < ALPHA else "bold"
-    detail = (f"McNemar exact test on {seed_note}: {b} test images only {names[0]} got right, "
+    detail = (f"McNemar exact test on {seed_note}: {b} test predictions only {names[0]} got right, "
               f"{c} only {names[1]}.")
     return Group(safetext.text(detail, style="dim"), safetext.text(sentence, style=style))
 
@@ -297,7 +297,7 @@ def _compare_models(store: RunStore, a: str, b: str, experiment: str | None) -> 
     plan, reason = comparison_plan(runs, a, b)
     if plan.empty:
         raise MnistlabError(f"cannot compare {a} and {b} in {experiment}: {reason}")
-    ids = {int(plan[column].iloc[0]) for column in ("run_a", "run_b")}
+    ids = {int(run) for column in ("run_a", "run_b") for run in plan[column]}
     comparison = compare_models(plan, a, b, load_predictions(store, ids))
     return Group(_sides_table(f"Models compared in {experiment}", sides),
                  safetext.text(f"Accuracy difference {comparison.difference.note}.", style="dim"),
