@@ -38,6 +38,12 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it; set it straight back
+    os.umask(mask)
+    return mask
+
+
 def _as_os_error(error: SafetensorError, path: Path) -> OSError:
     match = _OS_CODE.search(str(error))
     code = int(match.group(1)) if match else errno.EIO
@@ -59,6 +65,8 @@ def write_atomically(path: Path, write: Callable[[Path], object]) -> Path:
             write(temp)
         except SafetensorError as error:
             raise _as_os_error(error, path) from error
+        # mkstemp makes 0600 files; a published file gets what an ordinary new file would.
+        temp.chmod(0o666 & ~_umask())
         with open(temp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(temp, path)

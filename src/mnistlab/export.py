@@ -13,10 +13,9 @@ import importlib.util
 import io
 import json
 import logging
-import os
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
 from safetensors.torch import save_file
@@ -67,27 +66,15 @@ def _exported_program(model: TrainedModel) -> torch.export.ExportedProgram:
     return torch.export.export(model, (_example(model),), dynamic_shapes=_dynamic_batch())
 
 
-def _write(path: Path, write: Callable[[Path], Any]) -> None:
-    """Write atomically, with the permissions an ordinary new file gets (not the temp file's 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-
-    def write_shared(tmp: Path) -> None:
-        write(tmp)
-        tmp.chmod(0o666 & ~mask)
-
-    write_atomically(path, write_shared)
-
-
 def _write_pt2(model: TrainedModel, path: Path) -> None:
     buffer = io.BytesIO()  # torch.export.save wants a name ending in .pt2, which a temporary file lacks
     torch.export.save(_exported_program(model), buffer, extra_files={"mnistlab.json": json.dumps(metadata(model))})
-    _write(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
+    write_atomically(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
 
 
 def _write_safetensors(model: TrainedModel, path: Path) -> None:
     tensors = layer_state(model.network)
-    _write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata(model)))
+    write_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata(model)))
 
 
 def require_onnx() -> None:
@@ -113,7 +100,7 @@ def _write_onnx(model: TrainedModel, path: Path) -> None:
     finally:
         exporter_log.setLevel(level)
     program.model.metadata_props.update(metadata(model))
-    _write(path, lambda tmp: program.save(str(tmp)))
+    write_atomically(path, lambda tmp: program.save(str(tmp)))
 
 
 _WRITERS = {"onnx": _write_onnx, "pt2": _write_pt2, "safetensors": _write_safetensors}
