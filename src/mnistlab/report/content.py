@@ -408,7 +408,7 @@ def experiment_conclusions(store: RunStore, experiment: str) -> Conclusions:
     if best is None:
         raise MnistlabError(f"experiment {experiment!r} has no completed runs to draw conclusions from "
                             f"({len(data.runs)} runs in {store.path}); run it first")
-    stats, _ = _statistics(store, data, table["model"].tolist(), best)
+    stats, _ = _statistics(store, data, table["model"].tolist(), best, damaged={})
     protocols = sorted(str(protocol) for protocol in data.finished["protocol"].dropna().unique())
     return write_conclusions(best, data.runs, stats, factor_study(data.runs), protocols)
 
