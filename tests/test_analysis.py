@@ -111,7 +111,8 @@ def test_overfitting_rule_quotes_the_numbers():
     assert finding.label == "Overfitting"
     assert finding.rule == (
         "val_loss rose from its minimum 0.0351 (epoch 4) to 0.0557 (+59%) "
-        "while train loss (Keras running mean, dropout on) fell 84% (0.0420 → 0.0067)"
+        "while train loss (Keras running mean, dropout on) went 0.0420 → 0.0067: the gap between them widened "
+        "from -0.0069 to 0.0490"
     )
 
 
@@ -549,3 +550,19 @@ def test_sentence_decides_on_the_holm_adjusted_p_and_names_the_detectable_differ
         "Holm-adjusted p = 0.2512: not significant at 5%: not distinguishable from noise "
         "(the test could have detected about 0.35 points with 80% power)."
     )
+
+
+def test_overfitting_needs_the_gap_to_widen_not_the_train_loss_to_fall():
+    # Real s004-m2 numbers (seed 0, 10 epochs on 54,000 images): the inference-mode train loss
+    # wobbles up a little after val_loss's minimum while val_loss climbs 36%: overfitting.
+    history = {"loss": [0.23, 0.08, 0.056, 0.037, 0.029, 0.027, 0.02, 0.018, 0.02, 0.017],
+               "acc": [0.93, 0.975, 0.982, 0.988, 0.991, 0.991, 0.994, 0.994, 0.993, 0.994],
+               "val_loss": [0.125, 0.11, 0.108, 0.0976, 0.123, 0.112, 0.123, 0.116, 0.128, 0.1331],
+               "val_acc": [0.961, 0.966, 0.967, 0.973, 0.966, 0.97, 0.967, 0.973, 0.972, 0.971],
+               "train_eval_loss": [0.08, 0.05, 0.035, 0.021, 0.03, 0.02, 0.025, 0.018, 0.03, 0.027],
+               "train_eval_acc": [0.976, 0.985, 0.99, 0.993, 0.99, 0.994, 0.992, 0.996, 0.995, 0.992]}
+    codes = [finding.code for finding in diagnose(history)]
+    assert "overfitting" in codes
+    # Both losses climbing together is not a widening gap: no overfitting call.
+    history["train_eval_loss"] = [value + 0.5 for value in history["val_loss"]]
+    assert "overfitting" not in [finding.code for finding in diagnose(history)]

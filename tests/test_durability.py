@@ -13,6 +13,7 @@ import subprocess
 import tracemalloc
 from pathlib import Path
 
+import numpy as np
 import pytest
 from safetensors import SafetensorError
 
@@ -203,11 +204,28 @@ def report(root: Path, out: Path):
     return run_cli("report", "dmg", "--store", root, "--out", out)
 
 
+def _legacy(damage):
+    """An older store's run: kernels in weights.safetensors + weights.json, no model folder."""
+    def apply(folder: Path) -> None:
+        from safetensors.numpy import save_file
+
+        (folder / "model.json").unlink()
+        save_file({"dense_1": np.zeros((10, 4), dtype=np.float32)}, str(folder / "weights.safetensors"))
+        (folder / "weights.json").write_text('{"layers": ["dense_1"]}')
+        damage(folder)
+    return apply
+
+
 DAMAGES = {
-    "truncated weights": (lambda f: (f / "weights.safetensors").write_bytes((f / "weights.safetensors").read_bytes()[:50]),
-                          "damaged weights file"),
-    "garbage weights.json": (lambda f: (f / "weights.json").write_bytes(b"\xff garbage"), "damaged layer list"),
-    "weights.json of a list": (lambda f: (f / "weights.json").write_text('{"layers": 5}'), "damaged layer list"),
+    "truncated model tensors": (lambda f: (f / "model.safetensors").write_bytes((f / "model.safetensors").read_bytes()[:50]),
+                                "damaged model folder"),
+    "garbage model.json": (lambda f: (f / "model.json").write_bytes(b"\xff garbage"), "damaged model folder"),
+    "truncated weights (older store)": (_legacy(lambda f: (f / "weights.safetensors").write_bytes(b"\x00" * 50)),
+                                        "damaged weights file"),
+    "garbage weights.json (older store)": (_legacy(lambda f: (f / "weights.json").write_bytes(b"\xff garbage")),
+                                           "damaged layer list"),
+    "weights.json of a list (older store)": (_legacy(lambda f: (f / "weights.json").write_text('{"layers": 5}')),
+                                             "damaged layer list"),
 }
 
 
@@ -221,7 +239,7 @@ def test_report_over_damaged_weights_names_them_and_writes_the_rest(name, finish
     page = (tmp_path / "out" / "dmg.html").read_text()
     markdown = (tmp_path / "out" / "dmg.md").read_text()
     for text in (page, markdown):
-        assert "Damaged run" in text and words in text and "weights" in text
+        assert "Damaged run" in text and words in text
     assert 'id="comparison"' in page  # the rest of the report is there
 
 

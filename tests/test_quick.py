@@ -48,7 +48,7 @@ def test_quick_diagnoses_say_what_each_model_is_there_to_show(quick_store):
     table = comparison_table(store, "quick").set_index("model")
     assert table["diagnosis"].to_dict() == EXPECTED_DIAGNOSES
     # No figure is compared with a notebook run under another protocol.
-    assert all(table["reference_differences"].str.contains("vs 60,000"))
+    assert all(table["reference_differences"].str.contains(" on 60,000", regex=False))
 
 
 def test_quick_page_shows_every_curve(quick_store, tmp_path):

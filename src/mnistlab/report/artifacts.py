@@ -63,7 +63,10 @@ def load_weights(store: RunStore, run_id: int) -> dict[str, np.ndarray]:
     from mnistlab.models_io import is_model_folder, load_model_folder  # torch only when needed
 
     if is_model_folder(folder):
-        network = load_model_folder(folder).network
+        try:
+            network = load_model_folder(folder).network
+        except MnistlabError as error:  # the folder's own one-line reason, kept as the damage
+            raise ArtifactError(f"damaged model folder: {error}") from None
         return {name: kernel.detach().float().numpy() for name, kernel in network.weighted_layers()}
     tensors_path, order_path = folder / WEIGHTS_FILE, folder / WEIGHTS_ORDER_FILE
     for path in (tensors_path, order_path):
