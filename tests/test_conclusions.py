@@ -3,7 +3,6 @@ whose effects are known: batch norm removes about 4 of 100 test errors, depth do
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
