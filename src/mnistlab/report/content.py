@@ -190,7 +190,7 @@ def _p_cell(p_value: float) -> str:
 
 TEST_ACC_HEADER = "Test acc ± 95% CI"
 # Columns of words rather than numbers: aligned left.
-TEXT_COLUMNS = ("Model", "Description", "Diagnosis")
+TEXT_COLUMNS = ("Model", "Description", "Diagnosis", "Δ notebook")
 # Each column: its header and how to make its cell from a comparison-table row.
 COLUMNS: tuple[tuple[str, Callable[[Any], Cell]], ...] = (
     ("Model", lambda r: Cell(r.model, r.model)),
