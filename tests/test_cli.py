@@ -44,6 +44,9 @@ BAD_USAGE = [
     (["export-runs", "quick", "out", "--to", "wandb"], ["--to", "wandb"]),
     (["conclusions"], ["mnistlab conclusions", "Missing argument"]),
     (["train", "s000-m1", "--patience", "0"], ["mnistlab train", "--patience"]),
+    (["run", "quick", "--backend", "x"], ["mnistlab run", "--backend", "x"]),
+    (["run", "quick", "--backend", "ray", "--gpus-per-task", "-1"], ["mnistlab run", "--gpus-per-task"]),
+    (["run", "quick", "--backend", "ray", "--cpus-per-task", "0"], ["mnistlab run", "--cpus-per-task"]),
     (["no-such-command"], ["No such command", "no-such-command"]),
 ]
 
@@ -93,3 +96,27 @@ def test_summary_columns_stay_aligned_with_long_names():
     shape_column = header.index("Output Shape")
     row = next(line for line in lines if line.startswith("batch_normalization_with_a_long_name_1"))
     assert row[shape_column - 1] == " " and row[shape_column:].startswith("(None, 28, 28, 20)")
+
+
+def test_backend_ray_without_ray_installed_is_one_line_exit_2(tmp_path, tiny_data_dir, monkeypatch):
+    import sys
+
+    from mnistlab.store import RunStore
+    from test_runner import tiny_experiment, write_experiment
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails, as where the extra is absent
+    path = write_experiment(tmp_path, tiny_experiment(tiny_data_dir, name="noray"))
+    result = run_cli("run", path, "--backend", "ray", "--store", tmp_path / "store")
+    assert result.exit_code == 2, result
+    assert result.error_lines == ["error: --backend ray needs mnistlab[ray]: pip install 'mnistlab[ray]'"]
+    with RunStore(tmp_path / "store") as store:
+        assert store.runs() == []  # refused before any run was written
+
+
+def test_cluster_options_with_the_local_backend_are_one_line_exit_2(tmp_path, tiny_data_dir):
+    from test_runner import tiny_experiment, write_experiment
+
+    path = write_experiment(tmp_path, tiny_experiment(tiny_data_dir, name="localopts"))
+    result = run_cli("run", path, "--address", "127.0.0.1:6379", "--store", tmp_path / "store")
+    assert result.exit_code == 2, result
+    assert len(result.error_lines) == 1 and "address: only for backend 'ray'" in result.error_lines[0]

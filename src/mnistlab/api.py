@@ -73,13 +73,24 @@ def run(
     store: RunStore | str | Path = "mnistlab-runs",
     data_dir: str | Path | None = None,
     dataset: Dataset | None = None,
+    backend: str = "local",
+    address: str | None = None,
+    gpus_per_task: float | None = None,
+    cpus_per_task: int | None = None,
+    artifacts: str | Path | None = None,
 ) -> RunOutcome:
-    """Train every (model, seed) of an experiment not already in the store, resuming interrupted ones."""
+    """Train every (model, seed) of an experiment not already in the store, resuming interrupted ones.
+
+    `backend="ray"` trains on a Ray cluster (`address`, or a private one on this machine) while this
+    process alone writes the store; `gpus_per_task` / `cpus_per_task` are each task's share,
+    `artifacts` a folder every worker reaches for checkpoints (default: the store's)."""
     study = experiment(definition)
+    placement = {"backend": backend, "address": address, "gpus_per_task": gpus_per_task,
+                 "cpus_per_task": cpus_per_task, "artifacts": artifacts}
     if isinstance(store, RunStore):
-        return run_experiment(study, store, data_dir=data_dir, dataset=dataset)
+        return run_experiment(study, store, data_dir=data_dir, dataset=dataset, **placement)
     with RunStore(store) as opened:
-        return run_experiment(study, opened, data_dir=data_dir, dataset=dataset)
+        return run_experiment(study, opened, data_dir=data_dir, dataset=dataset, **placement)
 
 
 def load_model(source: str | Path | RunStore, run_id: int | str | None = None, device: str = "cpu") -> TrainedModel:

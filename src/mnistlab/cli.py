@@ -63,6 +63,11 @@ class Protocol(str, Enum):
     test = "test"
 
 
+class Backend(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
 class Precision(str, Enum):
     fp32 = "fp32"
     bf16 = "bf16"
@@ -239,6 +244,15 @@ def run(
     lease_seconds: Annotated[Optional[float], typer.Option(
         min=0.0, envvar="MNISTLAB_LEASE_SECONDS",
         help="Take a run over from another process only after its claim is this old (default: 6 heartbeats).")] = None,
+    backend: Annotated[Backend, typer.Option(help="Where tasks train: here, or on a Ray cluster (pip install 'mnistlab[ray]').")] = Backend.local,
+    address: Annotated[Optional[str], typer.Option(
+        help="Ray cluster address (host:port, or auto); default: a private Ray instance on this machine.")] = None,
+    gpus_per_task: Annotated[Optional[float], typer.Option(
+        min=0.0, help="GPUs each Ray task reserves (0.25: four tasks share a GPU); default 0.")] = None,
+    cpus_per_task: Annotated[Optional[int], typer.Option(
+        min=1, help="CPUs each Ray task reserves and uses as torch threads; default: 1 reserved, the local thread count used.")] = None,
+    artifacts: Annotated[Optional[Path], typer.Option(
+        help="Checkpoint folder every Ray worker can reach (shared storage); default: the store's artifacts folder.")] = None,
 ) -> None:
     """Train every (model, seed) of an experiment not already in the store; resume interrupted ones."""
     from mnistlab.engine import Reporter
@@ -259,7 +273,9 @@ def run(
 
     timing = {"heartbeat_seconds": heartbeat_seconds} if heartbeat_seconds else {}
     with RunStore(store, lease_seconds=lease_seconds, **timing) as run_store:
-        outcome = run_experiment(spec, run_store, source, data_dir=data_dir, download=download, reporter_for=reporter_for)
+        outcome = run_experiment(spec, run_store, source, data_dir=data_dir, download=download, reporter_for=reporter_for,
+                                 backend=backend.value, address=address, gpus_per_task=gpus_per_task,
+                                 cpus_per_task=cpus_per_task, artifacts=artifacts)
         if not quiet:
             console.print(
                 f"{spec.name}: trained {len(outcome.trained)}, already done {len(outcome.skipped_finished)}, "

@@ -64,6 +64,9 @@ class TrainConfig:
     # Early stopping on val_loss after this many epochs without a new minimum; the best epoch's
     # weights are restored at the end either way (see early_stopping.py). None: off.
     patience: int | None = None
+    # torch's intra-op threads; None: configure_threads' default (one per usable core). A Ray worker
+    # sets it explicitly: Ray starts workers with OMP_NUM_THREADS=1.
+    threads: int | None = None
 
 
 @dataclass
@@ -128,9 +131,9 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def configure_threads() -> None:
-    """One intra-op thread per usable core: more oversubscribes and slows small convs down."""
-    torch.set_num_threads(usable_cpus())
+def configure_threads(count: int | None = None) -> None:
+    """One intra-op thread per usable core (or ``count``): more oversubscribes and slows small convs down."""
+    torch.set_num_threads(count or usable_cpus())
 
 
 def _autocast(device: torch.device, precision: str) -> Any:
@@ -296,7 +299,7 @@ def fit(
     # Before anything is built or allocated: the spec must fit the data and the size limits.
     check_fit(spec, dataset, config, epochs, batch_size)
     device = resolve_device(config.device)
-    configure_threads()
+    configure_threads(config.threads)
     data = place_data(dataset, config, device)
     model = build_model(spec, seed=config.seed).to(device)
     optimizer = make_optimizer(spec.training.optimizer.name, model.parameters(), **spec.training.optimizer.args)

@@ -75,13 +75,17 @@ def execute_task(
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> History:
     """Train one task, checkpointing into `work_dir` and resuming from it if present."""
-    config = TrainConfig(
+    return fit(task.spec, dataset, train_config(task, work_dir), reporter=reporter, on_epoch=on_epoch)
+
+
+def train_config(task: Task, work_dir: Path, threads: int | None = None) -> TrainConfig:
+    """How a task trains on any backend: checkpoints in `work_dir`, resumed from it if present."""
+    return TrainConfig(
         seed=task.seed, device=task.device, precision=task.precision, validate_on=task.protocol,  # type: ignore[arg-type]
         val_fraction=task.val_fraction, train_limit=task.train_limit, out_dir=work_dir, resume=True,
         max_params=task.max_params, max_activation_mib=task.max_activation_mib,
-        patience=task.patience,
+        patience=task.patience, threads=threads,
     )
-    return fit(task.spec, dataset, config, reporter=reporter, on_epoch=on_epoch)
 
 
 def final_metrics(task: Task, history: History, full_train_images: int) -> dict:
@@ -178,25 +182,30 @@ def _train_one(store: RunStore, record: RunRecord, task: Task, dataset: Dataset,
     shutil.rmtree(work_dir, ignore_errors=True)  # the optimizer state is no longer needed
 
 
-def run_experiment(
-    experiment: Experiment,
-    store: RunStore,
-    source: str = "<python>",
-    data_dir: Path | str | None = None,
-    download: bool = False,
-    reporter_for: Callable[[Task], Reporter] | None = None,
-    dataset: Dataset | None = None,
-) -> RunOutcome:
-    """Train every (model, seed) of `experiment` not already finished; resume interrupted ones."""
+BACKENDS = ("local", "ray")
+
+
+def check_backend(backend: str, placement: dict[str, object]) -> None:
+    """A known backend, and no cluster options for the local one."""
+    if backend not in BACKENDS:
+        raise MnistlabError(f"backend '{backend}': choose {' or '.join(BACKENDS)}")
+    given = [name for name, value in placement.items() if value is not None]
+    if backend == "local" and given:
+        raise MnistlabError(f"{', '.join(given)}: only for backend 'ray' (the local backend runs here)")
+
+
+def experiment_tasks(experiment: Experiment, source: str, dataset: Dataset | None) -> list[Task]:
+    """Every task of the experiment, checked before the store is touched: a bad model or dataset
+    must not leave pending runs behind."""
     tasks = expand(experiment, source)
-    # The whole experiment is checked before the store is touched: a bad model, dataset or device
-    # must not leave pending runs behind. The device is this (local) backend's to check.
     check_tasks(tasks, shape_of(dataset) if dataset is not None else dataset_shape(experiment.dataset),
                 source, experiment.name)
-    try:
-        resolve_device(experiment.defaults.device)
-    except MnistlabError as exc:
-        raise MnistlabError(f"{source}: experiment '{experiment.name}': field 'defaults.device': {exc}") from None
+    return tasks
+
+
+def stored_runs(experiment: Experiment, store: RunStore,
+                tasks: list[Task]) -> tuple[RunOutcome, list[tuple[Task, RunRecord]]]:
+    """Save the experiment, ensure a run per task; the outcome so far and the runs still to train."""
     store.save_experiment(experiment.name, experiment.to_dict())
     records = [
         store.ensure_run(
@@ -207,6 +216,40 @@ def run_experiment(
     outcome = RunOutcome(run_ids=[r.id for r in records])
     pending = [(t, r) for t, r in zip(tasks, records) if store.get_run(r.id).status not in FINISHED_STATUSES]
     outcome.skipped_finished = [r.id for t, r in zip(tasks, records) if (t, r) not in pending]
+    return outcome, pending
+
+
+def run_experiment(
+    experiment: Experiment,
+    store: RunStore,
+    source: str = "<python>",
+    data_dir: Path | str | None = None,
+    download: bool = False,
+    reporter_for: Callable[[Task], Reporter] | None = None,
+    dataset: Dataset | None = None,
+    backend: str = "local",
+    address: str | None = None,
+    gpus_per_task: float | None = None,
+    cpus_per_task: int | None = None,
+    artifacts: Path | str | None = None,
+) -> RunOutcome:
+    """Train every (model, seed) of `experiment` not already finished; resume interrupted ones.
+
+    `backend`: "local" (this process, one run after another) or "ray" (a Ray cluster at
+    `address`, or a private one on this machine; see mnistlab.backends.ray_backend)."""
+    placement = {"address": address, "gpus_per_task": gpus_per_task, "cpus_per_task": cpus_per_task,
+                 "artifacts": artifacts}
+    if backend == "ray":
+        from mnistlab.backends.ray_backend import run_on_ray
+
+        return run_on_ray(experiment, store, source, data_dir, download, reporter_for, dataset, **placement)
+    check_backend(backend, placement)
+    tasks = experiment_tasks(experiment, source, dataset)
+    try:  # the device is this (local) backend's to check
+        resolve_device(experiment.defaults.device)
+    except MnistlabError as exc:
+        raise MnistlabError(f"{source}: experiment '{experiment.name}': field 'defaults.device': {exc}") from None
+    outcome, pending = stored_runs(experiment, store, tasks)
     if not pending:
         return outcome
     data = dataset or load_dataset(experiment.dataset, data_dir=data_dir, download=download)

@@ -1,0 +1,241 @@
+"""The Ray backend on a real local cluster: the same numbers as the local backend, trained in other
+processes; a worker SIGKILLed mid-task resumes from its checkpoint; a coordinator SIGKILLed mid-study
+and started again trains nothing twice. One cluster (`ray start --head`, 2 CPUs, everything on
+127.0.0.1) serves the whole module and is stopped at the end, with every process it started."""
+
+from __future__ import annotations
+
+import os
+
+# Before ray is imported anywhere in this process: loopback only, no usage statistics, and the token
+# that `ray start` requires of its clients (mnistlab sets the same when it imports ray itself).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'mnistlab[ray]')")
+
+from mnistlab import api  # noqa: E402
+from mnistlab.data import synthetic_dataset, write_dataset  # noqa: E402
+from mnistlab.engine import Reporter  # noqa: E402
+from mnistlab.experiment import parse_experiment  # noqa: E402
+from mnistlab.runner import run_experiment  # noqa: E402
+from mnistlab.store import EPOCH_METRICS, RunStore  # noqa: E402
+
+from cli_driver import SRC, spawn_cli  # noqa: E402
+from test_runner import tiny_experiment, write_experiment  # noqa: E402
+
+CLUSTER_CPUS = 2  # two worker processes train at once
+OBJECT_STORE_BYTES = 128 * 1024 * 1024
+WORKER_TITLE = "ray::train_unit"  # Ray names a worker process after the task it runs
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _session_of(pid: int) -> int | None:
+    try:
+        # /proc/PID/stat: "pid (comm) state ppid pgrp session ..."; comm may hold spaces.
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def cluster_processes(head: subprocess.Popen) -> list[int]:
+    """Every process the cluster started: all of them share the head's session."""
+    return [int(entry.name) for entry in Path("/proc").iterdir()
+            if entry.name.isdigit() and int(entry.name) != head.pid and _session_of(int(entry.name)) == head.pid]
+
+
+def training_workers(head: subprocess.Popen) -> list[int]:
+    found = []
+    for pid in cluster_processes(head):
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+        except OSError:
+            continue
+        if title.startswith(WORKER_TITLE):
+            found.append(pid)
+    return found
+
+
+class Cluster:
+    def __init__(self, head: subprocess.Popen, address: str) -> None:
+        self.head, self.address = head, address
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    temp = tempfile.mkdtemp(prefix="mlr-", dir="/tmp")  # short: Unix socket paths stay under 107 bytes
+    port, client_port = _free_port(), _free_port()
+    env = {**os.environ, "PYTHONPATH": str(SRC), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    log = open(Path(temp) / "head.log", "w")
+    head = subprocess.Popen(
+        [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
+         "--port", str(port), "--ray-client-server-port", str(client_port), "--num-cpus", str(CLUSTER_CPUS),
+         "--num-gpus", "0", "--include-dashboard=false", "--disable-usage-stats", "--temp-dir", temp,
+         "--object-store-memory", str(OBJECT_STORE_BYTES)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while "Ray runtime started" not in (Path(temp) / "head.log").read_text():
+            assert head.poll() is None, (Path(temp) / "head.log").read_text()
+            assert time.monotonic() < deadline, "the Ray head did not start"
+            time.sleep(0.2)
+        yield Cluster(head, f"127.0.0.1:{port}")
+    finally:
+        head.send_signal(signal.SIGTERM)  # `ray start --block` stops every process it started
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+        deadline = time.monotonic() + 30
+        while (left := cluster_processes(head)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for pid in left:  # ours (the head's session), never anyone else's
+            os.kill(pid, signal.SIGKILL)
+        log.close()
+        import shutil
+
+        shutil.rmtree(temp, ignore_errors=True)
+        assert not left, f"Ray processes outlived the cluster: {left}"
+
+
+def _stored(store_dir: Path, name: str) -> dict[tuple[str, int], dict]:
+    """(model, seed) → status, history, predictions, final and notes of each stored run."""
+    with RunStore(store_dir) as store:
+        runs = {}
+        for record in store.runs(name):
+            assert (record.model_id, record.seed) not in runs  # every run stored once
+            runs[(record.model_id, record.seed)] = {
+                "id": record.id, "status": record.status, "history": store.history(record.id),
+                "predictions": store.predictions(record.id), "final": record.final, "notes": record.notes,
+                "ended_at": record.ended_at,
+            }
+        return runs
+
+
+def _assert_same_numbers(ray_run: dict, local_run: dict) -> None:
+    for metric in ("epoch", *EPOCH_METRICS):
+        if metric != "seconds":  # wall-clock time is the only thing allowed to differ
+            assert ray_run["history"][metric] == local_run["history"][metric], metric
+    assert np.array_equal(ray_run["predictions"][0], local_run["predictions"][0])
+    assert np.array_equal(ray_run["predictions"][1], local_run["predictions"][1])
+    assert ray_run["final"]["test_acc"] == local_run["final"]["test_acc"]
+
+
+def test_a_study_on_ray_equals_the_local_backend_bit_for_bit(cluster, tmp_path, tiny_data_dir):
+    study = tiny_experiment(tiny_data_dir, name="rayeq", epochs=2)  # 2 models x 2 seeds
+    outcome = api.run(study, tmp_path / "ray", backend="ray", address=cluster.address)
+    assert len(outcome.trained) == 4 and not outcome.failed
+    api.run(study, tmp_path / "local")
+    on_ray, local = _stored(tmp_path / "ray", "rayeq"), _stored(tmp_path / "local", "rayeq")
+    assert set(on_ray) == set(local) and len(on_ray) == 4
+    for key, run in on_ray.items():
+        assert run["status"] == "completed" and run["history"]["epoch"] == [1, 2]
+        worker = run["final"]["ray"]
+        # Trained in a worker process of the cluster, never in this (the coordinating) process.
+        assert worker["pid"] != os.getpid() and worker["host"] == socket.gethostname()
+        assert worker["attempt"] == 1 and worker["resumed_from_epoch"] == 0
+        _assert_same_numbers(run, local[key])
+    with RunStore(tmp_path / "ray") as store:  # the run folders are model folders, checkpoints gone
+        for run in on_ray.values():
+            assert (store.run_dir(run["id"]) / "model.json").exists()
+            assert not (store.run_dir(run["id"]) / "checkpoint").exists()
+    again = api.run(study, tmp_path / "ray", backend="ray", address=cluster.address)
+    assert again.trained == [] and len(again.skipped_finished) == 4
+
+
+def _slow_data(tmp_path: Path) -> Path:
+    # Epochs of a second or so on two cores: long enough to kill something mid-epoch.
+    return write_dataset(synthetic_dataset(n_train=3000, n_test=100, seed=2), tmp_path / "data")
+
+
+def test_a_worker_killed_mid_task_resumes_from_its_checkpoint(cluster, tmp_path):
+    data_dir = _slow_data(tmp_path)
+    study = tiny_experiment(data_dir, name="raykill", epochs=3, seeds=(0,), cnn_filters=32)
+    study["models"] = study["models"][1:]  # the CNN alone
+    killed: list[int] = []
+
+    class KillTheWorker(Reporter):
+        """When epoch 2 is stored, the worker is training epoch 3 and epoch 1's checkpoint is on disk."""
+
+        def end_epoch(self, epoch, epochs, metrics):
+            if epoch == 2 and not killed:
+                (pid,) = training_workers(cluster.head)
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+
+    with RunStore(tmp_path / "ray") as store:
+        outcome = run_experiment(parse_experiment(study), store, backend="ray", address=cluster.address,
+                                 reporter_for=lambda task: KillTheWorker())
+    assert killed and len(outcome.trained) == 1
+    api.run(study, tmp_path / "local")
+    ((key, run),) = _stored(tmp_path / "ray", "raykill").items()
+    assert run["status"] == "completed"
+    assert run["history"]["epoch"] == [1, 2, 3]  # none duplicated, none lost
+    worker = run["final"]["ray"]
+    assert worker["pid"] != killed[0] and worker["attempt"] == 2
+    assert worker["resumed_from_epoch"] >= 1  # from a checkpoint, not from scratch
+    assert any(note.startswith(f"Ray attempt 2 on ") and f"resumed after epoch {worker['resumed_from_epoch']}" in note
+               for note in run["notes"]), run["notes"]
+    _assert_same_numbers(run, _stored(tmp_path / "local", "raykill")[key])  # resuming changed no number
+
+
+def test_a_coordinator_killed_mid_study_and_restarted_trains_nothing_twice(cluster, tmp_path):
+    data_dir = _slow_data(tmp_path)
+    # The MLP finishes while the CNN trains: the kill finds one run finished and one part-way.
+    path = write_experiment(tmp_path, tiny_experiment(data_dir, name="raycoord", epochs=3, seeds=(0,), cnn_filters=32))
+    store_dir = tmp_path / "store"
+    command = ("run", str(path), "--store", str(store_dir), "--backend", "ray", "--address", cluster.address,
+               "--quiet", "--no-report")
+    first = spawn_cli(*command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 150
+    while True:  # kill once a run is finished and another is part-way
+        assert first.poll() is None, first.communicate()
+        assert time.monotonic() < deadline, "the study never reached the state to kill it in"
+        if (store_dir / "store.sqlite").exists():
+            runs = _stored(store_dir, "raycoord")
+            done = [k for k, r in runs.items() if r["status"] == "completed"]
+            partway = [k for k, r in runs.items() if r["status"] == "running" and r["history"]["epoch"]]
+            if done and partway:
+                break
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.communicate()
+    before = _stored(store_dir, "raycoord")
+    second = spawn_cli(*command[:-2], "--no-report", stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # not --quiet
+    out, err = second.communicate(timeout=240)
+    assert second.returncode == 0, err
+    after = _stored(store_dir, "raycoord")
+    assert len(after) == 2
+    finished_before = {k for k, r in before.items() if r["status"] == "completed"}
+    for key, run in after.items():
+        assert run["status"] == "completed", (key, run)
+        assert run["history"]["epoch"] == [1, 2, 3]  # every epoch once
+        if key in finished_before:  # not resubmitted: the same result, finished once
+            assert run["final"] == before[key]["final"] and run["ended_at"] == before[key]["ended_at"]
+            continue
+        stored = len(before[key]["history"]["epoch"])
+        # Resubmitted, and resumed where the killed coordinator's attempt left its checkpoint (the epoch it
+        # last received, or the one before if the kill came between the two), not trained from scratch.
+        assert run["final"]["ray"]["resumed_from_epoch"] >= max(stored - 1, 0), (key, run["final"], stored)
+        if stored >= 2:
+            assert run["final"]["ray"]["resumed_from_epoch"] >= 1
+    trained = int(out.split("trained ")[1].split(",")[0])
+    assert trained == 2 - len(finished_before)
