@@ -20,6 +20,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -50,10 +51,10 @@ from mnistlab.errors import CheckpointError, MnistlabError
 from mnistlab.limits import _FLOAT_BYTES, Limits, check_fit
 from mnistlab.optim import make_optimizer
 from mnistlab.rng import dropout_generator, shuffle_order
-from mnistlab.spec import ModelSpec, resolve
+from mnistlab.spec import SEED_BOUND, ModelSpec, resolve
 from mnistlab.stacked import StackedModel, shared_inputs, stack_inputs
 
-__all__ = ["bundle_capacity", "fit_bundle"]
+__all__ = ["bundle_capacity", "check_seed_list", "fit_bundle", "seed_dir"]
 
 # Fields in which the configs of one bundle may differ (everything else is shared training).
 PER_SEED_FIELDS = ("seed", "out_dir", "resume")
@@ -73,6 +74,29 @@ class _Seed:
     first_epoch: int
     train_seconds: float = 0.0
     timed_images: int = 0
+    bundle_size: int = 1  # seeds trained together when this one started
+
+
+def seed_dir(out: Path, seed: int) -> Path:
+    """Where seed `seed` of a bundle trained with `--out DIR` writes its model folder."""
+    return out / f"seed-{seed}"
+
+
+def check_seed_list(seeds: Any, seed_given: bool = False) -> list[int]:
+    """`--seeds 0,1,2`: distinct whole numbers in the seed range, and not together with `--seed`."""
+    if seed_given:
+        raise MnistlabError("--seed and --seeds: give one seed or a list of seeds, not both")
+    if isinstance(seeds, str):
+        parts = [part.strip() for part in seeds.split(",")]
+        if not all(part.isdigit() for part in parts):
+            raise MnistlabError(f"--seeds {seeds!r}: give whole numbers separated by commas, e.g. 0,1,2,3")
+        seeds = [int(part) for part in parts]
+    seeds = list(seeds)
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < SEED_BOUND for s in seeds):
+        raise MnistlabError(f"--seeds {seeds!r}: give whole numbers from 0 to {SEED_BOUND - 1}")
+    if len(set(seeds)) != len(seeds):
+        raise MnistlabError(f"--seeds {','.join(map(str, seeds))}: each seed once")
+    return seeds
 
 
 def _check_configs(spec: ModelSpec, configs: Sequence[TrainConfig]) -> None:
@@ -245,6 +269,8 @@ def _train_group(spec: ModelSpec, seeds: list[_Seed], data: DeviceData, first_ep
                  batch_size: int, base: TrainConfig, device: torch.device, reporter: Reporter,
                  on_epoch: Callable[[int, int, dict[str, float]], None] | None) -> None:
     active = list(seeds)
+    for seed in active:
+        seed.bundle_size = len(active)
     stacked, optimizer = _stack(spec, active, device)
     step_model: Any = torch.compile(stacked) if base.compile else stacked
     dtype = torch_dtype(base)
@@ -310,7 +336,7 @@ def _finish(seed: _Seed, data: DeviceData, epochs: int, precision: str) -> Histo
     if seed.timed_images:
         history.images_per_second = seed.timed_images / seed.train_seconds
         history.images_per_second_note = (
-            "bundle of K seeds, K x images / s; training steps only (no validation), "
+            f"bundle of {seed.bundle_size} seeds, {seed.bundle_size} x images / s; training steps only (no validation), "
             + ("epochs 2+ (the first epoch's warm-up excluded)" if epochs > 1 else "one epoch")
         )
     if seed.stopper is not None and history.status == "completed":
