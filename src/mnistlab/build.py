@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mnistlab.rng import SeededDropout
 from mnistlab.spec import (
     Activation,
     BatchNormalization,
@@ -198,7 +199,7 @@ def layer_module(node: Node, generator: torch.Generator) -> nn.Module:
     if isinstance(layer, BatchNormalization):
         return _batch_norm(node, layer)
     if isinstance(layer, Dropout):
-        return nn.Dropout(layer.rate)
+        return SeededDropout(layer.rate)  # masks from the run's own generator (rng.py)
     if isinstance(layer, Flatten):
         return nn.Flatten()
     if isinstance(layer, Activation):
@@ -252,9 +253,10 @@ def build_model(spec: ModelSpec | Resolved, seed: int = 0) -> KerasModel:
     return KerasModel(resolved, seed=seed)
 
 
-def prepare_input(images: torch.Tensor, input_shape: tuple[int, ...]) -> torch.Tensor:
+def prepare_input(images: torch.Tensor, input_shape: tuple[int, ...],
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 (N, H, W) images → float in [0, 1], shaped (N, 1, H, W) or (N, H*W) for the model."""
-    x = images.to(torch.float32).div_(255.0) if images.dtype == torch.uint8 else images.float()
+    x = images.to(dtype).div_(255.0) if images.dtype == torch.uint8 else images.to(dtype)
     if len(input_shape) == 1:
         return x.reshape(x.shape[0], -1)
     return x.reshape(x.shape[0], input_shape[2], input_shape[0], input_shape[1])

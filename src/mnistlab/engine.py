@@ -5,8 +5,9 @@ normalised there (no DataLoader, no worker processes, no host copies); loss and 
 accumulated in device tensors and read once per epoch, so a GPU never waits on the host inside
 an epoch. Why it is faithful: Keras initialisers and optimizers (see build.py, optim.py),
 Keras's running-mean train metrics with dropout active, and validation in inference mode.
-Why it is repeatable: every epoch's shuffle and dropout RNG are seeded from (seed, epoch), so a
-run resumed from a checkpoint continues exactly as an uninterrupted run would.
+Why it is repeatable: every epoch's shuffle and dropout masks come from the run's own generators
+seeded from (seed, epoch) (rng.py, never the global RNG), so a run resumed from a checkpoint
+continues exactly as an uninterrupted run would, and a seed bundle (bundle.py) draws the same numbers.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from mnistlab.early_stopping import EarlyStopping
 from mnistlab.errors import CheckpointError, MnistlabError
 from mnistlab.limits import check_fit
 from mnistlab.optim import make_optimizer
+from mnistlab.rng import RNG_SCHEME, dropout_generator, epoch_seed, set_dropout_generator, shuffle_order
 from mnistlab.spec import ModelSpec
 from mnistlab.store import EPOCH_METRICS
 
@@ -67,6 +69,8 @@ class TrainConfig:
     # torch's intra-op threads; None: configure_threads' default (one per usable core). A Ray worker
     # sets it explicitly: Ray starts workers with OMP_NUM_THREADS=1.
     threads: int | None = None
+    # float64 exists for exactness checks on a CPU (bundle vs separate runs); training is float32.
+    dtype: Literal["float32", "float64"] = "float32"
 
 
 @dataclass
@@ -189,7 +193,21 @@ def place_data(dataset: Dataset, config: TrainConfig, device: torch.device) -> D
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
-    return (seed * 1_000_003 + epoch) % (2**63)
+    return epoch_seed(seed, epoch)
+
+
+def torch_dtype(config: TrainConfig) -> torch.dtype:
+    """The parameter and input dtype of a run (float32, or float64 for exactness checks)."""
+    return torch.float64 if config.dtype == "float64" else torch.float32
+
+
+def model_dtype(model: torch.nn.Module) -> torch.dtype:
+    return next(iter(model.parameters()), torch.empty(())).dtype
+
+
+def loss_input(logits: torch.Tensor) -> torch.Tensor:
+    """Logits as the loss takes them: bf16/fp16 (autocast) up to float32, float64 kept."""
+    return logits.float() if logits.dtype in (torch.bfloat16, torch.float16) else logits
 
 
 def train_epoch(
@@ -205,20 +223,20 @@ def train_epoch(
     """One pass over the training data; returns device tensors (summed loss, correct count)."""
     device = data.train_x.device
     model.train()
-    torch.manual_seed(_epoch_seed(seed, epoch))  # dropout; CPU and CUDA generators both
-    order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(_epoch_seed(seed, epoch)))
-    order = order.to(device)
-    loss_sum = torch.zeros((), device=device)
+    set_dropout_generator(model, dropout_generator(seed, epoch, device))
+    order = shuffle_order(len(data.train_y), seed, epoch).to(device)
+    dtype = model_dtype(model)
+    loss_sum = torch.zeros((), device=device, dtype=dtype)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     steps = math.ceil(len(order) / batch_size)
     seen = 0
     for step in range(steps):
         index = order[step * batch_size : (step + 1) * batch_size]
-        x = prepare_input(data.train_x[index], model.input_shape)
+        x = prepare_input(data.train_x[index], model.input_shape, dtype)
         y = data.train_y[index]
         with _autocast(device, precision):
             logits = model(x)
-        loss = F.cross_entropy(logits.float(), y)
+        loss = F.cross_entropy(loss_input(logits), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -235,13 +253,13 @@ def train_epoch(
 def evaluate(model: KerasModel, x: torch.Tensor, y: torch.Tensor, precision: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Inference-mode loss sum, correct count, and predicted labels, all still on the device."""
     model.eval()
-    loss_sum = torch.zeros((), device=x.device)
+    loss_sum = torch.zeros((), device=x.device, dtype=model_dtype(model))
     predictions = []
     size = EVAL_BATCH.get(x.device.type, EVAL_BATCH["cpu"])
     for start in range(0, len(y), size):
-        xb = prepare_input(x[start : start + size], model.input_shape)
+        xb = prepare_input(x[start : start + size], model.input_shape, model_dtype(model))
         with _autocast(x.device, precision):
-            logits = model(xb).float()
+            logits = loss_input(model(xb))
         loss_sum += F.cross_entropy(logits, y[start : start + size], reduction="sum")
         predictions.append(logits.argmax(1))
     predicted = torch.cat(predictions)
@@ -281,6 +299,8 @@ def _checkpoint_identity(spec: ModelSpec, config: TrainConfig, batch_size: int, 
         "train_limit": config.train_limit,
         "precision": config.precision,
         "dataset": dataset,
+        "rng": RNG_SCHEME,  # how shuffles and dropout masks are drawn: another scheme continues differently
+        "dtype": config.dtype,
     }
 
 
@@ -301,7 +321,7 @@ def fit(
     device = resolve_device(config.device)
     configure_threads(config.threads)
     data = place_data(dataset, config, device)
-    model = build_model(spec, seed=config.seed).to(device)
+    model = build_model(spec, seed=config.seed).to(device, torch_dtype(config))
     optimizer = make_optimizer(spec.training.optimizer.name, model.parameters(), **spec.training.optimizer.args)
     step_model: Any = torch.compile(model) if config.compile else model
     history = History(model_id=spec.id, seed=config.seed, protocol=config.validate_on, device=str(device),
@@ -403,6 +423,12 @@ def _maybe_resume(
     if not config.resume:
         raise MnistlabError(
             f"{config.out_dir}: holds a checkpoint of an earlier run; pass --resume to continue it or choose another --out"
+        )
+    if info["identity"].get("rng") != RNG_SCHEME:
+        raise CheckpointError(
+            f"{config.out_dir}: its checkpoint was written under another random-number scheme "
+            f"({info['identity'].get('rng', 'global RNG')!r}, this version draws {RNG_SCHEME!r}), so it cannot be "
+            "continued as the run it began; start the run over or choose another --out"
         )
     if info["identity"] != identity:
         raise CheckpointError(

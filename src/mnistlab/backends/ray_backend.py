@@ -34,6 +34,7 @@ import numpy as np
 from mnistlab.backends.ray_env import Connection, import_ray, is_loopback
 from mnistlab.backends.ray_worker import RunResult, WorkItem, checkpoint_root, train_unit
 from mnistlab.build import build_model
+from mnistlab.bundle_runner import group_units
 from mnistlab.data import Dataset, load_dataset
 from mnistlab.engine import Reporter
 from mnistlab.errors import EnvironmentFailure, LeaseLost, MnistlabError
@@ -295,8 +296,11 @@ def run_on_ray(
     gpus_per_task: float | None = None,
     cpus_per_task: int | None = None,
     artifacts: Path | str | None = None,
+    bundle: int | str = 1,
 ) -> RunOutcome:
     """runner.run_experiment on a Ray cluster (`address`; None: a private instance on this machine).
+    A unit of work (one Ray task) is one run, or with `bundle` up to that many seeds of one model
+    trained as a seed bundle ("auto": sized by this machine's memory).
 
     Checkpoints go under `artifacts` (default: the store's artifacts folder, which must then be
     reachable by every worker for a retried task to resume; otherwise it restarts from epoch 1)."""
@@ -313,5 +317,5 @@ def run_on_ray(
         folder = Path(artifacts) if artifacts is not None else store.root / ARTIFACTS_DIR
         coordinator = Coordinator(ray, store, data, folder.absolute(), reporter_for,
                                   {"num_cpus": cpus, "num_gpus": gpus}, cpus_per_task, slots, outcome)
-        coordinator.run([[pair] for pair in pending])  # units of one run (seed bundles: see runner)
+        coordinator.run(group_units(pending, bundle, data))
         return outcome

@@ -23,16 +23,16 @@ import shutil
 import socket
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from mnistlab.checkpoint import POINTER, read_checkpoint_info, tensor_file
 from mnistlab.data import Dataset
-from mnistlab.engine import History, fit, usable_cpus
+from mnistlab.engine import History, TrainConfig, fit, usable_cpus
 from mnistlab.errors import CheckpointError, EnvironmentFailure
 from mnistlab.experiment import Task
-from mnistlab.runner import CHECKPOINT_DIR, package_versions, set_aside, train_config
+from mnistlab.runner import CHECKPOINT_DIR, package_versions, set_aside, task_config
 
 ATTEMPT_PREFIX = "attempt-"
 ATTEMPT_NAME = re.compile(r"^attempt-(\d+)")  # attempt-3, and attempt-3.damaged-1 set aside
@@ -159,45 +159,62 @@ class _Emitter:
 
 
 def train_unit(items: list[WorkItem], dataset: Dataset, sink: Any, threads: int | None) -> list[RunResult]:
-    """The Ray task: train a unit (one run, or several seeds of one model as a bundle) and return
-    each run's result. ``threads``: torch threads (None: the local backend's count on this machine)."""
+    """The Ray task: train a unit (one run, or several seeds of one model as a seed bundle) and
+    return each run's result. ``threads``: torch threads (None: the local backend's count here)."""
     from mnistlab.backends.ray_env import import_ray
 
     emit = _Emitter(import_ray(loopback=False), sink)
     threads = threads or usable_cpus()
     worker = worker_name()
-    results = []
+    attempts: list[tuple[int, int]] = []  # (attempt number, epoch resumed after) per item
+    configs = []
     for item in items:
-        results.append(_train_item(item, dataset, emit, threads, worker))
+        number, folder, resumed, history, note = prepare_attempt(item)
+        emit("start", item.run_id, number, worker, resumed, history)
+        if note:
+            emit("note", item.run_id, number, note)
+        attempts.append((number, resumed))
+        configs.append(task_config(item.task, folder, threads=threads))
+
+    def on_epoch(index: int, epoch: int, metrics: dict[str, float]) -> None:
+        emit("epoch", items[index].run_id, attempts[index][0], epoch, metrics)
+
+    for _ in range(len(items) + 1):  # each damaged checkpoint is set aside once
+        try:
+            histories = _fit(items, dataset, configs, on_epoch)
+            break
+        except CheckpointError as error:
+            # A copied checkpoint does not fit its run (damaged, or of another run): keep it aside,
+            # start that run over in a fresh folder of this attempt, as the local backend does.
+            index = next((i for i, c in enumerate(configs) if c.out_dir == getattr(error, "out_dir", None)), 0)
+            folder = configs[index].out_dir
+            aside = set_aside(folder)
+            number = attempts[index][0]
+            emit("note", items[index].run_id, number,
+                 f"damaged checkpoint moved to {aside.name}; the run restarted from scratch: {error}")
+            folder.mkdir()
+            attempts[index] = (number, 0)
+            emit("start", items[index].run_id, number, worker, 0, [])
+    else:
+        raise EnvironmentFailure("checkpoints kept proving damaged; giving up on this unit")
+    results = []
+    for item, (number, resumed), trained in zip(items, attempts, histories):
+        weights = None
+        if trained.status == "completed" and trained.model is not None:
+            weights = {key: value.detach().cpu() for key, value in trained.model.state_dict().items()}
+        results.append(RunResult(item.run_id, number, resumed, worker, replace(trained, model=None), weights,
+                                 package_versions()))
     return results
 
 
-def _train_item(item: WorkItem, dataset: Dataset, emit: _Emitter, threads: int, worker: str) -> RunResult:
-    number, folder, resumed, history, note = prepare_attempt(item)
-    emit("start", item.run_id, number, worker, resumed, history)
-    if note:
-        emit("note", item.run_id, number, note)
+def _fit(items: list[WorkItem], dataset: Dataset, configs: list[TrainConfig],
+         on_epoch: Callable[[int, int, dict[str, float]], None]) -> list[History]:
+    """One run with engine.fit, several as one seed bundle (bundle.fit_bundle)."""
+    if len(items) == 1:
+        return [fit(items[0].task.spec, dataset, configs[0], on_epoch=lambda epoch, metrics: on_epoch(0, epoch, metrics))]
+    from mnistlab.bundle import fit_bundle
 
-    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-        emit("epoch", item.run_id, number, epoch, metrics)
-
-    config = train_config(item.task, folder, threads=threads)
-    try:
-        trained = fit(item.task.spec, dataset, config, on_epoch=on_epoch)
-    except CheckpointError as error:
-        # The copied checkpoint does not fit this run (damaged, or of another run): keep it aside,
-        # start over in a fresh folder of this attempt, as the local backend does.
-        aside = set_aside(folder)
-        emit("note", item.run_id, number,
-             f"damaged checkpoint moved to {aside.name}; the run restarted from scratch: {error}")
-        folder.mkdir()
-        emit("start", item.run_id, number, worker, 0, [])
-        trained = fit(item.task.spec, dataset, replace(config, out_dir=folder), on_epoch=on_epoch)
-    weights = None
-    if trained.status == "completed" and trained.model is not None:
-        weights = {key: value.detach().cpu() for key, value in trained.model.state_dict().items()}
-    return RunResult(item.run_id, number, resumed, worker, replace(trained, model=None), weights,
-                     package_versions())
+    return fit_bundle(items[0].task.spec, dataset, configs, on_epoch=on_epoch)
 
 
 def checkpoint_root(artifacts: Path, run_id: int) -> Path:
