@@ -5,36 +5,33 @@ and started again trains nothing twice. One cluster (`ray start --head`, 2 CPUs,
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
-# Before ray is imported anywhere in this process: loopback only, no usage statistics, and the token
-# that `ray start` requires of its clients (mnistlab sets the same when it imports ray itself).
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-os.environ.setdefault("RAY_AUTH_MODE", "token")
+import numpy as np
+import pytest
+from cli_driver import SRC, spawn_cli
+from test_runner import tiny_experiment, write_experiment
 
-import signal  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+from mnistlab import api
+from mnistlab.data import synthetic_dataset, write_dataset
+from mnistlab.engine import Reporter
+from mnistlab.experiment import parse_experiment
+from mnistlab.runner import run_experiment
+from mnistlab.store import EPOCH_METRICS, RunStore
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'mnistlab[ray]')")
-
-from mnistlab import api  # noqa: E402
-from mnistlab.data import synthetic_dataset, write_dataset  # noqa: E402
-from mnistlab.engine import Reporter  # noqa: E402
-from mnistlab.experiment import parse_experiment  # noqa: E402
-from mnistlab.runner import run_experiment  # noqa: E402
-from mnistlab.store import EPOCH_METRICS, RunStore  # noqa: E402
-
-from cli_driver import SRC, spawn_cli  # noqa: E402
-from test_runner import tiny_experiment, write_experiment  # noqa: E402
+# Not imported here: mnistlab imports ray itself, after setting what this machine's network rules need
+# (loopback only for a loopback address, no usage statistics, token authentication).
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                                reason="the ray extra is not installed (pip install 'mnistlab[ray]')")
 
 CLUSTER_CPUS = 2  # two worker processes train at once
 OBJECT_STORE_BYTES = 128 * 1024 * 1024
@@ -82,18 +79,20 @@ class Cluster:
 def cluster():
     temp = tempfile.mkdtemp(prefix="mlr-", dir="/tmp")  # short: Unix socket paths stay under 107 bytes
     port, client_port = _free_port(), _free_port()
-    env = {**os.environ, "PYTHONPATH": str(SRC), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    log = open(Path(temp) / "head.log", "w")
-    head = subprocess.Popen(
-        [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
-         "--port", str(port), "--ray-client-server-port", str(client_port), "--num-cpus", str(CLUSTER_CPUS),
-         "--num-gpus", "0", "--include-dashboard=false", "--disable-usage-stats", "--temp-dir", temp,
-         "--object-store-memory", str(OBJECT_STORE_BYTES)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    env = {**os.environ, "PYTHONPATH": str(SRC), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # binds 127.0.0.1 only
+           "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+    log_path = Path(temp) / "head.log"
+    with open(log_path, "w") as log:
+        head = subprocess.Popen(
+            [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--node-ip-address",
+             "127.0.0.1", "--port", str(port), "--ray-client-server-port", str(client_port),
+             "--num-cpus", str(CLUSTER_CPUS), "--num-gpus", "0", "--include-dashboard=false",
+             "--disable-usage-stats", "--temp-dir", temp, "--object-store-memory", str(OBJECT_STORE_BYTES)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
-        while "Ray runtime started" not in (Path(temp) / "head.log").read_text():
-            assert head.poll() is None, (Path(temp) / "head.log").read_text()
+        while "Ray runtime started" not in log_path.read_text():
+            assert head.poll() is None, log_path.read_text()
             assert time.monotonic() < deadline, "the Ray head did not start"
             time.sleep(0.2)
         yield Cluster(head, f"127.0.0.1:{port}")
@@ -109,11 +108,43 @@ def cluster():
             time.sleep(0.2)
         for pid in left:  # ours (the head's session), never anyone else's
             os.kill(pid, signal.SIGKILL)
-        log.close()
-        import shutil
-
         shutil.rmtree(temp, ignore_errors=True)
         assert not left, f"Ray processes outlived the cluster: {left}"
+
+
+# /proc/net/tcp{,6} addresses of the loopback interface (127.0.0.1, IPv4-mapped 127.0.0.1, ::1).
+LOOPBACK = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
+LISTEN = "0A"
+
+
+def listening_addresses(pids: list[int]) -> list[tuple[int, str]]:
+    """(pid, hex address) of every TCP socket the processes listen on."""
+    owners = {}
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    owners[target[len("socket:["):-1]] = pid
+        except OSError:
+            continue  # exited meanwhile
+    found = []
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == LISTEN and fields[9] in owners:
+                found.append((owners[fields[9]], fields[1].split(":")[0]))
+    return found
+
+
+def test_every_ray_process_listens_on_loopback_only(cluster):
+    from mnistlab.backends.ray_env import Connection
+
+    with Connection(cluster.address) as ray:  # the coordinator's own Ray endpoint counts too
+        assert ray.is_initialized()
+        listening = listening_addresses([cluster.head.pid, *cluster_processes(cluster.head), os.getpid()])
+    assert {pid for pid, _ in listening} >= {os.getpid()} and len(listening) >= 3  # GCS, raylet, this driver...
+    assert [(pid, address) for pid, address in listening if address not in LOOPBACK] == []
 
 
 def _stored(store_dir: Path, name: str) -> dict[tuple[str, int], dict]:
@@ -151,7 +182,7 @@ def test_a_study_on_ray_equals_the_local_backend_bit_for_bit(cluster, tmp_path, 
         worker = run["final"]["ray"]
         # Trained in a worker process of the cluster, never in this (the coordinating) process.
         assert worker["pid"] != os.getpid() and worker["host"] == socket.gethostname()
-        assert worker["attempt"] == 1 and worker["resumed_from_epoch"] == 0
+        assert worker["attempt"] == 1 and worker["resumed_from_epoch"] == 0 and worker["unit"] == [run["id"]]
         _assert_same_numbers(run, local[key])
     with RunStore(tmp_path / "ray") as store:  # the run folders are model folders, checkpoints gone
         for run in on_ray.values():
@@ -159,6 +190,22 @@ def test_a_study_on_ray_equals_the_local_backend_bit_for_bit(cluster, tmp_path, 
             assert not (store.run_dir(run["id"]) / "checkpoint").exists()
     again = api.run(study, tmp_path / "ray", backend="ray", address=cluster.address)
     assert again.trained == [] and len(again.skipped_finished) == 4
+
+
+def test_a_seed_bundle_is_one_task_whose_seeds_stream_to_their_own_runs(cluster, tmp_path, tiny_data_dir):
+    study = tiny_experiment(tiny_data_dir, name="raybundle", epochs=2)
+    outcome = api.run(study, tmp_path / "ray", backend="ray", address=cluster.address, bundle=2)
+    assert len(outcome.trained) == 4
+    api.run(study, tmp_path / "local", bundle=2)
+    on_ray, local = _stored(tmp_path / "ray", "raybundle"), _stored(tmp_path / "local", "raybundle")
+    for model in ("tiny-mlp", "tiny-cnn"):
+        seeds = [on_ray[(model, seed)] for seed in (0, 1)]
+        # Both seeds of a model trained as one unit, by one worker process (one fit_bundle call).
+        assert seeds[0]["final"]["ray"]["unit"] == seeds[1]["final"]["ray"]["unit"] == sorted(r["id"] for r in seeds)
+        assert seeds[0]["final"]["ray"]["pid"] == seeds[1]["final"]["ray"]["pid"] != os.getpid()
+        for seed, run in zip((0, 1), seeds):
+            assert run["history"]["epoch"] == [1, 2]
+            _assert_same_numbers(run, local[(model, seed)])  # the local backend's bundles, bit for bit
 
 
 def _slow_data(tmp_path: Path) -> Path:
@@ -192,7 +239,7 @@ def test_a_worker_killed_mid_task_resumes_from_its_checkpoint(cluster, tmp_path)
     worker = run["final"]["ray"]
     assert worker["pid"] != killed[0] and worker["attempt"] == 2
     assert worker["resumed_from_epoch"] >= 1  # from a checkpoint, not from scratch
-    assert any(note.startswith(f"Ray attempt 2 on ") and f"resumed after epoch {worker['resumed_from_epoch']}" in note
+    assert any(note.startswith("Ray attempt 2 on ") and f"resumed after epoch {worker['resumed_from_epoch']}" in note
                for note in run["notes"]), run["notes"]
     _assert_same_numbers(run, _stored(tmp_path / "local", "raykill")[key])  # resuming changed no number
 

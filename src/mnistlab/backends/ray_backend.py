@@ -23,16 +23,22 @@ from __future__ import annotations
 
 import math
 import shutil
-import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from mnistlab.backends.ray_env import Connection, import_ray, is_loopback
-from mnistlab.backends.ray_worker import RunResult, WorkItem, checkpoint_root, train_unit
+from mnistlab.backends.ray_worker import (
+    RunResult,
+    WorkItem,
+    checkpoint_root,
+    train_unit,
+)
 from mnistlab.build import build_model
 from mnistlab.bundle_runner import group_units
 from mnistlab.data import Dataset, load_dataset
@@ -41,7 +47,13 @@ from mnistlab.errors import EnvironmentFailure, LeaseLost, MnistlabError
 from mnistlab.experiment import Experiment, Task
 from mnistlab.lease import Heartbeat
 from mnistlab.models_io import save_trained
-from mnistlab.runner import RunOutcome, _epoch_metrics, experiment_tasks, final_metrics, stored_runs
+from mnistlab.runner import (
+    RunOutcome,
+    _epoch_metrics,
+    experiment_tasks,
+    final_metrics,
+    stored_runs,
+)
 from mnistlab.store import ARTIFACTS_DIR, RunRecord, RunStore, current_owner
 
 __all__ = ["MAX_RETRIES", "run_on_ray"]
@@ -176,7 +188,7 @@ class Coordinator:
             if run is None or run.lost or attempt < run.attempt:
                 continue  # finished, taken over, or an older attempt still talking: fenced off
             try:
-                self._guarded(run, lambda: self._handle(run, kind, attempt, event[3:]))
+                self._guarded(run, partial(self._handle, run, kind, attempt, event[3:]))
             except LeaseLost:
                 continue
 
@@ -232,14 +244,14 @@ class Coordinator:
             if run is None or run.lost:
                 continue
             try:
-                self._guarded(run, lambda: self._finish(run, result))
+                self._guarded(run, partial(self._finish, run, result, sorted(unit.runs)))
             except LeaseLost:
                 continue
             self.outcome.trained.append(result.run_id)
             self._release(run)
             shutil.rmtree(checkpoint_root(self.artifacts, result.run_id), ignore_errors=True)
 
-    def _finish(self, run: _Run, result: RunResult) -> None:
+    def _finish(self, run: _Run, result: RunResult, unit: list[int]) -> None:
         history, task, run_id = result.history, run.task, run.record.id
         run.heartbeat.check()
         if result.weights is not None:
@@ -260,7 +272,7 @@ class Coordinator:
         final = final_metrics(task, history, len(self.data.train_labels))
         host, _, pid = result.worker.rpartition(":")
         final["ray"] = {"worker": result.worker, "host": host, "pid": int(pid), "attempt": result.attempt,
-                        "resumed_from_epoch": result.resumed_from}
+                        "resumed_from_epoch": result.resumed_from, "unit": unit}  # unit: runs trained together
         labels = np.asarray(history.test_labels, dtype=np.uint8) if history.test_labels else None
         predicted = np.asarray(history.test_predictions, dtype=np.uint8) if history.test_predictions else None
         self.store.finish_run(run_id, history.status, final=final, labels=labels, predicted=predicted,

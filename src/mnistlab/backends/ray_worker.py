@@ -21,9 +21,10 @@ import os
 import re
 import shutil
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
