@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_driver import SRC, spawn_cli
+from cli_driver import SRC, run_cli, spawn_cli
 from test_runner import tiny_experiment, write_experiment
 
 from mnistlab import api
@@ -188,6 +188,8 @@ def test_a_study_on_ray_equals_the_local_backend_bit_for_bit(cluster, tmp_path, 
         for run in on_ray.values():
             assert (store.run_dir(run["id"]) / "model.json").exists()
             assert not (store.run_dir(run["id"]) / "checkpoint").exists()
+    shown = run_cli("show", str(next(iter(on_ray.values()))["id"]), "--store", tmp_path / "ray")
+    assert shown.exit_code == 0 and "Ray worker " in " ".join(shown.stdout.split())
     again = api.run(study, tmp_path / "ray", backend="ray", address=cluster.address)
     assert again.trained == [] and len(again.skipped_finished) == 4
 
@@ -206,6 +208,22 @@ def test_a_seed_bundle_is_one_task_whose_seeds_stream_to_their_own_runs(cluster,
         for seed, run in zip((0, 1), seeds):
             assert run["history"]["epoch"] == [1, 2]
             _assert_same_numbers(run, local[(model, seed)])  # the local backend's bundles, bit for bit
+
+
+@pytest.mark.parametrize(("placement", "words"), [
+    ({"cpus_per_task": CLUSTER_CPUS + 1}, f"has {CLUSTER_CPUS} CPUs, fewer than one task asks for ({CLUSTER_CPUS + 1})"),
+    ({"gpus_per_task": 0.5}, "has 0 GPUs, fewer than one task asks for (0.5)"),
+])
+def test_a_placement_no_node_can_satisfy_is_refused_before_anything_is_stored(cluster, tmp_path, tiny_data_dir,
+                                                                              placement, words):
+    from mnistlab.errors import MnistlabError
+
+    with pytest.raises(MnistlabError, match="the Ray cluster") as info:  # Ray would keep such tasks pending forever
+        api.run(tiny_experiment(tiny_data_dir, name="rayfit"), tmp_path / "store", backend="ray",
+                address=cluster.address, **placement)
+    assert words in str(info.value)
+    with RunStore(tmp_path / "store") as store:
+        assert store.runs() == []
 
 
 def _slow_data(tmp_path: Path) -> Path:

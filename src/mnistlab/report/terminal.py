@@ -199,6 +199,10 @@ def _final_rows(final: Mapping[str, Any]) -> list[tuple[str, RenderableType]]:
                                           f"({final.get('reference_notebook') or 'seed notebook'}{protocol})"))
     if final.get("diverged_epoch") is not None:
         rows.append(("diverged at epoch", str(final["diverged_epoch"])))
+    if isinstance(final.get("ray"), Mapping):  # trained by the Ray backend
+        ray = final["ray"]
+        resumed = f", resumed after epoch {ray['resumed_from_epoch']}" if ray.get("resumed_from_epoch") else ""
+        rows.append(("trained on", f"Ray worker {ray.get('worker')}, attempt {ray.get('attempt')}{resumed}"))
     return rows
 
 
