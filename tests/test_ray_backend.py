@@ -304,3 +304,13 @@ def test_a_coordinator_killed_mid_study_and_restarted_trains_nothing_twice(clust
             assert run["final"]["ray"]["resumed_from_epoch"] >= 1
     trained = int(out.split("trained ")[1].split(",")[0])
     assert trained == 2 - len(finished_before)
+
+
+def test_an_address_where_no_cluster_answers_is_one_line_in_seconds(tmp_path, tiny_data_dir):
+    path = write_experiment(tmp_path, tiny_experiment(tiny_data_dir, name="rayaddr"))
+    address = f"127.0.0.1:{_free_port()}"  # nothing listens there (Ray alone would retry for minutes)
+    result = run_cli("run", path, "--backend", "ray", "--address", address, "--store", tmp_path / "store")
+    assert result.exit_code == 1, result
+    expected = (f"error: --address {address}: no Ray cluster answers there (Connection refused); "
+                "start one with `ray start --head`, or leave out --address")
+    assert result.error_lines == [expected]

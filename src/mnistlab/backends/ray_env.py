@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -26,6 +27,7 @@ LOCAL_NODE_IP = "127.0.0.1"
 # small) and a short temporary folder (Unix socket paths under it must stay within 107 characters).
 LOCAL_OBJECT_STORE_BYTES = 256 * 1024 * 1024
 TEMP_PREFIX = "mlr-"
+PROBE_SECONDS = 10.0
 SINGLE_MACHINE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray uses the loopback address for its node
 
 
@@ -63,6 +65,18 @@ def _cluster_mode(ray: ModuleType) -> bool:
     return bool(getattr(ray_constants, "ENABLE_RAY_CLUSTER", True))
 
 
+def _probe(address: str) -> None:
+    """Fail in seconds when nothing listens at a host:port address (Ray itself retries for minutes)."""
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", or a form Ray resolves itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_SECONDS).close()
+    except OSError as error:
+        raise EnvironmentFailure(f"--address {address}: no Ray cluster answers there ({error.strerror or error}); "
+                                 "start one with `ray start --head`, or leave out --address") from None
+
+
 class Connection:
     """``with Connection(address):`` — Ray connected for the block. Reuses a session the caller
     opened (ray.init in a notebook) and leaves it open; otherwise connects to ``address`` or starts a
@@ -86,6 +100,7 @@ class Connection:
                 self._temp_dir = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir="/tmp" if Path("/tmp").is_dir() else None)
                 ray.init(object_store_memory=LOCAL_OBJECT_STORE_BYTES, _temp_dir=self._temp_dir, **options)
             else:
+                _probe(self.address)
                 options.pop("include_dashboard")  # the cluster's own setting
                 ray.init(address=self.address, **options)
         except (ConnectionError, RuntimeError, ValueError) as error:
