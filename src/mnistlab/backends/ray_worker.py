@@ -204,7 +204,7 @@ def train_unit(items: list[WorkItem], dataset: Dataset, sink: Any, threads: int 
         if trained.status == "completed" and trained.model is not None:
             weights = {key: value.detach().cpu() for key, value in trained.model.state_dict().items()}
         results.append(RunResult(item.run_id, number, resumed, worker, replace(trained, model=None), weights,
-                                 package_versions()))
+                                 package_versions(trained.device)))  # this machine's
     return results
 
 
