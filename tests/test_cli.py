@@ -44,6 +44,11 @@ BAD_USAGE = [
     (["export-runs", "quick", "out", "--to", "wandb"], ["--to", "wandb"]),
     (["conclusions"], ["mnistlab conclusions", "Missing argument"]),
     (["train", "s000-m1", "--patience", "0"], ["mnistlab train", "--patience"]),
+    (["train", "s004-m1", "--seeds", "1,1"], ["--seeds", "each seed once"]),
+    (["train", "s004-m1", "--seeds", "a"], ["--seeds", "whole numbers"]),
+    (["train", "s004-m1", "--seeds", "0,1", "--seed", "2"], ["--seed", "--seeds", "not both"]),
+    (["run", "quick", "--bundle", "0"], ["--bundle", "'0'"]),
+    (["run", "quick", "--bundle", "x"], ["--bundle", "'x'"]),
     (["no-such-command"], ["No such command", "no-such-command"]),
 ]
 
