@@ -269,9 +269,9 @@ def test_train_seeds_prints_one_summary_per_seed_and_writes_seed_folders(tiny_da
 
 
 def test_resume_after_sigkill_of_a_bundle_equals_an_uninterrupted_bundle(tmp_path):
-    data_dir = write_dataset(synthetic_dataset(n_train=6000, n_test=200, seed=1), tmp_path / "data")
+    data_dir = write_dataset(synthetic_dataset(n_train=2000, n_test=200, seed=1), tmp_path / "data")
     spec_file = tmp_path / "spec.yaml"
-    spec_file.write_text(TINY_CNN.replace("epochs: 2", "epochs: 4").replace("filters: 4", "filters: 16"))
+    spec_file.write_text(TINY_CNN.replace("epochs: 2", "epochs: 3").replace("filters: 4", "filters: 6"))
     common = ["train", str(spec_file), "--dataset", str(data_dir), "--seeds", "0,1", "--quiet", "--device", "cpu"]
     reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
     assert spawn_cli(*common, "--out", str(reference_dir)).wait(timeout=300) == 0
@@ -279,14 +279,14 @@ def test_resume_after_sigkill_of_a_bundle_equals_an_uninterrupted_bundle(tmp_pat
     process = spawn_cli(*common, "--out", str(killed_dir))
     pointer = killed_dir / "seed-1" / "checkpoint.json"
     deadline = time.monotonic() + 120
-    while not (pointer.exists() and json.loads(pointer.read_text())["epoch"] >= 2):
+    while not (pointer.exists() and json.loads(pointer.read_text())["epoch"] >= 1):
         assert process.poll() is None, "the run finished before it could be killed"
         assert time.monotonic() < deadline
         time.sleep(0.005)
-    time.sleep(0.05)  # into epoch 3
+    time.sleep(0.05)  # into epoch 2
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert json.loads(pointer.read_text())["epoch"] < 4, "killed too late to test a resume"
+    assert json.loads(pointer.read_text())["epoch"] < 3, "killed too late to test a resume"
 
     assert spawn_cli(*common, "--out", str(killed_dir), "--resume").wait(timeout=300) == 0
     for seed in (0, 1):

@@ -48,6 +48,11 @@ BAD_USAGE = [
     (["run", "quick", "--backend", "x"], ["mnistlab run", "--backend", "x"]),
     (["run", "quick", "--backend", "ray", "--gpus-per-task", "-1"], ["mnistlab run", "--gpus-per-task"]),
     (["run", "quick", "--backend", "ray", "--cpus-per-task", "0"], ["mnistlab run", "--cpus-per-task"]),
+    (["train", "s004-m1", "--seeds", "1,1"], ["--seeds", "each seed once"]),
+    (["train", "s004-m1", "--seeds", "a"], ["--seeds", "whole numbers"]),
+    (["train", "s004-m1", "--seeds", "0,1", "--seed", "2"], ["--seed", "--seeds", "not both"]),
+    (["run", "quick", "--bundle", "0"], ["--bundle", "'0'"]),
+    (["run", "quick", "--bundle", "x"], ["--bundle", "'x'"]),
     (["no-such-command"], ["No such command", "no-such-command"]),
 ]
 
