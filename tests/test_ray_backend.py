@@ -226,6 +226,22 @@ def test_a_placement_no_node_can_satisfy_is_refused_before_anything_is_stored(cl
         assert store.runs() == []
 
 
+def test_an_error_in_training_fails_its_runs_and_is_one_line(cluster, tmp_path, tiny_data_dir):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")  # --artifacts names a file: no worker can create a checkpoint folder there
+    path = write_experiment(tmp_path, tiny_experiment(tiny_data_dir, name="rayfail", seeds=(0,)))
+    result = run_cli("run", path, "--backend", "ray", "--address", cluster.address, "--artifacts", blocker,
+                     "--store", tmp_path / "store", "--no-report")
+    assert result.exit_code == 1, result  # the worker's EnvironmentFailure, carried back as itself
+    assert len(result.error_lines) == 1 and "cannot create a checkpoint folder" in result.error_lines[0]
+    assert str(blocker) in result.error_lines[0] and "Traceback" not in result.stderr
+    with RunStore(tmp_path / "store") as store:
+        runs = store.runs("rayfail")
+        assert {r.status for r in runs} == {"failed"}  # both were in flight; each recorded failed once
+        assert all(str(blocker) in r.error for r in runs)
+        assert all(store.history(r.id)["epoch"] == [] for r in runs)
+
+
 def _slow_data(tmp_path: Path) -> Path:
     # Epochs of a second or so on two cores: long enough to kill something mid-epoch.
     return write_dataset(synthetic_dataset(n_train=3000, n_test=100, seed=2), tmp_path / "data")
