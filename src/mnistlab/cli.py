@@ -281,7 +281,7 @@ def run(
         help="Take a run over from another process only after its claim is this old (default: 6 heartbeats).")] = None,
     bundle: Annotated[str, typer.Option(
         help="Train up to K seeds of a model together as one seed bundle; auto: as many as fit in memory.")] = "1",
-    backend: Annotated[Backend, typer.Option(help="Where tasks train: here, or on a Ray cluster (pip install 'mnistlab[ray]').")] = Backend.local,
+    backend: Annotated[Backend, typer.Option(help="Where tasks train: here, or on a Ray cluster (needs the ray extra).")] = Backend.local,
     address: Annotated[Optional[str], typer.Option(
         help="Ray cluster address (host:port, or auto); default: a private Ray instance on this machine.")] = None,
     gpus_per_task: Annotated[Optional[float], typer.Option(
