@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import socket
 import sys
 import tempfile
@@ -86,7 +85,7 @@ class Connection:
         self.address = address
         self.ray = import_ray(is_loopback(address))
         self._owned = False
-        self._temp_dir: str | None = None
+        self._temp_dir: tempfile.TemporaryDirectory[str] | None = None
 
     def __enter__(self) -> ModuleType:
         ray = self.ray
@@ -97,8 +96,9 @@ class Connection:
             options["_node_ip_address"] = LOCAL_NODE_IP
         try:
             if self.address is None:
-                self._temp_dir = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir="/tmp" if Path("/tmp").is_dir() else None)
-                ray.init(object_store_memory=LOCAL_OBJECT_STORE_BYTES, _temp_dir=self._temp_dir, **options)
+                self._temp_dir = tempfile.TemporaryDirectory(prefix=TEMP_PREFIX, ignore_cleanup_errors=True,
+                                                             dir="/tmp" if Path("/tmp").is_dir() else None)
+                ray.init(object_store_memory=LOCAL_OBJECT_STORE_BYTES, _temp_dir=self._temp_dir.name, **options)
             else:
                 _probe(self.address)
                 options.pop("include_dashboard")  # the cluster's own setting
@@ -119,5 +119,5 @@ class Connection:
 
     def _remove_temp(self) -> None:
         if self._temp_dir is not None:
-            shutil.rmtree(self._temp_dir, ignore_errors=True)
+            self._temp_dir.cleanup()
             self._temp_dir = None
