@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mnistlab.fused import fuse_chains
 from mnistlab.spec import (
     Activation,
     BatchNormalization,
@@ -100,6 +101,10 @@ def _padding_for(node: Node, kernel: tuple[int, int], strides: tuple[int, int]) 
 # a 3x3 input); the same maths as unfold + one GEMM runs near peak. Below 64 input channels the
 # conv is cheap either way; above 9 output pixels the GEMM form measured slower.
 GEMM_MAX_OUTPUT_PIXELS = 9
+# The fused forms of fused.py (ReLU → BatchNormalization → Dropout as one autograd Function, the
+# 1x1 convs feeding them as matmuls in channels-last). False builds the plain modules: the
+# benchmarks' "before" and the equality tests' reference.
+FUSED = True
 GEMM_MIN_IN_CHANNELS = 64
 
 
@@ -216,6 +221,8 @@ class KerasModel(nn.Module):
         self.resolved = resolved
         generator = torch.Generator().manual_seed(seed)
         self.layers = nn.ModuleList(layer_module(node, generator) for node in resolved.nodes)
+        if FUSED and not resolved.is_graph:  # ReLU → BatchNormalization → Dropout as one op (fused.py)
+            fuse_chains(self.layers, [n.layer.rate if isinstance(n.layer, Dropout) else None for n in resolved.nodes])
         names = [INPUT_NAME] + [node.name for node in resolved.nodes]
         # Each node reads its inputs by position in the list of values computed so far.
         self._wiring = [tuple(names.index(i) for i in node.inputs) for node in resolved.nodes]

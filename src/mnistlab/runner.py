@@ -100,6 +100,7 @@ def final_metrics(task: Task, history: History, full_train_images: int) -> dict:
         "factors": dict(task.factors) or None,  # a factor-grid variant's levels, for the report's effects
         "best_epoch": history.best_epoch,  # early stopping: the epoch whose weights were restored and tested
         "stopped_early": history.stopped_early if task.patience is not None else None,
+        "threads": history.threads,  # intra-op CPU threads: part of what makes a run repeatable bit for bit
     }
 
 
