@@ -57,8 +57,7 @@ def test_bn_dropout_equals_unfused_ops_in_float64(relu, shape, with_dropout):
     bias = torch.randn(channels, generator=gen, dtype=torch.float64)
     upstream = torch.randn(shape, generator=gen, dtype=torch.float64)
     rate = 0.3
-    keep = dropout_mask(shape, rate, generator=torch.Generator().manual_seed(11), dtype=torch.float64) \
-        if with_dropout else None
+    keep = dropout_mask(shape, rate, generator=torch.Generator().manual_seed(11)) if with_dropout else None
     results = []
     for fn in (bn_dropout, bn_dropout_reference):
         xs, ws, bs = (t.clone().requires_grad_() for t in (x, weight, bias))
@@ -105,11 +104,7 @@ def test_pointwise_conv_equals_conv2d_forward_and_backward():
 
 def _models(monkeypatch):
     spec = chain_spec()
-    monkeypatch.setattr(build, "FUSED", True)
-    fused = build.build_model(spec, seed=4).double()
-    monkeypatch.setattr(build, "FUSED", False)
-    plain = build.build_model(spec, seed=4).double()
-    return fused, plain
+    return build.build_model(spec, seed=4, fused=True).double(), build.build_model(spec, seed=4, fused=False).double()
 
 
 def test_fused_model_has_the_plain_models_state_and_fuses_the_chains(monkeypatch):
@@ -123,31 +118,24 @@ def test_fused_model_has_the_plain_models_state_and_fuses_the_chains(monkeypatch
 
 
 def test_fused_model_equals_plain_model_float64_forward_backward_with_the_same_masks(monkeypatch):
-    """Train steps of the whole model: the plain model's dropout draws its masks from the same
-    global generator in the same order, so both see the same masks."""
+    """Train steps of the whole model, each with its own dropout generator seeded alike: the plain
+    model's SeededDropout layers and the fused chains draw the same masks in the same order."""
+    from mnistlab.rng import set_dropout_generator
+
     fused, plain = _models(monkeypatch)
-
-    def plain_dropout(x, p=0.5, training=True, inplace=False):  # nn.Dropout with fused.py's masks
-        if not training or p == 0:
-            return x
-        keep = dropout_mask(x.shape, p, x.device, dtype=x.dtype)
-        return x * keep / (1 - p)
-
     gen = torch.Generator().manual_seed(2)
     x = torch.rand(16, 1, 28, 28, generator=gen, dtype=torch.float64)
     y = torch.randint(0, 10, (16,), generator=gen)
     outputs = []
     for model in (fused, plain):
         model.train()
-        torch.manual_seed(123)
-        with monkeypatch.context() as patch:
-            patch.setattr(F, "dropout", plain_dropout)
-            losses = []
-            for _ in range(2):  # two steps: running statistics feed nothing, gradients everything
-                model.zero_grad()
-                loss = F.cross_entropy(model(x), y)
-                loss.backward()
-                losses.append(loss.detach())
+        set_dropout_generator(model, torch.Generator().manual_seed(123))
+        losses = []
+        for _ in range(2):  # two steps: running statistics feed nothing, gradients everything
+            model.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            losses.append(loss.detach())
         outputs.append((losses, {k: p.grad.clone() for k, p in model.named_parameters()}, model.state_dict()))
     (fused_losses, fused_grads, fused_state), (plain_losses, plain_grads, plain_state) = outputs
     torch.testing.assert_close(fused_losses, plain_losses, rtol=1e-12, atol=1e-12)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from mnistlab import export, inference
@@ -39,17 +40,40 @@ def train(
     data_dir: str | Path | None = None,
     download: bool = False,
     reporter: Reporter | None = None,
+    seeds: Sequence[int] | None = None,
     **options: Any,
-) -> History:
-    """Train one model; `options` are TrainConfig fields (epochs, batch_size, seed, device, ...)."""
+) -> Any:
+    """Train one model; `options` are TrainConfig fields (epochs, batch_size, seed, device, ...).
+
+    With `seeds` (instead of `seed`): train those seeds as one seed bundle and return one History
+    per seed; `out_dir` then holds a `seed-N` model folder per seed."""
     spec = model_spec(model)
+    if seeds is not None:
+        from mnistlab.bundle import check_seed_list
+
+        check_seed_list(seeds, "seed" in options)
     data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_dir=data_dir, download=download)
+    if seeds is not None:
+        return _train_bundle(spec, data, list(seeds), reporter, options)
     if options.get("out_dir") is not None:
         options["out_dir"] = Path(options["out_dir"])
     history = fit(spec, data, TrainConfig(**options), reporter=reporter)
     if options.get("out_dir") is not None:
         save_trained(options["out_dir"], history, data.info)  # out_dir becomes a model folder
     return history
+
+
+def _train_bundle(spec: ModelSpec, data: Dataset, seeds: list[int], reporter: Reporter | None,
+                  options: dict[str, Any]) -> list[History]:
+    from mnistlab.bundle import fit_bundle, seed_dir
+
+    out = Path(options.pop("out_dir")) if options.get("out_dir") is not None else None
+    configs = [TrainConfig(**options, seed=seed, out_dir=seed_dir(out, seed) if out else None) for seed in seeds]
+    histories = fit_bundle(spec, data, configs, reporter=reporter)
+    for config, history in zip(configs, histories):
+        if config.out_dir is not None:
+            save_trained(config.out_dir, history, data.info)  # each seed-N folder becomes a model folder
+    return histories
 
 
 def open_store(root: str | Path = "mnistlab-runs", **leases: float | None) -> RunStore:
@@ -73,13 +97,17 @@ def run(
     store: RunStore | str | Path = "mnistlab-runs",
     data_dir: str | Path | None = None,
     dataset: Dataset | None = None,
+    bundle: int | str = 1,
 ) -> RunOutcome:
-    """Train every (model, seed) of an experiment not already in the store, resuming interrupted ones."""
+    """Train every (model, seed) of an experiment not already in the store, resuming interrupted ones.
+
+    `bundle`: train up to this many seeds of a model together as one seed bundle ("auto": as many
+    as fit in memory; 1: one run at a time)."""
     study = experiment(definition)
     if isinstance(store, RunStore):
-        return run_experiment(study, store, data_dir=data_dir, dataset=dataset)
+        return run_experiment(study, store, data_dir=data_dir, dataset=dataset, bundle=bundle)
     with RunStore(store) as opened:
-        return run_experiment(study, opened, data_dir=data_dir, dataset=dataset)
+        return run_experiment(study, opened, data_dir=data_dir, dataset=dataset, bundle=bundle)
 
 
 def load_model(source: str | Path | RunStore, run_id: int | str | None = None, device: str = "cpu") -> TrainedModel:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mnistlab.fused import fuse_chains
+from mnistlab.rng import SeededDropout
 from mnistlab.spec import (
     Activation,
     BatchNormalization,
@@ -203,7 +204,7 @@ def layer_module(node: Node, generator: torch.Generator) -> nn.Module:
     if isinstance(layer, BatchNormalization):
         return _batch_norm(node, layer)
     if isinstance(layer, Dropout):
-        return nn.Dropout(layer.rate)
+        return SeededDropout(layer.rate)  # masks from the run's own generator (rng.py)
     if isinstance(layer, Flatten):
         return nn.Flatten()
     if isinstance(layer, Activation):
@@ -216,13 +217,13 @@ def layer_module(node: Node, generator: torch.Generator) -> nn.Module:
 class KerasModel(nn.Module):
     """A built spec. `forward` takes float inputs in NCHW (or N×features) and returns logits."""
 
-    def __init__(self, resolved: Resolved, seed: int = 0) -> None:
+    def __init__(self, resolved: Resolved, seed: int = 0, fused: bool | None = None) -> None:
         super().__init__()
         self.resolved = resolved
         generator = torch.Generator().manual_seed(seed)
         self.layers = nn.ModuleList(layer_module(node, generator) for node in resolved.nodes)
-        if FUSED and not resolved.is_graph:  # ReLU → BatchNormalization → Dropout as one op (fused.py)
-            fuse_chains(self.layers, [n.layer.rate if isinstance(n.layer, Dropout) else None for n in resolved.nodes])
+        if (FUSED if fused is None else fused) and fuses(resolved):  # ReLU → BN → Dropout as one op (fused.py)
+            fuse_chains(self.layers)
         names = [INPUT_NAME] + [node.name for node in resolved.nodes]
         # Each node reads its inputs by position in the list of values computed so far.
         self._wiring = [tuple(names.index(i) for i in node.inputs) for node in resolved.nodes]
@@ -253,15 +254,21 @@ class KerasModel(nn.Module):
         return out
 
 
-def build_model(spec: ModelSpec | Resolved, seed: int = 0) -> KerasModel:
+def fuses(resolved: Resolved) -> bool:
+    """Whether a model built with FUSED on runs fused.py's chains (sequential, with BatchNormalization)."""
+    return FUSED and not resolved.is_graph and any(isinstance(n.layer, BatchNormalization) for n in resolved.nodes)
+
+
+def build_model(spec: ModelSpec | Resolved, seed: int = 0, fused: bool | None = None) -> KerasModel:
     """Build a model with Keras 2.2 initialisation drawn from `seed`."""
     resolved = spec if isinstance(spec, Resolved) else resolve(spec)
-    return KerasModel(resolved, seed=seed)
+    return KerasModel(resolved, seed=seed, fused=fused)
 
 
-def prepare_input(images: torch.Tensor, input_shape: tuple[int, ...]) -> torch.Tensor:
+def prepare_input(images: torch.Tensor, input_shape: tuple[int, ...],
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 (N, H, W) images → float in [0, 1], shaped (N, 1, H, W) or (N, H*W) for the model."""
-    x = images.to(torch.float32).div_(255.0) if images.dtype == torch.uint8 else images.float()
+    x = images.to(dtype).div_(255.0) if images.dtype == torch.uint8 else images.to(dtype)
     if len(input_shape) == 1:
         return x.reshape(x.shape[0], -1)
     return x.reshape(x.shape[0], input_shape[2], input_shape[0], input_shape[1])

@@ -140,7 +140,9 @@ def train(
     dataset: Annotated[str, typer.Option(help=DATASET_HELP)] = "mnist",
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Default: the spec's.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Default: the spec's.")] = None,
-    seed: Annotated[int, typer.Option(min=0, max=SEED_BOUND - 1, help="Seeds initial weights, shuffles and dropout.")] = 0,
+    seed: Annotated[Optional[int], typer.Option(min=0, max=SEED_BOUND - 1, help="Seeds initial weights, shuffles and dropout (default 0).")] = None,
+    seeds: Annotated[Optional[str], typer.Option(
+        help="Train these seeds (e.g. 0,1,2,3) as one seed bundle; --out DIR then holds DIR/seed-N model folders.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     precision: Annotated[Precision, typer.Option(help="fp32, or bf16 autocast.")] = Precision.fp32,
     validate_on: Annotated[
@@ -173,8 +175,19 @@ def train(
     from mnistlab.engine import Reporter, TrainConfig, fit
     from mnistlab.progress import RichReporter
 
+    if seeds is not None:
+        from mnistlab.bundle import check_seed_list
+
+        seed_list = check_seed_list(seeds, seed is not None)
     spec = model_spec(model)
     data = load_dataset(dataset, data_dir=data_dir, download=download)
+    if seeds is not None:
+        _train_seeds(spec, data, seed_list, quiet, as_json, out, dict(
+            epochs=epochs, batch_size=batch_size, device=device, precision=precision.value,
+            validate_on=validate_on.value, train_limit=train_limit, out_dir=out, resume=resume, compile=compile,
+            max_params=max_params, max_activation_mib=max_activation_mib, patience=patience))
+        return
+    seed = seed if seed is not None else 0
     config = TrainConfig(
         epochs=epochs, batch_size=batch_size, seed=seed, device=device, precision=precision.value,
         validate_on=validate_on.value, train_limit=train_limit, out_dir=out, resume=resume, compile=compile,
@@ -194,18 +207,40 @@ def train(
     if as_json:
         print(json.dumps(result))
     elif not quiet:
-        if history.status == "diverged":
-            console.print(Text.assemble(("diverged", "red"), f" at epoch {history.diverged_epoch} (non-finite loss); run stopped"))
-        else:
-            console.print(
-                f"Test loss: {history.test_loss:.4f}  Test accuracy: {history.test_acc:.4f}  "
-                f"({history.images_per_second:,.0f} images/s, {history.images_per_second_note})",
-                highlight=False,
-            )
-            if history.best_epoch is not None:
-                fired = "stopped early" if history.stopped_early else "patience never ran out"
-                console.print(f"Early stopping: {fired}; tested with epoch {history.best_epoch}'s weights "
-                              "(lowest val_loss)", highlight=False)
+        _print_summary(history)
+
+
+def _print_summary(history, prefix: str = "") -> None:
+    if history.status == "diverged":
+        console.print(Text.assemble(prefix, ("diverged", "red"), f" at epoch {history.diverged_epoch} (non-finite loss); run stopped"))
+    else:
+        console.print(
+            Text(f"{prefix}Test loss: {history.test_loss:.4f}  Test accuracy: {history.test_acc:.4f}  "
+                 f"({history.images_per_second:,.0f} images/s, {history.images_per_second_note})"),
+            highlight=False,
+        )
+        if history.best_epoch is not None:
+            fired = "stopped early" if history.stopped_early else "patience never ran out"
+            console.print(f"{prefix}Early stopping: {fired}; tested with epoch {history.best_epoch}'s weights "
+                          "(lowest val_loss)", highlight=False)
+
+
+def _train_seeds(spec, data, seeds: list[int], quiet: bool, as_json: bool, out: Optional[Path], options: dict) -> None:
+    """`train --seeds`: one seed bundle, one summary (or JSON line) per seed."""
+    from mnistlab.api import train as train_models, write_history
+    from mnistlab.bundle import seed_dir
+    from mnistlab.engine import Reporter
+    from mnistlab.progress import RichReporter
+
+    reporter = Reporter() if quiet or as_json else RichReporter(console, label=f"{len(seeds)} seeds ")
+    histories = train_models(spec, data, reporter=reporter, seeds=seeds, **options)
+    for history in histories:
+        if out is not None:
+            write_history(seed_dir(out, history.seed) / "history.json", history)
+        if as_json:
+            print(json.dumps(history.to_json()))
+        elif not quiet:
+            _print_summary(history, prefix=f"seed {history.seed}: ")
 
 
 StoreOption = Annotated[Path, typer.Option("--store", envvar="MNISTLAB_STORE", help="Run store folder.")]
@@ -241,6 +276,8 @@ def run(
     lease_seconds: Annotated[Optional[float], typer.Option(
         min=0.0, envvar="MNISTLAB_LEASE_SECONDS",
         help="Take a run over from another process only after its claim is this old (default: 6 heartbeats).")] = None,
+    bundle: Annotated[str, typer.Option(
+        help="Train up to K seeds of a model together as one seed bundle; auto: as many as fit in memory.")] = "1",
 ) -> None:
     """Train every (model, seed) of an experiment not already in the store; resume interrupted ones."""
     from mnistlab.engine import Reporter
@@ -249,6 +286,9 @@ def run(
     from mnistlab.runner import experiment_settled, run_experiment
     from mnistlab.store import RunStore
 
+    from mnistlab.bundle_runner import parse_bundle
+
+    bundle_size = parse_bundle(bundle)
     spec, source = load_experiment(experiment)
     tasks = expand(spec, source)
     positions = {(t.model_id, t.seed): i for i, t in enumerate(tasks, start=1)}
@@ -261,7 +301,8 @@ def run(
 
     timing = {"heartbeat_seconds": heartbeat_seconds} if heartbeat_seconds else {}
     with RunStore(store, lease_seconds=lease_seconds, **timing) as run_store:
-        outcome = run_experiment(spec, run_store, source, data_dir=data_dir, download=download, reporter_for=reporter_for)
+        outcome = run_experiment(spec, run_store, source, data_dir=data_dir, download=download, reporter_for=reporter_for,
+                                 bundle=bundle_size)
         if not quiet:
             console.print(
                 f"{spec.name}: trained {len(outcome.trained)}, already done {len(outcome.skipped_finished)}, "

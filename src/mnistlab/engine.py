@@ -5,8 +5,9 @@ normalised there (no DataLoader, no worker processes, no host copies); loss and 
 accumulated in device tensors and read once per epoch, so a GPU never waits on the host inside
 an epoch. Why it is faithful: Keras initialisers and optimizers (see build.py, optim.py),
 Keras's running-mean train metrics with dropout active, and validation in inference mode.
-Why it is repeatable: every epoch's shuffle and dropout RNG are seeded from (seed, epoch), so a
-run resumed from a checkpoint continues exactly as an uninterrupted run would.
+Why it is repeatable: every epoch's shuffle and dropout masks come from the run's own generators
+seeded from (seed, epoch) (rng.py, never the global RNG), so a run resumed from a checkpoint
+continues exactly as an uninterrupted run would, and a seed bundle (bundle.py) draws the same numbers.
 """
 
 from __future__ import annotations
@@ -22,15 +23,16 @@ from typing import Any, Callable, Literal
 import torch
 import torch.nn.functional as F
 
-from mnistlab.build import KerasModel, build_model, prepare_input
+from mnistlab.build import KerasModel, build_model, fuses, prepare_input
 from mnistlab.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
 from mnistlab.data import Dataset, stratified_split
 from mnistlab.early_stopping import EarlyStopping
-from mnistlab.fused import FUSED_SCHEME, FusedBatchNorm
+from mnistlab.fused import FUSED_SCHEME
 from mnistlab.errors import CheckpointError, MnistlabError
 from mnistlab.limits import check_fit
 from mnistlab.optim import make_optimizer
-from mnistlab.spec import ModelSpec
+from mnistlab.rng import RNG_SCHEME, dropout_generator, epoch_seed, set_dropout_generator, shuffle_order
+from mnistlab.spec import ModelSpec, resolve
 from mnistlab.store import EPOCH_METRICS
 
 Protocol = Literal["split", "test"]
@@ -68,6 +70,8 @@ class TrainConfig:
     # Intra-op CPU threads, fixed for the whole run: the count changes the order of reductions and
     # so the exact numbers. None: usable_cpus(), or on resume the count the checkpoint recorded.
     threads: int | None = None
+    # float64 exists for exactness checks on a CPU (bundle vs separate runs); training is float32.
+    dtype: Literal["float32", "float64"] = "float32"
 
 
 @dataclass
@@ -194,7 +198,21 @@ def place_data(dataset: Dataset, config: TrainConfig, device: torch.device) -> D
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
-    return (seed * 1_000_003 + epoch) % (2**63)
+    return epoch_seed(seed, epoch)
+
+
+def torch_dtype(config: TrainConfig) -> torch.dtype:
+    """The parameter and input dtype of a run (float32, or float64 for exactness checks)."""
+    return torch.float64 if config.dtype == "float64" else torch.float32
+
+
+def model_dtype(model: torch.nn.Module) -> torch.dtype:
+    return next(iter(model.parameters()), torch.empty(())).dtype
+
+
+def loss_input(logits: torch.Tensor) -> torch.Tensor:
+    """Logits as the loss takes them: bf16/fp16 (autocast) up to float32, float64 kept."""
+    return logits.float() if logits.dtype in (torch.bfloat16, torch.float16) else logits
 
 
 def train_epoch(
@@ -210,20 +228,20 @@ def train_epoch(
     """One pass over the training data; returns device tensors (summed loss, correct count)."""
     device = data.train_x.device
     model.train()
-    torch.manual_seed(_epoch_seed(seed, epoch))  # dropout; CPU and CUDA generators both
-    order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(_epoch_seed(seed, epoch)))
-    order = order.to(device)
-    loss_sum = torch.zeros((), device=device)
+    set_dropout_generator(model, dropout_generator(seed, epoch, device))
+    order = shuffle_order(len(data.train_y), seed, epoch).to(device)
+    dtype = model_dtype(model)
+    loss_sum = torch.zeros((), device=device, dtype=dtype)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     steps = math.ceil(len(order) / batch_size)
     seen = 0
     for step in range(steps):
         index = order[step * batch_size : (step + 1) * batch_size]
-        x = prepare_input(data.train_x[index], model.input_shape)
+        x = prepare_input(data.train_x[index], model.input_shape, dtype)
         y = data.train_y[index]
         with _autocast(device, precision):
             logits = model(x)
-        loss = F.cross_entropy(logits.float(), y)
+        loss = F.cross_entropy(loss_input(logits), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -240,13 +258,13 @@ def train_epoch(
 def evaluate(model: KerasModel, x: torch.Tensor, y: torch.Tensor, precision: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Inference-mode loss sum, correct count, and predicted labels, all still on the device."""
     model.eval()
-    loss_sum = torch.zeros((), device=x.device)
+    loss_sum = torch.zeros((), device=x.device, dtype=model_dtype(model))
     predictions = []
     size = EVAL_BATCH.get(x.device.type, EVAL_BATCH["cpu"])
     for start in range(0, len(y), size):
-        xb = prepare_input(x[start : start + size], model.input_shape)
+        xb = prepare_input(x[start : start + size], model.input_shape, model_dtype(model))
         with _autocast(x.device, precision):
-            logits = model(xb).float()
+            logits = loss_input(model(xb))
         loss_sum += F.cross_entropy(logits, y[start : start + size], reduction="sum")
         predictions.append(logits.argmax(1))
     predicted = torch.cat(predictions)
@@ -270,14 +288,14 @@ class Reporter:
 
 
 def _checkpoint_identity(spec: ModelSpec, config: TrainConfig, batch_size: int, dataset: str,
-                         threads: int) -> dict[str, Any]:
+                         threads: int | None = None) -> dict[str, Any]:
     """What must match for a checkpoint to be resumed (else it belongs to another run).
 
     The epoch count is left out on purpose: resuming with more epochs extends a run.
     """
     model = spec.to_dict()
     model["training"].pop("epochs")
-    return {
+    identity = {
         "model": model,
         "seed": config.seed,
         "batch_size": batch_size,
@@ -287,8 +305,13 @@ def _checkpoint_identity(spec: ModelSpec, config: TrainConfig, batch_size: int, 
         "train_limit": config.train_limit,
         "precision": config.precision,
         "dataset": dataset,
-        "threads": threads,
+        "threads": threads if threads is not None else torch.get_num_threads(),  # set by configure_threads
+        "rng": RNG_SCHEME,  # how shuffles and dropout masks are drawn: another scheme continues differently
+        "dtype": config.dtype,
     }
+    if fuses(resolve(spec)):  # fused.py's kernels round differently: a plain run's checkpoint is another run
+        identity["fused"] = FUSED_SCHEME
+    return identity
 
 
 def fit(
@@ -308,14 +331,12 @@ def fit(
     device = resolve_device(config.device)
     threads = configure_threads(run_threads(config))
     data = place_data(dataset, config, device)
-    model = build_model(spec, seed=config.seed).to(device)
+    model = build_model(spec, seed=config.seed).to(device, torch_dtype(config))
     optimizer = make_optimizer(spec.training.optimizer.name, model.parameters(), **spec.training.optimizer.args)
     step_model: Any = torch.compile(model) if config.compile else model
     history = History(model_id=spec.id, seed=config.seed, protocol=config.validate_on, device=str(device),
                       train_images=len(data.train_y), threads=threads)
     identity = _checkpoint_identity(spec, config, batch_size, dataset.info.name, threads)
-    if any(isinstance(m, FusedBatchNorm) for m in model.modules()):
-        identity["fused"] = FUSED_SCHEME  # its dropout masks differ from nn.Dropout's
     first_epoch = _maybe_resume(config, identity, model, optimizer, device, history, epochs)
     stopper = EarlyStopping(config.patience, config.out_dir) if config.patience is not None else None
     if stopper is not None:
@@ -412,6 +433,12 @@ def _maybe_resume(
     if not config.resume:
         raise MnistlabError(
             f"{config.out_dir}: holds a checkpoint of an earlier run; pass --resume to continue it or choose another --out"
+        )
+    if info["identity"].get("rng") != RNG_SCHEME:
+        raise CheckpointError(
+            f"{config.out_dir}: its checkpoint was written under another random-number scheme "
+            f"({info['identity'].get('rng', 'global RNG')!r}, this version draws {RNG_SCHEME!r}), so it cannot be "
+            "continued as the run it began; start the run over or choose another --out"
         )
     recorded = dict(info["identity"])
     if "threads" not in recorded:  # written before the count was recorded: it cannot be checked

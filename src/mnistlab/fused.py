@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mnistlab.rng import SeededDropout
+
 # Recorded in the checkpoint identity: the fused path draws dropout masks differently from
 # nn.Dropout (uniform >= rate, not bernoulli_), so a checkpoint written before it would not
 # continue as it would have.
@@ -37,12 +39,14 @@ FUSED_SCHEME = "fused-v1"
 
 
 def dropout_mask(shape: torch.Size | tuple[int, ...], rate: float, device: torch.device | str = "cpu",
-                 generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+                 generator: torch.Generator | None = None) -> torch.Tensor:
     """Which units dropout keeps: 1.0 with probability 1 - rate, else 0.0 (Keras drops `rate`).
 
-    Float, not bool: a bool mask costs a conversion pass (mul) or runs unvectorised (masked_fill_).
+    The same draw as rng.keep_mask (one float32 `torch.rand` of the input's shape, kept where
+    >= rate), so fused and plain models, single runs and bundles drop the same units; float, not
+    bool: a bool mask costs a conversion pass (mul) or runs unvectorised (masked_fill_).
     """
-    return torch.rand(shape, generator=generator, device=device, dtype=dtype).ge_(rate)
+    return torch.rand(shape, generator=generator, device=device).ge_(rate)
 
 
 class _BNDropout(torch.autograd.Function):
@@ -142,10 +146,14 @@ class FusedBatchNorm(nn.modules.batchnorm._BatchNorm):
     mode it is ReLU then batch norm on the moving averages (dropout is off), as unfused.
     """
 
-    def __init__(self, bn: nn.modules.batchnorm._BatchNorm, relu: bool, rate: float) -> None:
+    def __init__(self, bn: nn.modules.batchnorm._BatchNorm, relu: bool, dropout: SeededDropout | None) -> None:
         super().__init__(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
         self.load_state_dict(bn.state_dict())
-        self.relu, self.rate = relu, rate
+        self.relu = relu
+        # The Dropout module it replaces, kept as a child: the engine hands it the run's generator
+        # (rng.set_dropout_generator) and the mask is drawn from it at the same point of the forward.
+        self.dropout = dropout
+        self.rate = dropout.rate if dropout is not None else 0.0
         self._rank = 4 if isinstance(bn, nn.BatchNorm2d) else 2
 
     def _check_input_dim(self, input: torch.Tensor) -> None:
@@ -156,8 +164,8 @@ class FusedBatchNorm(nn.modules.batchnorm._BatchNorm):
         if not self.training:
             return super().forward(torch.relu(x) if self.relu else x)
         self.num_batches_tracked.add_(1)
-        keep = (dropout_mask(x.shape, self.rate, x.device, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
-                if self.rate > 0 else None)
+        keep = (dropout_mask(x.shape, self.rate, x.device, self.dropout.generator)
+                if self.dropout is not None and self.rate > 0 else None)
         rate = self.rate if keep is not None else 0.0
         if x.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled(x.device.type):
             return bn_dropout(x, self.weight, self.bias, self.running_mean, self.running_var,
@@ -166,11 +174,10 @@ class FusedBatchNorm(nn.modules.batchnorm._BatchNorm):
                                     float(self.momentum), self.eps, keep, rate, self.relu)
 
 
-def fuse_chains(layers: nn.ModuleList, dropout_rates: list[float | None]) -> None:
+def fuse_chains(layers: nn.ModuleList) -> None:
     """Fuse each [conv/dense with ReLU or linear] → BatchNormalization → Dropout? run in `layers`.
 
-    `dropout_rates[i]` is layer i's Dropout rate (None when layer i is not a Dropout). Only
-    sequential models are passed here, so each layer's output feeds exactly the next one.
+    Only sequential models are passed here, so each layer's output feeds exactly the next one.
     """
     for i, module in enumerate(layers):
         if not isinstance(module, nn.modules.batchnorm._BatchNorm) or not module.affine:
@@ -184,8 +191,8 @@ def fuse_chains(layers: nn.ModuleList, dropout_rates: list[float | None]) -> Non
             relu = True
         if isinstance(before, nn.Sequential) and is_pointwise(before[0]):
             before[0] = PointwiseConv2d.from_conv(before[0])
-        rate = 0.0
-        if i + 1 < len(layers) and dropout_rates[i + 1] is not None:
-            rate = float(dropout_rates[i + 1])  # type: ignore[arg-type]
+        dropout = None
+        if i + 1 < len(layers) and isinstance(layers[i + 1], SeededDropout):
+            dropout = layers[i + 1]
             layers[i + 1] = nn.Identity()
-        layers[i] = FusedBatchNorm(module, relu, rate)
+        layers[i] = FusedBatchNorm(module, relu, dropout)

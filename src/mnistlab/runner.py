@@ -75,13 +75,17 @@ def execute_task(
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> History:
     """Train one task, checkpointing into `work_dir` and resuming from it if present."""
-    config = TrainConfig(
+    return fit(task.spec, dataset, task_config(task, work_dir), reporter=reporter, on_epoch=on_epoch)
+
+
+def task_config(task: Task, work_dir: Path | None) -> TrainConfig:
+    """The engine's settings for one task, checkpointing into (and resuming from) `work_dir`."""
+    return TrainConfig(
         seed=task.seed, device=task.device, precision=task.precision, validate_on=task.protocol,  # type: ignore[arg-type]
         val_fraction=task.val_fraction, train_limit=task.train_limit, out_dir=work_dir, resume=True,
         max_params=task.max_params, max_activation_mib=task.max_activation_mib,
         patience=task.patience,
     )
-    return fit(task.spec, dataset, config, reporter=reporter, on_epoch=on_epoch)
 
 
 def final_metrics(task: Task, history: History, full_train_images: int) -> dict:
@@ -152,30 +156,41 @@ def _train_with_checkpoints(store: RunStore, record: RunRecord, task: Task, data
 def _train_one(store: RunStore, record: RunRecord, task: Task, dataset: Dataset, reporter: Reporter | None,
                owner: str | None = None) -> None:
     owner = owner or current_owner()
-    run_dir = store.run_dir(record.id)
-    work_dir = run_dir / CHECKPOINT_DIR
     with Heartbeat(store.root, record.id, owner, store.heartbeat_seconds) as heartbeat:
         try:
             history = _train_with_checkpoints(store, record, task, dataset, reporter, owner, heartbeat)
-            save_trained(run_dir, history, dataset.info)  # the run folder becomes a model folder (unless diverged)
         except (OSError, CheckpointWriteError) as exc:
-            cause = exc.__cause__ if isinstance(exc, CheckpointWriteError) else exc
-            reason = getattr(cause, "strerror", None) or str(cause)
-            where = getattr(cause, "filename", None) or run_dir
-            store.fail_run(record.id, f"{reason} ({where})", owner=owner)
-            raise EnvironmentFailure(
-                f"run {record.id} ({task.model_id}, seed {task.seed}): cannot write {where}: {reason}"
-            ) from None
-        if history.status == "diverged":
-            # The diverging epoch is not checkpointed; record it so the history shows the NaN.
-            last = history.epochs[-1]
-            store.record_epoch(record.id, int(last["epoch"]), _epoch_metrics(last), owner=owner)
-        labels = np.asarray(history.test_labels, dtype=np.uint8) if history.test_labels else None
-        predicted = np.asarray(history.test_predictions, dtype=np.uint8) if history.test_predictions else None
-        store.finish_run(
-            record.id, history.status, final=final_metrics(task, history, len(dataset.train_labels)), labels=labels, predicted=predicted,
-            device=history.device, versions=package_versions(), owner=owner,
-        )
+            raise cannot_write(store, record, task, exc, owner) from None
+        finish_task(store, record, task, history, dataset, owner)
+
+
+def cannot_write(store: RunStore, record: RunRecord, task: Task, exc: BaseException, owner: str) -> EnvironmentFailure:
+    """Fail the run on a write error (full disk, unwritable folder); the error to raise."""
+    cause = exc.__cause__ if isinstance(exc, CheckpointWriteError) else exc
+    reason = getattr(cause, "strerror", None) or str(cause)
+    where = getattr(cause, "filename", None) or store.run_dir(record.id)
+    store.fail_run(record.id, f"{reason} ({where})", owner=owner)
+    return EnvironmentFailure(f"run {record.id} ({task.model_id}, seed {task.seed}): cannot write {where}: {reason}")
+
+
+def finish_task(store: RunStore, record: RunRecord, task: Task, history: History, dataset: Dataset, owner: str) -> None:
+    """Record a trained task: model folder, the diverging epoch, final metrics and predictions."""
+    run_dir = store.run_dir(record.id)
+    work_dir = run_dir / CHECKPOINT_DIR
+    try:
+        save_trained(run_dir, history, dataset.info)  # the run folder becomes a model folder (unless diverged)
+    except OSError as exc:
+        raise cannot_write(store, record, task, exc, owner) from None
+    if history.status == "diverged":
+        # The diverging epoch is not checkpointed; record it so the history shows the NaN.
+        last = history.epochs[-1]
+        store.record_epoch(record.id, int(last["epoch"]), _epoch_metrics(last), owner=owner)
+    labels = np.asarray(history.test_labels, dtype=np.uint8) if history.test_labels else None
+    predicted = np.asarray(history.test_predictions, dtype=np.uint8) if history.test_predictions else None
+    store.finish_run(
+        record.id, history.status, final=final_metrics(task, history, len(dataset.train_labels)), labels=labels, predicted=predicted,
+        device=history.device, versions=package_versions(), owner=owner,
+    )
     shutil.rmtree(work_dir, ignore_errors=True)  # the optimizer state is no longer needed
 
 
@@ -187,8 +202,15 @@ def run_experiment(
     download: bool = False,
     reporter_for: Callable[[Task], Reporter] | None = None,
     dataset: Dataset | None = None,
+    bundle: int | str = 1,
 ) -> RunOutcome:
-    """Train every (model, seed) of `experiment` not already finished; resume interrupted ones."""
+    """Train every (model, seed) of `experiment` not already finished; resume interrupted ones.
+
+    `bundle`: train up to this many seeds of one model and configuration as one seed bundle
+    ("auto": as many as fit in memory; 1: one run at a time)."""
+    from mnistlab.bundle_runner import parse_bundle, run_units
+
+    bundle = parse_bundle(bundle)
     tasks = expand(experiment, source)
     # The whole experiment is checked before the store is touched: a bad model, dataset or device
     # must not leave pending runs behind. The device is this (local) backend's to check.
@@ -212,6 +234,9 @@ def run_experiment(
         return outcome
     data = dataset or load_dataset(experiment.dataset, data_dir=data_dir, download=download)
     owner = current_owner()
+    if bundle != 1:
+        run_units(store, pending, data, bundle, reporter_for, owner, outcome)
+        return outcome
     for task, record in pending:
         if not store.claim_run(record.id, owner):
             outcome.skipped_claimed.append(record.id)
