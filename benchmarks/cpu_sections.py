@@ -12,7 +12,8 @@ of --repeats and every single figure. Short epochs (train_limit) keep a section 
   i.e. GOMP_SPINCOUNT=300000, as mnistlab was before fused.py and OMP_WAIT_POLICY=PASSIVE) against
   "after" (mnistlab's defaults), images/s of engine.train_epoch.
 - busy: s000-m1, idle and with one core held by a `while True: pass` process of the same niceness,
-  for mnistlab with libgomp's default spin, mnistlab's default (PASSIVE), and Keras 3 on TensorFlow;
+  for mnistlab with libgomp's default spin, mnistlab's default (PASSIVE), a short spin
+  (GOMP_SPINCOUNT=10000), and Keras 3 on TensorFlow;
   the share is busy ÷ idle images/s.
 - bundles: a single-model batch-size sweep for s000-m7 (the ceiling a bundle could reach), then 8
   seeds of s000-m7 and of s004-m2 trained with `mnistlab.bundle.fit_bundle` against 8 sequential
@@ -38,6 +39,9 @@ RESULT_PREFIX = "RESULT "
 # libgomp's own default spin count: "mnistlab before OMP_WAIT_POLICY=PASSIVE" (which mnistlab now
 # sets only when neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT is in the environment).
 SPIN_ENV = {"GOMP_SPINCOUNT": "300000"}
+# The middle road: spin ~10k iterations (microseconds) before sleeping; an alternative to PASSIVE
+# if passive waiting costs idle speed on some machine.
+SHORT_SPIN_ENV = {"GOMP_SPINCOUNT": "10000"}
 
 
 def emit(result: dict[str, Any]) -> None:
@@ -175,7 +179,8 @@ def section_busy(args: argparse.Namespace, threads: int, workdir: Path) -> dict[
     keras = [str(args.keras_python), str(HERE / "keras_peer.py"), "--arch", str(arch_file), "--threads",
              str(threads), "--x", str(workdir / "x.npy"), "--y", str(workdir / "y.npy"), "--epochs", str(epochs)]
     variants: dict[str, tuple[list[str], dict[str, str], bool]] = {}
-    for label, env in (("mnistlab spinning (before)", SPIN_ENV), ("mnistlab default (PASSIVE)", {})):
+    for label, env in (("mnistlab spinning (before)", SPIN_ENV), ("mnistlab default (PASSIVE)", {}),
+                       ("mnistlab short spin (GOMP_SPINCOUNT=10000)", SHORT_SPIN_ENV)):
         variants[f"{label}, idle"] = (mnistlab_cmd(model, images, epochs), base_env(threads, env), False)
         variants[f"{label}, one core busy"] = (mnistlab_cmd(model, images, epochs), base_env(threads, env), True)
     if args.keras_python.exists():
@@ -186,7 +191,8 @@ def section_busy(args: argparse.Namespace, threads: int, workdir: Path) -> dict[
     print(f"{model}: {images} images x {epochs} timed epochs (+1 warm-up), {threads} threads", flush=True)
     rows = interleaved(variants, args.repeats, args.timeout)
     shares = {}
-    for label in ("mnistlab spinning (before)", "mnistlab default (PASSIVE)", "keras"):
+    for label in ("mnistlab spinning (before)", "mnistlab default (PASSIVE)",
+                  "mnistlab short spin (GOMP_SPINCOUNT=10000)", "keras"):
         idle, busy = rows.get(f"{label}, idle"), rows.get(f"{label}, one core busy")
         if idle and busy and idle["median"] and busy["median"]:
             shares[label] = busy["median"] / idle["median"]

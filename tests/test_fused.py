@@ -197,21 +197,13 @@ def test_a_different_thread_count_is_another_run(tmp_path, tiny_dataset):
         torch.set_num_threads(before)
 
 
-def test_runner_final_metrics_record_threads(tiny_dataset):
+def test_runner_final_metrics_record_threads():
     from mnistlab.engine import History
-    from mnistlab.experiment import Task
+    from mnistlab.experiment import expand, parse_experiment
     from mnistlab.runner import final_metrics
-    import inspect
 
-    assert "threads" in inspect.getsource(final_metrics)  # cheap guard; the value is checked below
-    history = History(model_id="x", seed=0, protocol="split", device="cpu", threads=3)
-    task = Task.__new__(Task)
-    try:
-        object.__setattr__(task, "spec", chain_spec())
-    except Exception:  # pragma: no cover - Task's shape is the runner's business
-        pytest.skip("Task cannot be built bare")
-    for name, value in (("protocol", "split"), ("patience", None), ("factors", {})):
-        object.__setattr__(task, name, value)
+    task = expand(parse_experiment({"name": "t", "models": [{"model": "s004-m1"}], "seeds": [0]}))[0]
+    history = History(model_id="s004-m1", seed=0, protocol="split", device="cpu", threads=3)
     assert final_metrics(task, history, 100)["threads"] == 3
 
 
@@ -239,3 +231,15 @@ def test_a_users_own_wait_policy_or_spin_count_wins():
     code = "import os, mnistlab; print(os.environ.get('OMP_WAIT_POLICY'))"
     assert _probe(code, OMP_WAIT_POLICY="ACTIVE") == "ACTIVE"
     assert _probe(code, GOMP_SPINCOUNT="10000") == "None"
+
+
+def test_experiment_default_threads_reach_the_runs_config():
+    from mnistlab.experiment import expand, parse_experiment
+    from mnistlab.runner import task_config
+
+    raw = {"name": "t", "models": [{"model": "s004-m1"}], "seeds": [0, 1], "defaults": {"threads": 1}}
+    tasks = expand(parse_experiment(raw))
+    assert [task.threads for task in tasks] == [1, 1]
+    assert task_config(tasks[0], None).threads == 1
+    unset = expand(parse_experiment({"name": "t", "models": [{"model": "s004-m1"}], "seeds": [0]}))
+    assert task_config(unset[0], None).threads is None

@@ -84,7 +84,7 @@ def task_config(task: Task, work_dir: Path | None) -> TrainConfig:
         seed=task.seed, device=task.device, precision=task.precision, validate_on=task.protocol,  # type: ignore[arg-type]
         val_fraction=task.val_fraction, train_limit=task.train_limit, out_dir=work_dir, resume=True,
         max_params=task.max_params, max_activation_mib=task.max_activation_mib,
-        patience=task.patience,
+        patience=task.patience, threads=task.threads,
     )
 
 
