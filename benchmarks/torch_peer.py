@@ -45,6 +45,52 @@ def make_torch_optimizer(torch, name: str, a: dict, params):
     raise ValueError(f"no torch.optim translation for {name!r}")
 
 
+def train_dataloader(spec, images, labels, batch_size: int, epochs: int, device: str = "cpu", seed: int = 0) -> dict:
+    """Typical user code on mnistlab's own module: float tensors in a TensorDataset, a shuffling
+    DataLoader, per-batch `.to(device)` and `loss.item()`. ``epochs`` timed epochs after one warm-up."""
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from mnistlab.build import build_model, prepare_input
+    from mnistlab.optim import KERAS_DEFAULTS
+
+    torch.manual_seed(seed)
+    x = prepare_input(torch.as_tensor(images), spec.input)  # float in [0, 1], shaped for the model
+    loader = DataLoader(TensorDataset(x, torch.as_tensor(labels).long()), batch_size=batch_size, shuffle=True)
+    model = build_model(spec, seed=seed).to(device)
+    args = dict(KERAS_DEFAULTS[spec.training.optimizer.name])
+    args.update({("lr" if k == "learning_rate" else k): v for k, v in spec.training.optimizer.args.items()})
+    optimizer = make_torch_optimizer(torch, spec.training.optimizer.name, args, model.parameters())
+    criterion = nn.CrossEntropyLoss()
+
+    seconds = []
+    for _ in range(epochs + 1):  # the first is the warm-up
+        started = time.perf_counter()
+        model.train()
+        running_loss, correct = 0.0, 0
+        for xb, yb in loader:
+            xb, yb = xb.to(device), yb.to(device)
+            optimizer.zero_grad()
+            out = model(xb)
+            loss = criterion(out, yb)
+            loss.backward()
+            optimizer.step()
+            running_loss += loss.item() * len(yb)
+            correct += (out.argmax(1) == yb).sum().item()
+        seconds.append(time.perf_counter() - started)  # .item() above has synchronised the device
+    timed = seconds[1:]
+    return {
+        "framework": "torch", "model": spec.id, "images": len(x), "batch_size": batch_size, "device": str(device),
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+        "epoch_seconds": seconds, "timed_epochs": len(timed), "timed_seconds": sum(timed),
+        "images_per_second": len(x) * len(timed) / sum(timed),
+        "per_epoch_images_per_second": [len(x) / s for s in timed],
+        "final_loss": running_loss / len(x), "final_acc": correct / len(x),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", required=True, help="JSON written by bench_train.py")
@@ -58,52 +104,15 @@ def main() -> int:
 
     import numpy as np
     import torch
-    from torch import nn
-    from torch.utils.data import DataLoader, TensorDataset
 
-    from mnistlab.build import build_model
     from mnistlab.spec import parse_model
 
     torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
     arch = json.loads(Path(args.arch).read_text())
     spec = parse_model(arch["spec"])
-    batch_size = args.batch_size or arch["batch_size"]
-
-    x = torch.from_numpy(np.load(args.x)).float() / 255.0
-    x = x.reshape(len(x), -1) if len(arch["input"]) == 1 else x.reshape(len(x), 1, 28, 28)
-    y = torch.from_numpy(np.load(args.y)).long()
-    loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True)
-
-    model = build_model(spec, seed=args.seed)
-    optimizer = make_torch_optimizer(torch, arch["optimizer"]["name"], arch["optimizer"]["args"], model.parameters())
-    criterion = nn.CrossEntropyLoss()
-
-    seconds = []
-    for _ in range(args.epochs + 1):  # the first is the warm-up
-        started = time.perf_counter()
-        model.train()
-        running_loss, correct = 0.0, 0
-        for xb, yb in loader:
-            optimizer.zero_grad()
-            out = model(xb)
-            loss = criterion(out, yb)
-            loss.backward()
-            optimizer.step()
-            running_loss += loss.item() * len(yb)
-            correct += (out.argmax(1) == yb).sum().item()
-        seconds.append(time.perf_counter() - started)
-
-    timed = seconds[1:]
-    print(RESULT_PREFIX + json.dumps({
-        "framework": "torch", "model": arch["id"], "images": len(y), "batch_size": batch_size,
-        "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "interop_threads": torch.get_num_interop_threads(),
-        "epoch_seconds": seconds, "timed_epochs": len(timed), "timed_seconds": sum(timed),
-        "images_per_second": len(y) * len(timed) / sum(timed),
-        "per_epoch_images_per_second": [len(y) / s for s in timed],
-        "final_loss": running_loss / len(y), "final_acc": correct / len(y),
-    }), flush=True)
+    result = train_dataloader(spec, np.load(args.x), np.load(args.y), args.batch_size or arch["batch_size"],
+                              args.epochs, seed=args.seed)
+    print(RESULT_PREFIX + json.dumps({**result, "model": arch["id"]}), flush=True)
     return 0
 
 

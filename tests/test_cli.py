@@ -43,6 +43,7 @@ BAD_USAGE = [
     (["export-runs", "quick", "out"], ["mnistlab export-runs", "--to"]),
     (["export-runs", "quick", "out", "--to", "wandb"], ["--to", "wandb"]),
     (["conclusions"], ["mnistlab conclusions", "Missing argument"]),
+    (["reproduction"], ["mnistlab reproduction", "--store"]),
     (["train", "s000-m1", "--patience", "0"], ["mnistlab train", "--patience"]),
     (["no-such-command"], ["No such command", "no-such-command"]),
 ]

@@ -128,3 +128,41 @@ def test_cli_prints_the_conclusions(store):
     assert "Changing norm from plain to bn raises test accuracy by 3.83 points" in " ".join(out.split())
     code, _, err = run_cli("conclusions", "nope", "--store", str(store.root))
     assert code == 2 and "no experiment 'nope'" in err
+
+
+def _comparison(b: int, c: int, acc_a: list[float], acc_b: list[float]):
+    """A comparison of model a with model b over len(acc_a) seeds, McNemar counts b (a right, b wrong) and c."""
+    from mnistlab.analysis import paired_difference
+    from mnistlab.report.stats import ModelComparison
+    from mnistlab.stats import StratifiedMcNemar
+
+    seeds = tuple(range(len(acc_a)))
+    p_value = float(stats.binomtest(min(b, c), b + c, 0.5).pvalue)
+    mcnemar = StratifiedMcNemar(b, c, 10_000 * len(seeds), seeds, (), p_value)
+    difference = paired_difference(np.array(acc_a), np.array(acc_b))
+    return ModelComparison("m-a", "m-b", seeds, seeds, seeds, mcnemar, difference, p_value, 0.001, "")
+
+
+def test_a_mcnemar_difference_that_seeds_do_not_support_is_not_called_real():
+    from mnistlab.report.conclusions import comparison_sentence
+
+    # Image-level McNemar is decisive (p < 1e-6), but the seeds disagree on the sign: the interval over
+    # seeds includes 0, so the sentence must not say m-a is more accurate.
+    mixed = _comparison(150, 60, [0.990, 0.975, 0.991], [0.980, 0.982, 0.981])
+    assert mixed.significant and mixed.difference.includes_zero
+    sentence = comparison_sentence(mixed)
+    assert "more accurate" not in sentence and "includes 0" in sentence and "not established" in sentence
+    # The same counts with seeds that agree: now it is a finding.
+    agreeing = _comparison(150, 60, [0.990, 0.989, 0.991], [0.980, 0.981, 0.979])
+    assert not agreeing.difference.includes_zero
+    assert "m-a is more accurate than m-b by 1.00 points" in comparison_sentence(agreeing)
+
+
+def test_significance_sentence_agrees_with_the_seed_interval():
+    from mnistlab.analysis import McNemarResult, paired_difference, significance_sentence
+
+    result = McNemarResult(150, 60, 60, 1e-9)
+    spans = paired_difference(np.array([0.990, 0.975, 0.991]), np.array([0.980, 0.982, 0.981]))
+    assert "not established beyond these seeds" in significance_sentence("m-a", "m-b", result, spans)
+    clear = paired_difference(np.array([0.990, 0.989, 0.991]), np.array([0.980, 0.981, 0.979]))
+    assert significance_sentence("m-a", "m-b", result, clear).endswith("significant at 5%.")

@@ -302,6 +302,7 @@ def test_report_on_a_read_only_store_is_one_line_exit_1(finished_store, tmp_path
         _make_writable(paths)
     assert result.exit_code == 1 and len(result.error_lines) == 1, result.stderr
     assert "store.sqlite" in result.stderr and "Traceback" not in result.stderr
+    assert "read-only" in result.stderr and "copy the store to a writable folder" in result.stderr
 
 
 def test_published_files_get_ordinary_permissions(tmp_path):

@@ -390,10 +390,22 @@ def rendered(renderable) -> str:
 
 def test_experiments_and_runs_tables(store):
     text = rendered(experiments_table(store))
-    assert "demo" in text and "7 completed, 1 diverged, 1 pending" in text and "97.00% (m-good)" in text
+    assert "demo" in text and "7 completed, 1 diverged, 1 pending" in text and "96.00% (m-good, 3 seeds)" in text
     runs = rendered(runs_table(store, EXPERIMENT))
     assert len([line for line in runs.splitlines() if re.search(r"\bm-(good|mid|bad)\b", line)]) == 9
     assert "4/4" in runs and "0/4" in runs
+
+
+def test_experiments_table_chooses_on_validation_not_test(tmp_path, dataset):
+    labels = dataset.test_labels.numpy().astype(np.uint8)
+    with RunStore(tmp_path / "runs") as store:
+        store.save_experiment("peek", {"name": "peek", "dataset": "synthetic", "protocol": "split",
+                                       "models": ["m-val", "m-test"], "seeds": [0]})
+        # m-val: better on validation, worse on test; m-test the reverse. The table must not pick m-test.
+        add_run(store, "peek", "m-val", "val winner", None, 0, "completed", 20, GOOD_HISTORY, labels)
+        add_run(store, "peek", "m-test", "test winner", None, 0, "completed", 2, BAD_HISTORY, labels)
+        text = rendered(experiments_table(store))
+    assert "80.00% (m-val, 1 seed)" in text and "m-test" not in text
 
 
 def test_run_panel_shows_spec_epochs_final_and_diagnosis(store):

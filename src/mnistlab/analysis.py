@@ -124,6 +124,11 @@ class PairedDifference:
     def high(self) -> float:
         return self.mean + self.half_width
 
+    @property
+    def includes_zero(self) -> bool:
+        """The interval over seeds exists and includes 0: seed-to-seed variation could explain the difference."""
+        return math.isfinite(self.half_width) and self.low <= 0 <= self.high
+
 
 # --- Diagnosis --------------------------------------------------------------------------
 
@@ -431,7 +436,11 @@ def significance_sentence(
     verb = "beats" if diff.mean >= 0 else "trails"
     level = f"{alpha * 100:g}%"
     decisive = result.p_value if adjusted_p is None else adjusted_p
-    if decisive < alpha:
+    if decisive < alpha and diff.includes_zero:
+        # McNemar conditions on these trained networks; the seed interval carries seed-to-seed variation.
+        verdict = (f"significant at {level} for these trained networks, but the 95% CI over seeds includes 0: "
+                   "not established beyond these seeds.")
+    elif decisive < alpha:
         verdict = f"significant at {level}."
     elif detectable is not None and math.isfinite(detectable):
         verdict = (f"not significant at {level}: not distinguishable from noise (the test could have "

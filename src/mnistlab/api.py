@@ -22,6 +22,7 @@ from mnistlab.zoo import get_model, zoo_models
 
 if TYPE_CHECKING:
     from mnistlab.build import KerasModel
+    from mnistlab.reproduction import ModelReproduction
     from mnistlab.keras_io import ImportResult
 
 
@@ -209,8 +210,32 @@ def export_runs(experiment: str, to: str, destination: str | Path,
 __all__ = [
     "History", "TrainConfig", "evaluate", "experiment", "export_keras", "export_model", "export_runs", "import_keras",
     "import_keras_weights", "load_dataset", "load_keras_weights", "load_model", "model_spec", "open_store", "predict",
-    "run", "train", "zoo_models",
+    "reproduction", "run", "train", "zoo_models",
 ]
+
+
+def reproduction(stores: list[str | Path] | str | Path,
+                 out: str | Path | None = None) -> list["ModelReproduction"]:
+    """Each seed model's notebook figure against mnistlab's runs under the notebook's protocol in ``stores``;
+    with ``out``, also write the Markdown document (docs/REPRODUCTION.md is made this way)."""
+    from mnistlab.reproduction import render_markdown, reproduction_table
+
+    roots = [stores] if isinstance(stores, (str, Path)) else list(stores)
+    if not roots:
+        raise MnistlabError("reproduction: give at least one run store")
+    opened = [open_existing_store(root) for root in roots]
+    try:
+        lines = reproduction_table(opened)
+    finally:
+        for store in opened:
+            store.close()
+    if out is not None:
+        text = render_markdown(lines, [str(root) for root in roots])
+        try:
+            write_text(Path(out), text)
+        except OSError as error:
+            raise EnvironmentFailure(f"{out}: cannot write the reproduction table: {error.strerror or error}") from None
+    return lines
 
 
 def write_history(path: str | Path, history: History) -> Path:

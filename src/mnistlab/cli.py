@@ -363,6 +363,29 @@ def conclusions(
     console.print(Text(found.method, style="dim"))
 
 
+@app.command()
+def reproduction(
+    store: Annotated[list[Path], typer.Option("--store", envvar="MNISTLAB_STORE",
+                                              help="Run store folder(s) to read; repeat for several.")],
+    out: Annotated[Optional[Path], typer.Option(help="Write the Markdown table here (e.g. docs/REPRODUCTION.md).")] = None,
+) -> None:
+    """Seed notebooks vs mnistlab under each notebook's protocol: mean ± 95% CI over seeds and a verdict."""
+    from mnistlab import api
+    from mnistlab.reproduction import RULE
+
+    lines = api.reproduction(store, out)
+    table = Table("model", "notebook %", "mnistlab %", "seeds", "verdict")
+    for line in lines:
+        notebook = f"{100 * line.notebook_acc:.2f}" if line.notebook_acc is not None else "-"
+        measured = f"{100 * line.mean:.2f} ± {100 * line.half_width:.2f}" if line.seeds > 1 else (
+            f"{100 * line.mean:.2f}" if line.seeds else "-")
+        table.add_row(Text(line.model_id), notebook, measured, str(line.seeds), line.verdict)
+    console.print(table)
+    console.print(Text(RULE, style="dim"))
+    if out is not None:
+        console.print(Text(f"wrote {out}"))
+
+
 def _experiment_name(experiment: str) -> str:
     """A stored experiment's name from a name, a built-in name, or an experiment file."""
     path = Path(experiment)

@@ -31,6 +31,7 @@ from mnistlab.errors import CheckpointError, CheckpointWriteError, EnvironmentFa
 from mnistlab.experiment import Experiment, Task, expand
 from mnistlab.models_io import save_trained
 from mnistlab.lease import Heartbeat
+from mnistlab.machine import describe
 from mnistlab.limits import check_tasks, dataset_shape, shape_of
 from mnistlab.reference import protocol_differences
 from mnistlab.spec import resolve
@@ -61,10 +62,12 @@ def experiment_settled(store: RunStore, run_ids: list[int]) -> bool:
     return all(store.get_run(run_id).status not in (PENDING, RUNNING) for run_id in run_ids)
 
 
-def package_versions() -> dict[str, str]:
+def package_versions(device: str = "cpu") -> dict[str, str]:
+    """The software a run used, and the machine (``machine``: the processor that ``device`` names)."""
     from mnistlab import __version__
 
-    return {"mnistlab": __version__, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}
+    return {"mnistlab": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "machine": describe(device)}
 
 
 def execute_task(
@@ -189,7 +192,7 @@ def finish_task(store: RunStore, record: RunRecord, task: Task, history: History
     predicted = np.asarray(history.test_predictions, dtype=np.uint8) if history.test_predictions else None
     store.finish_run(
         record.id, history.status, final=final_metrics(task, history, len(dataset.train_labels)), labels=labels, predicted=predicted,
-        device=history.device, versions=package_versions(), owner=owner,
+        device=history.device, versions=package_versions(history.device), owner=owner,
     )
     shutil.rmtree(work_dir, ignore_errors=True)  # the optimizer state is no longer needed
 

@@ -482,7 +482,16 @@ class RunStore:
                 raise
             unavailable = any(marker in message.lower() for marker in UNAVAILABLE_FAILURES)
             kind = StoreUnavailable if unavailable else StoreError
-            raise kind(f"{self.path}: {message}{consequence}") from exc
+            raise kind(f"{self.path}: {message}{self._read_only_hint()}{consequence}") from exc
+
+    def _read_only_hint(self) -> str:
+        """SQLite says "unable to open database file" when it cannot create its WAL files: say why."""
+        if self.root.is_dir() and not os.access(self.root, os.W_OK | os.X_OK):
+            return (" (the store folder is read-only, and SQLite must write its -wal and -shm files beside the "
+                    "database even to read it; copy the store to a writable folder)")
+        if self.path.exists() and not os.access(self.path, os.W_OK):
+            return " (the database file is read-only; copy the store to a writable folder)"
+        return ""
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

@@ -71,7 +71,14 @@ def comparison_sentence(comparison: ModelComparison, peeks: bool = False) -> str
     tests = (f"McNemar over {seeds} seed{'s' if seeds != 1 else ''}, {p_text(comparison.mcnemar.p_value)}, "
              f"Holm-adjusted {p_text(comparison.p_adjusted)}")
     interval = _interval(diff.low, diff.high, 100, 2)
-    if comparison.significant:
+    if comparison.significant and diff.includes_zero:
+        # McNemar asks whether these trained networks differ on these images; the interval over seeds
+        # asks whether the models do, seed-to-seed variation included. Only both together make it real.
+        sentence = (f"{comparison.a} against {comparison.b}: these trained networks differ on the test images "
+                    f"({_points(diff.mean)} points; {tests}), but over seeds the difference's {interval} "
+                    f"includes 0, so with {seeds} seed{'s' if seeds != 1 else ''} it is not established that the "
+                    "models, rather than their seeds, differ; more seeds would decide it.")
+    elif comparison.significant:
         verb = "more" if diff.mean >= 0 else "less"
         sentence = (f"{comparison.a} is {verb} accurate than {comparison.b} by {_points(abs(diff.mean))} points "
                     f"({interval}; {tests}).")
@@ -194,9 +201,11 @@ def write_conclusions(best: str, runs: pd.DataFrame, statistics: Statistics | No
             sentences += _interaction_sentences(study.interactions(metric), metric, peeks)
     if statistics is not None and statistics.comparisons:
         significant = [c for c in statistics.comparisons if c.significant]
+        established = [c for c in significant if c.established]
         sentences.append(_with_caveat(
             f"Of {len(statistics.comparisons)} comparisons of {statistics.best} with the other models, "
-            f"{len(significant)} survive Holm's correction at {ALPHA * 100:g}%.", peeks))
+            f"{len(significant)} survive Holm's correction at {ALPHA * 100:g}%, {len(established)} of them with a "
+            "95% CI over seeds that excludes 0.", peeks))
         sentences += [comparison_sentence(c, peeks) for c in statistics.comparisons]
     method = ("Each sentence gives the estimate, its 95% confidence interval and the Holm-adjusted "
               f"p-value; a finding is called significant only when the adjusted p is below {ALPHA:g}. "

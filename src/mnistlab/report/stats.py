@@ -63,6 +63,11 @@ class ModelComparison:
         return self.p_adjusted < ALPHA
 
     @property
+    def established(self) -> bool:
+        """Significant, and the interval over seeds excludes 0: the models differ, not just these networks."""
+        return self.significant and not self.difference.includes_zero
+
+    @property
     def seed(self) -> int:
         return self.common_seeds[0]
 
@@ -86,15 +91,21 @@ class Statistics:
         """Which differences from the best model survive Holm's correction at 5%, in one sentence."""
         if not self.comparisons:
             return f"{self.best} could not be compared with any other model."
-        significant = [c.b for c in self.comparisons if c.significant]
+        significant = [c.b for c in self.comparisons if c.established]
+        networks_only = [c.b for c in self.comparisons if c.significant and not c.established]
         unclear = [c.b for c in self.comparisons if not c.significant]
         level = f"{ALPHA * 100:g}%"
         parts = []
         if significant:
             parts.append(f"{self.best} differs significantly at {level} (McNemar, Holm-adjusted over "
-                         f"{len(self.comparisons)} comparisons) from {_listing(significant)}")
-        if unclear:
+                         f"{len(self.comparisons)} comparisons, and the 95% CI over seeds excludes 0) from "
+                         f"{_listing(significant)}")
+        if networks_only:
             lead = "" if significant else f"{self.best} "
+            parts.append(f"{lead}differs from {_listing(networks_only)} on these trained networks (McNemar, "
+                         "Holm-adjusted), but the 95% CI over seeds includes 0: not established beyond these seeds")
+        if unclear:
+            lead = "" if significant or networks_only else f"{self.best} "
             parts.append(f"{lead}is not distinguishable from noise at {level} (Holm-adjusted) from "
                          f"{_listing(unclear)}")
         return "; ".join(parts) + "."
