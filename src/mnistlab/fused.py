@@ -8,13 +8,18 @@ Why: s000-m6 and s000-m9 (1x1 convs, each followed by BatchNormalization, dropou
 passes of ReLU, dropout and their backwards (~30%).
 
 What this module does instead, keeping Keras's maths exactly:
-- `PointwiseConv2d`: a stride-1, unpadded 1x1 convolution as `W @ x` over (N, C, H·W).
+- `PointwiseConv2d`: a 1x1, stride-1, unpadded convolution as one `F.linear` over channels-last
+  pixels; its output stays channels-last, so the batch norm, pooling and next 1x1 of the chain
+  run on contiguous channels too.
 - `bn_dropout`: ReLU (optional), training-mode BatchNormalization and inverted dropout as one
   autograd Function: the dropout scale 1/(1-rate) is folded into BatchNormalization's gamma and
-  beta (one kernel writes the scaled output), the mask (1.0 kept, 0.0 dropped, float so that
-  applying it is a vectorised multiply) is applied in place, and the backward is one multiply, one BatchNormalization-backward kernel and one ReLU-backward
-  pass. Masks are `uniform >= rate` from a given generator (the global one by default), drawn by
-  `dropout_mask`: `torch.rand` is ~3x cheaper per element than `bernoulli_` here.
+  beta (one kernel writes the scaled output), the mask (1.0 kept, 0.0 dropped; float, so applying
+  it is a vectorised multiply) is applied in place, and the backward is one multiply, one
+  BatchNormalization-backward kernel and one ReLU-backward pass. Masks are drawn by
+  `dropout_mask` exactly as rng.py draws them (`torch.rand` >= rate, from the run's dropout
+  generator), which is ~3x cheaper per element than `bernoulli_` here.
+- `fuse_chains`: rewrites a built sequential model's layers in place (same parameters, same state
+  dict keys), so checkpoints, exports and the stacked bundle layout see the same model.
 
 All functions work on (N, C, H, W) or (N, C) tensors with per-channel parameters, so a bundle of
 K seeds laid out as (N, K·C, H, W) uses them unchanged (masks drawn per seed and concatenated).
@@ -32,9 +37,8 @@ from torch import nn
 
 from mnistlab.rng import SeededDropout
 
-# Recorded in the checkpoint identity: the fused path draws dropout masks differently from
-# nn.Dropout (uniform >= rate, not bernoulli_), so a checkpoint written before it would not
-# continue as it would have.
+# Recorded in the checkpoint identity: the fused kernels round differently from the plain ops, so
+# a run checkpointed by one continues (within rounding, not bit for bit) differently under the other.
 FUSED_SCHEME = "fused-v1"
 
 
