@@ -222,7 +222,7 @@ class KerasModel(nn.Module):
         self.resolved = resolved
         generator = torch.Generator().manual_seed(seed)
         self.layers = nn.ModuleList(layer_module(node, generator) for node in resolved.nodes)
-        if (FUSED if fused is None else fused) and fuses(resolved):  # ReLU → BN → Dropout as one op (fused.py)
+        if (FUSED if fused is None else fused) and _fusable(resolved):  # ReLU → BN → Dropout as one op (fused.py)
             fuse_chains(self.layers)
         names = [INPUT_NAME] + [node.name for node in resolved.nodes]
         # Each node reads its inputs by position in the list of values computed so far.
@@ -254,9 +254,14 @@ class KerasModel(nn.Module):
         return out
 
 
+def _fusable(resolved: Resolved) -> bool:
+    """Sequential, with BatchNormalization: fused.py has a chain to fuse."""
+    return not resolved.is_graph and any(isinstance(n.layer, BatchNormalization) for n in resolved.nodes)
+
+
 def fuses(resolved: Resolved) -> bool:
-    """Whether a model built with FUSED on runs fused.py's chains (sequential, with BatchNormalization)."""
-    return FUSED and not resolved.is_graph and any(isinstance(n.layer, BatchNormalization) for n in resolved.nodes)
+    """Whether `build_model` (fused=None) runs fused.py's chains for this model."""
+    return FUSED and _fusable(resolved)
 
 
 def build_model(spec: ModelSpec | Resolved, seed: int = 0, fused: bool | None = None) -> KerasModel:
