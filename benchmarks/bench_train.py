@@ -153,6 +153,10 @@ def mnistlab_worker(args: argparse.Namespace) -> None:
     from mnistlab.optim import make_optimizer
     from mnistlab.zoo import get_model
 
+    if args.unfused:  # the plain modules, as before fused.py (cpu_sections.py's "before")
+        import mnistlab.build
+
+        mnistlab.build.FUSED = False
     configure_threads()  # the engine's own thread policy, as `fit` applies it
     spec = get_model(args.model)
     batch_size = args.batch_size or spec.training.batch_size
@@ -491,6 +495,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="before each measurement wait up to SECONDS for the CPUs to be idle (< 10%% busy); "
                              "for shared machines")
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--section", choices=["bundles", "busy", "memory-bound"],
+                        help="a CPU section instead of the peer comparison (cpu_sections.py; uses --repeats, "
+                             "default 3 there, --keras-python, --out, --timeout)")
     # worker mode (internal)
     parser.add_argument("--worker", choices=["mnistlab"], help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -498,6 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--probe-seconds", type=float, default=2.0, help=argparse.SUPPRESS)
+    parser.add_argument("--unfused", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.worker == "mnistlab":
@@ -509,6 +517,13 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["MNISTLAB_DATA_DIR"] = str(args.data_dir.resolve())
     elif "MNISTLAB_DATA_DIR" not in os.environ and (REPO.parent / "shared" / "datasets" / "mnist").is_dir():
         os.environ["MNISTLAB_DATA_DIR"] = str(REPO.parent / "shared" / "datasets")
+
+    if args.section:
+        import cpu_sections
+
+        if args.repeats == 1 and "--repeats" not in (argv if argv is not None else sys.argv):
+            args.repeats = 3
+        return cpu_sections.main(args)
 
     from mnistlab.data import load_dataset
     from mnistlab.engine import TrainConfig, place_data

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mnistlab.fused import fuse_chains
 from mnistlab.rng import SeededDropout
 from mnistlab.spec import (
     Activation,
@@ -101,6 +102,10 @@ def _padding_for(node: Node, kernel: tuple[int, int], strides: tuple[int, int]) 
 # a 3x3 input); the same maths as unfold + one GEMM runs near peak. Below 64 input channels the
 # conv is cheap either way; above 9 output pixels the GEMM form measured slower.
 GEMM_MAX_OUTPUT_PIXELS = 9
+# The fused forms of fused.py (ReLU → BatchNormalization → Dropout as one autograd Function, the
+# 1x1 convs feeding them as matmuls in channels-last). False builds the plain modules: the
+# benchmarks' "before" and the equality tests' reference.
+FUSED = True
 GEMM_MIN_IN_CHANNELS = 64
 
 
@@ -212,11 +217,13 @@ def layer_module(node: Node, generator: torch.Generator) -> nn.Module:
 class KerasModel(nn.Module):
     """A built spec. `forward` takes float inputs in NCHW (or N×features) and returns logits."""
 
-    def __init__(self, resolved: Resolved, seed: int = 0) -> None:
+    def __init__(self, resolved: Resolved, seed: int = 0, fused: bool | None = None) -> None:
         super().__init__()
         self.resolved = resolved
         generator = torch.Generator().manual_seed(seed)
         self.layers = nn.ModuleList(layer_module(node, generator) for node in resolved.nodes)
+        if (FUSED if fused is None else fused) and _fusable(resolved):  # ReLU → BN → Dropout as one op (fused.py)
+            fuse_chains(self.layers)
         names = [INPUT_NAME] + [node.name for node in resolved.nodes]
         # Each node reads its inputs by position in the list of values computed so far.
         self._wiring = [tuple(names.index(i) for i in node.inputs) for node in resolved.nodes]
@@ -247,10 +254,20 @@ class KerasModel(nn.Module):
         return out
 
 
-def build_model(spec: ModelSpec | Resolved, seed: int = 0) -> KerasModel:
+def _fusable(resolved: Resolved) -> bool:
+    """Sequential, with BatchNormalization: fused.py has a chain to fuse."""
+    return not resolved.is_graph and any(isinstance(n.layer, BatchNormalization) for n in resolved.nodes)
+
+
+def fuses(resolved: Resolved) -> bool:
+    """Whether `build_model` (fused=None) runs fused.py's chains for this model."""
+    return FUSED and _fusable(resolved)
+
+
+def build_model(spec: ModelSpec | Resolved, seed: int = 0, fused: bool | None = None) -> KerasModel:
     """Build a model with Keras 2.2 initialisation drawn from `seed`."""
     resolved = spec if isinstance(spec, Resolved) else resolve(spec)
-    return KerasModel(resolved, seed=seed)
+    return KerasModel(resolved, seed=seed, fused=fused)
 
 
 def prepare_input(images: torch.Tensor, input_shape: tuple[int, ...],

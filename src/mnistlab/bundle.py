@@ -40,6 +40,7 @@ from mnistlab.engine import (
     _checkpoint_identity,
     _maybe_resume,
     configure_threads,
+    run_threads,
     evaluate,
     fit,
     loss_input,
@@ -142,7 +143,7 @@ def fit_bundle(
     for config in configs:
         check_fit(spec, dataset, config, epochs, batch_size)
     device = resolve_device(base.device)
-    configure_threads(base.threads)
+    configure_threads(run_threads(base))  # fixed for the run; on resume the checkpoint's (engine.run_threads)
     data = place_data(dataset, base, device)
     resolved = resolve(spec)
     seeds = [_prepare_seed(index, spec, resolved, config, dataset, data, device, batch_size, epochs)
@@ -158,13 +159,14 @@ def fit_bundle(
 
 def _prepare_seed(index: int, spec: ModelSpec, resolved: Any, config: TrainConfig, dataset: Dataset,
                   data: DeviceData, device: torch.device, batch_size: int, epochs: int) -> _Seed:
-    model = build_model(resolved, seed=config.seed).to(device, torch_dtype(config))
+    # Plain modules: the stacked layout computes them itself (fused.py's forms are for single runs).
+    model = build_model(resolved, seed=config.seed, fused=False).to(device, torch_dtype(config))
     if _after_build is not None:
         _after_build(index, model)
     optimizer = make_optimizer(spec.training.optimizer.name, model.parameters(), **spec.training.optimizer.args)
     history = History(model_id=spec.id, seed=config.seed, protocol=config.validate_on, device=str(device),
-                      train_images=len(data.train_y))
-    identity = _checkpoint_identity(spec, config, batch_size, dataset.info.name)
+                      train_images=len(data.train_y), threads=torch.get_num_threads())
+    identity = _checkpoint_identity(spec, config, batch_size, dataset.info.name, torch.get_num_threads())
     try:
         first_epoch = _maybe_resume(config, identity, model, optimizer, device, history, epochs)
         stopper = EarlyStopping(config.patience, config.out_dir) if config.patience is not None else None

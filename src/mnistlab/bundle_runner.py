@@ -45,7 +45,7 @@ def unit_key(task: Task) -> str:
     """Everything about a task but its seed: tasks with equal keys can share a bundle."""
     fields = {**task.run_config(), "experiment": task.experiment, "dataset": task.dataset,
               "protocol": task.protocol, "device": task.device, "max_params": task.max_params,
-              "max_activation_mib": task.max_activation_mib, "patience": task.patience,
+              "max_activation_mib": task.max_activation_mib, "patience": task.patience, "threads": task.threads,
               "factors": list(task.factors)}
     return json.dumps(fields, sort_keys=True, default=str)
 

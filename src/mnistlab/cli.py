@@ -160,6 +160,8 @@ def train(
     patience: Annotated[Optional[int], typer.Option(
         min=1, help="Early stopping: stop after N epochs without a new lowest val_loss; the best "
                     "epoch's weights are restored at the end either way.")] = None,
+    threads: Annotated[Optional[int], typer.Option(
+        min=1, help="CPU threads for the whole run (default: usable cores; on --resume, the checkpoint's).")] = None,
     data_dir: DataDirOption = None,
     download: Annotated[bool, typer.Option(help="Download the dataset if it is not found.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with the history at the end.")] = False,
@@ -195,7 +197,7 @@ def train(
         epochs=epochs, batch_size=batch_size, seed=seed, device=device, precision=precision.value,
         validate_on=validate_on.value, train_limit=train_limit, out_dir=out, resume=resume, compile=compile,
         max_params=max_params, max_activation_mib=max_activation_mib,
-        patience=patience,
+        patience=patience, threads=threads,
     )
     reporter = Reporter() if quiet or as_json else RichReporter(err_console if as_json else console)
     history = fit(spec, data, config, reporter=reporter)
@@ -516,6 +518,8 @@ def predict(
 def evaluate(
     model: ModelArgument,
     dataset: Annotated[Optional[str], typer.Option(help=f"{DATASET_HELP} Default: the model's own.")] = None,
+    threads: Annotated[Optional[int], typer.Option(
+        min=1, help="CPU threads for the whole run (default: usable cores; on --resume, the checkpoint's).")] = None,
     data_dir: DataDirOption = None,
     download: Annotated[bool, typer.Option(help="Download the dataset if it is not found.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,

@@ -23,15 +23,16 @@ from typing import Any, Callable, Literal
 import torch
 import torch.nn.functional as F
 
-from mnistlab.build import KerasModel, build_model, prepare_input
+from mnistlab.build import KerasModel, build_model, fuses, prepare_input
 from mnistlab.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
 from mnistlab.data import Dataset, stratified_split
 from mnistlab.early_stopping import EarlyStopping
+from mnistlab.fused import FUSED_SCHEME
 from mnistlab.errors import CheckpointError, MnistlabError
 from mnistlab.limits import check_fit
 from mnistlab.optim import make_optimizer
 from mnistlab.rng import RNG_SCHEME, dropout_generator, epoch_seed, set_dropout_generator, shuffle_order
-from mnistlab.spec import ModelSpec
+from mnistlab.spec import ModelSpec, resolve
 from mnistlab.store import EPOCH_METRICS
 
 Protocol = Literal["split", "test"]
@@ -66,8 +67,8 @@ class TrainConfig:
     # Early stopping on val_loss after this many epochs without a new minimum; the best epoch's
     # weights are restored at the end either way (see early_stopping.py). None: off.
     patience: int | None = None
-    # torch's intra-op threads; None: configure_threads' default (one per usable core). A Ray worker
-    # sets it explicitly: Ray starts workers with OMP_NUM_THREADS=1.
+    # Intra-op CPU threads, fixed for the whole run: the count changes the order of reductions and
+    # so the exact numbers. None: usable_cpus(), or on resume the count the checkpoint recorded.
     threads: int | None = None
     # float64 exists for exactness checks on a CPU (bundle vs separate runs); training is float32.
     dtype: Literal["float32", "float64"] = "float32"
@@ -93,6 +94,7 @@ class History:
     test_labels: list[int] | None = None
     best_epoch: int | None = None  # with early stopping: the epoch whose weights were restored
     stopped_early: bool = False
+    threads: int | None = None  # intra-op CPU threads the run trained with
     model: KerasModel | None = field(default=None, repr=False, compare=False)  # the trained model; not serialised
 
     def series(self, key: str) -> list[float]:
@@ -135,9 +137,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def configure_threads(count: int | None = None) -> None:
-    """One intra-op thread per usable core (or ``count``): more oversubscribes and slows small convs down."""
-    torch.set_num_threads(count or usable_cpus())
+def configure_threads(threads: int | None = None) -> int:
+    """Set torch's intra-op threads: `threads`, or one per usable core (more oversubscribes and
+    slows small convs down). Returns the count set."""
+    count = threads if threads is not None else usable_cpus()
+    torch.set_num_threads(count)
+    return count
 
 
 def _autocast(device: torch.device, precision: str) -> Any:
@@ -282,14 +287,15 @@ class Reporter:
         return False
 
 
-def _checkpoint_identity(spec: ModelSpec, config: TrainConfig, batch_size: int, dataset: str) -> dict[str, Any]:
+def _checkpoint_identity(spec: ModelSpec, config: TrainConfig, batch_size: int, dataset: str,
+                         threads: int | None = None) -> dict[str, Any]:
     """What must match for a checkpoint to be resumed (else it belongs to another run).
 
     The epoch count is left out on purpose: resuming with more epochs extends a run.
     """
     model = spec.to_dict()
     model["training"].pop("epochs")
-    return {
+    identity = {
         "model": model,
         "seed": config.seed,
         "batch_size": batch_size,
@@ -299,9 +305,13 @@ def _checkpoint_identity(spec: ModelSpec, config: TrainConfig, batch_size: int, 
         "train_limit": config.train_limit,
         "precision": config.precision,
         "dataset": dataset,
+        "threads": threads if threads is not None else torch.get_num_threads(),  # set by configure_threads
         "rng": RNG_SCHEME,  # how shuffles and dropout masks are drawn: another scheme continues differently
         "dtype": config.dtype,
     }
+    if fuses(resolve(spec)):  # fused.py's kernels round differently: a plain run's checkpoint is another run
+        identity["fused"] = FUSED_SCHEME
+    return identity
 
 
 def fit(
@@ -319,14 +329,14 @@ def fit(
     # Before anything is built or allocated: the spec must fit the data and the size limits.
     check_fit(spec, dataset, config, epochs, batch_size)
     device = resolve_device(config.device)
-    configure_threads(config.threads)
+    threads = configure_threads(run_threads(config))
     data = place_data(dataset, config, device)
     model = build_model(spec, seed=config.seed).to(device, torch_dtype(config))
     optimizer = make_optimizer(spec.training.optimizer.name, model.parameters(), **spec.training.optimizer.args)
     step_model: Any = torch.compile(model) if config.compile else model
     history = History(model_id=spec.id, seed=config.seed, protocol=config.validate_on, device=str(device),
-                      train_images=len(data.train_y))
-    identity = _checkpoint_identity(spec, config, batch_size, dataset.info.name)
+                      train_images=len(data.train_y), threads=threads)
+    identity = _checkpoint_identity(spec, config, batch_size, dataset.info.name, threads)
     first_epoch = _maybe_resume(config, identity, model, optimizer, device, history, epochs)
     stopper = EarlyStopping(config.patience, config.out_dir) if config.patience is not None else None
     if stopper is not None:
@@ -430,7 +440,10 @@ def _maybe_resume(
             f"({info['identity'].get('rng', 'global RNG')!r}, this version draws {RNG_SCHEME!r}), so it cannot be "
             "continued as the run it began; start the run over or choose another --out"
         )
-    if info["identity"] != identity:
+    recorded = dict(info["identity"])
+    if "threads" not in recorded:  # written before the count was recorded: it cannot be checked
+        recorded["threads"] = identity["threads"]
+    if recorded != identity:
         raise CheckpointError(
             f"{config.out_dir}: its checkpoint is of a different run (model, seed, data or settings differ); "
             "choose another --out"
@@ -443,6 +456,25 @@ def _maybe_resume(
     load_checkpoint(config.out_dir, model, optimizer, device, info)
     history.epochs = list(info["history"])
     return int(info["epoch"]) + 1
+
+
+def run_threads(config: TrainConfig) -> int | None:
+    """The thread count a run uses: the config's; when resuming, the checkpoint's; else None (default).
+
+    One line MnistlabError for a count that is not a whole number from 1 up."""
+    if config.threads is not None:
+        if isinstance(config.threads, bool) or not isinstance(config.threads, int) or config.threads < 1:
+            raise MnistlabError(f"field 'threads': must be a whole number above 0, got {config.threads!r}")
+        return config.threads
+    if config.resume and config.out_dir is not None:
+        try:
+            info = read_checkpoint_info(config.out_dir)
+        except CheckpointError:
+            return None  # _maybe_resume raises it with its own message
+        recorded = (info or {}).get("identity", {}).get("threads")
+        if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded >= 1:
+            return recorded
+    return None
 
 
 def is_finished(out_dir: Path, epochs: int) -> bool:

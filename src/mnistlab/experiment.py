@@ -36,6 +36,8 @@ class Defaults(BaseModel):
         # Early stopping on val_loss (epochs without a new minimum); the best epoch's weights are
     # restored at the end whether or not it fired. None: train every epoch.
     patience: PositiveInt | None = None
+    # Intra-op CPU threads of every run (None: the usable cores); recorded per run, see engine.py.
+    threads: PositiveInt | None = None
 
 
 class ModelEntry(BaseModel):
@@ -126,6 +128,7 @@ class Task:
     max_activation_mib: int | None = None  # None: limits.MAX_ACTIVATION_MIB
     factors: tuple[tuple[str, str], ...] = ()  # (factor, level) pairs of a factor-grid variant
     patience: int | None = None
+    threads: int | None = None  # None: the usable cores (a resumed run: its checkpoint's count)
 
     @property
     def model_id(self) -> str:
@@ -194,6 +197,7 @@ def expand(experiment: Experiment, source: str = "<python>") -> list[Task]:
                         factors=levels, patience=experiment.defaults.patience,
                         max_params=experiment.defaults.max_params,
                         max_activation_mib=experiment.defaults.max_activation_mib,
+                        threads=experiment.defaults.threads,
                     )
                 )
     return tasks

@@ -196,6 +196,7 @@ def check_fit(spec: ModelSpec, dataset: Dataset, config: Any, epochs: Any, batch
     check_positive(config.train_limit, "train_limit", where)
     check_positive(config.max_params, "max_params", where)
     check_positive(config.max_activation_mib, "max_activation_mib", where)
+    check_positive(getattr(config, "threads", None), "threads", where)
     for field, allowed in (("precision", ("fp32", "bf16")), ("validate_on", ("split", "test")),
                            ("dtype", ("float32", "float64"))):
         if getattr(config, field) not in allowed:

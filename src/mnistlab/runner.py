@@ -83,12 +83,12 @@ def execute_task(
 
 def task_config(task: Task, work_dir: Path | None, threads: int | None = None) -> TrainConfig:
     """The engine's settings for one task, checkpointing into (and resuming from) `work_dir`;
-    `threads`: torch threads (None: one per usable core, as the local backend trains)."""
+    `threads` overrides the experiment's thread count (Ray's --cpus-per-task)."""
     return TrainConfig(
         seed=task.seed, device=task.device, precision=task.precision, validate_on=task.protocol,  # type: ignore[arg-type]
         val_fraction=task.val_fraction, train_limit=task.train_limit, out_dir=work_dir, resume=True,
         max_params=task.max_params, max_activation_mib=task.max_activation_mib,
-        patience=task.patience, threads=threads,
+        patience=task.patience, threads=task.threads if threads is None else threads,
     )
 
 
@@ -108,6 +108,7 @@ def final_metrics(task: Task, history: History, full_train_images: int) -> dict:
         "factors": dict(task.factors) or None,  # a factor-grid variant's levels, for the report's effects
         "best_epoch": history.best_epoch,  # early stopping: the epoch whose weights were restored and tested
         "stopped_early": history.stopped_early if task.patience is not None else None,
+        "threads": history.threads,  # intra-op CPU threads: part of what makes a run repeatable bit for bit
     }
 
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from mnistlab.build import ConvAsGemm, KerasModel, TFSamePad, _Concat
 from mnistlab.rng import SeededDropout, keep_mask
+from mnistlab.fused import FusedBatchNorm
 
 _ELEMENTWISE = (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.Identity, TFSamePad, nn.MaxPool2d)
 
@@ -86,6 +87,9 @@ class StackedModel(nn.Module):
             return self._conv_as_gemm(module, f"{name}.conv", x)
         if isinstance(module, nn.Linear):
             return self._linear(name, x)
+        if isinstance(module, FusedBatchNorm):  # a fused single-run model: its parts, one by one
+            x = self._batch_norm(module, name, torch.relu(x) if module.relu else x)
+            return self._dropout(module.dropout, x) if module.dropout is not None else x
         if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
             return self._batch_norm(module, name, x)
         if isinstance(module, SeededDropout):

@@ -30,7 +30,7 @@ import torch
 
 from mnistlab.checkpoint import POINTER, read_checkpoint_info, tensor_file
 from mnistlab.data import Dataset
-from mnistlab.engine import History, TrainConfig, fit, usable_cpus
+from mnistlab.engine import History, TrainConfig, fit
 from mnistlab.errors import CheckpointError, EnvironmentFailure
 from mnistlab.experiment import Task
 from mnistlab.runner import CHECKPOINT_DIR, package_versions, set_aside, task_config
@@ -161,11 +161,12 @@ class _Emitter:
 
 def train_unit(items: list[WorkItem], dataset: Dataset, sink: Any, threads: int | None) -> list[RunResult]:
     """The Ray task: train a unit (one run, or several seeds of one model as a seed bundle) and
-    return each run's result. ``threads``: torch threads (None: the local backend's count here)."""
+    return each run's result. ``threads``: torch threads (--cpus-per-task); None: what the local
+    backend would use (the experiment's, a resumed checkpoint's, else one per usable core), set
+    explicitly by the engine since Ray starts workers with OMP_NUM_THREADS=1."""
     from mnistlab.backends.ray_env import import_ray
 
     emit = _Emitter(import_ray(loopback=False), sink)
-    threads = threads or usable_cpus()
     worker = worker_name()
     attempts: list[tuple[int, int]] = []  # (attempt number, epoch resumed after) per item
     configs = []
