@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import subprocess
 import sys
 from contextlib import redirect_stderr, redirect_stdout
@@ -51,8 +52,15 @@ def run_cli(*args: str | os.PathLike[str]) -> CliResult:
     return CliResult(code, out.getvalue(), err.getvalue())
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def spawn_cli(*args: str | os.PathLike[str], env: dict[str, str] | None = None, **popen: Any) -> subprocess.Popen:
     """Start `python -m mnistlab ARGS...` as a child process importing this checkout's source."""
     environment = {**os.environ, **(env or {}), "PYTHONPATH": str(SRC)}
     popen.setdefault("text", True)
+    # A shell starts background jobs with SIGINT ignored, and an ignored signal stays ignored across
+    # exec: restore the default so that Ctrl-C tests behave the same however pytest was started.
+    popen.setdefault("preexec_fn", _default_sigint)
     return subprocess.Popen([sys.executable, "-m", "mnistlab", *map(str, args)], env=environment, **popen)
