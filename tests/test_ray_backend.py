@@ -25,7 +25,7 @@ from mnistlab import api
 from mnistlab.data import synthetic_dataset, write_dataset
 from mnistlab.engine import Reporter
 from mnistlab.experiment import parse_experiment
-from mnistlab.runner import run_experiment
+from mnistlab.runner import Placement, run_experiment
 from mnistlab.store import EPOCH_METRICS, RunStore
 
 # Not imported here: mnistlab imports ray itself, after setting what this machine's network rules need
@@ -34,6 +34,7 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                 reason="the ray extra is not installed (pip install 'mnistlab[ray]')")
 
 CLUSTER_CPUS = 2  # two worker processes train at once
+CLUSTER_GPUS = 1  # a logical GPU (Ray schedules it; tasks here train on the CPU): fractional shares
 OBJECT_STORE_BYTES = 128 * 1024 * 1024
 WORKER_TITLE = "ray::train_unit"  # Ray names a worker process after the task it runs
 
@@ -86,7 +87,7 @@ def cluster():
         head = subprocess.Popen(
             [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--node-ip-address",
              "127.0.0.1", "--port", str(port), "--ray-client-server-port", str(client_port),
-             "--num-cpus", str(CLUSTER_CPUS), "--num-gpus", "0", "--include-dashboard=false",
+             "--num-cpus", str(CLUSTER_CPUS), "--num-gpus", str(CLUSTER_GPUS), "--include-dashboard=false",
              "--disable-usage-stats", "--temp-dir", temp, "--object-store-memory", str(OBJECT_STORE_BYTES)],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -156,7 +157,7 @@ def _stored(store_dir: Path, name: str) -> dict[tuple[str, int], dict]:
             runs[(record.model_id, record.seed)] = {
                 "id": record.id, "status": record.status, "history": store.history(record.id),
                 "predictions": store.predictions(record.id), "final": record.final, "notes": record.notes,
-                "ended_at": record.ended_at,
+                "started_at": record.started_at, "ended_at": record.ended_at,
             }
         return runs
 
@@ -210,9 +211,21 @@ def test_a_seed_bundle_is_one_task_whose_seeds_stream_to_their_own_runs(cluster,
             _assert_same_numbers(run, local[(model, seed)])  # the local backend's bundles, bit for bit
 
 
+@pytest.mark.parametrize(("gpus_per_task", "together"), [(0.5, True), (1, False)])
+def test_fractional_gpus_let_small_tasks_share_a_gpu(cluster, tmp_path, tiny_data_dir, gpus_per_task, together):
+    # Two one-run units on a cluster with one GPU: half a GPU each puts both in flight at once
+    # (the second is claimed before the first finishes); a whole GPU each runs them one after the other.
+    study = tiny_experiment(tiny_data_dir, name=f"raygpu{gpus_per_task}", epochs=2, seeds=(0,))
+    outcome = api.run(study, tmp_path / "ray", backend="ray", address=cluster.address, gpus_per_task=gpus_per_task,
+                      cpus_per_task=1)
+    assert len(outcome.trained) == 2 and not outcome.failed
+    first, second = sorted(_stored(tmp_path / "ray", study["name"]).values(), key=lambda run: run["started_at"])
+    assert (second["started_at"] < first["ended_at"]) is together
+
+
 @pytest.mark.parametrize(("placement", "words"), [
     ({"cpus_per_task": CLUSTER_CPUS + 1}, f"has {CLUSTER_CPUS} CPUs, fewer than one task asks for ({CLUSTER_CPUS + 1})"),
-    ({"gpus_per_task": 0.5}, "has 0 GPUs, fewer than one task asks for (0.5)"),
+    ({"gpus_per_task": CLUSTER_GPUS + 1}, f"has {CLUSTER_GPUS} GPUs, fewer than one task asks for ({CLUSTER_GPUS + 1})"),
 ])
 def test_a_placement_no_node_can_satisfy_is_refused_before_anything_is_stored(cluster, tmp_path, tiny_data_dir,
                                                                               placement, words):
@@ -263,7 +276,7 @@ def test_a_worker_killed_mid_task_resumes_from_its_checkpoint(cluster, tmp_path)
                 killed.append(pid)
 
     with RunStore(tmp_path / "ray") as store:
-        outcome = run_experiment(parse_experiment(study), store, backend="ray", address=cluster.address,
+        outcome = run_experiment(parse_experiment(study), store, placement=Placement("ray", cluster.address),
                                  reporter_for=lambda task: KillTheWorker())
     assert killed and len(outcome.trained) == 1
     api.run(study, tmp_path / "local")

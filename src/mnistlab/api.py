@@ -15,7 +15,7 @@ from mnistlab.errors import EnvironmentFailure, MnistlabError
 from mnistlab.experiment import Experiment, load_experiment, parse_experiment
 from mnistlab.inference import Evaluation, ImagesLike, Predictions
 from mnistlab.models_io import TrainedModel, load_model_folder, open_existing_store, run_model_folder, save_trained
-from mnistlab.runner import RunOutcome, run_experiment
+from mnistlab.runner import Placement, RunOutcome, run_experiment
 from mnistlab.store import RunStore
 from mnistlab.spec import ModelSpec, parse_model
 from mnistlab.zoo import get_model, zoo_models
@@ -113,12 +113,11 @@ def run(
     `cpus_per_task` are each task's share, `artifacts` a folder every worker reaches for checkpoints
     (default: the store's)."""
     study = experiment(definition)
-    placement = {"backend": backend, "address": address, "gpus_per_task": gpus_per_task,
-                 "cpus_per_task": cpus_per_task, "artifacts": artifacts}
+    placement = Placement(backend, address, gpus_per_task, cpus_per_task, artifacts)
     if isinstance(store, RunStore):
-        return run_experiment(study, store, data_dir=data_dir, dataset=dataset, bundle=bundle, **placement)
+        return run_experiment(study, store, data_dir=data_dir, dataset=dataset, bundle=bundle, placement=placement)
     with RunStore(store) as opened:
-        return run_experiment(study, opened, data_dir=data_dir, dataset=dataset, bundle=bundle, **placement)
+        return run_experiment(study, opened, data_dir=data_dir, dataset=dataset, bundle=bundle, placement=placement)
 
 
 def load_model(source: str | Path | RunStore, run_id: int | str | None = None, device: str = "cpu") -> TrainedModel:

@@ -297,10 +297,9 @@ def run(
     from mnistlab.engine import Reporter
     from mnistlab.experiment import expand, load_experiment
     from mnistlab.progress import RichReporter
-    from mnistlab.runner import experiment_settled, run_experiment
-    from mnistlab.store import RunStore
-
     from mnistlab.bundle_runner import parse_bundle
+    from mnistlab.runner import Placement, experiment_settled, run_experiment
+    from mnistlab.store import RunStore
 
     bundle_size = parse_bundle(bundle)
     spec, source = load_experiment(experiment)
@@ -315,9 +314,9 @@ def run(
 
     timing = {"heartbeat_seconds": heartbeat_seconds} if heartbeat_seconds else {}
     with RunStore(store, lease_seconds=lease_seconds, **timing) as run_store:
+        placement = Placement(backend.value, address, gpus_per_task, cpus_per_task, artifacts)
         outcome = run_experiment(spec, run_store, source, data_dir=data_dir, download=download, reporter_for=reporter_for,
-                                 bundle=bundle_size, backend=backend.value, address=address, gpus_per_task=gpus_per_task,
-                                 cpus_per_task=cpus_per_task, artifacts=artifacts)
+                                 bundle=bundle_size, placement=placement)
         if not quiet:
             console.print(
                 f"{spec.name}: trained {len(outcome.trained)}, already done {len(outcome.skipped_finished)}, "

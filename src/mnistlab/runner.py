@@ -201,13 +201,29 @@ def finish_task(store: RunStore, record: RunRecord, task: Task, history: History
 BACKENDS = ("local", "ray")
 
 
-def check_backend(backend: str, placement: dict[str, object]) -> None:
-    """A known backend, and no cluster options for the local one."""
-    if backend not in BACKENDS:
-        raise MnistlabError(f"backend '{backend}': choose {' or '.join(BACKENDS)}")
-    given = [name for name, value in placement.items() if value is not None]
-    if backend == "local" and given:
-        raise MnistlabError(f"{', '.join(given)}: only for backend 'ray' (the local backend runs here)")
+@dataclass(frozen=True)
+class Placement:
+    """Where a study's tasks train: this process ("local") or a Ray cluster, with each task's share.
+
+    `address`: the cluster (host:port or "auto"; None: a private Ray instance on this machine);
+    `gpus_per_task` / `cpus_per_task`: each task's Ray resources; `artifacts`: a checkpoint folder
+    every worker reaches (None: the store's). The cluster fields are for the Ray backend only."""
+
+    backend: str = "local"
+    address: str | None = None
+    gpus_per_task: float | None = None
+    cpus_per_task: int | None = None
+    artifacts: Path | str | None = None
+
+    def check(self) -> None:
+        """A known backend, and no cluster options for the local one."""
+        if self.backend not in BACKENDS:
+            raise MnistlabError(f"backend '{self.backend}': choose {' or '.join(BACKENDS)}")
+        cluster = {"address": self.address, "gpus_per_task": self.gpus_per_task,
+                   "cpus_per_task": self.cpus_per_task, "artifacts": self.artifacts}
+        given = [name for name, value in cluster.items() if value is not None]
+        if self.backend == "local" and given:
+            raise MnistlabError(f"{', '.join(given)}: only for backend 'ray' (the local backend runs here)")
 
 
 def experiment_tasks(experiment: Experiment, source: str, dataset: Dataset | None) -> list[Task]:
@@ -244,29 +260,23 @@ def run_experiment(
     reporter_for: Callable[[Task], Reporter] | None = None,
     dataset: Dataset | None = None,
     bundle: int | str = 1,
-    backend: str = "local",
-    address: str | None = None,
-    gpus_per_task: float | None = None,
-    cpus_per_task: int | None = None,
-    artifacts: Path | str | None = None,
+    placement: Placement | None = None,
 ) -> RunOutcome:
     """Train every (model, seed) of `experiment` not already finished; resume interrupted ones.
 
     `bundle`: train up to this many seeds of one model and configuration as one seed bundle
-    ("auto": as many as fit in memory; 1: one run at a time). `backend`: "local" (this process)
-    or "ray" (a Ray cluster at `address`, or a private one on this machine; a unit of work is a
+    ("auto": as many as fit in memory; 1: one run at a time). `placement`: this process (the
+    default) or a Ray cluster (`Placement(backend="ray", ...)`; a unit of work is a
     bundle there too; see mnistlab.backends.ray_backend)."""
     from mnistlab.bundle_runner import parse_bundle, run_units
 
     bundle = parse_bundle(bundle)
-    placement = {"address": address, "gpus_per_task": gpus_per_task, "cpus_per_task": cpus_per_task,
-                 "artifacts": artifacts}
-    if backend == "ray":
+    placement = placement or Placement()
+    placement.check()
+    if placement.backend == "ray":
         from mnistlab.backends.ray_backend import run_on_ray
 
-        return run_on_ray(experiment, store, source, data_dir, download, reporter_for, dataset, bundle=bundle,
-                          **placement)
-    check_backend(backend, placement)
+        return run_on_ray(experiment, store, placement, source, data_dir, download, reporter_for, dataset, bundle)
     tasks = experiment_tasks(experiment, source, dataset)
     try:  # the device is this (local) backend's to check
         resolve_device(experiment.defaults.device)

@@ -48,6 +48,7 @@ from mnistlab.experiment import Experiment, Task
 from mnistlab.lease import Heartbeat
 from mnistlab.models_io import save_trained
 from mnistlab.runner import (
+    Placement,
     RunOutcome,
     _epoch_metrics,
     experiment_tasks,
@@ -299,23 +300,21 @@ class Coordinator:
 def run_on_ray(
     experiment: Experiment,
     store: RunStore,
+    placement: Placement,
     source: str = "<python>",
     data_dir: Path | str | None = None,
     download: bool = False,
     reporter_for: Callable[[Task], Reporter] | None = None,
     dataset: Dataset | None = None,
-    address: str | None = None,
-    gpus_per_task: float | None = None,
-    cpus_per_task: int | None = None,
-    artifacts: Path | str | None = None,
     bundle: int | str = 1,
 ) -> RunOutcome:
-    """runner.run_experiment on a Ray cluster (`address`; None: a private instance on this machine).
+    """runner.run_experiment on a Ray cluster (`placement.address`; None: a private instance on this machine).
     A unit of work (one Ray task) is one run, or with `bundle` up to that many seeds of one model
     trained as a seed bundle ("auto": sized by this machine's memory).
 
     Checkpoints go under `artifacts` (default: the store's artifacts folder, which must then be
     reachable by every worker for a retried task to resume; otherwise it restarts from epoch 1)."""
+    address, gpus_per_task, cpus_per_task = placement.address, placement.gpus_per_task, placement.cpus_per_task
     import_ray(is_loopback(address))  # a missing extra is one line, before anything else
     check_placement(experiment, source, gpus_per_task, cpus_per_task)
     tasks = experiment_tasks(experiment, source, dataset)
@@ -326,7 +325,7 @@ def run_on_ray(
         if not pending:
             return outcome
         data = dataset or load_dataset(experiment.dataset, data_dir=data_dir, download=download)
-        folder = Path(artifacts) if artifacts is not None else store.root / ARTIFACTS_DIR
+        folder = Path(placement.artifacts) if placement.artifacts is not None else store.root / ARTIFACTS_DIR
         coordinator = Coordinator(ray, store, data, folder.absolute(), reporter_for,
                                   {"num_cpus": cpus, "num_gpus": gpus}, cpus_per_task, slots, outcome)
         coordinator.run(group_units(pending, bundle, data))
