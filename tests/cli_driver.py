@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,3 +66,16 @@ def spawn_cli(*args: str | os.PathLike[str], env: dict[str, str] | None = None, 
     # exec: restore the default so that Ctrl-C tests behave the same however pytest was started.
     popen.setdefault("preexec_fn", _default_sigint)
     return subprocess.Popen([sys.executable, "-m", "mnistlab", *map(str, args)], env=environment, **popen)
+
+
+def sigkill_after_checkpoint(process: subprocess.Popen, pointer: Path, epoch: int, seconds: float = 120) -> None:
+    """SIGKILL ``process`` once the checkpoint ``pointer`` (checkpoint.json) holds ``epoch``: mid-way
+    into the next epoch, so that a resume has a checkpoint and an unfinished epoch to replay."""
+    deadline = time.monotonic() + seconds
+    while not (pointer.exists() and json.loads(pointer.read_text())["epoch"] >= epoch):
+        assert process.poll() is None, "the run finished before it could be killed"
+        assert time.monotonic() < deadline, f"no checkpoint of epoch {epoch} within {seconds:g} s"
+        time.sleep(0.005)
+    time.sleep(0.05)  # into the next epoch
+    process.send_signal(signal.SIGKILL)
+    process.wait()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
-import time
 
 import pytest
 import torch
@@ -24,7 +22,7 @@ from mnistlab.spec import parse_model
 from mnistlab.stacked import StackedModel, shared_inputs
 from mnistlab.store import RunStore
 from mnistlab.zoo import get_model, zoo_models
-from cli_driver import run_cli, spawn_cli
+from cli_driver import run_cli, sigkill_after_checkpoint, spawn_cli
 
 from conftest import TINY_CNN
 from test_runner import tiny_experiment, write_experiment
@@ -276,16 +274,8 @@ def test_resume_after_sigkill_of_a_bundle_equals_an_uninterrupted_bundle(tmp_pat
     reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
     assert spawn_cli(*common, "--out", str(reference_dir)).wait(timeout=300) == 0
 
-    process = spawn_cli(*common, "--out", str(killed_dir))
     pointer = killed_dir / "seed-1" / "checkpoint.json"
-    deadline = time.monotonic() + 120
-    while not (pointer.exists() and json.loads(pointer.read_text())["epoch"] >= 1):
-        assert process.poll() is None, "the run finished before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    time.sleep(0.05)  # into epoch 2
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    sigkill_after_checkpoint(spawn_cli(*common, "--out", str(killed_dir)), pointer, epoch=1)
     assert json.loads(pointer.read_text())["epoch"] < 3, "killed too late to test a resume"
 
     assert spawn_cli(*common, "--out", str(killed_dir), "--resume").wait(timeout=300) == 0

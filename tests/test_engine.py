@@ -19,7 +19,7 @@ from mnistlab.build import build_model
 from mnistlab.engine import TrainConfig, fit, usable_cpus
 from mnistlab.errors import MnistlabError
 from mnistlab.spec import parse_model
-from cli_driver import spawn_cli
+from cli_driver import sigkill_after_checkpoint, spawn_cli
 
 from conftest import TINY_CNN, needs_mnist
 
@@ -138,16 +138,8 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
     reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
     assert spawn_cli(*common, "--out", str(reference_dir)).wait(timeout=300) == 0
 
-    process = spawn_cli(*common, "--out", str(killed_dir))
     pointer = killed_dir / "checkpoint.json"
-    deadline = time.monotonic() + 120
-    while not (pointer.exists() and json.loads(pointer.read_text())["epoch"] >= 2):
-        assert process.poll() is None, "the run finished before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    time.sleep(0.05)  # into epoch 3
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    sigkill_after_checkpoint(spawn_cli(*common, "--out", str(killed_dir)), pointer, epoch=2)
     assert json.loads(pointer.read_text())["epoch"] < 5, "killed too late to test a resume"
 
     assert spawn_cli(*common, "--out", str(killed_dir), "--resume").wait(timeout=300) == 0
