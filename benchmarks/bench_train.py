@@ -54,20 +54,9 @@ try:  # src layout: runnable from a checkout without `pip install -e .`
 except ImportError:
     sys.path.insert(0, str(SRC))
 
+from mnistlab.machine import usable_cpus  # the engine's own count
 
 # --- small helpers shared by the orchestrator and the workers -------------------------------
-
-
-def usable_cpus() -> int:
-    """Cores this process may use: the affinity mask, capped by a cgroup v2 CPU quota."""
-    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            count = min(count, max(1, int(quota) // int(period)))
-    except (OSError, ValueError):
-        pass
-    return max(1, count)
 
 
 def emit(result: dict[str, Any]) -> None:

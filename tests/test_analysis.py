@@ -21,6 +21,8 @@ from mnistlab.analysis import (
     Diagnosis,
     McNemarResult,
     PairedDifference,
+    accuracy_interval,
+    accuracy_interval_text,
     binomial_se,
     diagnose,
     mcnemar_exact,
@@ -566,3 +568,19 @@ def test_overfitting_needs_the_gap_to_widen_not_the_train_loss_to_fall():
     # Both losses climbing together is not a widening gap: no overfitting call.
     history["train_eval_loss"] = [value + 0.5 for value in history["val_loss"]]
     assert "overfitting" not in [finding.code for finding in diagnose(history)]
+
+
+def test_accuracy_interval_is_clipped_to_what_an_accuracy_can_be():
+    # s000-m7's seeds: 88.4, 53.3 and 88.3% — the symmetric t interval runs past 100%.
+    mean, half = mean_ci([0.884, 0.533, 0.883])
+    assert mean + half > 1
+    low, high = accuracy_interval(mean, half)
+    assert high == 1.0 and low == pytest.approx(mean - half)
+    assert accuracy_interval_text(mean, half) == f"{mean * 100:.2f}% (CI {low * 100:.2f} to 100.00)"
+    assert accuracy_interval(0.01, 0.05) == (0.0, pytest.approx(0.06))
+
+
+def test_accuracy_interval_text_inside_the_bounds_and_for_one_run():
+    assert accuracy_interval_text(0.9815, 0.005) == "98.15% ± 0.50"
+    assert accuracy_interval_text(0.9815, 0.005, unit="") == "98.15 ± 0.50"
+    assert accuracy_interval_text(0.9815, math.nan) == "98.15%"

@@ -110,3 +110,27 @@ def test_summary_and_run_take_hostile_ids(tmp_path, tiny_data_dir):
     result = run_cli("run", exp_file, "--store", tmp_path / "store", "--no-report")
     assert result.exit_code == 0, result
     assert HOSTILE_ID in result.stdout and ESC not in result.stdout
+
+
+def _help_texts(command, path="mnistlab"):
+    """Every help string of a click command tree: commands' docstrings and options' help."""
+    yield path, command.help or ""
+    for param in command.params:
+        yield f"{path} {param.name}", getattr(param, "help", None) or ""
+    if hasattr(command, "commands"):  # a group (Typer may carry its own click)
+        for name, sub in command.commands.items():
+            yield from _help_texts(sub, f"{path} {name}")
+
+
+def test_every_help_string_survives_rich_markup():
+    """Typer renders help through rich markup: a "[...]" in a help string (a default, a list of
+    choices) would vanish from --help. Every one must read the same after markup."""
+    import typer
+    from rich.text import Text
+
+    from mnistlab.cli import app
+
+    texts = list(_help_texts(typer.main.get_command(app)))
+    assert len(texts) > 50  # the walk reached the subcommands and their options
+    changed = [where for where, text in texts if Text.from_markup(text).plain != text]
+    assert changed == []

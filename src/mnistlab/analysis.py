@@ -331,6 +331,26 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
     return mean, float(high - low) / 2
 
 
+def accuracy_interval(mean: float, half_width: float) -> tuple[float, float]:
+    """The bounds of a mean accuracy's t interval, clipped to what an accuracy can be ([0, 1]).
+
+    With 2-3 seeds and one unstable seed the symmetric t interval runs past 100% or below 0
+    (s000-m7: 76.65 ± 50.27); the clipped bounds are the honest statement of the same interval.
+    """
+    return max(0.0, mean - half_width), min(1.0, mean + half_width)
+
+
+def accuracy_interval_text(mean: float, half_width: float, unit: str = "%") -> str:
+    """A mean accuracy and its 95% CI in points: "98.15% ± 0.50", or where the symmetric interval
+    leaves [0, 100], its clipped bounds: "76.65% (CI 26.38 to 100.00)". One run: the mean alone."""
+    if not math.isfinite(half_width):
+        return f"{mean * 100:.2f}{unit}"
+    low, high = accuracy_interval(mean, half_width)
+    if (low, high) == (mean - half_width, mean + half_width):
+        return f"{mean * 100:.2f}{unit} ± {half_width * 100:.2f}"
+    return f"{mean * 100:.2f}{unit} (CI {low * 100:.2f} to {high * 100:.2f})"
+
+
 def binomial_se(acc: float, n: int) -> float:
     """Standard error of an accuracy measured on ``n`` independent test images."""
     if not 0.0 <= acc <= 1.0:

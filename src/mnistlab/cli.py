@@ -385,14 +385,14 @@ def reproduction(
 ) -> None:
     """Seed notebooks vs mnistlab under each notebook's protocol: mean ± 95% CI over seeds and a verdict."""
     from mnistlab import api
+    from mnistlab.analysis import accuracy_interval_text
     from mnistlab.reproduction import RULE
 
     lines = api.reproduction(store, out)
     table = Table("model", "notebook %", "mnistlab %", "seeds", "verdict")
     for line in lines:
         notebook = f"{100 * line.notebook_acc:.2f}" if line.notebook_acc is not None else "-"
-        measured = f"{100 * line.mean:.2f} ± {100 * line.half_width:.2f}" if line.seeds > 1 else (
-            f"{100 * line.mean:.2f}" if line.seeds else "-")
+        measured = accuracy_interval_text(line.mean, line.half_width, unit="") if line.seeds else "-"
         table.add_row(Text(line.model_id), notebook, measured, str(line.seeds), line.verdict)
     console.print(table)
     console.print(Text(RULE, style="dim"))

@@ -13,7 +13,6 @@ continues exactly as an uninterrupted run would, and a seed bundle (bundle.py) d
 from __future__ import annotations
 
 import math
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
@@ -30,6 +29,7 @@ from mnistlab.early_stopping import EarlyStopping
 from mnistlab.fused import FUSED_SCHEME
 from mnistlab.errors import CheckpointError, MnistlabError
 from mnistlab.limits import check_fit
+from mnistlab.machine import usable_cpus
 from mnistlab.optim import make_optimizer
 from mnistlab.rng import RNG_SCHEME, dropout_generator, epoch_seed, set_dropout_generator, shuffle_order
 from mnistlab.spec import ModelSpec, resolve
@@ -113,18 +113,6 @@ class History:
 
 
 # --- devices and threads --------------------------------------------------------------------
-
-
-def usable_cpus() -> int:
-    """CPUs this process may use: affinity mask, further capped by a cgroup v2 quota."""
-    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            count = min(count, max(1, math.floor(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, count)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 from pathlib import Path
@@ -20,10 +21,22 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+def usable_cpus() -> int:
+    """CPUs this process may use: affinity mask, further capped by a cgroup v2 quota.
+
+    The engine sizes its threads by this count, and the benchmarks report it."""
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            count = min(count, max(1, math.floor(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, count)
+
+
 def describe(device: str) -> str:
     """One line naming the processor a run on ``device`` used: the GPU's name, or the CPU's and its core count."""
     if device.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(torch.device(device))
-    from mnistlab.engine import usable_cpus  # the engine's own count, the one it sized its threads by
-
     return f"{cpu_name()}, {usable_cpus()} usable of {os.cpu_count()} CPUs"

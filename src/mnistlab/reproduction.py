@@ -24,7 +24,7 @@ from typing import Literal
 
 import numpy as np
 
-from mnistlab.analysis import mean_ci
+from mnistlab.analysis import accuracy_interval_text, mean_ci
 from mnistlab.safetext import markdown
 from mnistlab.store import RunRecord, RunStore
 from mnistlab.zoo import zoo_models
@@ -151,7 +151,7 @@ def render_markdown(lines: list[ModelReproduction], sources: list[str]) -> str:
     for line in lines:
         notebook = _points(line.notebook_acc) if line.notebook_acc is not None else "–"
         delta = abs(line.notebook_acc - line.mean) if line.notebook_acc is not None and line.accuracies else math.nan
-        interval = f"{_points(line.mean)} ± {_points(line.half_width)}" if line.seeds > 1 else _points(line.mean)
+        interval = accuracy_interval_text(line.mean, line.half_width, unit="") if line.accuracies else "–"
         seeds = f"{line.seeds}" + (f" (+{line.diverged} diverged)" if line.diverged else "")
         machines = "; ".join(sorted(line.machines)) or "–"
         out.append(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from mnistlab.analysis import mean_ci, p_text
+from mnistlab.analysis import accuracy_interval, mean_ci, p_text
 from mnistlab.effects import METRICS, Effect, FactorStudy
 from mnistlab.report.stats import ModelComparison, Statistics
 from mnistlab.stats import ALPHA, POWER
@@ -173,7 +173,8 @@ def selection_sentence(best: str, runs: pd.DataFrame, peeks: bool) -> str:
     val_text = f"mean final validation accuracy {vals.mean() * 100:.2f}%" if len(vals) else "validation"
     if len(accs) > 1:
         mean, half = mean_ci(accs)
-        test = f"{mean * 100:.2f}% (95% CI {(mean - half) * 100:.2f} to {(mean + half) * 100:.2f}, {len(accs)} seeds)"
+        low, high = accuracy_interval(mean, half)
+        test = f"{mean * 100:.2f}% (95% CI {low * 100:.2f} to {high * 100:.2f}, {len(accs)} seeds)"
     elif len(accs) == 1:
         test = f"{accs[0] * 100:.2f}% (1 run, no CI)"
     else:

@@ -18,7 +18,7 @@ import mnistlab
 from mnistlab.data import DATASETS, Dataset
 from mnistlab.errors import ArtifactError, MnistlabError
 from mnistlab.report import plots
-from mnistlab.analysis import p_text
+from mnistlab.analysis import accuracy_interval_text, p_text
 from mnistlab.effects import METRICS, Effect, FactorStudy
 from mnistlab.report.artifacts import load_predictions, load_weights
 from mnistlab.report.conclusions import Conclusions, loss_text, write_conclusions
@@ -232,7 +232,7 @@ def _mean_ci_text(mean: float, half_width: float) -> str:
         return MISSING
     if not math.isfinite(half_width):
         return f"{mean * 100:.2f}% (1 run, no CI)"
-    return f"{mean * 100:.2f}% ± {half_width * 100:.2f}"
+    return accuracy_interval_text(mean, half_width)
 
 
 def _points(value: float) -> str:

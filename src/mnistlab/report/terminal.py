@@ -17,7 +17,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from mnistlab.analysis import diagnose, mean_ci, paired_difference, significance_sentence
+from mnistlab.analysis import accuracy_interval_text, diagnose, mean_ci, paired_difference, significance_sentence
 from mnistlab import safetext
 from mnistlab.errors import MnistlabError
 from mnistlab.report.artifacts import load_predictions
@@ -265,9 +265,7 @@ def _accuracy_cell(runs: pd.DataFrame) -> str:
     accs = runs["test_acc"].dropna().to_numpy()
     if not len(accs):
         return MISSING
-    mean, half_width = mean_ci(accs)
-    spread = f" ± {half_width * 100:.2f}" if math.isfinite(half_width) else ""
-    return f"{mean * 100:.2f}%{spread}"
+    return accuracy_interval_text(*mean_ci(accs))
 
 
 def _sides_table(title: str, sides: Sequence[tuple[str, pd.DataFrame]]) -> Table:
