@@ -6,6 +6,7 @@ and started again trains nothing twice. One cluster (`ray start --head`, 2 CPUs,
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -21,7 +22,7 @@ import pytest
 from cli_driver import SRC, run_cli, spawn_cli
 from test_runner import tiny_experiment, write_experiment
 
-from mnistlab import api
+from mnistlab import api, runner
 from mnistlab.data import synthetic_dataset, write_dataset
 from mnistlab.engine import Reporter
 from mnistlab.experiment import parse_experiment
@@ -171,9 +172,11 @@ def _assert_same_numbers(ray_run: dict, local_run: dict) -> None:
     assert ray_run["final"]["test_acc"] == local_run["final"]["test_acc"]
 
 
-def test_a_study_on_ray_equals_the_local_backend_bit_for_bit(cluster, tmp_path, tiny_data_dir):
+def test_a_study_on_ray_equals_the_local_backend_bit_for_bit(cluster, tmp_path, tiny_data_dir, monkeypatch):
     study = tiny_experiment(tiny_data_dir, name="rayeq", epochs=2)  # 2 models x 2 seeds
-    outcome = api.run(study, tmp_path / "ray", backend="ray", address=cluster.address)
+    with monkeypatch.context() as patched:  # what this (the coordinating) process would record
+        patched.setattr(runner, "package_versions", lambda device="cpu": {"machine": "the coordinator"})
+        outcome = api.run(study, tmp_path / "ray", backend="ray", address=cluster.address)
     assert len(outcome.trained) == 4 and not outcome.failed
     api.run(study, tmp_path / "local")
     on_ray, local = _stored(tmp_path / "ray", "rayeq"), _stored(tmp_path / "local", "rayeq")
@@ -189,6 +192,10 @@ def test_a_study_on_ray_equals_the_local_backend_bit_for_bit(cluster, tmp_path, 
         for run in on_ray.values():
             assert (store.run_dir(run["id"]) / "model.json").exists()
             assert not (store.run_dir(run["id"]) / "checkpoint").exists()
+            # Both the store and the model folder name the worker's packages and machine, not the coordinator's.
+            recorded = store.get_run(run["id"]).versions
+            assert recorded["machine"] != "the coordinator" and "torch" in recorded
+            assert json.loads((store.run_dir(run["id"]) / "model.json").read_text())["versions"] == recorded
     shown = run_cli("show", str(next(iter(on_ray.values()))["id"]), "--store", tmp_path / "ray")
     assert shown.exit_code == 0 and "Ray worker " in " ".join(shown.stdout.split())
     again = api.run(study, tmp_path / "ray", backend="ray", address=cluster.address)

@@ -155,8 +155,11 @@ class TrainedModel(nn.Module):
 
 
 def save_model(folder: Path | str, network: KerasModel, dataset: DatasetInfo, seed: int,
-               metrics: dict[str, Any]) -> Path:
-    """Write `network` as a model folder (tensors first, then the JSON that commits them)."""
+               metrics: dict[str, Any], versions: dict[str, str] | None = None) -> Path:
+    """Write `network` as a model folder (tensors first, then the JSON that commits them).
+
+    `versions`: the packages and machine that trained it (runner.package_versions on the machine
+    that trained, which for a Ray run is a worker, not this process); None: this process's, on a CPU."""
     from mnistlab.runner import package_versions  # runner imports this module
 
     folder = Path(folder)
@@ -165,7 +168,7 @@ def save_model(folder: Path | str, network: KerasModel, dataset: DatasetInfo, se
     info = ModelInfo(
         format=FORMAT, version=FORMAT_VERSION, spec=network.spec.to_dict(), dataset=dataset.name,
         class_names=tuple(dataset.class_names), seed=seed,
-        metrics=metrics, versions=package_versions(),
+        metrics=metrics, versions=versions if versions is not None else package_versions(),
     )
     write_atomically(folder / MODEL_TENSORS, lambda tmp: save_file(tensors, str(tmp), metadata={"format": FORMAT}))
     text = json.dumps(info.model_dump(mode="json"), indent=1)
@@ -173,13 +176,19 @@ def save_model(folder: Path | str, network: KerasModel, dataset: DatasetInfo, se
     return folder
 
 
-def save_trained(folder: Path | str, history: History, dataset: DatasetInfo) -> Path | None:
-    """Keep a finished training's model; None when it diverged (its weights are not finite)."""
+def save_trained(folder: Path | str, history: History, dataset: DatasetInfo,
+                 versions: dict[str, str] | None = None) -> Path | None:
+    """Keep a finished training's model; None when it diverged (its weights are not finite).
+
+    `versions`: as save_model's; None: this process's, on the device the history trained on."""
+    from mnistlab.runner import package_versions  # runner imports this module
+
     if history.status != "completed" or history.model is None:
         return None
     metrics = {"test_loss": history.test_loss, "test_acc": history.test_acc, "epochs": len(history.epochs),
                "protocol": history.protocol}
-    return save_model(folder, history.model, dataset, history.seed, metrics)
+    return save_model(folder, history.model, dataset, history.seed, metrics,
+                      versions if versions is not None else package_versions(history.device))
 
 
 def is_model_folder(path: Path | str) -> bool:

@@ -261,7 +261,8 @@ class Coordinator:
             history.model = model
         run_dir = self.store.run_dir(run_id)
         try:
-            save_trained(run_dir, history, self.data.info)  # the run folder becomes a model folder
+            # The run folder becomes a model folder, naming the worker's packages and machine, not ours.
+            save_trained(run_dir, history, self.data.info, result.versions)
         except OSError as exc:
             reason = exc.strerror or str(exc)
             self.store.fail_run(run_id, f"{reason} ({run_dir})", owner=self.owner)
