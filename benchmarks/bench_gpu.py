@@ -6,6 +6,9 @@ Sections (all by default, or pick with --sections):
   scaling  bundle scaling: images/s (all seeds together) for K = 1, 2, 4, 8, 16, 32 seeds of s000-m1 and s004-m2
   epoch    one s000-m1 epoch on all 60,000 images (training steps only), and the wall time of that epoch
   to-99    time to 99.0% test accuracy for the fastest zoo model that reaches it
+  options  the engine's options, one seed of s000-m1, s000-m7 and s004-m2 under each: precision fp32 /
+           tf32 / bf16, torch.compile (default and "reduce-overhead", i.e. CUDA graphs), deterministic
+           kernels; what the defaults and the README's advice are chosen by
   study    the whole seed study (35 models × 3 seeds at the notebooks' epochs): per-model epoch times
            measured on a part of an epoch and extrapolated to the notebooks' epochs (said so in the output)
 
@@ -39,7 +42,14 @@ try:
 except ImportError:  # src layout, run from a checkout
     sys.path.insert(0, str(HERE.parent / "src"))
 
-SECTIONS = ("models", "scaling", "epoch", "to-99", "study")
+SECTIONS = ("models", "scaling", "epoch", "to-99", "options", "study")
+OPTION_MODELS = ["s000-m1", "s000-m7", "s004-m2"]  # small models: where per-step overhead shows
+# Each variant: TrainConfig fields over the defaults (fp32, no compile, default kernels).
+OPTION_VARIANTS: dict[str, dict[str, Any]] = {
+    "fp32 (default)": {}, "tf32": {"precision": "tf32"}, "bf16": {"precision": "bf16"},
+    "compile": {"compile": True}, "compile reduce-overhead": {"compile": "reduce-overhead"},
+    "deterministic": {"deterministic": True},
+}
 DEFAULT_MODELS = ["s000-m1", "s000-m7", "s002-m1", "s002-m8", "s003-m1", "s004-m2"]
 SCALING_MODELS = ["s000-m1", "s004-m2"]
 SCALING_K = [1, 2, 4, 8, 16, 32]
@@ -59,24 +69,26 @@ def repeated(repeats: int, measure: Callable[[], dict[str, Any]]) -> dict[str, A
     return {"images_per_second": median(rates), "repeats": runs}
 
 
-def configs(seeds: list[int], epochs: int, images: int | None, device: str, protocol: str = "test") -> list[Any]:
+def configs(seeds: list[int], epochs: int, images: int | None, device: str, protocol: str = "test",
+            **options: Any) -> list[Any]:
     from mnistlab.engine import TrainConfig
 
-    return [TrainConfig(epochs=epochs, seed=seed, train_limit=images, device=device, validate_on=protocol)  # type: ignore[arg-type]
-            for seed in seeds]
+    return [TrainConfig(epochs=epochs, seed=seed, train_limit=images, device=device, validate_on=protocol,  # type: ignore[arg-type]
+                        **options) for seed in seeds]
 
 
-def mnistlab_rate(spec: Any, dataset: Any, seeds: list[int], epochs: int, images: int | None, device: str) -> dict[str, Any]:
+def mnistlab_rate(spec: Any, dataset: Any, seeds: list[int], epochs: int, images: int | None, device: str,
+                  **options: Any) -> dict[str, Any]:
     """One seed through engine.fit, several through bundle.fit_bundle: the engine's own images/s."""
     from mnistlab.engine import fit
 
     started = time.perf_counter()
     if len(seeds) == 1:
-        histories = [fit(spec, dataset, configs(seeds, epochs, images, device)[0])]
+        histories = [fit(spec, dataset, configs(seeds, epochs, images, device, **options)[0])]
     else:
         from mnistlab.bundle import fit_bundle
 
-        histories = fit_bundle(spec, dataset, configs(seeds, epochs, images, device))
+        histories = fit_bundle(spec, dataset, configs(seeds, epochs, images, device, **options))
     first = histories[0]
     return {"images_per_second": first.images_per_second, "note": first.images_per_second_note,
             "seeds": len(seeds), "images": first.train_images, "epochs": epochs,
@@ -187,6 +199,26 @@ def section_to_99(args: argparse.Namespace, dataset: Any) -> dict[str, Any]:
     return {"candidates": results, "fastest": min(reached, key=lambda r: r["train_seconds"]) if reached else None}
 
 
+def section_options(args: argparse.Namespace, dataset: Any) -> list[dict[str, Any]]:
+    """One seed per model under each engine option; an option the device cannot do is recorded as refused."""
+    from mnistlab.errors import MnistlabError
+    from mnistlab.zoo import get_model
+
+    rows = []
+    for model_id in OPTION_MODELS:
+        spec = get_model(model_id)
+        for name, options in OPTION_VARIANTS.items():
+            try:
+                result = repeated(args.repeats, lambda: mnistlab_rate(spec, dataset, [0], 3, args.images, args.device,
+                                                                      **options))
+            except MnistlabError as error:  # e.g. tf32 on a CPU
+                result = {"images_per_second": math.nan, "refused": str(error)}
+            rows.append({"model": model_id, "variant": name, "options": options, **result})
+            shown = f"{result['images_per_second']:,.0f} images/s" if "refused" not in result else result["refused"]
+            print(f"options: {model_id} {name}: {shown}", flush=True)
+    return rows
+
+
 def section_study(args: argparse.Namespace, dataset: Any) -> dict[str, Any]:
     """Per model: a bundle of 3 seeds trained 2 short epochs; the second's time per image, scaled to the
     notebook's epochs on 60,000 images (validation and test passes estimated at 1/3 of a training pass)."""
@@ -254,6 +286,15 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [f"Time to {TARGET_ACC:.1%} test accuracy: " + (
             f"{fastest['model']}, {fastest['train_seconds']:.2f} s of training ({fastest['epochs']} epochs)."
             if fastest else "no candidate reached it."), ""]
+    if "options" in results:
+        names = list(OPTION_VARIANTS)
+        lines += ["| model | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+        for model_id in OPTION_MODELS:
+            found = {row["variant"]: row for row in results["options"] if row["model"] == model_id}
+            cells = ["refused" if "refused" in found.get(name, {}) else
+                     f"{found[name]['images_per_second']:,.0f}" if name in found else "–" for name in names]
+            lines.append(f"| {model_id} | " + " | ".join(cells) + " |")
+        lines += ["", "Images/s of one seed (training steps, epochs 2+); refused: the device cannot do it.", ""]
     if "study" in results:
         study = results["study"]
         scope = "35 models" if study["complete"] else f"only {len(study['models'])} models (--quick)"
@@ -287,7 +328,7 @@ def main() -> int:
     started = time.perf_counter()
     results: dict[str, Any] = {"machine": machine(args.device), "repeats": args.repeats, "quick": args.quick}
     runners = {"models": section_models, "scaling": section_scaling, "epoch": section_epoch,
-               "to-99": section_to_99, "study": section_study}
+               "to-99": section_to_99, "options": section_options, "study": section_study}
     for section in args.sections:
         results[section] = runners[section](args, dataset)
     results["wall_seconds"] = time.perf_counter() - started

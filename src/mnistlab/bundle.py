@@ -31,16 +31,15 @@ from mnistlab.checkpoint import save_checkpoint
 from mnistlab.data import Dataset
 from mnistlab.early_stopping import EarlyStopping
 from mnistlab.engine import (
-    EVAL_BATCH,
     DeviceData,
     History,
     Reporter,
     TrainConfig,
-    _autocast,
     _checkpoint_identity,
     _maybe_resume,
     configure_threads,
     run_threads,
+    eval_batch_size,
     evaluate,
     fit,
     loss_input,
@@ -49,8 +48,9 @@ from mnistlab.engine import (
     torch_dtype,
 )
 from mnistlab.errors import CheckpointError, MnistlabError
-from mnistlab.limits import _FLOAT_BYTES, Limits, check_fit
+from mnistlab.limits import _FLOAT_BYTES, Limits, activation_bytes_per_image, check_fit
 from mnistlab.optim import make_optimizer
+from mnistlab.precision import autocast, compiled, run_numerics
 from mnistlab.rng import dropout_generator, shuffle_order
 from mnistlab.spec import SEED_BOUND, ModelSpec, resolve
 from mnistlab.stacked import StackedModel, shared_inputs, stack_inputs
@@ -143,6 +143,13 @@ def fit_bundle(
     for config in configs:
         check_fit(spec, dataset, config, epochs, batch_size)
     device = resolve_device(base.device)
+    with run_numerics(device, base.precision, base.deterministic, where=f"model '{spec.id}'"):
+        return _fit_stacked(spec, dataset, configs, base, device, epochs, batch_size, reporter, on_epoch)
+
+
+def _fit_stacked(spec: ModelSpec, dataset: Dataset, configs: Sequence[TrainConfig], base: TrainConfig,
+                 device: torch.device, epochs: int, batch_size: int, reporter: Reporter,
+                 on_epoch: Callable[[int, int, dict[str, float]], None] | None) -> list[History]:
     configure_threads(run_threads(base))  # fixed for the run; on resume the checkpoint's (engine.run_threads)
     data = place_data(dataset, base, device)
     resolved = resolve(spec)
@@ -231,7 +238,7 @@ def _train_epoch(stacked: StackedModel, optimizer: torch.optim.Optimizer, data: 
         x = prepare_input(data.train_x[index.reshape(-1)], stacked.input_shape, dtype)
         x = stack_inputs(x.reshape(k, batch, *x.shape[1:]), stacked.input_shape)
         y = data.train_y[index]
-        with _autocast(device, precision):
+        with autocast(device, precision):
             logits = stacked(x)
         losses = F.cross_entropy(loss_input(logits).reshape(k * batch, -1), y.reshape(-1), reduction="none")
         losses = losses.reshape(k, batch).mean(1)  # each seed's batch mean, as fit's loss
@@ -253,12 +260,12 @@ def _evaluate(stacked: StackedModel, x: torch.Tensor, y: torch.Tensor, precision
     stacked.eval()
     loss_sum = torch.zeros(stacked.k, device=x.device, dtype=dtype)
     correct = torch.zeros(stacked.k, device=x.device, dtype=torch.int64)
-    size = EVAL_BATCH.get(x.device.type, EVAL_BATCH["cpu"])
+    size = eval_batch_size(stacked.template[0].resolved, x.device, len(y), seeds=stacked.k)
     for start in range(0, len(y), size):
         xb = shared_inputs(prepare_input(x[start : start + size], stacked.input_shape, dtype), stacked.k,
                            stacked.input_shape)
         yb = y[start : start + size]
-        with _autocast(x.device, precision):
+        with autocast(x.device, precision):
             logits = loss_input(stacked(xb))
         batch = len(yb)
         loss_sum += F.cross_entropy(logits.reshape(stacked.k * batch, -1), yb.repeat(stacked.k),
@@ -274,7 +281,7 @@ def _train_group(spec: ModelSpec, seeds: list[_Seed], data: DeviceData, first_ep
     for seed in active:
         seed.bundle_size = len(active)
     stacked, optimizer = _stack(spec, active, device)
-    step_model: Any = torch.compile(stacked) if base.compile else stacked
+    step_model: Any = compiled(stacked, base.compile)
     dtype = torch_dtype(base)
     n = len(data.train_y)
     steps = math.ceil(n / batch_size)
@@ -329,7 +336,7 @@ def _train_group(spec: ModelSpec, seeds: list[_Seed], data: DeviceData, first_ep
             if not active:
                 return
             stacked, optimizer = _stack(spec, active, device)
-            step_model = torch.compile(stacked) if base.compile else stacked
+            step_model = compiled(stacked, base.compile)
 
 
 def _finish(seed: _Seed, data: DeviceData, epochs: int, precision: str) -> History:
@@ -360,8 +367,7 @@ def bundle_capacity(spec: ModelSpec, dataset: Dataset, config: TrainConfig) -> i
     optimizer state counted four times, activations three times for the backward pass)."""
     resolved = resolve(spec)
     batch_size = config.batch_size or spec.training.batch_size
-    per_image = math.prod(spec.input) + sum(math.prod(node.output_shape) for node in resolved.nodes)
-    activations = per_image * batch_size * _FLOAT_BYTES
+    activations = activation_bytes_per_image(resolved) * batch_size
     limit = Limits(config.max_params, config.max_activation_mib).activation_mib * 2**20
     capacity = max(1, int(limit // max(activations, 1)))
     device = resolve_device(config.device)

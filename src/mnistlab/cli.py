@@ -19,6 +19,7 @@ from rich.text import Text
 from mnistlab import __version__
 from mnistlab.data import DATASETS
 from mnistlab.errors import MnistlabError
+from mnistlab.precision import COMPILE_MODES, PRECISIONS
 from mnistlab.safetext import clean, one_line, safe_console
 from mnistlab.spec import SEED_BOUND
 
@@ -68,9 +69,8 @@ class Backend(str, Enum):
     ray = "ray"
 
 
-class Precision(str, Enum):
-    fp32 = "fp32"
-    bf16 = "bf16"
+Precision = Enum("Precision", {name: name for name in PRECISIONS}, type=str)  # precision.py's, one home
+CompileMode = Enum("CompileMode", {name: name for name in COMPILE_MODES}, type=str)
 
 
 @app.command()
@@ -149,14 +149,19 @@ def train(
     seeds: Annotated[Optional[str], typer.Option(
         help="Train these seeds (e.g. 0,1,2,3) as one seed bundle; --out DIR then holds DIR/seed-N model folders.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    precision: Annotated[Precision, typer.Option(help="fp32, or bf16 autocast.")] = Precision.fp32,
+    precision: Annotated[Precision, typer.Option(
+        help="fp32 (strict float32, as Keras), tf32 (CUDA tensor cores) or bf16 autocast.")] = Precision.fp32,
+    deterministic: Annotated[bool, typer.Option(
+        "--deterministic", help="CUDA: deterministic kernels only (slower; an op without one fails).")] = False,
     validate_on: Annotated[
         Protocol, typer.Option(help="split: a stratified 10% of train; test: the seeds' practice.")
     ] = Protocol.split,
     train_limit: Annotated[Optional[int], typer.Option(min=1, help="Train on the first N training images.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Folder for checkpoints and history.json.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the checkpoint in --out.")] = False,
-    compile: Annotated[bool, typer.Option("--compile", help="Use torch.compile.")] = False,
+    compile: Annotated[bool, typer.Option("--compile", help="Use torch.compile (its default mode).")] = False,
+    compile_mode: Annotated[Optional[CompileMode], typer.Option(
+        help="torch.compile in this mode (implies --compile); reduce-overhead: CUDA graphs.")] = None,
     patience: Annotated[Optional[int], typer.Option(
         min=1, help="Early stopping: stop after N epochs without a new lowest val_loss; the best "
                     "epoch's weights are restored at the end either way.")] = None,
@@ -186,18 +191,20 @@ def train(
         seed_list = check_seed_list(seeds, seed is not None)
     spec = model_spec(model)
     data = load_dataset(dataset, data_dir=data_dir, download=download)
+    compiling: bool | str = compile_mode.value if compile_mode is not None else compile
     if seeds is not None:
         _train_seeds(spec, data, seed_list, quiet, as_json, out, dict(
             epochs=epochs, batch_size=batch_size, device=device, precision=precision.value,
-            validate_on=validate_on.value, train_limit=train_limit, out_dir=out, resume=resume, compile=compile,
-            max_params=max_params, max_activation_mib=max_activation_mib, patience=patience))
+            validate_on=validate_on.value, train_limit=train_limit, out_dir=out, resume=resume, compile=compiling,
+            max_params=max_params, max_activation_mib=max_activation_mib, patience=patience, threads=threads,
+            deterministic=deterministic))
         return
     seed = seed if seed is not None else 0
     config = TrainConfig(
         epochs=epochs, batch_size=batch_size, seed=seed, device=device, precision=precision.value,
-        validate_on=validate_on.value, train_limit=train_limit, out_dir=out, resume=resume, compile=compile,
+        validate_on=validate_on.value, train_limit=train_limit, out_dir=out, resume=resume, compile=compiling,
         max_params=max_params, max_activation_mib=max_activation_mib,
-        patience=patience, threads=threads,
+        patience=patience, threads=threads, deterministic=deterministic,
     )
     reporter = Reporter() if quiet or as_json else RichReporter(err_console if as_json else console)
     history = fit(spec, data, config, reporter=reporter)

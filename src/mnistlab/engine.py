@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -28,17 +27,20 @@ from mnistlab.data import Dataset, stratified_split
 from mnistlab.early_stopping import EarlyStopping
 from mnistlab.fused import FUSED_SCHEME
 from mnistlab.errors import CheckpointError, MnistlabError
-from mnistlab.limits import check_fit
+from mnistlab.limits import activation_bytes_per_image, check_fit
 from mnistlab.machine import usable_cpus
 from mnistlab.optim import make_optimizer
+from mnistlab.precision import Precision, autocast, compiled, run_numerics
 from mnistlab.rng import RNG_SCHEME, dropout_generator, epoch_seed, set_dropout_generator, shuffle_order
 from mnistlab.spec import ModelSpec, resolve
 from mnistlab.store import EPOCH_METRICS
 
 Protocol = Literal["split", "test"]
-# Inference batches: large on a GPU (fewer launches); cache-sized on a CPU, where batch 2000
-# measured 2.3x slower than 256 on s000-m1 (benchmarks/).
-EVAL_BATCH = {"cuda": 2000, "cpu": 256}
+# Inference batches on a CPU: cache-sized; batch 2000 measured 2.3x slower than 256 on s000-m1
+# (benchmarks/). On a GPU as many images as a quarter of the free memory holds (fewer launches,
+# often the whole validation or test set in one batch): see eval_batch_size.
+CPU_EVAL_BATCH = 256
+GPU_EVAL_MEMORY_SHARE = 0.25
 # Training metrics in inference mode (dropout off, BatchNormalization on its moving averages) are
 # measured each epoch on this many training images, the same ones for every model and seed: Keras's
 # running-mean `acc` has dropout on and so reads low by design, and diagnoses need the real fit.
@@ -54,14 +56,15 @@ class TrainConfig:
     batch_size: int | None = None  # None: the spec's training.batch_size
     seed: int = 0
     device: str = "auto"
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Precision = "fp32"  # precision.py: fp32 (strict), tf32 (CUDA) or bf16 autocast
+    deterministic: bool = False  # CUDA: deterministic kernels only (precision.run_numerics)
     validate_on: Protocol = "split"
     val_fraction: float = 0.1
     split_seed: int = 0  # the validation split is the same for every model and seed, so they compare
     train_limit: int | None = None
     out_dir: Path | None = None  # checkpoints go here; None: no checkpoints
     resume: bool = False
-    compile: bool = False
+    compile: bool | str = False  # True, or a precision.COMPILE_MODES name: torch.compile the model
     max_params: int | None = None  # None: limits.MAX_PARAMS
     max_activation_mib: int | None = None  # None: limits.MAX_ACTIVATION_MIB
     # Early stopping on val_loss after this many epochs without a new minimum; the best epoch's
@@ -133,10 +136,17 @@ def configure_threads(threads: int | None = None) -> int:
     return count
 
 
-def _autocast(device: torch.device, precision: str) -> Any:
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return nullcontext()
+def eval_batch_size(resolved: Any, device: torch.device, images: int, seeds: int = 1,
+                    free_bytes: int | None = None) -> int:
+    """Images per inference batch for a model (its resolved spec) on `device`: CPU_EVAL_BATCH on a
+    CPU; on a GPU as many as GPU_EVAL_MEMORY_SHARE of the free memory (`free_bytes`, else asked of
+    the device) holds for `seeds` models' activations, at most `images`."""
+    if device.type != "cuda":
+        return CPU_EVAL_BATCH
+    if free_bytes is None:
+        free_bytes, _ = torch.cuda.mem_get_info(device)
+    fits = int(free_bytes * GPU_EVAL_MEMORY_SHARE) // (activation_bytes_per_image(resolved) * seeds)
+    return max(1, min(images, fits))
 
 
 # --- the data a run sees --------------------------------------------------------------------
@@ -227,7 +237,7 @@ def train_epoch(
         index = order[step * batch_size : (step + 1) * batch_size]
         x = prepare_input(data.train_x[index], model.input_shape, dtype)
         y = data.train_y[index]
-        with _autocast(device, precision):
+        with autocast(device, precision):
             logits = model(x)
         loss = F.cross_entropy(loss_input(logits), y)
         optimizer.zero_grad(set_to_none=True)
@@ -248,10 +258,10 @@ def evaluate(model: KerasModel, x: torch.Tensor, y: torch.Tensor, precision: str
     model.eval()
     loss_sum = torch.zeros((), device=x.device, dtype=model_dtype(model))
     predictions = []
-    size = EVAL_BATCH.get(x.device.type, EVAL_BATCH["cpu"])
+    size = eval_batch_size(model.resolved, x.device, len(y))
     for start in range(0, len(y), size):
         xb = prepare_input(x[start : start + size], model.input_shape, model_dtype(model))
-        with _autocast(x.device, precision):
+        with autocast(x.device, precision):
             logits = loss_input(model(xb))
         loss_sum += F.cross_entropy(logits, y[start : start + size], reduction="sum")
         predictions.append(logits.argmax(1))
@@ -297,6 +307,8 @@ def _checkpoint_identity(spec: ModelSpec, config: TrainConfig, batch_size: int, 
         "rng": RNG_SCHEME,  # how shuffles and dropout masks are drawn: another scheme continues differently
         "dtype": config.dtype,
     }
+    if config.deterministic:  # other kernels round differently (only when asked: older checkpoints lack it)
+        identity["deterministic"] = True
     if fuses(resolve(spec)):  # fused.py's kernels round differently: a plain run's checkpoint is another run
         identity["fused"] = FUSED_SCHEME
     return identity
@@ -311,17 +323,30 @@ def fit(
 ) -> History:
     """Train `spec` on `dataset` as Keras 2.2's `fit` would, then evaluate once on the test set."""
     config = config or TrainConfig()
-    reporter = reporter or Reporter()
     epochs = config.epochs or spec.training.epochs
     batch_size = config.batch_size or spec.training.batch_size
     # Before anything is built or allocated: the spec must fit the data and the size limits.
     check_fit(spec, dataset, config, epochs, batch_size)
     device = resolve_device(config.device)
+    with run_numerics(device, config.precision, config.deterministic, where=f"model '{spec.id}'"):
+        return _fit(spec, dataset, config, reporter or Reporter(), on_epoch, device, epochs, batch_size)
+
+
+def _fit(
+    spec: ModelSpec,
+    dataset: Dataset,
+    config: TrainConfig,
+    reporter: Reporter,
+    on_epoch: Callable[[int, dict[str, float]], None] | None,
+    device: torch.device,
+    epochs: int,
+    batch_size: int,
+) -> History:
     threads = configure_threads(run_threads(config))
     data = place_data(dataset, config, device)
     model = build_model(spec, seed=config.seed).to(device, torch_dtype(config))
     optimizer = make_optimizer(spec.training.optimizer.name, model.parameters(), **spec.training.optimizer.args)
-    step_model: Any = torch.compile(model) if config.compile else model
+    step_model: Any = compiled(model, config.compile)
     history = History(model_id=spec.id, seed=config.seed, protocol=config.validate_on, device=str(device),
                       train_images=len(data.train_y), threads=threads)
     identity = _checkpoint_identity(spec, config, batch_size, dataset.info.name, threads)

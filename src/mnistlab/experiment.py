@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation, ValidationError, field_validator, model_validator
 
 from mnistlab.errors import SpecError
+from mnistlab.precision import Precision
 from mnistlab.factors import FactorError, level_text, parse_factors, variants
 from mnistlab.spec import SEED_BOUND, ModelSpec, PositiveInt, Seed, did_you_mean, parse_model
 from mnistlab.yamlio import line_of, load_yaml
@@ -28,7 +29,8 @@ class Defaults(BaseModel):
     epochs: PositiveInt | None = None  # None: each model's own (the notebook's)
     batch_size: PositiveInt | None = None
     device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$")] = "auto"
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Precision = "fp32"  # fp32 (strict), tf32 (CUDA) or bf16 autocast: see precision.py
+    deterministic: bool = False  # CUDA: deterministic kernels only (slower; precision.py)
     train_limit: PositiveInt | None = None
     # Trainability limits (None: mnistlab.limits' defaults); see limits.py.
     max_params: PositiveInt | None = None
@@ -129,6 +131,7 @@ class Task:
     factors: tuple[tuple[str, str], ...] = ()  # (factor, level) pairs of a factor-grid variant
     patience: int | None = None
     threads: int | None = None  # None: the usable cores (a resumed run: its checkpoint's count)
+    deterministic: bool = False
 
     @property
     def model_id(self) -> str:
@@ -144,6 +147,8 @@ class Task:
         }
         if self.patience is not None:  # only when set: runs stored before early stopping keep their hash
             config["patience"] = self.patience
+        if self.deterministic:  # likewise: other kernels, other numbers
+            config["deterministic"] = True
         return config
 
 
@@ -198,6 +203,7 @@ def expand(experiment: Experiment, source: str = "<python>") -> list[Task]:
                         max_params=experiment.defaults.max_params,
                         max_activation_mib=experiment.defaults.max_activation_mib,
                         threads=experiment.defaults.threads,
+                        deterministic=experiment.defaults.deterministic,
                     )
                 )
     return tasks

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from mnistlab.data import IMAGE_SIZE, Dataset
-from mnistlab.engine import EVAL_BATCH, evaluate as evaluate_logits
+from mnistlab.engine import eval_batch_size, evaluate as evaluate_logits
 from mnistlab.errors import MnistlabError
 from mnistlab.images import Inputs, as_images, read_inputs
 from mnistlab.models_io import TrainedModel
@@ -81,7 +81,7 @@ def predict(model: TrainedModel, images: ImagesLike) -> Predictions:
     inputs = _inputs(images)
     device = next(model.parameters()).device
     x = model_layout(model, inputs.images)
-    size = EVAL_BATCH.get(device.type, EVAL_BATCH["cpu"])
+    size = eval_batch_size(model.network.resolved, device, len(x))
     parts = [model(x[start : start + size].to(device)).float().cpu() for start in range(0, len(x), size)]
     probabilities = torch.cat(parts).numpy()
     return Predictions(probabilities, model.class_names, inputs.names, inputs.notes)

@@ -24,6 +24,7 @@ from typing import Any
 
 from mnistlab.data import DATASETS, IMAGES_MAGIC, Dataset, _present_files, custom_dataset_info, dataset_info
 from mnistlab.errors import DataError, MnistlabError, SpecError
+from mnistlab.precision import COMPILE_MODES, PRECISIONS
 from mnistlab.spec import SEED_BOUND, ModelSpec, Node, _fmt, _layer_label, _where, did_you_mean, resolve
 
 # The largest zoo model (s002-m10) has 38 M parameters; the most activations, 245 MiB a batch
@@ -105,6 +106,13 @@ def _read_header(path: Path) -> bytes:
         raise DataError(f"{path}: cannot read its IDX header ({exc}); replace the file") from None
 
 
+def activation_bytes_per_image(resolved: Any) -> int:
+    """Float32 bytes one image occupies in a forward pass: its input and every layer's output
+    (a resolved spec, spec.resolve). What bounds batch sizes: training, bundles, evaluation."""
+    floats = math.prod(resolved.spec.input) + sum(math.prod(node.output_shape) for node in resolved.nodes)
+    return floats * _FLOAT_BYTES
+
+
 def check_model(spec: ModelSpec, data: DataShape, batch_size: int, limits: Limits = Limits()) -> None:
     """The spec fits the data (input shape, classes) and the size limits at this batch size."""
     shape = tuple(spec.input)
@@ -128,8 +136,7 @@ def check_model(spec: ModelSpec, data: DataShape, batch_size: int, limits: Limit
             f"the model has {resolved.total_params:,} parameters ({node.params:,} in this layer), over the limit "
             f"of {limits.params:,}; shrink it or raise max_params"
         )
-    per_image = math.prod(shape) + sum(math.prod(n.output_shape) for n in resolved.nodes)
-    mib = per_image * batch_size * _FLOAT_BYTES / 2**20
+    mib = activation_bytes_per_image(resolved) * batch_size / 2**20
     if mib > limits.activation_mib:
         node = _first_past(resolved.nodes, lambda n: math.prod(n.output_shape) * batch_size * _FLOAT_BYTES / 2**20,
                            limits.activation_mib - math.prod(shape) * batch_size * _FLOAT_BYTES / 2**20)
@@ -197,10 +204,16 @@ def check_fit(spec: ModelSpec, dataset: Dataset, config: Any, epochs: Any, batch
     check_positive(config.max_params, "max_params", where)
     check_positive(config.max_activation_mib, "max_activation_mib", where)
     check_positive(getattr(config, "threads", None), "threads", where)
-    for field, allowed in (("precision", ("fp32", "bf16")), ("validate_on", ("split", "test")),
+    for field, allowed in (("precision", PRECISIONS), ("validate_on", ("split", "test")),
                            ("dtype", ("float32", "float64"))):
         if getattr(config, field) not in allowed:
-            raise MnistlabError(f"{where}: field '{field}': choose {' or '.join(allowed)}, got {getattr(config, field)!r}")
+            choices = f"{', '.join(allowed[:-1])} or {allowed[-1]}"
+            raise MnistlabError(f"{where}: field '{field}': choose {choices}, got {getattr(config, field)!r}")
+    if not isinstance(config.compile, bool) and config.compile not in COMPILE_MODES:
+        raise MnistlabError(f"{where}: field 'compile': true, false or a mode ({', '.join(COMPILE_MODES)}), "
+                            f"got {config.compile!r}")
+    if not isinstance(getattr(config, "deterministic", False), bool):
+        raise MnistlabError(f"{where}: field 'deterministic': must be true or false, got {config.deterministic!r}")
     fraction = config.val_fraction
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
         raise MnistlabError(f"{where}: field 'val_fraction': must be a number between 0 and 1, got {fraction!r}")
