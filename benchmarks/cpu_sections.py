@@ -9,12 +9,12 @@ Every measurement is its own subprocess, and the variants of one comparison run 
 of --repeats and every single figure. Short epochs (train_limit) keep a section to a few minutes.
 
 - memory-bound: s000-m6 and s000-m9, "before" (build.FUSED off and libgomp's default spinning,
-  i.e. GOMP_SPINCOUNT=300000, as mnistlab was before fused.py and OMP_WAIT_POLICY=PASSIVE) against
+  i.e. GOMP_SPINCOUNT=300000, as mnistlab was before fused.py and its short spin count) against
   "after" (mnistlab's defaults), images/s of engine.train_epoch.
 - busy: s000-m1, idle and with one core held by a `while True: pass` process of the same niceness,
-  for mnistlab with libgomp's default spin, mnistlab's default (PASSIVE), a short spin
-  (GOMP_SPINCOUNT=10000), and Keras 3 on TensorFlow;
-  the share is busy ÷ idle images/s.
+  for mnistlab with libgomp's default spin, mnistlab's default (a short spin, mnistlab.DEFAULT_SPINCOUNT),
+  passive waiting (OMP_WAIT_POLICY=PASSIVE), and Keras 3 on TensorFlow;
+  the share is busy ÷ idle images/s; plus s000-m6 (3,072 images) idle under each mnistlab policy.
 - bundles: a single-model batch-size sweep for s000-m7 (the ceiling a bundle could reach), then 8
   seeds of s000-m7 and of s004-m2 trained with `mnistlab.bundle.fit_bundle` against 8 sequential
   `engine.fit` runs of the same configs: training images/s (steps only, epochs 2+, as History
@@ -37,12 +37,15 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
 RESULT_PREFIX = "RESULT "
-# libgomp's own default spin count: "mnistlab before OMP_WAIT_POLICY=PASSIVE" (which mnistlab now
-# sets only when neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT is in the environment).
+# libgomp's own default spin count: mnistlab before it set a short one (mnistlab/__init__.py; it does
+# so only when neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT is in the environment).
 SPIN_ENV = {"GOMP_SPINCOUNT": "300000"}
-# The middle road: spin ~10k iterations (microseconds) before sleeping; an alternative to PASSIVE
-# if passive waiting costs idle speed on some machine.
-SHORT_SPIN_ENV = {"GOMP_SPINCOUNT": "10000"}
+# No spinning at all: the remedy mnistlab used before the short spin count measured better.
+PASSIVE_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+sys.path.insert(0, str(SRC))
+from mnistlab import DEFAULT_SPINCOUNT  # the default itself, from its one home
+
+DEFAULT_LABEL = f"mnistlab default (GOMP_SPINCOUNT={DEFAULT_SPINCOUNT})"
 
 
 def emit(result: dict[str, Any]) -> None:
@@ -161,7 +164,7 @@ def section_memory_bound(args: argparse.Namespace, threads: int) -> dict[str, An
         rows[model] = interleaved({
             "before (unfused, spinning)": (mnistlab_cmd(model, images, epochs, unfused=True),
                                            base_env(threads, SPIN_ENV), False),
-            "unfused, PASSIVE (fusion alone)": (mnistlab_cmd(model, images, epochs, unfused=True),
+            "unfused, mnistlab's waiting (fusion alone)": (mnistlab_cmd(model, images, epochs, unfused=True),
                                                 base_env(threads), False),
             "after (fused, mnistlab default)": (mnistlab_cmd(model, images, epochs), base_env(threads), False),
         }, args.repeats, args.timeout)
@@ -187,10 +190,12 @@ def section_busy(args: argparse.Namespace, threads: int, workdir: Path) -> dict[
     keras = [str(args.keras_python), str(HERE / "keras_peer.py"), "--arch", str(arch_file), "--threads",
              str(threads), "--x", str(workdir / "x.npy"), "--y", str(workdir / "y.npy"), "--epochs", str(epochs)]
     variants: dict[str, tuple[list[str], dict[str, str], bool]] = {}
-    for label, env in (("mnistlab spinning (before)", SPIN_ENV), ("mnistlab default (PASSIVE)", {}),
-                       ("mnistlab short spin (GOMP_SPINCOUNT=10000)", SHORT_SPIN_ENV)):
+    for label, env in (("mnistlab spinning (before)", SPIN_ENV), (DEFAULT_LABEL, {}),
+                       ("mnistlab passive (OMP_WAIT_POLICY=PASSIVE)", PASSIVE_ENV)):
         variants[f"{label}, idle"] = (mnistlab_cmd(model, images, epochs), base_env(threads, env), False)
         variants[f"{label}, one core busy"] = (mnistlab_cmd(model, images, epochs), base_env(threads, env), True)
+        # What the waiting costs a memory-bound model with many short parallel regions, on an idle machine.
+        variants[f"{label}, s000-m6 idle"] = (mnistlab_cmd("s000-m6", 3072, epochs), base_env(threads, env), False)
     if args.keras_python.exists():
         variants["keras, idle"] = (keras, base_env(threads), False)
         variants["keras, one core busy"] = (keras, base_env(threads), True)
@@ -199,8 +204,7 @@ def section_busy(args: argparse.Namespace, threads: int, workdir: Path) -> dict[
     print(f"{model}: {images} images x {epochs} timed epochs (+1 warm-up), {threads} threads", flush=True)
     rows = interleaved(variants, args.repeats, args.timeout)
     shares = {}
-    for label in ("mnistlab spinning (before)", "mnistlab default (PASSIVE)",
-                  "mnistlab short spin (GOMP_SPINCOUNT=10000)", "keras"):
+    for label in ("mnistlab spinning (before)", DEFAULT_LABEL, "mnistlab passive (OMP_WAIT_POLICY=PASSIVE)", "keras"):
         idle, busy = rows.get(f"{label}, idle"), rows.get(f"{label}, one core busy")
         if idle and busy and idle["median"] and busy["median"]:
             shares[label] = busy["median"] / idle["median"]
@@ -240,7 +244,8 @@ def markdown(section: str, results: dict[str, Any]) -> list[str]:
                 lines.append(f"| **{model} after ÷ before** | **{after / before:.2f}×** |")
     elif section == "busy":
         for name, entry in results["rows"].items():
-            lines.append(f"| {results['model']} {name} | {cell(entry)} |")
+            model = "" if "s000-m6" in name else f"{results['model']} "
+            lines.append(f"| {model}{name} | {cell(entry)} |")
         for label, share in results["busy_share"].items():
             lines.append(f"| **{label}: busy ÷ idle** | **{100 * share:.0f}%** |")
     else:

@@ -207,7 +207,7 @@ def test_runner_final_metrics_record_threads():
     assert final_metrics(task, history, 100)["threads"] == 3
 
 
-# --- OMP_WAIT_POLICY ------------------------------------------------------------------------
+# --- OpenMP waiting -------------------------------------------------------------------------
 
 
 def _probe(code: str, **env: str) -> str:
@@ -219,18 +219,18 @@ def _probe(code: str, **env: str) -> str:
                           check=True, timeout=120).stdout.strip()
 
 
-def test_omp_wait_policy_is_passive_before_torch_loads_when_mnistlab_comes_first():
+def test_a_short_spin_count_is_set_before_torch_loads_when_mnistlab_comes_first():
     code = ("import sys, os; import mnistlab; assert 'torch' not in sys.modules; "
-            "import torch; print(os.environ.get('OMP_WAIT_POLICY'))")
-    assert _probe(code) == "PASSIVE"
+            "import torch; print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))")
+    assert _probe(code) == "1000 None"
     # the CLI's entry imports mnistlab (the package) before anything that loads torch
-    assert _probe("import sys, os; import mnistlab.cli; print(os.environ.get('OMP_WAIT_POLICY'))") == "PASSIVE"
+    assert _probe("import sys, os; import mnistlab.cli; print(os.environ.get('GOMP_SPINCOUNT'))") == "1000"
 
 
 def test_a_users_own_wait_policy_or_spin_count_wins():
-    code = "import os, mnistlab; print(os.environ.get('OMP_WAIT_POLICY'))"
-    assert _probe(code, OMP_WAIT_POLICY="ACTIVE") == "ACTIVE"
-    assert _probe(code, GOMP_SPINCOUNT="10000") == "None"
+    code = "import os, mnistlab; print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))"
+    assert _probe(code, OMP_WAIT_POLICY="PASSIVE") == "PASSIVE None"
+    assert _probe(code, GOMP_SPINCOUNT="300000") == "None 300000"
 
 
 def test_experiment_default_threads_reach_the_runs_config():
