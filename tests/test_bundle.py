@@ -62,7 +62,27 @@ CNN_BN = {
     ],
     "training": {"optimizer": "nadam", "batch_size": 16, "epochs": 2},
 }
-SPECS = {"mlp-dropout": MLP_DROPOUT, "cnn-bn": CNN_BN}
+# ReLU → BatchNormalization → Dropout chains, which a single run trains as fused.py's one autograd
+# Function (a 3x3 conv's, a pointwise conv's, a Dense layer's): the bundle must fuse them the same way.
+FUSED_CHAINS = {
+    "id": "fused-chains", "input": [28, 28, 1],
+    "layers": [
+        {"type": "Conv2D", "filters": 4, "kernel_size": 3, "activation": "relu"},
+        {"type": "BatchNormalization"},
+        {"type": "Dropout", "rate": 0.3},
+        {"type": "MaxPooling2D", "pool_size": 2},
+        {"type": "Conv2D", "filters": 6, "kernel_size": 1, "activation": "relu"},
+        {"type": "BatchNormalization"},
+        {"type": "MaxPooling2D", "pool_size": 2},
+        {"type": "Flatten"},
+        {"type": "Dense", "units": 16, "activation": "relu"},
+        {"type": "BatchNormalization"},
+        {"type": "Dropout", "rate": 0.2},
+        {"type": "Dense", "units": 10, "activation": "softmax"},
+    ],
+    "training": {"optimizer": "adam", "batch_size": 16, "epochs": 2},
+}
+SPECS = {"mlp-dropout": MLP_DROPOUT, "cnn-bn": CNN_BN, "fused-chains": FUSED_CHAINS}
 SEEDS = (0, 1, 2)
 STEPS_IMAGES = 160  # 10 steps of 16 per epoch, 2 epochs: 20 optimizer steps
 
@@ -357,3 +377,16 @@ def test_images_per_second_counts_every_seed(tiny_dataset):
     histories = fit_bundle(spec, tiny_dataset, configs(seeds=(0, 1)))
     assert all(h.images_per_second and math.isfinite(h.images_per_second) for h in histories)
     assert histories[0].images_per_second == histories[1].images_per_second
+
+
+def test_the_fused_chains_are_fused_in_the_bundle_too(tiny_dataset, monkeypatch):
+    """The float64 equality above holds for FUSED_CHAINS through fused.bn_dropout, not the plain parts."""
+    from mnistlab import fused, stacked
+    from mnistlab.fused import FusedBatchNorm
+
+    assert sum(isinstance(m, FusedBatchNorm) for m in build_model(parse_model(FUSED_CHAINS), seed=0).modules()) == 3
+    calls = []
+    monkeypatch.setattr(stacked, "bn_dropout", lambda *args, **kwargs: calls.append(args[0].shape) or
+                        fused.bn_dropout(*args, **kwargs))
+    fit_bundle(parse_model(FUSED_CHAINS), tiny_dataset, configs("float64", train_limit=32))
+    assert (16, 3 * 4, 26, 26) in calls and (16, 3 * 16) in calls  # K*C channels, (B, K*F) features

@@ -166,8 +166,9 @@ def _fit_stacked(spec: ModelSpec, dataset: Dataset, configs: Sequence[TrainConfi
 
 def _prepare_seed(index: int, spec: ModelSpec, resolved: Any, config: TrainConfig, dataset: Dataset,
                   data: DeviceData, device: torch.device, batch_size: int, epochs: int) -> _Seed:
-    # Plain modules: the stacked layout computes them itself (fused.py's forms are for single runs).
-    model = build_model(resolved, seed=config.seed, fused=False).to(device, torch_dtype(config))
+    # Built as a single run builds it (fused chains included, as the checkpoint identity says): the
+    # stacked layout runs fused.py's bn_dropout over K*C channels where the single model fuses.
+    model = build_model(resolved, seed=config.seed).to(device, torch_dtype(config))
     if _after_build is not None:
         _after_build(index, model)
     optimizer = make_optimizer(spec.training.optimizer.name, model.parameters(), **spec.training.optimizer.args)

@@ -22,7 +22,7 @@ from torch import nn
 
 from mnistlab.build import ConvAsGemm, KerasModel, TFSamePad, _Concat
 from mnistlab.rng import SeededDropout, keep_mask
-from mnistlab.fused import FusedBatchNorm
+from mnistlab.fused import FusedBatchNorm, bn_dropout, dropout_mask
 
 _ELEMENTWISE = (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.Identity, TFSamePad, nn.MaxPool2d)
 
@@ -87,9 +87,8 @@ class StackedModel(nn.Module):
             return self._conv_as_gemm(module, f"{name}.conv", x)
         if isinstance(module, nn.Linear):
             return self._linear(name, x)
-        if isinstance(module, FusedBatchNorm):  # a fused single-run model: its parts, one by one
-            x = self._batch_norm(module, name, torch.relu(x) if module.relu else x)
-            return self._dropout(module.dropout, x) if module.dropout is not None else x
+        if isinstance(module, FusedBatchNorm):
+            return self._fused_batch_norm(module, name, x)
         if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
             return self._batch_norm(module, name, x)
         if isinstance(module, SeededDropout):
@@ -150,6 +149,33 @@ class StackedModel(nn.Module):
         if flat:
             y = y.reshape(batch, k, features).transpose(0, 1)
         return y
+
+    def _fused_batch_norm(self, bn: FusedBatchNorm, name: str, x: torch.Tensor) -> torch.Tensor:
+        """ReLU → BatchNormalization → Dropout as one fused.bn_dropout over K*C channels, each seed's
+        mask drawn from its own generator as its single run draws it."""
+        if not self.training or not (x.dtype in (torch.float32, torch.float64)
+                                     and not torch.is_autocast_enabled(x.device.type)):
+            # Inference, or bf16 autocast (fused.py's kernels are float32/float64): the parts one by one.
+            x = self._batch_norm(bn, name, torch.relu(x) if bn.relu else x)
+            return self._dropout(bn.dropout, x) if bn.dropout is not None else x
+        self._buffer(f"{name}.num_batches_tracked").add_(1)
+        flat = x.dim() == 3
+        if flat:  # (K, B, F) → (B, K*F): one channel per seed and feature
+            k, batch, features = x.shape
+            x = x.transpose(0, 1).reshape(batch, k * features)
+        keep = None
+        if bn.dropout is not None and bn.rate > 0:
+            if flat:  # seed k draws (B, F), as its single run does
+                masks = [dropout_mask((batch, features), bn.rate, x.device, g) for g in self.generators]
+                keep = torch.stack(masks, dim=1).reshape(x.shape)
+            else:  # seed k draws its own (B, C, H, W)
+                seed_shape = (x.shape[0], x.shape[1] // self.k, *x.shape[2:])
+                keep = torch.stack([dropout_mask(seed_shape, bn.rate, x.device, g) for g in self.generators],
+                                   dim=1).reshape(x.shape)
+        y = bn_dropout(x, self._params[f"{name}.weight"].reshape(-1), self._params[f"{name}.bias"].reshape(-1),
+                       self._buffer(f"{name}.running_mean").view(-1), self._buffer(f"{name}.running_var").view(-1),
+                       float(bn.momentum), bn.eps, keep, bn.rate if keep is not None else 0.0, bn.relu)
+        return y.reshape(batch, k, features).transpose(0, 1) if flat else y
 
     def _dropout(self, dropout: SeededDropout, x: torch.Tensor) -> torch.Tensor:
         if not self.training or dropout.rate == 0.0:
