@@ -274,13 +274,15 @@ def test_train_seeds_prints_one_summary_per_seed_and_writes_seed_folders(tiny_da
     spec_file = tmp_path / "tiny.yaml"
     spec_file.write_text(TINY_CNN)
     result = run_cli("train", spec_file, "--dataset", tiny_data_dir, "--seeds", "0,1", "--epochs", "1",
-                     "--device", "cpu", "--out", tmp_path / "out")
+                     "--device", "cpu", "--threads", "1", "--out", tmp_path / "out")
     assert result.exit_code == 0, result.stderr
     assert [line.split(":")[0] for line in result.stdout.splitlines() if line.startswith("seed ")] == ["seed 0", "seed 1"]
     for seed in (0, 1):
         history = json.loads((tmp_path / "out" / f"seed-{seed}" / "history.json").read_text())
         assert history["seed"] == seed and (tmp_path / "out" / f"seed-{seed}" / "model.safetensors").exists()
-    histories = train(parse_model(yaml.safe_load(TINY_CNN)), tiny_data_dir, seeds=[0, 1], epochs=1, device="cpu")
+        assert history["threads"] == 1  # --threads reaches a bundle
+    histories = train(parse_model(yaml.safe_load(TINY_CNN)), tiny_data_dir, seeds=[0, 1], epochs=1, device="cpu",
+                      threads=1)
     assert [h.seed for h in histories] == [0, 1]
     assert histories[0].test_predictions == json.loads(
         (tmp_path / "out" / "seed-0" / "history.json").read_text())["test_predictions"]
