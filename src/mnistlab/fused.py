@@ -113,6 +113,12 @@ def bn_dropout_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     return out * keep / (1.0 - rate) if keep is not None else out
 
 
+def fused_kernels_apply(x: torch.Tensor) -> bool:
+    """Whether `bn_dropout` takes this input: float32/float64 outside autocast (under bf16 autocast
+    the chain runs as `bn_dropout_reference`, the separate ops, which autocast handles)."""
+    return x.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled(x.device.type)
+
+
 class PointwiseConv2d(nn.Conv2d):
     """A 1x1, stride-1, unpadded convolution as one matrix product over channels-last pixels.
 
@@ -171,7 +177,7 @@ class FusedBatchNorm(nn.modules.batchnorm._BatchNorm):
         keep = (dropout_mask(x.shape, self.rate, x.device, self.dropout.generator)
                 if self.dropout is not None and self.rate > 0 else None)
         rate = self.rate if keep is not None else 0.0
-        if x.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled(x.device.type):
+        if fused_kernels_apply(x):
             return bn_dropout(x, self.weight, self.bias, self.running_mean, self.running_var,
                               float(self.momentum), self.eps, keep, rate, self.relu)
         return bn_dropout_reference(x, self.weight, self.bias, self.running_mean, self.running_var,

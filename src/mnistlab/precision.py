@@ -49,11 +49,9 @@ def compiled(module: torch.nn.Module, setting: bool | str) -> Any:
 
 
 def check_precision(precision: str, device: torch.device, where: str = "") -> None:
-    """One line when the device cannot do the precision asked for (`where`: whose run, e.g. the model)."""
+    """One line when the device cannot do the precision asked for (`where`: whose run, e.g. the model).
+    Whether it is one of PRECISIONS at all is limits.check_fit's to say, before anything runs."""
     prefix = f"{where}: " if where else ""
-    if precision not in PRECISIONS:
-        raise MnistlabError(f"{prefix}field 'precision': choose {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}, "
-                            f"got {precision!r}")
     if precision == "tf32" and device.type != "cuda":
         raise MnistlabError(f"{prefix}field 'precision': tf32 needs a CUDA GPU (Ampere or later), not "
                             f"{device.type}; use fp32 or bf16 there")

@@ -16,13 +16,15 @@ a NaN in one seed's numbers cannot reach another's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mnistlab.build import ConvAsGemm, KerasModel, TFSamePad, _Concat
 from mnistlab.rng import SeededDropout, keep_mask
-from mnistlab.fused import FusedBatchNorm, bn_dropout, dropout_mask
+from mnistlab.fused import FusedBatchNorm, bn_dropout, dropout_mask, fused_kernels_apply
 
 _ELEMENTWISE = (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.Identity, TFSamePad, nn.MaxPool2d)
 
@@ -135,58 +137,53 @@ class StackedModel(nn.Module):
     def _linear(self, name: str, x: torch.Tensor) -> torch.Tensor:
         return self._matmul(x, self._params[f"{name}.weight"], self._bias(name))
 
-    def _batch_norm(self, bn: nn.modules.batchnorm._BatchNorm, name: str, x: torch.Tensor) -> torch.Tensor:
-        mean, var = self._buffer(f"{name}.running_mean"), self._buffer(f"{name}.running_var")
-        weight, bias = self._params[f"{name}.weight"], self._params[f"{name}.bias"]
-        if self.training:
+    # (K, B, F) features as (B, K*F) channels, one per seed and feature: the layout batch norm takes.
+    @staticmethod
+    def _as_channels(x: torch.Tensor) -> torch.Tensor:
+        return x.transpose(0, 1).reshape(x.shape[1], -1) if x.dim() == 3 else x
+
+    def _from_channels(self, y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return y.reshape(like.shape[1], self.k, -1).transpose(0, 1) if like.dim() == 3 else y
+
+    def _bn_state(self, name: str, training: bool) -> tuple[torch.Tensor, ...]:
+        """Weight, bias, running mean and variance over K*C channels (views: updates reach the buffers)."""
+        if training:
             self._buffer(f"{name}.num_batches_tracked").add_(1)
-        flat = x.dim() == 3
-        if flat:  # (K, B, F) → (B, K*F): one channel per seed and feature
-            k, batch, features = x.shape
-            x = x.transpose(0, 1).reshape(batch, k * features)
-        y = F.batch_norm(x, mean.view(-1), var.view(-1), weight.reshape(-1), bias.reshape(-1),
-                         self.training, bn.momentum, bn.eps)
-        if flat:
-            y = y.reshape(batch, k, features).transpose(0, 1)
-        return y
+        return (self._params[f"{name}.weight"].reshape(-1), self._params[f"{name}.bias"].reshape(-1),
+                self._buffer(f"{name}.running_mean").view(-1), self._buffer(f"{name}.running_var").view(-1))
+
+    def _seed_masks(self, x: torch.Tensor, draw: Callable[[tuple[int, ...], torch.Generator | None], torch.Tensor]
+                    ) -> torch.Tensor:
+        """One mask per seed, each `draw(shape, generator)` of the shape its single run draws, from
+        its own generator, stacked into the layout of `x`: (K, B, F) or (B, K*C, H, W)."""
+        if x.dim() == 3:  # seed k draws (B, F)
+            return torch.stack([draw(tuple(x.shape[1:]), g) for g in self.generators])
+        seed_shape = (x.shape[0], x.shape[1] // self.k, *x.shape[2:])  # seed k draws its own (B, C, H, W)
+        return torch.stack([draw(seed_shape, g) for g in self.generators], dim=1).reshape(x.shape)
+
+    def _batch_norm(self, bn: nn.modules.batchnorm._BatchNorm, name: str, x: torch.Tensor) -> torch.Tensor:
+        weight, bias, mean, var = self._bn_state(name, self.training)
+        y = F.batch_norm(self._as_channels(x), mean, var, weight, bias, self.training, bn.momentum, bn.eps)
+        return self._from_channels(y, x)
 
     def _fused_batch_norm(self, bn: FusedBatchNorm, name: str, x: torch.Tensor) -> torch.Tensor:
         """ReLU → BatchNormalization → Dropout as one fused.bn_dropout over K*C channels, each seed's
         mask drawn from its own generator as its single run draws it."""
-        if not self.training or not (x.dtype in (torch.float32, torch.float64)
-                                     and not torch.is_autocast_enabled(x.device.type)):
-            # Inference, or bf16 autocast (fused.py's kernels are float32/float64): the parts one by one.
+        if not self.training or not fused_kernels_apply(x):  # inference or autocast: the parts one by one
             x = self._batch_norm(bn, name, torch.relu(x) if bn.relu else x)
             return self._dropout(bn.dropout, x) if bn.dropout is not None else x
-        self._buffer(f"{name}.num_batches_tracked").add_(1)
-        flat = x.dim() == 3
-        if flat:  # (K, B, F) → (B, K*F): one channel per seed and feature
-            k, batch, features = x.shape
-            x = x.transpose(0, 1).reshape(batch, k * features)
+        weight, bias, mean, var = self._bn_state(name, True)
         keep = None
         if bn.dropout is not None and bn.rate > 0:
-            if flat:  # seed k draws (B, F), as its single run does
-                masks = [dropout_mask((batch, features), bn.rate, x.device, g) for g in self.generators]
-                keep = torch.stack(masks, dim=1).reshape(x.shape)
-            else:  # seed k draws its own (B, C, H, W)
-                seed_shape = (x.shape[0], x.shape[1] // self.k, *x.shape[2:])
-                keep = torch.stack([dropout_mask(seed_shape, bn.rate, x.device, g) for g in self.generators],
-                                   dim=1).reshape(x.shape)
-        y = bn_dropout(x, self._params[f"{name}.weight"].reshape(-1), self._params[f"{name}.bias"].reshape(-1),
-                       self._buffer(f"{name}.running_mean").view(-1), self._buffer(f"{name}.running_var").view(-1),
-                       float(bn.momentum), bn.eps, keep, bn.rate if keep is not None else 0.0, bn.relu)
-        return y.reshape(batch, k, features).transpose(0, 1) if flat else y
+            keep = self._as_channels(self._seed_masks(x, lambda shape, g: dropout_mask(shape, bn.rate, x.device, g)))
+        y = bn_dropout(self._as_channels(x), weight, bias, mean, var, float(bn.momentum), bn.eps, keep,
+                       bn.rate if keep is not None else 0.0, bn.relu)
+        return self._from_channels(y, x)
 
     def _dropout(self, dropout: SeededDropout, x: torch.Tensor) -> torch.Tensor:
         if not self.training or dropout.rate == 0.0:
             return x
-        if x.dim() == 3:  # (K, B, F): seed k draws (B, F)
-            masks = [keep_mask(x.shape[1:], dropout.rate, g, x.device, x.dtype) for g in self.generators]
-            return x * torch.stack(masks)
-        batch = x.shape[0]
-        seed_shape = (batch, x.shape[1] // self.k, *x.shape[2:])  # seed k draws its own (B, C, H, W)
-        masks = [keep_mask(seed_shape, dropout.rate, g, x.device, x.dtype) for g in self.generators]
-        return x * torch.stack(masks, dim=1).reshape(x.shape)
+        return x * self._seed_masks(x, lambda shape, g: keep_mask(shape, dropout.rate, g, x.device, x.dtype))
 
     def _concat(self, dim: int, xs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         if xs[0].dim() == 3:  # (K, B, F): torch's (N, F) axis 1 is our axis 2
