@@ -25,6 +25,7 @@ from mnistlab.analysis import (
     accuracy_interval_text,
     binomial_se,
     diagnose,
+    diagnose_seeds,
     mcnemar_exact,
     mean_ci,
     paired_difference,
@@ -584,3 +585,43 @@ def test_accuracy_interval_text_inside_the_bounds_and_for_one_run():
     assert accuracy_interval_text(0.9815, 0.005) == "98.15% ± 0.50"
     assert accuracy_interval_text(0.9815, 0.005, unit="") == "98.15 ± 0.50"
     assert accuracy_interval_text(0.9815, math.nan) == "98.15%"
+
+
+# -- a model's diagnosis over its seeds --------------------------------------------------------------
+
+
+def _history_of(code: str) -> dict[str, list[float]]:
+    """A history that fires exactly ``code`` (this file's synthetic histories)."""
+    hist = {"healthy": HEALTHY, "overfitting": OVERFIT}[code]
+    assert codes(diagnose(hist)) == [code]
+    return hist
+
+
+def test_model_diagnosis_covers_every_seed_and_names_the_dissenters():
+    runs = [(10, 0, _history_of("healthy"), "completed"), (11, 1, _history_of("overfitting"), "completed"),
+            (12, 2, _history_of("healthy"), "completed")]
+    model = diagnose_seeds("m", runs)
+    assert model.codes == "healthy" and model.agreeing == 2
+    assert model.text == "healthy (2 of 3 seeds; seed 1: overfitting)"
+    # The rule texts quoted are the lowest agreeing seed's, from that real run.
+    assert (model.seed, model.run_id) == (0, 10) and model.findings == tuple(diagnose(_history_of("healthy")))
+    assert [seed.codes for seed in model.dissenting] == ["overfitting"]
+
+
+def test_model_diagnosis_when_all_seeds_agree_and_for_one_seed():
+    overfit = _history_of("overfitting")
+    model = diagnose_seeds("m", [(3, 2, overfit, "completed"), (1, 0, overfit, "completed"), (2, 1, overfit, "completed")])
+    assert model.text == "overfitting (3 of 3 seeds)" and [s.seed for s in model.seeds] == [0, 1, 2]
+    assert diagnose_seeds("m", [(1, 5, overfit, "completed")]).text == "overfitting (1 of 1 seed)"
+
+
+def test_model_diagnosis_tie_goes_to_the_lowest_seed():
+    runs = [(1, 4, _history_of("overfitting"), "completed"), (2, 7, _history_of("healthy"), "completed")]
+    model = diagnose_seeds("m", runs)
+    assert model.codes == "overfitting" and model.seed == 4
+    assert model.text == "overfitting (1 of 2 seeds; seed 7: healthy)"
+
+
+def test_model_diagnosis_needs_a_run():
+    with pytest.raises(ValueError, match="no diagnosed run"):
+        diagnose_seeds("m", [])

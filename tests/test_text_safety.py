@@ -4,6 +4,8 @@ terminal, no raw HTML in Markdown (issue 8)."""
 from __future__ import annotations
 
 import io
+import re
+from html.parser import HTMLParser
 
 import numpy as np
 import pytest
@@ -92,6 +94,45 @@ def test_markdown_report_has_no_raw_html_from_user_strings(hostile_store, tmp_pa
     assert "<script>" not in text and "&lt;script&gt;" in text
     assert ESC not in text
     assert "<script>alert(1)</script>" not in paths.html.read_text()
+
+
+class _VisibleText(HTMLParser):
+    """The text a browser shows for an HTML fragment (entities decoded once), and the tags it holds."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.text: list[str] = []
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag, attrs) -> None:
+        self.tags.append(tag)
+
+    def handle_data(self, data) -> None:
+        self.text.append(data)
+
+
+def _rendered(markdown_text: str) -> _VisibleText:
+    from markdown_it import MarkdownIt
+
+    page = _VisibleText()
+    # CommonMark with raw HTML allowed, as GitHub and most viewers render it: a user string's HTML that
+    # survived unescaped would come out as a tag here.
+    page.feed(MarkdownIt("commonmark", {"html": True}).enable("table").render(markdown_text))
+    return page
+
+
+def test_markdown_report_renders_user_text_literally_and_escapes_once(hostile_store, tmp_path):
+    with RunStore(hostile_store) as store:
+        paths = write_report(store, "e", tmp_path / "report")
+    page = _rendered(paths.markdown.read_text())
+    shown = "".join(page.text)
+    assert "script" not in page.tags
+    # Escaped once: the reader sees the user's "<script>" as text, and no entity ("&lt;", "&amp;lt;") as text.
+    assert "<script>x</script>" in shown
+    assert re.search(r"&(?:[a-z]+|#[0-9]+|#x[0-9a-f]+);", shown, re.IGNORECASE) is None, \
+        re.findall(r".{30}&[a-z#0-9]+;.{10}", shown)
+    conclusions = shown[shown.index("Conclusions"):shown.index("Comparison")]
+    assert HOSTILE_ID.split("<")[0] in conclusions and "<script>x</script>" in conclusions
 
 
 def test_summary_and_run_take_hostile_ids(tmp_path, tiny_data_dir):

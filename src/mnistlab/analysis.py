@@ -18,7 +18,8 @@ percentage points. Epochs in rule texts are 1-based, as Keras prints them.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -171,6 +172,92 @@ def diagnose(
         if rule
     ]
     return findings or [_finding("healthy", _healthy_rule(series))]
+
+
+@dataclass(frozen=True)
+class SeedDiagnosis:
+    """``diagnose``'s findings on one seed's finished run of a model."""
+
+    run_id: int
+    seed: int
+    findings: tuple[Diagnosis, ...]
+
+    @property
+    def codes(self) -> str:
+        return ", ".join(finding.code for finding in self.findings)
+
+
+@dataclass(frozen=True)
+class ModelDiagnosis:
+    """A model's diagnosis over all its seeds: the verdict most of them share, and who disagrees.
+
+    One seed can overfit while another does not, so the verdict is the combination of codes that
+    most seeds share (a tie goes to the one the lowest seed has), and the text says how many seeds
+    agree and what the others showed. The rule texts quoted (``findings``) are those of the lowest
+    agreeing seed's run: real numbers a reader can find in that run, which averaged histories
+    would not be (and averaging would smooth away the instability the rules look for).
+    """
+
+    model: str
+    seeds: tuple[SeedDiagnosis, ...]  # seed order
+
+    def __post_init__(self) -> None:
+        if not self.seeds:
+            raise ValueError(f"model {self.model} has no diagnosed run")
+
+    @property
+    def codes(self) -> str:
+        """The verdict: the findings' codes that most seeds share."""
+        counts = Counter(seed.codes for seed in self.seeds)
+        return max(counts, key=lambda codes: (counts[codes], -self._first_seed_with(codes)))
+
+    def _first_seed_with(self, codes: str) -> int:
+        return min(seed.seed for seed in self.seeds if seed.codes == codes)
+
+    @property
+    def quoted(self) -> SeedDiagnosis:
+        """The lowest seed whose run has the verdict: the run the rule texts quote."""
+        verdict = self.codes
+        return next(seed for seed in self.seeds if seed.codes == verdict)
+
+    @property
+    def agreeing(self) -> int:
+        verdict = self.codes
+        return sum(seed.codes == verdict for seed in self.seeds)
+
+    @property
+    def dissenting(self) -> tuple[SeedDiagnosis, ...]:
+        verdict = self.codes
+        return tuple(seed for seed in self.seeds if seed.codes != verdict)
+
+    @property
+    def run_id(self) -> int:
+        return self.quoted.run_id
+
+    @property
+    def seed(self) -> int:
+        return self.quoted.seed
+
+    @property
+    def findings(self) -> tuple[Diagnosis, ...]:
+        return self.quoted.findings
+
+    @property
+    def text(self) -> str:
+        """``overfitting (3 of 3 seeds)`` or ``healthy (2 of 3 seeds; seed 1: overfitting)``."""
+        total = len(self.seeds)
+        counted = f"{self.agreeing} of {total} seed{'s' if total != 1 else ''}"
+        others = "".join(f"; seed {seed.seed}: {seed.codes}" for seed in self.dissenting)
+        return f"{self.codes} ({counted}{others})"
+
+
+def diagnose_seeds(model: str, runs: Iterable[tuple[int, int, Mapping[str, Sequence[float]], str]],
+                   n_classes: int = 10, *, min_train_acc: float = UNDERFIT_MIN_TRAIN_ACC) -> ModelDiagnosis:
+    """``diagnose`` on every (run_id, seed, history, status) of one model, combined over seeds."""
+    seeds = sorted((SeedDiagnosis(int(run_id), int(seed),
+                                  tuple(diagnose(history, status, n_classes, min_train_acc=min_train_acc)))
+                    for run_id, seed, history, status in runs), key=lambda item: (item.seed, item.run_id))
+    return ModelDiagnosis(model, tuple(seeds))
 
 
 def _finding(code: str, rule: str) -> Diagnosis:

@@ -422,12 +422,12 @@ def ls_(
     experiment: Annotated[Optional[str], typer.Argument(help="Show this experiment's runs.")] = None,
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
-    """List the stored experiments, or one experiment's runs."""
-    from mnistlab.report.terminal import experiments_table, runs_table
+    """List the stored experiments, or one experiment's runs and models (diagnosis over all seeds)."""
+    from mnistlab.report.terminal import experiment_view, experiments_table
     from mnistlab.store import RunStore
 
     with RunStore(store) as run_store:
-        console.print(runs_table(run_store, _experiment_name(experiment)) if experiment else experiments_table(run_store))
+        console.print(experiment_view(run_store, _experiment_name(experiment)) if experiment else experiments_table(run_store))
 
 
 @app.command()

@@ -7,13 +7,13 @@ The data path: ``frame`` reads the store in bulk; ``stats`` and ``analysis`` jud
 
 from __future__ import annotations
 
+from mnistlab.analysis import ModelDiagnosis
 from mnistlab.report.artifacts import load_predictions, load_weights
 from mnistlab.report.conclusions import Conclusions
 from mnistlab.report.content import Report, build_report, experiment_conclusions
 from mnistlab.report.factors import factor_study
 from mnistlab.report.frame import (
     ExperimentData,
-    ModelDiagnosis,
     comparison_table,
     epochs_frame,
     load_experiment,

@@ -18,12 +18,12 @@ import mnistlab
 from mnistlab.data import DATASETS, Dataset
 from mnistlab.errors import ArtifactError, MnistlabError
 from mnistlab.report import plots
-from mnistlab.analysis import accuracy_interval_text, p_text
+from mnistlab.analysis import ModelDiagnosis, accuracy_interval_text, p_text
 from mnistlab.effects import METRICS, Effect, FactorStudy
 from mnistlab.report.artifacts import load_predictions, load_weights
 from mnistlab.report.conclusions import Conclusions, loss_text, write_conclusions
 from mnistlab.report.factors import factor_study
-from mnistlab.report.frame import ExperimentData, ModelDiagnosis, comparison_from, load_experiment, model_diagnoses
+from mnistlab.report.frame import ExperimentData, comparison_from, load_experiment, model_diagnoses
 from mnistlab.report.stats import (
     ALPHA,
     Statistics,
@@ -448,8 +448,9 @@ def build_report(store: RunStore, experiment: str, dataset: Dataset | None = Non
         rows=table_rows(table),
         table=table,
         diagnoses=tuple(diagnoses[model] for model in ranking if model in diagnoses),
-        diagnosis_note=("Each model's diagnosis is of its first-seed run (lowest seed), a real run whose "
-                        "numbers the rule text quotes."),
+        diagnosis_note=("Each model's diagnosis covers all its seeds: the verdict most seeds share, with how "
+                        "many share it and what the others showed. The rule texts quote the numbers of one real "
+                        "run: the lowest seed with that verdict."),
         statistics=stats,
         statistics_note=stats_note,
         curves=curves,

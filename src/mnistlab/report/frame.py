@@ -16,13 +16,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mnistlab.analysis import FIT_KEYS, HISTORY_KEYS, Diagnosis, diagnose, summarise_runs
+from mnistlab.analysis import FIT_KEYS, HISTORY_KEYS, ModelDiagnosis, diagnose_seeds, summarise_runs
 from mnistlab.errors import MnistlabError
 from mnistlab.store import EPOCH_METRICS, FINISHED_STATUSES, RunStore
 
 __all__ = [
     "ExperimentData",
-    "ModelDiagnosis",
     "comparison_table",
     "comparison_from",
     "epochs_frame",
@@ -72,7 +71,7 @@ RUN_FRAME_COLUMNS = (
 COMPARISON_COLUMNS = (
     "model", "description", "params", "epochs", "train_loss", "val_loss", "train_acc",
     "val_acc", "test_loss", "test_acc_mean", "test_acc_ci95", "n", "diverged", "best_epoch",
-    "seconds_per_epoch", "diagnosis", "diagnosis_seed", "reference_test_acc", "reference_differences",
+    "seconds_per_epoch", "diagnosis", "diagnosis_codes", "diagnosis_agreeing", "diagnosis_seed", "reference_test_acc", "reference_differences",
 )
 
 
@@ -93,20 +92,6 @@ class ExperimentData:
     @property
     def completed(self) -> pd.DataFrame:
         return self.runs[self.runs["status"] == "completed"]
-
-
-@dataclass(frozen=True)
-class ModelDiagnosis:
-    """The findings of ``analysis.diagnose`` on one model's first-seed run."""
-
-    model: str
-    run_id: int
-    seed: int
-    findings: tuple[Diagnosis, ...]
-
-    @property
-    def codes(self) -> str:
-        return ", ".join(finding.code for finding in self.findings)
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -186,21 +171,17 @@ def _epoch_summary(epochs: pd.DataFrame) -> pd.DataFrame:
 
 
 def model_diagnoses(data: ExperimentData) -> dict[str, ModelDiagnosis]:
-    """``analysis.diagnose`` on each model's first-seed finished run (lowest seed).
-
-    A real run rather than the mean history: the rule texts then quote numbers a reader can
-    find in that run, and averaging seeds would smooth away the instability the rules look for.
-    """
-    finished = data.finished[data.finished["epochs"] > 0]
-    first = finished.sort_values(["model", "seed", "run_id"]).drop_duplicates("model")
-    wanted = data.epochs[data.epochs["run_id"].isin(first["run_id"])]
+    """``analysis.diagnose`` on every finished run of each model, combined over its seeds
+    (``analysis.ModelDiagnosis``: the verdict most seeds share, and which seeds disagree)."""
+    finished = data.finished[data.finished["epochs"] > 0].sort_values(["model", "seed", "run_id"])
+    wanted = data.epochs[data.epochs["run_id"].isin(finished["run_id"])]
     histories = {run_id: group for run_id, group in wanted.groupby("run_id")}
     result = {}
-    for row in first.itertuples(index=False):
-        history = histories[row.run_id]
-        findings = diagnose({key: history[key].tolist() for key in (*HISTORY_KEYS, *FIT_KEYS)},
-                            status=row.status)
-        result[row.model] = ModelDiagnosis(row.model, int(row.run_id), int(row.seed), tuple(findings))
+    for model, runs in finished.groupby("model", sort=False):
+        result[str(model)] = diagnose_seeds(str(model), (
+            (row.run_id, row.seed,
+             {key: histories[row.run_id][key].tolist() for key in (*HISTORY_KEYS, *FIT_KEYS)}, row.status)
+            for row in runs.itertuples(index=False)))
     return result
 
 
@@ -216,7 +197,9 @@ def comparison_from(data: ExperimentData,
                              if column != "test_acc_mean" else column)
     summary = summary.merge(_model_facts(finished), on="model", how="left")
     summary["description"] = summary["description"].fillna("").astype(str)
-    summary["diagnosis"] = [diagnoses[m].codes if m in diagnoses else "" for m in summary["model"]]
+    summary["diagnosis"] = [diagnoses[m].text if m in diagnoses else "" for m in summary["model"]]
+    summary["diagnosis_codes"] = [diagnoses[m].codes if m in diagnoses else "" for m in summary["model"]]
+    summary["diagnosis_agreeing"] = [diagnoses[m].agreeing if m in diagnoses else 0 for m in summary["model"]]
     summary["diagnosis_seed"] = [diagnoses[m].seed if m in diagnoses else math.nan
                                  for m in summary["model"]]
     return summary.loc[:, list(COMPARISON_COLUMNS)].reset_index(drop=True)
@@ -229,7 +212,9 @@ def comparison_table(store: RunStore, experiment: str) -> pd.DataFrame:
     val_loss, train_acc, val_acc (means of the final epochs), test_loss, test_acc_mean with
     test_acc_ci95 (half-width of the 95% t interval over repeats; nan for one run), n (finished
     runs), diverged (how many of them diverged), best_epoch (mean over runs), seconds_per_epoch,
-    diagnosis (codes from the first seed's run), diagnosis_seed, reference_test_acc (the seed
+    diagnosis (over all seeds: ``overfitting (3 of 3 seeds)``, ``healthy (2 of 3 seeds; seed 1:
+    overfitting)``), diagnosis_codes (the verdict's codes alone), diagnosis_agreeing (seeds that share
+    it), diagnosis_seed (the seed whose run the rule texts quote), reference_test_acc (the seed
     notebook's reported test accuracy, nan for models not from a notebook).
     """
     return comparison_from(load_experiment(store, experiment))

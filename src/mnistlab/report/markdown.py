@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
 
 from mnistlab.report.content import TEXT_COLUMNS, Plot, Report
@@ -14,11 +13,6 @@ __all__ = ["render_markdown"]
 def _escape(text: str) -> str:
     """Text safe inside a GFM table cell."""
     return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-
-
-def _escape_text(text: str) -> str:
-    """Text safe as a Markdown paragraph: HTML in it is shown, never interpreted."""
-    return html.escape(str(text), quote=False)
 
 
 def gfm_table(headers: Sequence[str], rows: Sequence[Sequence[str]], text_columns: Sequence[int] = ()) -> list[str]:
@@ -52,14 +46,15 @@ def _comparison(report: Report) -> list[str]:
 
 def _conclusions(report: Report) -> list[str]:
     lines = ["## Conclusions", ""]
-    lines += [f"- {_escape_text(sentence)}" for sentence in report.conclusions.sentences]
-    return lines + ["", _escape_text(report.conclusions.method), ""]
+    # No escaping here: render_markdown escapes the whole document once (escaping twice shows "&lt;").
+    lines += [f"- {sentence}" for sentence in report.conclusions.sentences]
+    return lines + ["", report.conclusions.method, ""]
 
 
 def _effects(report: Report, files_dir: str) -> list[str]:
     if report.effects is None:
         return []
-    lines = ["## Factor effects", "", _escape_text(report.effects_note), ""]
+    lines = ["## Factor effects", "", report.effects_note, ""]
     lines += [_image(plot, files_dir) for plot in report.effects_plots]
     headers = ["Metric", "Contrast", "Estimate", "95% CI", "p", "Holm-adjusted p", "Detectable (80% power)", "Verdict"]
     return lines + [""] + gfm_table(headers, report.effect_rows, (0, 1, 7)) + [""]
@@ -68,7 +63,7 @@ def _effects(report: Report, files_dir: str) -> list[str]:
 def _diagnoses(report: Report) -> list[str]:
     lines = ["## Diagnoses", "", report.diagnosis_note, ""]
     for item in report.diagnoses:
-        lines += [f"### {item.model} (run {item.run_id}, seed {item.seed})", ""]
+        lines += [f"### {item.model}: {item.text}", "", f"Rule texts from run {item.run_id}, seed {item.seed}:", ""]
         lines += [f"- **{finding.label}:** {finding.rule}" for finding in item.findings]
         lines.append("")
     return lines

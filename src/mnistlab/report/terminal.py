@@ -21,11 +21,12 @@ from mnistlab.analysis import accuracy_interval_text, diagnose, mean_ci, paired_
 from mnistlab import safetext
 from mnistlab.errors import MnistlabError
 from mnistlab.report.artifacts import load_predictions
-from mnistlab.report.frame import FINISHED, experiment_config, query_frame, runs_frame
+from mnistlab.report.frame import (FINISHED, comparison_from, experiment_config, load_experiment, model_diagnoses,
+                                   query_frame, runs_frame)
 from mnistlab.report.stats import ALPHA, comparison_plan, compare_models, mcnemar_on_runs
 from mnistlab.store import RunRecord, RunStore
 
-__all__ = ["compare_table", "experiments_table", "run_panel", "runs_table"]
+__all__ = ["compare_table", "experiment_view", "experiments_table", "models_table", "run_panel", "runs_table"]
 
 # Outcomes first, then work in progress, then trouble: the order counts are listed in.
 STATUS_STYLES = {"completed": "green", "diverged": "red", "running": "yellow", "pending": "dim", "failed": "red"}
@@ -141,6 +142,27 @@ def runs_table(store: RunStore, experiment: str | None = None) -> Table:
     return table
 
 
+def models_table(store: RunStore, experiment: str) -> Table:
+    """One row per model of the experiment: finished runs, mean test accuracy with its 95% CI, and
+    the diagnosis over all its seeds (the report's comparison table, read the same way)."""
+    comparison = comparison_from(load_experiment(store, experiment))
+    table = _table(f"Models of {experiment}")
+    for column, justify in (("model", "left"), ("runs", "right"), ("test acc (mean, 95% CI)", "right"),
+                            ("diagnosis over seeds", "left")):
+        table.add_column(column, justify=justify, no_wrap=column != "diagnosis over seeds")
+    for row in comparison.itertuples(index=False):
+        runs = f"{int(row.n)}" + (f" ({int(row.diverged)} diverged)" if row.diverged else "")
+        accuracy = (accuracy_interval_text(row.test_acc_mean, row.test_acc_ci95)
+                    if math.isfinite(row.test_acc_mean) else MISSING)
+        table.add_row(*_cells(row.model, runs, accuracy, row.diagnosis or MISSING))
+    return table
+
+
+def experiment_view(store: RunStore, experiment: str) -> Group:
+    """``mnistlab ls EXPERIMENT``: its runs, then its models with their diagnoses over seeds."""
+    return Group(runs_table(store, experiment), models_table(store, experiment))
+
+
 # -- mnistlab show RUN ---------------------------------------------------------------------------------
 
 
@@ -231,6 +253,16 @@ def _diagnosis_text(run: RunRecord, history: Mapping[str, Sequence[float]]) -> T
     return text
 
 
+def _model_diagnosis_text(store: RunStore, run: RunRecord) -> Text | None:
+    """The diagnosis of the run's model over all its finished seeds in the experiment (as the report
+    gives it), when the model has more than this one finished run; None otherwise."""
+    diagnoses = model_diagnoses(load_experiment(store, run.experiment))
+    model = diagnoses.get(run.model_id)
+    if model is None or len(model.seeds) < 2:
+        return None
+    return safetext.text(f"{run.model_id} over its seeds in {run.experiment}: {model.text}", style="bold")
+
+
 def run_panel(store: RunStore, run_id: int) -> Panel:
     """One run: spec summary, status, per-epoch table, final metrics and diagnosis."""
     run = store.get_run(run_id)
@@ -241,6 +273,9 @@ def run_panel(store: RunStore, run_id: int) -> Panel:
     if run.final:
         parts += [Text("Final", style="bold"), _facts_grid(_final_rows(run.final))]
     parts += [Text("Diagnosis", style="bold"), _diagnosis_text(run, history)]
+    across = _model_diagnosis_text(store, run)
+    if across is not None:
+        parts.append(across)
     if run.notes:  # e.g. a damaged checkpoint set aside; Text, so a note is never read as markup
         parts += [Text("Notes", style="bold"), *(safetext.text(f"- {note}") for note in run.notes)]
     return Panel(Group(*parts), title=safetext.text(f"run {run.id}: {run.model_id}, seed {run.seed}"), title_align="left")
