@@ -68,7 +68,8 @@ def _train_bundle(spec: ModelSpec, data: Dataset, seeds: list[int], reporter: Re
                   options: dict[str, Any]) -> list[History]:
     from mnistlab.bundle import fit_bundle, seed_dir
 
-    out = Path(options.pop("out_dir")) if options.get("out_dir") is not None else None
+    out = options.pop("out_dir", None)  # popped even when None: each config gets its own seed-N folder
+    out = Path(out) if out is not None else None
     configs = [TrainConfig(**options, seed=seed, out_dir=seed_dir(out, seed) if out else None) for seed in seeds]
     histories = fit_bundle(spec, data, configs, reporter=reporter)
     for config, history in zip(configs, histories):
