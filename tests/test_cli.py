@@ -53,6 +53,8 @@ BAD_USAGE = [
     (["train", "s004-m1", "--seeds", "0,1", "--seed", "2"], ["--seed", "--seeds", "not both"]),
     (["run", "quick", "--bundle", "0"], ["--bundle", "'0'"]),
     (["run", "quick", "--bundle", "x"], ["--bundle", "'x'"]),
+    (["train", "s004-m1", "--log-format", "xml"], ["mnistlab train", "--log-format", "xml"]),
+    (["run", "quick", "--log-format", "xml"], ["mnistlab run", "--log-format", "xml"]),
     (["no-such-command"], ["No such command", "no-such-command"]),
 ]
 

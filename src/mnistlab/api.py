@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mnistlab import export, inference
 from mnistlab.atomic import write_text
 from mnistlab.data import Dataset, load_dataset
-from mnistlab.engine import History, Reporter, TrainConfig, fit
+from mnistlab.engine import History, Reporter, RunEnd, TrainConfig, fit
 from mnistlab.errors import EnvironmentFailure, MnistlabError
-from mnistlab.experiment import Experiment, load_experiment, parse_experiment
+from mnistlab.experiment import Experiment, Task, load_experiment, parse_experiment
 from mnistlab.inference import Evaluation, ImagesLike, Predictions
 from mnistlab.models_io import TrainedModel, load_model_folder, open_existing_store, run_model_folder, save_trained
 from mnistlab.runner import Placement, RunOutcome, run_experiment
@@ -47,7 +47,10 @@ def train(
     """Train one model; `options` are TrainConfig fields (epochs, batch_size, seed, device, ...).
 
     With `seeds` (instead of `seed`): train those seeds as one seed bundle and return one History
-    per seed; `out_dir` then holds a `seed-N` model folder per seed."""
+    per seed; `out_dir` then holds a `seed-N` model folder per seed.
+
+    `reporter` (an engine.Reporter; mnistlab.progress has the CLI's: `make_reporter`,
+    `JsonLinesReporter`, `LineReporter`) hears every epoch, and `end_run` once per seed trained."""
     spec = model_spec(model)
     if seeds is not None:
         from mnistlab.bundle import check_seed_list
@@ -61,6 +64,8 @@ def train(
     history = fit(spec, data, TrainConfig(**options), reporter=reporter)
     if options.get("out_dir") is not None:
         save_trained(options["out_dir"], history, data.info)  # out_dir becomes a model folder
+    if reporter is not None:
+        reporter.end_run(RunEnd.of(history))
     return history
 
 
@@ -68,12 +73,15 @@ def _train_bundle(spec: ModelSpec, data: Dataset, seeds: list[int], reporter: Re
                   options: dict[str, Any]) -> list[History]:
     from mnistlab.bundle import fit_bundle, seed_dir
 
-    out = Path(options.pop("out_dir")) if options.get("out_dir") is not None else None
+    out = options.pop("out_dir", None)  # popped even when None: each config gets its own seed-N folder
+    out = Path(out) if out is not None else None
     configs = [TrainConfig(**options, seed=seed, out_dir=seed_dir(out, seed) if out else None) for seed in seeds]
     histories = fit_bundle(spec, data, configs, reporter=reporter)
     for config, history in zip(configs, histories):
         if config.out_dir is not None:
             save_trained(config.out_dir, history, data.info)  # each seed-N folder becomes a model folder
+        if reporter is not None:
+            reporter.end_run(RunEnd.of(history))
     return histories
 
 
@@ -104,6 +112,7 @@ def run(
     gpus_per_task: float | None = None,
     cpus_per_task: int | None = None,
     artifacts: str | Path | None = None,
+    reporter_for: Callable[[Task], Reporter] | None = None,
 ) -> RunOutcome:
     """Train every (model, seed) of an experiment not already in the store, resuming interrupted ones.
 
@@ -111,13 +120,15 @@ def run(
     as fit in memory; 1: one run at a time). `backend="ray"` trains on a Ray cluster (`address`, or
     a private one on this machine) while this process alone writes the store; `gpus_per_task` /
     `cpus_per_task` are each task's share, `artifacts` a folder every worker reaches for checkpoints
-    (default: the store's)."""
+    (default: the store's). `reporter_for(task)` gives each task's reporter (its epochs, and
+    `end_run` when it finishes); `mnistlab.progress.task_reporters` makes the CLI's."""
     study = experiment(definition)
     placement = Placement(backend, address, gpus_per_task, cpus_per_task, artifacts)
+    options = dict(data_dir=data_dir, dataset=dataset, bundle=bundle, placement=placement, reporter_for=reporter_for)
     if isinstance(store, RunStore):
-        return run_experiment(study, store, data_dir=data_dir, dataset=dataset, bundle=bundle, placement=placement)
+        return run_experiment(study, store, **options)
     with RunStore(store) as opened:
-        return run_experiment(study, opened, data_dir=data_dir, dataset=dataset, bundle=bundle, placement=placement)
+        return run_experiment(study, opened, **options)
 
 
 def load_model(source: str | Path | RunStore, run_id: int | str | None = None, device: str = "cpu") -> TrainedModel:

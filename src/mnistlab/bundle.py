@@ -313,6 +313,8 @@ def _train_group(spec: ModelSpec, seeds: list[_Seed], data: DeviceData, first_ep
         }
         rows = [{"epoch": epoch, **{key: values[i] for key, values in columns.items()}, "seconds": seconds}
                 for i in range(len(active))]
+        for seed, metrics in zip(active, rows):
+            reporter.end_seed_epoch(seed.config.seed, epoch, epochs, metrics)
         reporter.end_epoch(epoch, epochs, {key: sum(r[key] for r in rows) / len(rows) for key in rows[0]})
         leaving = []
         for seed, metrics in zip(active, rows):

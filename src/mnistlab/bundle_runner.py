@@ -76,7 +76,7 @@ def execute_unit(tasks: list[Task], dataset: Dataset, work_dirs: list[Path], rep
 def run_units(store: RunStore, pending: Pending, dataset: Dataset, bundle: Bundle,
               reporter_for: Callable[[Task], Reporter] | None, owner: str, outcome: Any) -> None:
     """The runner's loop over units (`outcome` is its RunOutcome, filled in here)."""
-    from mnistlab.runner import _train_one
+    from mnistlab.runner import _train_one, report_failed
 
     for unit in group_units(pending, bundle, dataset):
         claimed: Pending = []
@@ -100,15 +100,20 @@ def run_units(store: RunStore, pending: Pending, dataset: Dataset, bundle: Bundl
                 _train_unit(store, claimed, dataset, reporter, owner, outcome)
         except StoreError:
             raise
-        except MnistlabError:
-            outcome.failed += [record.id for _, record in claimed if record.id not in outcome.trained + outcome.lost]
+        except MnistlabError as exc:
+            unfinished = [(task, record) for task, record in claimed if record.id not in outcome.trained + outcome.lost]
+            outcome.failed += [record.id for _, record in unfinished]
+            for task, record in unfinished:
+                report_failed(reporter, task, record, str(exc))
             raise
         except BaseException as exc:
             # Ctrl-C or a crash: leave the claims to go stale so a rerun resumes from the checkpoints.
             if not isinstance(exc, KeyboardInterrupt):
-                for _, record in claimed:
+                message = f"{type(exc).__name__}: {exc}"
+                for task, record in claimed:
                     if record.id not in outcome.trained + outcome.lost:
-                        store.fail_run(record.id, f"{type(exc).__name__}: {exc}", owner=owner)
+                        store.fail_run(record.id, message, owner=owner)
+                        report_failed(reporter, task, record, message)
             raise
 
 
@@ -154,7 +159,7 @@ def _train_unit(store: RunStore, unit: Pending, dataset: Dataset, reporter: Repo
                     error = cannot_write(store, record, task, exc, owner)
                 raise error from None
             for (task, record), history in zip(active, histories):
-                finish_task(store, record, task, history, dataset, owner)
+                finish_task(store, record, task, history, dataset, owner, reporter)
                 outcome.trained.append(record.id)
             return
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -20,6 +21,7 @@ from mnistlab import __version__
 from mnistlab.data import DATASETS
 from mnistlab.errors import MnistlabError
 from mnistlab.precision import COMPILE_MODES, PRECISIONS
+from mnistlab.progress import LOG_FORMATS
 from mnistlab.safetext import clean, one_line, safe_console
 from mnistlab.spec import SEED_BOUND
 
@@ -30,9 +32,15 @@ app = typer.Typer(
     help="Design, train and compare neural networks on MNIST-family datasets (Keras 2.2 semantics, PyTorch speed).",
 )
 # Plain strings printed here are never markup and lose their control characters (safetext):
-# style with rich.text.Text, never with "[red]...[/red]".
+# style with rich.text.Text, never with "[red]...[/red]". Lines go out through `_say`, tables
+# through console.print (a table is laid out to the width; a line must not be cut at 80 in a pipe).
 console = safe_console()
 err_console = safe_console(stderr=True)
+
+
+def _say(line: str | Text, to: Console = console) -> None:
+    """Print one line: never hard-wrapped (a pipe or log file keeps it whole), never highlighted."""
+    to.print(line, highlight=False, soft_wrap=True)
 
 DataDirOption = Annotated[
     Optional[Path],
@@ -71,6 +79,11 @@ class Backend(str, Enum):
 
 Precision = Enum("Precision", {name: name for name in PRECISIONS}, type=str)  # precision.py's, one home
 CompileMode = Enum("CompileMode", {name: name for name in COMPILE_MODES}, type=str)
+LogFormat = Enum("LogFormat", {name: name for name in LOG_FORMATS}, type=str)  # progress.py's
+
+LogFormatOption = Annotated[LogFormat, typer.Option(
+    help="text: a progress bar on a terminal, else one line per epoch; json: one JSON object per epoch and per "
+         "finished run on stderr (schema: README), even with --quiet.")]
 
 
 @app.command()
@@ -171,6 +184,7 @@ def train(
     download: Annotated[bool, typer.Option(help="Download the dataset if it is not found.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with the history at the end.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
+    log_format: LogFormatOption = LogFormat.text,
     max_params: Annotated[
         Optional[int], typer.Option(min=1, help="Refuse models with more parameters (default: limits.MAX_PARAMS).")
     ] = None,
@@ -180,79 +194,49 @@ def train(
     ] = None,
 ) -> None:
     """Train one model and evaluate it once on the test set."""
-    from mnistlab.api import model_spec
+    from mnistlab.api import model_spec, train as train_model, write_history
+    from mnistlab.bundle import check_seed_list, seed_dir
     from mnistlab.data import load_dataset
-    from mnistlab.engine import Reporter, TrainConfig, fit
-    from mnistlab.progress import RichReporter
+    from mnistlab.progress import make_reporter
 
-    if seeds is not None:
-        from mnistlab.bundle import check_seed_list
-
-        seed_list = check_seed_list(seeds, seed is not None)
+    # --seeds: one seed bundle, with one summary (or JSON line) and one --out DIR/seed-N per seed.
+    bundled = seeds is not None
+    seed_list = check_seed_list(seeds, seed is not None) if bundled else [seed if seed is not None else 0]
     spec = model_spec(model)
     data = load_dataset(dataset, data_dir=data_dir, download=download)
     compiling: bool | str = compile_mode.value if compile_mode is not None else compile
-    if seeds is not None:
-        _train_seeds(spec, data, seed_list, quiet, as_json, out, dict(
-            epochs=epochs, batch_size=batch_size, device=device, precision=precision.value,
-            validate_on=validate_on.value, train_limit=train_limit, out_dir=out, resume=resume, compile=compiling,
-            max_params=max_params, max_activation_mib=max_activation_mib, patience=patience, threads=threads,
-            deterministic=deterministic))
-        return
-    seed = seed if seed is not None else 0
-    config = TrainConfig(
-        epochs=epochs, batch_size=batch_size, seed=seed, device=device, precision=precision.value,
+    options = dict(
+        epochs=epochs, batch_size=batch_size, device=device, precision=precision.value,
         validate_on=validate_on.value, train_limit=train_limit, out_dir=out, resume=resume, compile=compiling,
-        max_params=max_params, max_activation_mib=max_activation_mib,
-        patience=patience, threads=threads, deterministic=deterministic,
+        max_params=max_params, max_activation_mib=max_activation_mib, patience=patience, threads=threads,
+        deterministic=deterministic,
     )
-    reporter = Reporter() if quiet or as_json else RichReporter(err_console if as_json else console)
-    history = fit(spec, data, config, reporter=reporter)
-    result = history.to_json()
-    if out is not None:
-        from mnistlab.api import write_history
-
-        write_history(out / "history.json", history)
-        from mnistlab.models_io import save_trained
-
-        save_trained(out, history, data.info)  # --out becomes a model folder: predict, evaluate, export read it
-    if as_json:
-        print(json.dumps(result))
-    elif not quiet:
-        _print_summary(history)
+    if bundled:
+        options["seeds"] = seed_list
+    else:
+        options["seed"] = seed_list[0]
+    # --json's summary owns stdout: no text progress then (json events go to stderr).
+    reporter = make_reporter(console, log_format.value, quiet or as_json, label=f"{len(seed_list)} seeds " if bundled else "",
+                             model=spec.id, seed=seed_list[0])
+    trained = train_model(spec, data, reporter=reporter, **options)  # --out becomes a model folder (seed-N with --seeds)
+    for history in trained if bundled else [trained]:
+        if out is not None:
+            write_history((seed_dir(out, history.seed) if bundled else out) / "history.json", history)
+        if as_json:
+            print(json.dumps(history.to_json()))
+        elif not quiet:
+            _print_summary(history, prefix=f"seed {history.seed}: " if bundled else "")
 
 
 def _print_summary(history, prefix: str = "") -> None:
     if history.status == "diverged":
-        console.print(Text.assemble(prefix, ("diverged", "red"), f" at epoch {history.diverged_epoch} (non-finite loss); run stopped"))
+        _say(Text.assemble(prefix, ("diverged", "red"), f" at epoch {history.diverged_epoch} (non-finite loss); run stopped"))
     else:
-        console.print(
-            Text(f"{prefix}Test loss: {history.test_loss:.4f}  Test accuracy: {history.test_acc:.4f}  "
-                 f"({history.images_per_second:,.0f} images/s, {history.images_per_second_note})"),
-            highlight=False,
-        )
+        _say(Text(f"{prefix}Test loss: {history.test_loss:.4f}  Test accuracy: {history.test_acc:.4f}  "
+                  f"({history.images_per_second:,.0f} images/s, {history.images_per_second_note})"))
         if history.best_epoch is not None:
             fired = "stopped early" if history.stopped_early else "patience never ran out"
-            console.print(f"{prefix}Early stopping: {fired}; tested with epoch {history.best_epoch}'s weights "
-                          "(lowest val_loss)", highlight=False)
-
-
-def _train_seeds(spec, data, seeds: list[int], quiet: bool, as_json: bool, out: Optional[Path], options: dict) -> None:
-    """`train --seeds`: one seed bundle, one summary (or JSON line) per seed."""
-    from mnistlab.api import train as train_models, write_history
-    from mnistlab.bundle import seed_dir
-    from mnistlab.engine import Reporter
-    from mnistlab.progress import RichReporter
-
-    reporter = Reporter() if quiet or as_json else RichReporter(console, label=f"{len(seeds)} seeds ")
-    histories = train_models(spec, data, reporter=reporter, seeds=seeds, **options)
-    for history in histories:
-        if out is not None:
-            write_history(seed_dir(out, history.seed) / "history.json", history)
-        if as_json:
-            print(json.dumps(history.to_json()))
-        elif not quiet:
-            _print_summary(history, prefix=f"seed {history.seed}: ")
+            _say(f"{prefix}Early stopping: {fired}; tested with epoch {history.best_epoch}'s weights (lowest val_loss)")
 
 
 StoreOption = Annotated[Path, typer.Option("--store", envvar="MNISTLAB_STORE", help="Run store folder.")]
@@ -283,6 +267,7 @@ def run(
     download: Annotated[bool, typer.Option(help="Download the dataset if it is not found.")] = False,
     report: Annotated[bool, typer.Option(help="Write the report when done.")] = True,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
+    log_format: LogFormatOption = LogFormat.text,
     heartbeat_seconds: Annotated[Optional[float], typer.Option(
         min=0.01, envvar="MNISTLAB_HEARTBEAT_SECONDS", help="How often a training process refreshes its claim (default 10).")] = None,
     lease_seconds: Annotated[Optional[float], typer.Option(
@@ -301,39 +286,28 @@ def run(
         help="Checkpoint folder every Ray worker can reach (shared storage); default: the store's artifacts folder.")] = None,
 ) -> None:
     """Train every (model, seed) of an experiment not already in the store; resume interrupted ones."""
-    from mnistlab.engine import Reporter
     from mnistlab.experiment import expand, load_experiment
-    from mnistlab.progress import RichReporter
+    from mnistlab.progress import task_reporters
     from mnistlab.bundle_runner import parse_bundle
     from mnistlab.runner import Placement, experiment_settled, run_experiment
     from mnistlab.store import RunStore
 
     bundle_size = parse_bundle(bundle)
     spec, source = load_experiment(experiment)
-    tasks = expand(spec, source)
-    positions = {(t.model_id, t.seed): i for i, t in enumerate(tasks, start=1)}
-
-    def reporter_for(task):
-        if quiet:
-            return Reporter()
-        label = f"[{positions[(task.model_id, task.seed)]}/{len(tasks)}] {task.model_id} seed {task.seed} "
-        return RichReporter(console, label=label)
-
+    reporter_for = task_reporters(expand(spec, source), console, log_format.value, quiet)
     timing = {"heartbeat_seconds": heartbeat_seconds} if heartbeat_seconds else {}
     with RunStore(store, lease_seconds=lease_seconds, **timing) as run_store:
         placement = Placement(backend.value, address, gpus_per_task, cpus_per_task, artifacts)
         outcome = run_experiment(spec, run_store, source, data_dir=data_dir, download=download, reporter_for=reporter_for,
                                  bundle=bundle_size, placement=placement)
         if not quiet:
-            console.print(
-                f"{spec.name}: trained {len(outcome.trained)}, already done {len(outcome.skipped_finished)}, "
-                f"left to another process {len(outcome.skipped_claimed) + len(outcome.lost)}  (store: {store})"
-            )
+            _say(f"{spec.name}: trained {len(outcome.trained)}, already done {len(outcome.skipped_finished)}, "
+                 f"left to another process {len(outcome.skipped_claimed) + len(outcome.lost)}  (store: {store})")
         # Whichever process finds, after its own last write, that no run is left writes the report.
         if report and experiment_settled(run_store, outcome.run_ids):
             _write_report(run_store, spec.name, store / "reports", data_dir, spec.dataset, quiet)
         elif report and not quiet:
-            console.print(f"report: left to the process still training; or later: mnistlab report {spec.name}")
+            _say(f"report: left to the process still training; or later: mnistlab report {spec.name}")
 
 
 def _write_report(run_store, name: str, out_dir: Path, data_dir: Optional[Path], dataset: str, quiet: bool) -> None:
@@ -347,7 +321,7 @@ def _write_report(run_store, name: str, out_dir: Path, data_dir: Optional[Path],
         data = None  # the report says the misclassified grid needs the dataset
     paths = write_report(run_store, name, out_dir, dataset=data)
     if not quiet:
-        console.print(f"report: {paths.html}  and  {paths.markdown}")
+        _say(f"report: {paths.html}  and  {paths.markdown}")
 
 
 @app.command()
@@ -380,8 +354,8 @@ def conclusions(
     with RunStore(store) as run_store:
         found = experiment_conclusions(run_store, _experiment_name(experiment))
     for sentence in found.sentences:
-        console.print(Text(f"- {sentence}"))
-    console.print(Text(found.method, style="dim"))
+        _say(f"- {sentence}")
+    _say(Text(found.method, style="dim"))
 
 
 @app.command()
@@ -402,9 +376,9 @@ def reproduction(
         measured = accuracy_interval_text(line.mean, line.half_width, unit="") if line.seeds else "-"
         table.add_row(Text(line.model_id), notebook, measured, str(line.seeds), line.verdict)
     console.print(table)
-    console.print(Text(RULE, style="dim"))
+    _say(Text(RULE, style="dim"))
     if out is not None:
-        console.print(Text(f"wrote {out}"))
+        _say(f"wrote {out}")
 
 
 def _experiment_name(experiment: str) -> str:
@@ -578,7 +552,7 @@ def import_keras(
 
     result = api.import_keras(file)
     for item in result.skipped:
-        err_console.print(f"skipped: {str(item)}", highlight=False, soft_wrap=True)
+        _say(f"skipped: {str(item)}", to=err_console)
     if not result.specs:
         found = f"{len(result.skipped)} skipped, listed above" if result.skipped else "no Keras model found"
         raise MnistlabError(f"{file}: no model could be translated ({found})")
@@ -588,7 +562,7 @@ def import_keras(
         return
     write_atomically(output, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     ids = ", ".join(spec.id for spec in result.specs)
-    console.print(f"wrote {len(result.specs)} model(s) to {str(output)}: {ids}", highlight=False, soft_wrap=True)
+    _say(f"wrote {len(result.specs)} model(s) to {str(output)}: {ids}")
 
 
 @app.command("export-keras")
@@ -611,7 +585,7 @@ def import_keras_weights(
     from mnistlab import api
 
     folder = api.import_keras_weights(model, weights, output)
-    console.print(f"wrote model folder {str(folder)}", highlight=False, soft_wrap=True)
+    _say(f"wrote model folder {str(folder)}")
 
 
 class RunsTarget(str, Enum):
@@ -630,7 +604,7 @@ def export_runs(
     from mnistlab import api
 
     written = api.export_runs(_experiment_name(experiment), to.value, destination, store)
-    console.print(f"exported {len(written)} run(s) to {to.value} at {destination}", highlight=False, soft_wrap=True)
+    _say(f"exported {len(written)} run(s) to {to.value} at {destination}")
 
 
 INTERRUPTED = 130
@@ -638,7 +612,7 @@ INTERRUPTED = 130
 
 def _print_error(message: str) -> None:
     """One line on stderr: the message may quote user strings, so it is text, never markup."""
-    err_console.print(Text.assemble(("error:", "bold red"), " ", one_line(message)), highlight=False, soft_wrap=True)
+    _say(Text.assemble(("error:", "bold red"), " ", one_line(message)), to=err_console)
 
 
 def main() -> None:
@@ -659,7 +633,8 @@ def main() -> None:
         _print_error(str(exc))
         sys.exit(exc.exit_code)
     if code == INTERRUPTED:  # Typer turns Ctrl-C into exit code 130 itself
-        err_console.print("interrupted; completed epochs are checkpointed: rerun with --resume (train) or the same command (run)")
+        _say("interrupted; completed epochs are checkpointed: rerun with --resume (train) or the same command (run)",
+             to=err_console)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -33,7 +33,7 @@ from mnistlab.optim import make_optimizer
 from mnistlab.precision import Precision, autocast, compiled, run_numerics
 from mnistlab.rng import RNG_SCHEME, dropout_generator, epoch_seed, set_dropout_generator, shuffle_order
 from mnistlab.spec import ModelSpec, resolve
-from mnistlab.store import EPOCH_METRICS
+from mnistlab.store import EPOCH_METRICS, FAILED
 
 Protocol = Literal["split", "test"]
 # Inference batches on a CPU: cache-sized; batch 2000 measured 2.3x slower than 256 on s000-m1
@@ -272,14 +272,48 @@ def evaluate(model: KerasModel, x: torch.Tensor, y: torch.Tensor, precision: str
 # --- the run --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class RunEnd:
+    """A finished run as a reporter hears of it; `status` is the store's (completed, diverged, failed).
+
+    `epochs`: epochs trained (None when a failure left it unknown); `run_id`: the store's run, if any."""
+
+    model: str
+    seed: int
+    status: str
+    epochs: int | None = None
+    test_acc: float | None = None
+    test_loss: float | None = None
+    run_id: int | None = None
+    error: str | None = None
+
+    @classmethod
+    def of(cls, history: History, run_id: int | None = None) -> RunEnd:
+        return cls(history.model_id, history.seed, history.status, len(history.epochs), history.test_acc,
+                   history.test_loss, run_id)
+
+    @classmethod
+    def failed(cls, model: str, seed: int, error: str, run_id: int | None = None) -> RunEnd:
+        return cls(model, seed, FAILED, run_id=run_id, error=error)
+
+
 class Reporter:
-    """Receives progress; the CLI's rich progress bar implements this, tests and --quiet use the base."""
+    """Receives progress; the base reports nothing (tests and --quiet use it). progress.py holds the
+    CLI's reporters (terminal bar, plain lines, JSON lines) and the factory that picks one.
+
+    The engine calls start_epoch / step / end_epoch; a seed bundle also calls end_seed_epoch for
+    each of its seeds just before end_epoch gets their mean. end_run is called by whoever finishes
+    a run (api.train, the runners), never by the engine."""
 
     def start_epoch(self, epoch: int, epochs: int, steps: int) -> None: ...
 
     def step(self, step: int, steps: int, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int) -> None: ...
 
+    def end_seed_epoch(self, seed: int, epoch: int, epochs: int, metrics: dict[str, float]) -> None: ...
+
     def end_epoch(self, epoch: int, epochs: int, metrics: dict[str, float]) -> None: ...
+
+    def end_run(self, run: RunEnd) -> None: ...
 
     def wants_steps(self) -> bool:
         return False

@@ -26,7 +26,7 @@ import torch
 
 from mnistlab.checkpoint import read_checkpoint_info
 from mnistlab.data import Dataset, load_dataset
-from mnistlab.engine import History, Reporter, TrainConfig, fit, resolve_device
+from mnistlab.engine import History, Reporter, RunEnd, TrainConfig, fit, resolve_device
 from mnistlab.errors import CheckpointError, CheckpointWriteError, EnvironmentFailure, LeaseLost, MnistlabError, StoreError
 from mnistlab.experiment import Experiment, Task, expand
 from mnistlab.models_io import save_trained
@@ -166,7 +166,13 @@ def _train_one(store: RunStore, record: RunRecord, task: Task, dataset: Dataset,
             history = _train_with_checkpoints(store, record, task, dataset, reporter, owner, heartbeat)
         except (OSError, CheckpointWriteError) as exc:
             raise cannot_write(store, record, task, exc, owner) from None
-        finish_task(store, record, task, history, dataset, owner)
+        finish_task(store, record, task, history, dataset, owner, reporter)
+
+
+def report_failed(reporter: Reporter | None, task: Task, record: RunRecord, error: str) -> None:
+    """Tell a task's reporter that its run failed (recording that in the store is the caller's job)."""
+    if reporter is not None:
+        reporter.end_run(RunEnd.failed(task.model_id, task.seed, error, record.id))
 
 
 def cannot_write(store: RunStore, record: RunRecord, task: Task, exc: BaseException, owner: str) -> EnvironmentFailure:
@@ -178,8 +184,10 @@ def cannot_write(store: RunStore, record: RunRecord, task: Task, exc: BaseExcept
     return EnvironmentFailure(f"run {record.id} ({task.model_id}, seed {task.seed}): cannot write {where}: {reason}")
 
 
-def finish_task(store: RunStore, record: RunRecord, task: Task, history: History, dataset: Dataset, owner: str) -> None:
-    """Record a trained task: model folder, the diverging epoch, final metrics and predictions."""
+def finish_task(store: RunStore, record: RunRecord, task: Task, history: History, dataset: Dataset, owner: str,
+                reporter: Reporter | None = None) -> None:
+    """Record a trained task: model folder, the diverging epoch, final metrics and predictions;
+    then tell its reporter the run ended."""
     run_dir = store.run_dir(record.id)
     work_dir = run_dir / CHECKPOINT_DIR
     try:
@@ -197,6 +205,8 @@ def finish_task(store: RunStore, record: RunRecord, task: Task, history: History
         device=history.device, versions=package_versions(history.device), owner=owner,
     )
     shutil.rmtree(work_dir, ignore_errors=True)  # the optimizer state is no longer needed
+    if reporter is not None:
+        reporter.end_run(RunEnd.of(history, record.id))
 
 
 BACKENDS = ("local", "ray")
@@ -295,8 +305,9 @@ def run_experiment(
         if not store.claim_run(record.id, owner):
             outcome.skipped_claimed.append(record.id)
             continue
+        reporter = reporter_for(task) if reporter_for else None
         try:
-            _train_one(store, record, task, data, reporter_for(task) if reporter_for else None, owner)
+            _train_one(store, record, task, data, reporter, owner)
         except LeaseLost:
             # Our claim went stale (say the machine slept) and another process took the run
             # over; it continues from the checkpoint, we move on.
@@ -304,13 +315,16 @@ def run_experiment(
             continue
         except StoreError:
             raise
-        except MnistlabError:
+        except MnistlabError as exc:
             outcome.failed.append(record.id)
+            report_failed(reporter, task, record, str(exc))
             raise
         except BaseException as exc:
             # Ctrl-C or a crash: leave the claim to go stale so a rerun resumes from the checkpoint.
             if not isinstance(exc, KeyboardInterrupt):
-                store.fail_run(record.id, f"{type(exc).__name__}: {exc}", owner=owner)
+                message = f"{type(exc).__name__}: {exc}"
+                store.fail_run(record.id, message, owner=owner)
+                report_failed(reporter, task, record, message)
             raise
         outcome.trained.append(record.id)
     return outcome

@@ -42,7 +42,7 @@ from mnistlab.backends.ray_worker import (
 from mnistlab.build import build_model
 from mnistlab.bundle_runner import group_units
 from mnistlab.data import Dataset, load_dataset
-from mnistlab.engine import Reporter
+from mnistlab.engine import Reporter, RunEnd
 from mnistlab.errors import EnvironmentFailure, LeaseLost, MnistlabError
 from mnistlab.experiment import Experiment, Task
 from mnistlab.lease import Heartbeat
@@ -53,6 +53,7 @@ from mnistlab.runner import (
     _epoch_metrics,
     experiment_tasks,
     final_metrics,
+    report_failed,
     stored_runs,
 )
 from mnistlab.store import ARTIFACTS_DIR, RunRecord, RunStore, current_owner
@@ -249,6 +250,8 @@ class Coordinator:
             except LeaseLost:
                 continue
             self.outcome.trained.append(result.run_id)
+            if run.reporter is not None:
+                run.reporter.end_run(RunEnd.of(result.history, result.run_id))
             self._release(run)
             shutil.rmtree(checkpoint_root(self.artifacts, result.run_id), ignore_errors=True)
 
@@ -266,8 +269,9 @@ class Coordinator:
         except OSError as exc:
             reason = exc.strerror or str(exc)
             self.store.fail_run(run_id, f"{reason} ({run_dir})", owner=self.owner)
-            raise EnvironmentFailure(f"run {run_id} ({task.model_id}, seed {task.seed}): cannot write {run_dir}: "
-                                     f"{reason}") from None
+            error = EnvironmentFailure(f"run {run_id} ({task.model_id}, seed {task.seed}): cannot write {run_dir}: {reason}")
+            report_failed(run.reporter, task, run.record, str(error))
+            raise error from None
         if history.status == "diverged":  # the diverging epoch is not streamed; record it (NaN shows)
             last = history.epochs[-1]
             self.store.record_epoch(run_id, int(last["epoch"]), _epoch_metrics(last), owner=self.owner)
@@ -287,6 +291,7 @@ class Coordinator:
                 continue
             self.store.fail_run(run_id, message, owner=self.owner)
             self.outcome.failed.append(run_id)
+            report_failed(run.reporter, run.task, run.record, message)
             self._release(run)
         if self.error is None:
             first = next(iter(unit.runs.values()))
