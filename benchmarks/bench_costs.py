@@ -20,6 +20,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
@@ -38,7 +39,10 @@ def notebook_epochs(spec: Any) -> int:
     return int((spec.reference or {}).get("epochs") or spec.training.epochs)
 
 
-def measure(model_ids: list[str], precisions: list[str], seconds: float) -> list[dict[str, Any]]:
+def measure(model_ids: list[str], precisions: list[str], seconds: float,
+            done: Callable[[list[dict[str, Any]]], None]) -> list[dict[str, Any]]:
+    """Probe each model in each precision; `done(rows so far)` after each model, so an interrupted
+    run keeps what it measured (a model whose one step takes many minutes can take a long time)."""
     train_images, val_images, test_images = epoch_images("mnist", NOTEBOOK_PROTOCOL)
     models = zoo_models()
     rows = []
@@ -57,6 +61,7 @@ def measure(model_ids: list[str], precisions: list[str], seconds: float) -> list
                                      val_images=val_images, test_images=test_images)
             row.setdefault("estimates", {})[precision] = cost.to_json()
         rows.append(row)
+        done(rows)
     return rows
 
 
@@ -95,11 +100,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown zoo ids: {', '.join(unknown)}")
     machine = machine_info(usable_cpus())
     started = time.time()
-    rows = measure(model_ids, args.precisions, args.seconds)
-    result = {"machine": machine, "seconds_per_probe": args.seconds, "flops_counted": FLOPS_COUNTED,
-              "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(started)),
-              "wall_seconds": time.time() - started, "rows": rows}
-    args.out.write_text(json.dumps(result, indent=2))
+    result: dict[str, Any] = {"machine": machine, "seconds_per_probe": args.seconds, "flops_counted": FLOPS_COUNTED,
+                              "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(started))}
+
+    def write(rows: list[dict[str, Any]]) -> None:
+        result.update(wall_seconds=time.time() - started, rows=rows)
+        args.out.write_text(json.dumps(result, indent=2))
+
+    rows = measure(model_ids, args.precisions, args.seconds, write)
     print()
     print("\n".join(markdown(rows)))
     print()
