@@ -20,9 +20,9 @@ timed part takes about --target-seconds: by default from the model's FLOPs at an
 or with --sizing probe from a short mnistlab fp32 probe on this machine. Threads: every worker is given the usable core count (affinity mask and cgroup
 quota) as OMP/MKL threads and as its framework's intra-op thread count.
 
-FLOPs: forward MACs of Conv2D and Dense layers from the spec's static shapes (bias, activation,
-pooling, BatchNorm and the loss are not counted), times 2 for FLOPs, times 3 for a training
-step (the backward pass costs about twice the forward: gradients for inputs and for weights).
+FLOPs: mnistlab.cost.forward_flops (2 per multiply-add of Conv2D and Dense layers from the spec's
+static shapes; bias, activation, pooling, BatchNorm and the loss are not counted), times
+cost.TRAIN_STEP_FORWARDS (3) for a training step (the backward pass costs about twice the forward).
 "% of peak" = images/s x training FLOPs per image / measured matmul GFLOP/s of the same dtype.
 """
 
@@ -80,24 +80,17 @@ def epoch_summary(seconds: list[float], images: int, warmup: int = 1) -> dict[st
 
 
 def model_facts(spec: Any) -> dict[str, Any]:
-    """Parameter counts and forward MACs of Conv2D / Dense layers."""
-    from mnistlab.spec import Conv2D, Dense, resolve
+    """Parameter counts, forward MACs of Conv2D / Dense layers and training FLOPs (mnistlab.cost's count)."""
+    from mnistlab.cost import TRAIN_STEP_FORWARDS, forward_flops
+    from mnistlab.spec import resolve
 
     resolved = resolve(spec)
-    macs = 0
-    for node in resolved.nodes:
-        layer = node.layer
-        if isinstance(layer, Conv2D):
-            out_h, out_w, filters = node.output_shape
-            kh, kw = layer.kernel_size
-            macs += out_h * out_w * filters * kh * kw * node.input_shapes[0][-1]
-        elif isinstance(layer, Dense):
-            macs += node.input_shapes[0][0] * layer.units
+    flops = forward_flops(spec)
     return {
         "params": resolved.total_params,
         "trainable_params": resolved.trainable_params,
-        "forward_macs": macs,
-        "train_flops_per_image": 3 * 2 * macs,
+        "forward_macs": flops // 2,
+        "train_flops_per_image": TRAIN_STEP_FORWARDS * flops,
     }
 
 

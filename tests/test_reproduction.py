@@ -142,3 +142,21 @@ def test_python_api_matches_and_missing_store_is_one_line(tmp_path):
     result = run_cli("reproduction", "--store", str(tmp_path / "nowhere"))
     assert result.exit_code == 2
     assert len(result.error_lines) == 1 and "no run store here" in result.stderr
+
+
+def test_without_estimates_the_cost_column_is_empty_and_says_how_to_fill_it(store):
+    from mnistlab.reproduction import render_markdown
+
+    text = render_markdown(reproduction_table([store]), ["runs"])
+    rows = [row for row in text.splitlines() if row.startswith("| s0")]
+    assert len(rows) == 35 and all(row.endswith("| – |") for row in rows)
+    assert "--estimate-seconds" in text and "Per-model cost" in text
+
+
+def test_a_bad_estimate_length_is_one_line_before_anything_is_probed(tmp_path):
+    root = tmp_path / "runs"
+    RunStore(root).close()
+    result = run_cli("reproduction", "--store", str(root), "--out", str(tmp_path / "R.md"), "--estimate-seconds", "0")
+    assert result.exit_code == 2
+    assert len(result.error_lines) == 1 and "estimate_seconds" in result.stderr and "above 0" in result.stderr
+    assert not (tmp_path / "R.md").exists()

@@ -22,6 +22,7 @@ from mnistlab.zoo import get_model, zoo_models
 
 if TYPE_CHECKING:
     from mnistlab.build import KerasModel
+    from mnistlab.cost import Estimate
     from mnistlab.reproduction import ModelReproduction
     from mnistlab.keras_io import ImportResult
 
@@ -228,21 +229,62 @@ def export_runs(experiment: str, to: str, destination: str | Path,
 
 
 __all__ = [
-    "History", "TrainConfig", "evaluate", "experiment", "export_keras", "export_model", "export_runs", "import_keras",
+    "History", "TrainConfig", "estimate", "evaluate", "experiment", "export_keras", "export_model", "export_runs", "import_keras",
     "import_keras_weights", "load_dataset", "load_keras_weights", "load_model", "model_spec", "open_store", "predict",
     "reproduction", "run", "train", "zoo_models",
 ]
 
 
+def estimate(
+    model: str | ModelSpec | dict[str, Any],
+    epochs: int | None = None,
+    train_images: int | None = None,
+    precision: str = "fp32",
+    *,
+    dataset: str = "mnist",
+    validate_on: str = "test",
+    probe_seconds: float | None = None,
+    batch_size: int | None = None,
+    threads: int | None = None,
+    device: str = "auto",
+) -> "Estimate":
+    """How long one seed of `model` takes to train here, from a short measured probe (cost.py).
+
+    Defaults: the spec's epochs and the notebooks' protocol (`validate_on="test"`: all 60,000
+    training images, the 10,000 test images validated on each epoch); `train_images` overrides the
+    images trained on per epoch. `probe_seconds` (default cost.DEFAULT_PROBE_SECONDS, at most
+    cost.MAX_PROBE_SECONDS) is how long the probe measures. The estimate's `hours`, `seconds` and
+    `throughput` (images/s, the machine) say the rest; `cost.ESTIMATE_INCLUDES` what is counted."""
+    from mnistlab.cost import DEFAULT_PROBE_SECONDS, epoch_images, estimate_training, probe_throughput
+    from mnistlab.limits import check_positive
+
+    spec = model_spec(model)
+    where = f"model '{spec.id}'"
+    check_positive(epochs, "epochs", where)  # before the probe spends its seconds
+    check_positive(train_images, "train_images", where)
+    train, val, test = epoch_images(dataset, validate_on)
+    throughput = probe_throughput(spec, precision=precision, batch_size=batch_size, threads=threads, device=device,
+                                  seconds=probe_seconds if probe_seconds is not None else DEFAULT_PROBE_SECONDS)
+    return estimate_training(throughput, epochs=epochs if epochs is not None else spec.training.epochs,
+                             train_images=train_images if train_images is not None else train,
+                             val_images=val, test_images=test)
+
+
 def reproduction(stores: list[str | Path] | str | Path,
-                 out: str | Path | None = None) -> list["ModelReproduction"]:
+                 out: str | Path | None = None,
+                 estimate_seconds: float | None = None) -> list["ModelReproduction"]:
     """Each seed model's notebook figure against mnistlab's runs under the notebook's protocol in ``stores``;
-    with ``out``, also write the Markdown document (docs/REPRODUCTION.md is made this way)."""
+    with ``out``, also write the Markdown document (docs/REPRODUCTION.md is made this way). With
+    ``estimate_seconds``, every model not run yet is probed that long here (fp32) and the document
+    gives its estimated hours per seed under its notebook's protocol."""
+    from mnistlab.cost import check_probe_seconds
     from mnistlab.reproduction import render_markdown, reproduction_table
 
     roots = [stores] if isinstance(stores, (str, Path)) else list(stores)
     if not roots:
         raise MnistlabError("reproduction: give at least one run store")
+    if estimate_seconds is not None:
+        check_probe_seconds(estimate_seconds, "reproduction: estimate_seconds")
     opened = [open_existing_store(root) for root in roots]
     try:
         lines = reproduction_table(opened)
@@ -250,7 +292,9 @@ def reproduction(stores: list[str | Path] | str | Path,
         for store in opened:
             store.close()
     if out is not None:
-        text = render_markdown(lines, [str(root) for root in roots])
+        estimates = {line.model_id: estimate(line.model_id, probe_seconds=estimate_seconds, device="cpu")
+                     for line in lines if line.verdict == "not run"} if estimate_seconds is not None else None
+        text = render_markdown(lines, [str(root) for root in roots], estimates)
         try:
             write_text(Path(out), text)
         except OSError as error:

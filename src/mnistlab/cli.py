@@ -363,13 +363,16 @@ def reproduction(
     store: Annotated[list[Path], typer.Option("--store", envvar="MNISTLAB_STORE",
                                               help="Run store folder(s) to read; repeat for several.")],
     out: Annotated[Optional[Path], typer.Option(help="Write the Markdown table here (e.g. docs/REPRODUCTION.md).")] = None,
+    estimate_seconds: Annotated[Optional[float], typer.Option(
+        help="With --out: probe each model not run yet for this many seconds here (fp32) and give its "
+             "estimated hours per seed in the document.")] = None,
 ) -> None:
     """Seed notebooks vs mnistlab under each notebook's protocol: mean ± 95% CI over seeds and a verdict."""
     from mnistlab import api
     from mnistlab.analysis import accuracy_interval_text
     from mnistlab.reproduction import RULE
 
-    lines = api.reproduction(store, out)
+    lines = api.reproduction(store, out, estimate_seconds)
     table = Table("model", "notebook %", "mnistlab %", "seeds", "verdict")
     for line in lines:
         notebook = f"{100 * line.notebook_acc:.2f}" if line.notebook_acc is not None else "-"
@@ -379,6 +382,47 @@ def reproduction(
     _say(Text(RULE, style="dim"))
     if out is not None:
         _say(f"wrote {out}")
+
+
+@app.command()
+def estimate(
+    model: Annotated[str, typer.Argument(help="Zoo id or spec file (file.yaml or file.yaml:MODEL_ID).")],
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Default: the spec's (the notebook's, for zoo models).")] = None,
+    train_images: Annotated[Optional[int], typer.Option(
+        min=1, help="Images trained on per epoch (default: the whole training set, or 54,000 with --validate-on split).")] = None,
+    precision: Annotated[Precision, typer.Option(help="fp32, tf32 (CUDA) or bf16 autocast.")] = Precision.fp32,
+    validate_on: Annotated[
+        Protocol, typer.Option(help="test: the notebooks' protocol (the default here); split: a stratified 10% of train.")
+    ] = Protocol.test,
+    probe_seconds: Annotated[Optional[float], typer.Option(
+        help="How long the probe measures (default 10, at most 30).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Default: the spec's.")] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads (default: usable cores).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the estimate as one JSON object.")] = False,
+) -> None:
+    """Estimate one seed's training time here from a short measured probe of real training steps."""
+    from mnistlab import api
+    from mnistlab.cost import ESTIMATE_INCLUDES, FLOPS_COUNTED, forward_flops
+
+    spec = api.model_spec(model)
+    cost = api.estimate(spec, epochs, train_images, precision.value, validate_on=validate_on.value,
+                        probe_seconds=probe_seconds, batch_size=batch_size, threads=threads, device=device)
+    flops = forward_flops(spec)
+    if as_json:
+        print(json.dumps({**cost.to_json(), "forward_flops_per_image": flops}))
+        return
+    speed = cost.throughput
+    table = Table("model", "forward MFLOP/image", f"train img/s ({speed.precision})", "eval img/s", "epochs",
+                  "images/epoch", "est. hours/seed", title="estimated training time (one seed)")
+    table.add_row(Text(spec.id), f"{flops / 1e6:,.1f}", f"{speed.train_images_per_second:,.0f}",
+                  f"{speed.eval_images_per_second:,.0f}", str(cost.epochs), f"{cost.train_images:,}",
+                  f"{cost.hours:,.2f}")
+    console.print(table)
+    warm = "; one step outlasted the probe, so its warm-up is in the figure" if speed.warmup_timed else ""
+    console.print(Text(f"on {speed.machine}, {speed.threads} threads, batch {speed.batch_size}: {speed.train_steps} "
+                       f"training steps and {speed.eval_images:,} evaluated images timed in a {speed.seconds:.0f} s "
+                       f"probe{warm}. Counts {ESTIMATE_INCLUDES}. FLOPs: {FLOPS_COUNTED}.", style="dim"))
 
 
 def _experiment_name(experiment: str) -> str:

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -28,6 +29,9 @@ from mnistlab.analysis import accuracy_interval_text, mean_ci
 from mnistlab.safetext import markdown
 from mnistlab.store import RunRecord, RunStore
 from mnistlab.zoo import zoo_models
+
+if TYPE_CHECKING:
+    from mnistlab.cost import Estimate
 
 MIN_SEEDS = 3  # fewer seeds cannot estimate the spread the rule needs
 FLOOR = 0.003  # 0.3 points: below this, differences are rounding in the notebooks' printed figures
@@ -122,8 +126,13 @@ def _points(value: float) -> str:
     return "–" if math.isnan(value) else f"{100 * value:.2f}"
 
 
-def render_markdown(lines: list[ModelReproduction], sources: list[str]) -> str:
-    """docs/REPRODUCTION.md: the rule, the table, the totals; every figure from the stores given."""
+def render_markdown(lines: list[ModelReproduction], sources: list[str],
+                    estimates: Mapping[str, "Estimate"] | None = None) -> str:
+    """docs/REPRODUCTION.md: the rule, the table, the totals; every figure from the stores given.
+
+    `estimates` (model id → cost.Estimate, measured by the caller's probe) fill the last column for
+    the models not run yet: one seed's hours under the notebook's protocol on the machine they name."""
+    estimates = estimates or {}
     decided = [line for line in lines if line.verdict in ("reproduced", "not reproduced")]
     reproduced = sum(line.verdict == "reproduced" for line in decided)
     out = [
@@ -145,8 +154,8 @@ def render_markdown(lines: list[ModelReproduction], sources: list[str]) -> str:
         f"{sum(line.verdict == 'too few seeds' for line in lines)} with too few seeds.",
         "",
         "| Model | Notebook (%) | mnistlab mean ± 95% CI (%) | seeds | s (points) | \\|Δ\\| (points) | tolerance (points) "
-        "| Verdict | Trained on |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---|",
+        "| Verdict | Trained on | est. hours/seed (not run) |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|---:|",
     ]
     for line in lines:
         notebook = _points(line.notebook_acc) if line.notebook_acc is not None else "–"
@@ -154,10 +163,31 @@ def render_markdown(lines: list[ModelReproduction], sources: list[str]) -> str:
         interval = accuracy_interval_text(line.mean, line.half_width, unit="") if line.accuracies else "–"
         seeds = f"{line.seeds}" + (f" (+{line.diverged} diverged)" if line.diverged else "")
         machines = "; ".join(sorted(line.machines)) or "–"
+        cost = estimates.get(line.model_id) if line.verdict == "not run" else None
+        hours = f"{cost.hours:.1f}" if cost is not None else "–"
         out.append(
             f"| {markdown(line.model_id)} | {notebook} | {interval} | {seeds} | {_points(line.spread)} | "
-            f"{_points(delta)} | {_points(line.tolerance)} | {line.verdict} | {markdown(machines)} |"
+            f"{_points(delta)} | {_points(line.tolerance)} | {line.verdict} | {markdown(machines)} | {hours} |"
         )
-    out += ["", "Points are percentage points of test accuracy. Models marked *not run* need more compute than "
-            "the machines these stores were made on could give (see benchmarks/RESULTS.md for per-model costs)."]
+    out += ["", "Points are percentage points of test accuracy. Models marked *not run* have no runs under their "
+            "notebook's protocol in these stores yet.", "", _estimate_note(estimates)]
     return "\n".join(out) + "\n"
+
+
+def _estimate_note(estimates: Mapping[str, "Estimate"]) -> str:
+    """What the last column is: whose machine, how measured, what it counts; or how to fill it."""
+    if not estimates:
+        return ("The last column is empty: this file was generated without estimates (`mnistlab reproduction "
+                "--estimate-seconds S` probes each model not run on the generating machine). "
+                "benchmarks/RESULTS.md (\"Per-model cost\") gives every zoo model's measured cost on the CPU it names.")
+    from mnistlab.cost import ESTIMATE_INCLUDES
+
+    machines = sorted({cost.throughput.machine for cost in estimates.values()})
+    threads = sorted({cost.throughput.threads for cost in estimates.values()})
+    precisions = sorted({cost.throughput.precision for cost in estimates.values()})
+    return (f"The last column estimates one seed of each model not run, under its notebook's protocol, on the "
+            f"machine that generated this file ({markdown('; '.join(machines))}, "
+            f"{', '.join(str(t) for t in threads)} threads, {', '.join(precisions)}), from a short probe of real "
+            f"training and evaluation steps (mnistlab.cost) under whatever load that machine had: "
+            f"{markdown(ESTIMATE_INCLUDES)}. benchmarks/RESULTS.md (\"Per-model cost\") gives every zoo "
+            "model's measured cost on the CPU it names.")
