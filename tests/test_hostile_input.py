@@ -1,0 +1,171 @@
+"""Files from strangers are data: a table of inputs crafted as an attacker would craft them.
+
+Each case builds its hostile input in a fresh folder and runs one command on it. Every one must end
+cleanly: ONE error line naming the cause (or, where the input is harmless, success), the right exit
+code, no traceback, nothing written outside the requested output, nothing read from outside the
+file, no device or FIFO touched. Cases that aimed at a machine's memory or time run under a 10 s
+per-test ceiling (pytest-timeout) rather than timing assertions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cli_driver import run_cli
+
+SECRET = b"TOP-SECRET-BYTES-" * 4  # 68 bytes that must never come out of a weights import
+MLP = "id: mlp\ninput: [784]\nlayers:\n  - {type: Dense, units: 10, activation: softmax}\n"
+
+
+@dataclass
+class Hostile:
+    """Build the input under the folder given and return the command's arguments."""
+
+    build: Callable[[Path], list[str]]
+    words: list[str]  # each must be in the one error line
+    code: int = 2
+    may_write: tuple[str, ...] = ()  # names under the folder the command may create
+
+
+def hostile(id_: str, build: Callable[[Path], list[str]], words: list[str], **kwargs) -> object:
+    return pytest.param(Hostile(build, words, **kwargs), id=id_)
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    """Every path under root with its kind and size (lstat: links are not followed)."""
+    found = {}
+    for path in root.rglob("*"):
+        info = path.lstat()
+        found[str(path.relative_to(root))] = (stat.S_IFMT(info.st_mode), info.st_size if stat.S_ISREG(info.st_mode) else 0)
+    return found
+
+
+# --- HDF5 weights --------------------------------------------------------------------------------
+
+def _keras_h5(path: Path, edit: Callable[..., None] | None = None) -> Path:
+    """A Keras 2 weights file for MLP (one Dense layer), then `edit(file, layer_group)`."""
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(path, "w") as handle:
+        handle.attrs["layer_names"] = [b"dense_1"]
+        layer = handle.create_group("dense_1")
+        layer.attrs["weight_names"] = [b"dense_1/kernel:0", b"dense_1/bias:0"]
+        inner = layer.create_group("dense_1")
+        inner.create_dataset("kernel:0", data=np.zeros((784, 10), np.float32))
+        if edit is None:
+            inner.create_dataset("bias:0", data=np.zeros(10, np.float32))
+        else:
+            edit(handle, inner)
+    return path
+
+
+def _weights_case(edit: Callable[..., None]) -> Callable[[Path], list[str]]:
+    def build(folder: Path) -> list[str]:
+        (folder / "secret.bin").write_bytes(SECRET)
+        (folder / "m.yaml").write_text(MLP)
+        _keras_h5(folder / "w.h5", lambda handle, inner: edit(folder, handle, inner))
+        return ["import-keras-weights", folder / "m.yaml", folder / "w.h5", "--output", folder / "out"]
+    return build
+
+
+def _external_storage(folder: Path, handle, inner) -> None:
+    inner.create_dataset("bias:0", shape=(10,), dtype="f4", external=[(str(folder / "secret.bin"), 0, 40)])
+
+
+def _external_link(folder: Path, handle, inner) -> None:
+    import h5py
+
+    with h5py.File(folder / "other.h5", "w") as other:
+        other.create_dataset("bias", data=np.ones(10, np.float32))
+    inner["bias:0"] = h5py.ExternalLink(str(folder / "other.h5"), "/bias")
+
+
+def _soft_link_out(folder: Path, handle, inner) -> None:
+    import h5py
+
+    # A full save (model.save) keeps weights under /model_weights: a link out of it is refused.
+    del handle.attrs["layer_names"]
+    handle.create_dataset("elsewhere", data=np.ones(10, np.float32))
+    weights = handle.create_group("model_weights")
+    weights.attrs["layer_names"] = [b"dense_1"]
+    handle.move("dense_1", "model_weights/dense_1")
+    handle["model_weights/dense_1/dense_1"]["bias:0"] = h5py.SoftLink("/elsewhere")
+
+
+def _virtual(folder: Path, handle, inner) -> None:
+    import h5py
+
+    layout = h5py.VirtualLayout(shape=(10,), dtype="f4")
+    layout[:] = h5py.VirtualSource(str(folder / "other.h5"), "bias", shape=(10,))
+    inner.create_virtual_dataset("bias:0", layout)
+
+
+def _scaleoffset(folder: Path, handle, inner) -> None:
+    inner.create_dataset("bias:0", data=np.zeros(10, np.float32), scaleoffset=2, chunks=(10,))
+
+
+def _huge_fill(folder: Path, handle, inner) -> None:
+    inner.create_dataset("bias:0", shape=(100_000, 100_000), dtype="f4", fillvalue=1.0)  # 40 GB declared
+
+
+def _missing_group(folder: Path, handle, inner) -> None:
+    inner.create_dataset("bias:0", data=np.zeros(10, np.float32))
+    handle.attrs["layer_names"] = [b"dense_1", b"no_such_layer"]
+
+
+def _non_list_names(folder: Path, handle, inner) -> None:
+    inner.create_dataset("bias:0", data=np.zeros(10, np.float32))
+    handle.attrs["layer_names"] = 5
+
+
+def _text_dataset(folder: Path, handle, inner) -> None:
+    import h5py
+
+    inner.create_dataset("bias:0", data=np.array([b"x"] * 10), dtype=h5py.string_dtype())
+
+
+HDF5_CASES = [
+    hostile("h5-external-storage", _weights_case(_external_storage), ["w.h5", "dense_1/dense_1/bias:0", "external storage"]),
+    hostile("h5-external-link", _weights_case(_external_link), ["w.h5", "dense_1/bias:0", "external link"]),
+    hostile("h5-soft-link-out", _weights_case(_soft_link_out), ["w.h5", "dense_1/bias:0", "soft link", "/elsewhere"]),
+    hostile("h5-virtual-dataset", _weights_case(_virtual), ["w.h5", "dense_1/bias:0", "virtual dataset"]),
+    hostile("h5-scaleoffset-filter", _weights_case(_scaleoffset), ["w.h5", "dense_1/bias:0", "filter 6"]),
+    hostile("h5-40GB-fill-value", _weights_case(_huge_fill), ["w.h5", "dense_1/bias:0", "100000", "refused before reading"]),
+    hostile("h5-layer-names-missing-group", _weights_case(_missing_group), ["w.h5", "no_such_layer", "does not hold"]),
+    hostile("h5-layer-names-not-a-list", _weights_case(_non_list_names), ["w.h5", "layer_names", "list of names"]),
+    hostile("h5-text-dataset", _weights_case(_text_dataset), ["w.h5", "dense_1/bias:0", "not numbers"]),
+]
+
+
+CASES = [*HDF5_CASES]
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("case", CASES)
+def test_hostile_input_ends_cleanly(case: Hostile, tmp_path: Path) -> None:
+    args = case.build(tmp_path)
+    before = _tree(tmp_path)
+    result = run_cli(*args)
+    assert result.exit_code == case.code, result
+    assert "Traceback" not in result.stdout + result.stderr
+    if case.code:
+        assert len(result.error_lines) == 1, result.stderr
+        missing = [word for word in case.words if word not in result.error_lines[0]]
+        assert not missing, f"{missing} not in: {result.error_lines[0]}"
+    after = _tree(tmp_path)
+    changed = {name for name in set(before) | set(after) if before.get(name) != after.get(name)}
+    assert {name.split(os.sep)[0] for name in changed} <= set(case.may_write), f"wrote or changed {sorted(changed)}"
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and path.name != "secret.bin":
+            assert SECRET[:16] not in path.read_bytes(), f"{path} carries bytes read from outside its file"
+
+
+def test_the_table_covers_every_reported_kind() -> None:
+    assert len(CASES) >= 9
