@@ -144,7 +144,97 @@ HDF5_CASES = [
 ]
 
 
-CASES = [*HDF5_CASES]
+# --- output paths: only new paths and regular files are replaced ---------------------------------
+
+KERAS_CODE = ("import keras\nfrom keras import layers\nmodel = keras.Sequential()\n"
+              "model.add(layers.Dense(10, input_shape=(784,), activation='softmax'))\n")
+
+
+def _special(folder: Path, kind: str) -> Path:
+    """A FIFO, a character device (made here, never a real one), a symlink or a folder at `folder/target`."""
+    target = folder / "target"
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "device":
+        try:
+            os.mknod(target, stat.S_IFCHR | 0o600, os.makedev(1, 3))
+        except (PermissionError, OSError):
+            pytest.skip("creating a device node is not permitted here")
+    elif kind == "symlink":
+        (folder / "elsewhere.txt").write_text("keep me")
+        target.symlink_to(folder / "elsewhere.txt")
+    elif kind == "folder":
+        target.mkdir()
+    elif kind == "file":
+        target.write_text("an existing file")
+    return target
+
+
+def model_folder(folder: Path) -> Path:
+    """A small trained-model folder (an MLP, random weights) to run predict, evaluate and export on."""
+    from mnistlab.build import build_model
+    from mnistlab.data import DATASETS
+    from mnistlab.models_io import save_model
+    from mnistlab.spec import parse_model
+
+    return save_model(folder / "model", build_model(parse_model({"id": "mlp", "input": [784], "layers": [
+        {"type": "Dense", "units": 10, "activation": "softmax"}]})), DATASETS["mnist"], 0, {})
+
+
+def _empty_store(folder: Path) -> Path:
+    from mnistlab.store import RunStore
+
+    RunStore(folder / "store").close()
+    return folder / "store"
+
+
+def _output_case(command: str, kind: str) -> Callable[[Path], list[str]]:
+    def build(folder: Path) -> list[str]:
+        target = _special(folder, kind)
+        if command == "import-keras":
+            (folder / "m.py").write_text(KERAS_CODE)
+            return ["import-keras", folder / "m.py", "--output", target]
+        if command == "export":
+            return ["export", model_folder(folder), "--format", "safetensors", "--output", target]
+        if command == "reproduction":
+            return ["reproduction", "--store", _empty_store(folder), "--out", target]
+        (folder / "m.yaml").write_text(MLP)
+        _keras_h5(folder / "w.h5")
+        return ["import-keras-weights", folder / "m.yaml", folder / "w.h5", "--output", target]
+    return build
+
+
+_KIND_WORDS = {"fifo": "is a FIFO", "device": "is a character device", "symlink": "is a symbolic link",
+               "folder": "is a folder", "file": "is a file, not a folder"}
+OUTPUT_CASES = [
+    hostile(f"{command}-output-{kind}", _output_case(command, kind), ["target", _KIND_WORDS[kind], "refused"])
+    for command, kinds in (("import-keras", ("fifo", "device", "symlink", "folder")),
+                           ("export", ("fifo", "device", "symlink")),
+                           ("reproduction", ("fifo", "device", "symlink", "folder")),
+                           ("import-keras-weights", ("fifo", "file", "symlink")))
+    for kind in kinds
+]
+
+
+def _read_command(args: list[str]) -> Callable[[Path], list[str]]:
+    def build(folder: Path) -> list[str]:
+        return [arg.format(new=folder / "new-store", store=_empty_store(folder) if "{store}" in arg else "")
+                for arg in args]
+    return build
+
+
+READ_CASES = [
+    hostile(f"{args[0]}-never-creates-a-store", _read_command([*args, "--store", "{new}"]), ["new-store", "no run store"])
+    for args in (["show", "1"], ["ls"], ["ls", "quick"], ["compare", "1", "2"], ["report", "quick"], ["conclusions", "quick"],
+                 ["export-runs", "quick", "{new}-tb", "--to", "tensorboard"])
+] + [
+    hostile("export-runs-unknown-experiment-leaves-no-folder",
+            lambda folder: ["export-runs", "nope", folder / "tb", "--to", "tensorboard", "--store", _empty_store(folder)],
+            ["no runs of experiment 'nope'"], may_write=("store",)),
+]
+
+
+CASES = [*HDF5_CASES, *OUTPUT_CASES, *READ_CASES]
 
 
 @pytest.mark.timeout(10)
@@ -152,6 +242,7 @@ CASES = [*HDF5_CASES]
 def test_hostile_input_ends_cleanly(case: Hostile, tmp_path: Path) -> None:
     args = case.build(tmp_path)
     before = _tree(tmp_path)
+    may_write = set(case.may_write) | ({"store"} if (tmp_path / "store").exists() else set())
     result = run_cli(*args)
     assert result.exit_code == case.code, result
     assert "Traceback" not in result.stdout + result.stderr
@@ -161,7 +252,7 @@ def test_hostile_input_ends_cleanly(case: Hostile, tmp_path: Path) -> None:
         assert not missing, f"{missing} not in: {result.error_lines[0]}"
     after = _tree(tmp_path)
     changed = {name for name in set(before) | set(after) if before.get(name) != after.get(name)}
-    assert {name.split(os.sep)[0] for name in changed} <= set(case.may_write), f"wrote or changed {sorted(changed)}"
+    assert {name.split(os.sep)[0] for name in changed} <= may_write, f"wrote or changed {sorted(changed)}"
     for path in tmp_path.rglob("*"):
         if path.is_file() and path.name != "secret.bin":
             assert SECRET[:16] not in path.read_bytes(), f"{path} carries bytes read from outside its file"

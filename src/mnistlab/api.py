@@ -8,15 +8,15 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from mnistlab import export, inference
-from mnistlab.atomic import write_text
+from mnistlab.atomic import check_target, write_text
 from mnistlab.data import Dataset, load_dataset
 from mnistlab.engine import History, Reporter, TrainConfig, fit
 from mnistlab.errors import EnvironmentFailure, MnistlabError
 from mnistlab.experiment import Experiment, load_experiment, parse_experiment
 from mnistlab.inference import Evaluation, ImagesLike, Predictions
-from mnistlab.models_io import TrainedModel, load_model_folder, open_existing_store, run_model_folder, save_trained
+from mnistlab.models_io import TrainedModel, load_model_folder, run_model_folder, save_trained
 from mnistlab.runner import Placement, RunOutcome, run_experiment
-from mnistlab.store import RunStore
+from mnistlab.store import RunStore, open_existing_store
 from mnistlab.spec import ModelSpec, parse_model
 from mnistlab.zoo import get_model, zoo_models
 
@@ -68,7 +68,9 @@ def _train_bundle(spec: ModelSpec, data: Dataset, seeds: list[int], reporter: Re
                   options: dict[str, Any]) -> list[History]:
     from mnistlab.bundle import fit_bundle, seed_dir
 
-    out = Path(options.pop("out_dir")) if options.get("out_dir") is not None else None
+    # Popped even when None (as `train --seeds` without --out passes it): each config gets its own.
+    out_dir = options.pop("out_dir", None)
+    out = Path(out_dir) if out_dir is not None else None
     configs = [TrainConfig(**options, seed=seed, out_dir=seed_dir(out, seed) if out else None) for seed in seeds]
     histories = fit_bundle(spec, data, configs, reporter=reporter)
     for config, history in zip(configs, histories):
@@ -197,6 +199,7 @@ def import_keras_weights(model: str | ModelSpec | dict[str, Any], weights: str |
     """Load Keras weights into the model and write them as a model folder (predict / evaluate / export read it)."""
     from mnistlab.keras_weights import write_model_folder
 
+    check_target(output, folder=True)  # before the work: a file, link or device there is refused
     return write_model_folder(output, load_keras_weights(model, weights), Path(weights))
 
 
@@ -209,7 +212,7 @@ def export_runs(experiment: str, to: str, destination: str | Path,
     if to not in TARGETS:
         raise MnistlabError(f"export-runs: unknown target '{to}'; choose {' or '.join(TARGETS)}")
     if not isinstance(store, RunStore):
-        with RunStore(store) as opened:
+        with open_existing_store(store) as opened:
             return export_runs(experiment, to, destination, opened)
     if to == "tensorboard":
         return to_tensorboard(store, experiment, destination)
@@ -230,6 +233,8 @@ def reproduction(stores: list[str | Path] | str | Path,
     from mnistlab.reproduction import render_markdown, reproduction_table
 
     roots = [stores] if isinstance(stores, (str, Path)) else list(stores)
+    if out is not None:
+        check_target(out)
     if not roots:
         raise MnistlabError("reproduction: give at least one run store")
     opened = [open_existing_store(root) for root in roots]

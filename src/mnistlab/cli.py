@@ -18,7 +18,7 @@ from rich.text import Text
 
 from mnistlab import __version__
 from mnistlab.data import DATASETS
-from mnistlab.errors import MnistlabError
+from mnistlab.errors import EnvironmentFailure, MnistlabError
 from mnistlab.precision import COMPILE_MODES, PRECISIONS
 from mnistlab.safetext import clean, one_line, safe_console
 from mnistlab.spec import SEED_BOUND
@@ -358,10 +358,10 @@ def report(
     data_dir: DataDirOption = None,
 ) -> None:
     """Write the comparison report (one self-contained HTML page and a Markdown file)."""
-    from mnistlab.store import RunStore
+    from mnistlab.store import open_existing_store
 
     name = _experiment_name(experiment)
-    with RunStore(store) as run_store:
+    with open_existing_store(store) as run_store:
         config = next((e.config for e in run_store.experiments() if e.name == name), None)
         if config is None:
             raise MnistlabError(f"{store}: no experiment '{name}' in this store; run it first with `mnistlab run {experiment}`")
@@ -375,9 +375,9 @@ def conclusions(
 ) -> None:
     """Print the report's written conclusions: one sentence per finding, Holm-corrected."""
     from mnistlab.report import experiment_conclusions
-    from mnistlab.store import RunStore
+    from mnistlab.store import open_existing_store
 
-    with RunStore(store) as run_store:
+    with open_existing_store(store) as run_store:
         found = experiment_conclusions(run_store, _experiment_name(experiment))
     for sentence in found.sentences:
         console.print(Text(f"- {sentence}"))
@@ -424,9 +424,9 @@ def ls_(
 ) -> None:
     """List the stored experiments, or one experiment's runs."""
     from mnistlab.report.terminal import experiments_table, runs_table
-    from mnistlab.store import RunStore
+    from mnistlab.store import open_existing_store
 
-    with RunStore(store) as run_store:
+    with open_existing_store(store) as run_store:
         console.print(runs_table(run_store, _experiment_name(experiment)) if experiment else experiments_table(run_store))
 
 
@@ -437,9 +437,9 @@ def show(
 ) -> None:
     """One run: its spec, status, per-epoch metrics, final metrics and diagnosis."""
     from mnistlab.report.terminal import run_panel
-    from mnistlab.store import RunStore
+    from mnistlab.store import open_existing_store
 
-    with RunStore(store) as run_store:
+    with open_existing_store(store) as run_store:
         console.print(run_panel(run_store, _run_id(run_store, run_id)))
 
 
@@ -452,9 +452,9 @@ def compare(
 ) -> None:
     """Two runs (or two models) side by side, with McNemar's exact test on their test predictions."""
     from mnistlab.report.terminal import compare_table
-    from mnistlab.store import RunStore
+    from mnistlab.store import open_existing_store
 
-    with RunStore(store) as run_store:
+    with open_existing_store(store) as run_store:
         console.print(compare_table(run_store, a, b, experiment=_experiment_name(experiment) if experiment else None))
 
 
@@ -573,8 +573,11 @@ def import_keras(
 ) -> None:
     """Translate the Keras models in FILE into mnistlab specs (the code is parsed, never run)."""
     from mnistlab import api
-    from mnistlab.checkpoint import write_atomically
+    from mnistlab.atomic import check_target, write_text
     from mnistlab.keras_io import specs_yaml
+
+    if output is not None:
+        check_target(output)  # before the work, and again when written
 
     result = api.import_keras(file)
     for item in result.skipped:
@@ -586,7 +589,10 @@ def import_keras(
     if output is None:
         sys.stdout.write(text)
         return
-    write_atomically(output, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    try:
+        write_text(output, text)
+    except OSError as error:
+        raise EnvironmentFailure(f"{output}: cannot write the specs: {error.strerror or error}") from None
     ids = ", ".join(spec.id for spec in result.specs)
     console.print(f"wrote {len(result.specs)} model(s) to {str(output)}: {ids}", highlight=False, soft_wrap=True)
 

@@ -31,12 +31,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mnistlab.build import KerasModel, build_model
-from mnistlab.checkpoint import write_atomically
+from mnistlab.atomic import check_target, write_atomically
 from mnistlab.data import DatasetInfo
 from mnistlab.engine import History
 from mnistlab.errors import MnistlabError
 from mnistlab.spec import ModelSpec, parse_model
-from mnistlab.store import COMPLETED, DB_NAME, DIVERGED, RunStore
+from mnistlab.store import COMPLETED, DIVERGED, RunStore
 
 MODEL_JSON = "model.json"
 MODEL_TENSORS = "model.safetensors"
@@ -163,6 +163,7 @@ def save_model(folder: Path | str, network: KerasModel, dataset: DatasetInfo, se
     from mnistlab.runner import package_versions  # runner imports this module
 
     folder = Path(folder)
+    check_target(folder, folder=True)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = layer_state(network)
     info = ModelInfo(
@@ -257,10 +258,3 @@ def run_model_folder(store: RunStore, run_id: int) -> Path:
         raise MnistlabError(f"{folder}: {label} has no {MODEL_JSON}; it was trained before mnistlab kept "
                             "whole models (only its kernels are stored); train it again to use it")
     return folder
-
-
-def open_existing_store(root: Path | str) -> RunStore:
-    """A run store that must already exist (opening one never creates it here)."""
-    if not (Path(root) / DB_NAME).is_file():
-        raise MnistlabError(f"{root}: no run store here (no {DB_NAME}); pass --store DIR or a model folder")
-    return RunStore(root)

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from mnistlab.atomic import check_target
 from mnistlab.errors import MnistlabError
 from mnistlab.store import RunRecord, RunStore
 
@@ -65,10 +66,12 @@ def to_tensorboard(store: RunStore, experiment: str, folder: str | Path) -> list
     except ImportError:
         raise MnistlabError("--to tensorboard needs mnistlab[tensorboard]: pip install 'mnistlab[tensorboard]'") from None
     folder = Path(folder)
+    runs = _runs(store, experiment)  # an unknown experiment is refused before anything is created
+    check_target(folder, folder=True)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     with tempfile.TemporaryDirectory(dir=folder, prefix=".export-") as scratch:
-        for run in _runs(store, experiment):
+        for run in runs:
             log_dir = Path(scratch) / _run_name(run)
             writer = SummaryWriter(log_dir=str(log_dir))
             try:
@@ -114,9 +117,11 @@ def _to_mlflow(store: RunStore, experiment: str, uri: str) -> list[str]:
         from mlflow.tracking import MlflowClient
     except ImportError:
         raise MnistlabError("--to mlflow needs mnistlab[mlflow]: pip install 'mnistlab[mlflow]'") from None
+    runs = _runs(store, experiment)  # an unknown experiment is refused before anything is created
     if "://" not in uri:
         # A local mlruns folder: MLflow 3 keeps its file store in maintenance mode behind this switch.
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        check_target(uri, folder=True)
         Path(uri).mkdir(parents=True, exist_ok=True)
         uri = Path(uri).resolve().as_uri()
     client = MlflowClient(tracking_uri=uri)
@@ -124,7 +129,7 @@ def _to_mlflow(store: RunStore, experiment: str, uri: str) -> list[str]:
     experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
     store_path = str(Path(store.path).resolve())
     ids = []
-    for run in _runs(store, experiment):
+    for run in runs:
         for old in client.search_runs([experiment_id], filter_string=f"tags.`mnistlab.run_id` = '{run.id}'"):
             if old.data.tags.get("mnistlab.store") == store_path:
                 client.delete_run(old.info.run_id)

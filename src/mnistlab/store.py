@@ -38,6 +38,7 @@ import numpy as np
 from mnistlab.errors import LeaseLost, StoreError, StoreUnavailable
 
 __all__ = [
+    "open_existing_store",
     "DEFAULT_HEARTBEAT_SECONDS",
     "DEFAULT_LEASE_SECONDS",
     "DEFAULT_ROOT",
@@ -750,3 +751,11 @@ class RunStore:
         except OSError as exc:
             raise StoreUnavailable(f"{self.path}: cannot create {folder}: {exc.strerror}") from exc
         return folder
+
+
+def open_existing_store(root: Path | str) -> RunStore:
+    """A run store that must already exist: the read commands (ls, show, compare, report, ...)
+    open it this way, so that a mistyped --store never creates one."""
+    if not (Path(root) / DB_NAME).is_file():
+        raise StoreError(f"{root}: no run store here (no {DB_NAME}); pass --store DIR or a model folder")
+    return RunStore(root)
