@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from cli_driver import run_cli
+from test_text_safety import hostile_store  # noqa: F401  (a fixture: a store full of hostile strings)
 
 SECRET = b"TOP-SECRET-BYTES-" * 4  # 68 bytes that must never come out of a weights import
 MLP = "id: mlp\ninput: [784]\nlayers:\n  - {type: Dense, units: 10, activation: softmax}\n"
@@ -260,3 +261,47 @@ def test_hostile_input_ends_cleanly(case: Hostile, tmp_path: Path) -> None:
 
 def test_the_table_covers_every_reported_kind() -> None:
     assert len(CASES) >= 9
+
+
+# --- terminal text: everything read from a file reaches the terminal through safetext -------------
+
+ESC_TEXT = "\x1b]0;owned\x07\x1b[2J\x9b31m\r\u202e"  # OSC retitle, clear screen, C1 CSI, CR, bidi override
+
+
+def _hostile_model_folder(folder: Path) -> Path:
+    model = model_folder(folder)
+    info = json.loads((model / "model.json").read_text())
+    info["spec"]["id"] = f"mlp{ESC_TEXT}"
+    info["dataset"] = f"mnist{ESC_TEXT}"
+    info["class_names"] = [f"{digit}{ESC_TEXT}" for digit in range(10)]
+    (model / "model.json").write_text(json.dumps(info))
+    return model
+
+
+@pytest.fixture()
+def hostile_inputs(tmp_path: Path, tiny_data_dir: Path, hostile_store: Path) -> dict[str, Path]:
+    model = _hostile_model_folder(tmp_path)
+    images = tmp_path / f"digits{ESC_TEXT[:5]}.npy"
+    np.save(images, np.zeros((2, 28, 28), np.uint8))
+    return {"model": model, "images": images, "data": tiny_data_dir, "store": hostile_store, "out": tmp_path / "m.st"}
+
+
+WALK = [
+    ("predict", "{model}", "{images}"), ("predict", "{model}", "{images}", "--json"),
+    ("evaluate", "{model}", "--dataset", "{data}"), ("evaluate", "{model}", "--dataset", "{data}", "--json"),
+    ("export", "{model}", "--format", "safetensors", "--output", "{out}"),
+    ("ls", "--store", "{store}"), ("ls", "e", "--store", "{store}"), ("show", "1", "--store", "{store}"),
+    ("show", "3", "--store", "{store}"), ("compare", "1", "2", "--store", "{store}"),
+    ("conclusions", "e", "--store", "{store}"), ("export-runs", "e", "{model}/tb", "--to", "tensorboard", "--store", "{store}"),
+    ("predict", "1", "{images}", "--store", "{store}"),  # an error line quoting the store's strings
+]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("args", WALK, ids=[" ".join(a[:2]) + (" json" if "--json" in a else "") for a in WALK])
+def test_file_strings_reach_the_terminal_only_through_safetext(args, hostile_inputs) -> None:
+    result = run_cli(*(arg.format(**hostile_inputs) for arg in args))
+    assert "Traceback" not in result.stdout + result.stderr
+    shown = result.stdout + result.stderr
+    for char in ("\x1b", "\x07", "\x9b", "\r", "\u202e"):
+        assert char not in shown, f"{char!r} reached the terminal: {shown[:300]!r}"

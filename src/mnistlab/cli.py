@@ -485,6 +485,12 @@ def _load_trained(source: str, store: Path):
         return load_model(run_store, _run_id(run_store, source))
 
 
+def _say(line: str) -> None:
+    """One line of plain output that quotes file contents (class names, ids, dataset names, paths):
+    through safetext, so control characters never reach the terminal and it stays one line."""
+    print(one_line(line))
+
+
 def _top_line(top: list[tuple[int, str, float]]) -> str:
     return "  ".join(f"{_class_label(c, n)} {p:.4f}" for c, n, p in top)
 
@@ -512,12 +518,12 @@ def predict(
                  "source": str(trained.source)}
         print(json.dumps({"model": about, "predictions": result.to_json(top)}, indent=1))
         return
-    print(trained.describe())
+    _say(trained.describe())
     for index, name in enumerate(result.names):
         best = result.top(index, top)
         note = f"  ({result.notes[index]})" if result.notes[index] else ""
-        print(f"{name}: {_class_label(best[0][0], best[0][1])}{note}")
-        print(f"    top {top}: {_top_line(best)}")
+        _say(f"{name}: {_class_label(best[0][0], best[0][1])}{note}")
+        _say(f"    top {top}: {_top_line(best)}")
 
 
 @app.command()
@@ -539,15 +545,15 @@ def evaluate(
     if as_json:
         print(json.dumps(result.to_json(), indent=1))
         return
-    print(trained.describe())
-    print(f"{result.dataset} test set, {result.images:,} images: accuracy {result.accuracy:.4f}, loss {result.loss:.4f}")
-    print("confusion matrix (rows: true class, columns: predicted class)")
-    labels = [_class_label(i, n) for i, n in enumerate(result.class_names)]
+    _say(trained.describe())
+    _say(f"{result.dataset} test set, {result.images:,} images: accuracy {result.accuracy:.4f}, loss {result.loss:.4f}")
+    _say("confusion matrix (rows: true class, columns: predicted class)")
+    labels = [one_line(_class_label(i, n)) for i, n in enumerate(result.class_names)]
     width = max(len(label) for label in labels)
     cell = max(5, len(str(int(result.confusion.max()))) + 1)
-    print(" " * width + "".join(f"{i:>{cell}}" for i in range(len(labels))))
+    _say(" " * width + "".join(f"{i:>{cell}}" for i in range(len(labels))))
     for label, row in zip(labels, result.confusion):
-        print(f"{label:<{width}}" + "".join(f"{int(v):>{cell}}" for v in row))
+        _say(f"{label:<{width}}" + "".join(f"{int(v):>{cell}}" for v in row))
 
 
 @app.command("export")
@@ -563,7 +569,7 @@ def export_(
 
     trained = _load_trained(model, store)
     path = export_model(trained, output, format)
-    print(f"wrote {path} ({format}); input: {input_layout(trained)}; output: probabilities")
+    _say(f"wrote {path} ({format}); input: {input_layout(trained)}; output: probabilities")
 
 
 @app.command("import-keras")
