@@ -235,7 +235,35 @@ READ_CASES = [
 ]
 
 
-CASES = [*HDF5_CASES, *OUTPUT_CASES, *READ_CASES]
+# --- factor grids: counted and bounded before they are built --------------------------------------
+
+def _experiment(body: str) -> Callable[[Path], list[str]]:
+    def build(folder: Path) -> list[str]:
+        (folder / "exp.yaml").write_text(f"name: e\nmodels:\n  - model: s004-m2\n{body}")
+        return ["run", folder / "exp.yaml", "--store", folder / "new-store"]
+    return build
+
+
+def _levels(n: int) -> str:
+    return "[" + ", ".join(str(0.01 * i) for i in range(n)) + "]"
+
+
+FACTOR_CASES = [
+    hostile("grid-1e8-variants", _experiment("    vary: {" + ", ".join(f"f{i}: {{edit: dropout, levels: {_levels(10)}}}"
+                                                                     for i in range(8)) + "}\n"),
+            ["exp.yaml", "100,000,000 variants", "over the limit", "max_variants"]),
+    hostile("grid-1e6-variants", _experiment("    vary: {" + ", ".join(f"f{i}: {{edit: dropout, levels: {_levels(10)}}}"
+                                                                     for i in range(6)) + "}\n"),
+            ["exp.yaml", "1,000,000 variants", "over the limit"]),
+    hostile("depth-1e6", _experiment("    vary: {depth: [1, 1000000]}\n"), ["exp.yaml", "vary.depth", "over the limit"]),
+    hostile("depth-1e18", _experiment("    vary: {depth: [1, 1.0e+18]}\n"), ["exp.yaml", "vary.depth", "over the limit"]),
+    hostile("width-inf", _experiment("    vary: {width: [1, .inf]}\n"), ["exp.yaml", "vary.width", "finite"]),
+    hostile("width-1e300", _experiment("    vary: {width: [1, 1.0e+300]}\n"), ["exp.yaml", "over the limit", "max_params"]),
+    hostile("kernel-nan", _experiment("    vary: {kernel_size: [3, .nan]}\n"), ["exp.yaml", "vary.kernel_size"]),
+]
+
+
+CASES = [*HDF5_CASES, *OUTPUT_CASES, *READ_CASES, *FACTOR_CASES]
 
 
 @pytest.mark.timeout(10)

@@ -33,6 +33,12 @@ from mnistlab.spec import SEED_BOUND, ModelSpec, Node, _fmt, _layer_label, _wher
 # about 3.2 GB with gradients and Adam's two moments).
 MAX_PARAMS = 200_000_000
 MAX_ACTIVATION_MIB = 8 * 1024
+# Factor grids (factors.py): the zoo's deepest model has 21 layers and the built-in grids at most a
+# few dozen variants. These refuse, in milliseconds, levels and grids that would fill memory while
+# being built (depth 10**6, or 10**8 variants). Raise MAX_VARIANTS per experiment with
+# `defaults: {max_variants: N}`.
+MAX_LAYERS = 1_000
+MAX_VARIANTS = 1_000
 _FLOAT_BYTES = 4  # activations are kept in float32 (bf16 autocast still keeps float32 masters)
 
 
