@@ -295,7 +295,94 @@ KERAS_CASES = [
 ]
 
 
-CASES = [*HDF5_CASES, *OUTPUT_CASES, *READ_CASES, *FACTOR_CASES, *KERAS_CASES]
+# --- readers: a header's claims are checked against the file before anything is allocated ---------
+
+IDX_IMAGES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def _idx_claiming(items: int, side: int) -> bytes:
+    """An 800-byte IDX images file whose header declares items x side x side pixels."""
+    header = (0x803).to_bytes(4, "big") + items.to_bytes(4, "big") + side.to_bytes(4, "big") * 2
+    return header + bytes(800 - len(header))
+
+
+def _predict_on(name: str, content: Callable[[], bytes]) -> Callable[[Path], list[str]]:
+    def build(folder: Path) -> list[str]:
+        (folder / name).write_bytes(content())
+        return ["predict", model_folder(folder), folder / name]
+    return build
+
+
+def _evaluate_on_hostile_folder(folder: Path) -> list[str]:
+    data = folder / "data"
+    data.mkdir()
+    for name in IDX_IMAGES:
+        (data / name).write_bytes(_idx_claiming(10_000_000, 64) if "images" in name else
+                                  (0x801).to_bytes(4, "big") + (10).to_bytes(4, "big") + bytes(10))
+    return ["evaluate", model_folder(folder), "--dataset", data]
+
+
+def _npy_claiming(shape: tuple[int, ...], dtype: str = "|u1") -> bytes:
+    header = repr({"descr": dtype, "fortran_order": False, "shape": shape}).encode()
+    header += b" " * (118 - len(header)) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + bytes(64)
+
+
+def _npy(array: np.ndarray) -> Callable[[], bytes]:
+    def content() -> bytes:
+        import io
+
+        buffer = io.BytesIO()
+        np.save(buffer, array, allow_pickle=True)
+        return buffer.getvalue()
+    return content
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A valid 1x1 PNG whose IHDR is rewritten to declare width x height (its CRC fixed)."""
+    import io
+    import zlib
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (1, 1)).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
+    return bytes(data)
+
+
+def _nan_tiff() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((28, 28), np.nan, np.float32), mode="F").save(buffer, "TIFF")
+    return buffer.getvalue()
+
+
+READER_CASES = [
+    hostile("idx-claims-40GB-predict", _predict_on("x-idx3-ubyte", lambda: _idx_claiming(10_000_000, 64)),
+            ["x-idx3-ubyte", "truncated"]),
+    hostile("idx-claims-40GB-evaluate-dataset-dir", _evaluate_on_hostile_folder, ["train-images-idx3-ubyte", "truncated"]),
+    hostile("idx-absurd-dimensions", _predict_on("x-idx3-ubyte", lambda: _idx_claiming(4_000_000_000, 60_000)),
+            ["x-idx3-ubyte", "header declares"]),
+    hostile("idx-bad-magic", _predict_on("x-idx3-ubyte", lambda: b"\xde\xad\xbe\xef" + bytes(40)), ["x-idx3-ubyte", "magic"]),
+    hostile("npy-claims-4GB", _predict_on("x.npy", lambda: _npy_claiming((5_600_000, 28, 28))),
+            ["x.npy", "4,390,400,000 bytes", "damaged"]),
+    hostile("npy-object-dtype", _predict_on("x.npy", _npy(np.array([{"a": 1}], dtype=object))), ["x.npy", "objects"]),
+    hostile("npy-5d", _predict_on("x.npy", _npy(np.zeros((1, 1, 28, 28, 1), np.uint8))), ["x.npy", "shape"]),
+    hostile("npy-nan", _predict_on("x.npy", _npy(np.full((28, 28), np.nan, np.float32))), ["x.npy", "NaN"]),
+    hostile("png-13000-squared", _predict_on("x.png", lambda: _png_claiming(13_000, 13_000)), ["x.png", "13,000x13,000"]),
+    hostile("png-20000-squared-bomb", _predict_on("x.png", lambda: _png_claiming(20_000, 20_000)), ["x.png", "pixels"]),
+    hostile("tiff-float-nan", _predict_on("x.tiff", _nan_tiff), ["x.tiff", "NaN"]),
+    hostile("not-an-image", _predict_on("x.png", lambda: b"hello"), ["x.png", "not a readable image"]),
+]
+
+
+CASES = [*HDF5_CASES, *OUTPUT_CASES, *READ_CASES, *FACTOR_CASES, *KERAS_CASES, *READER_CASES]
 
 
 @pytest.mark.timeout(10)
