@@ -382,7 +382,108 @@ READER_CASES = [
 ]
 
 
-CASES = [*HDF5_CASES, *OUTPUT_CASES, *READ_CASES, *FACTOR_CASES, *KERAS_CASES, *READER_CASES]
+# --- model folders and bundles: the same limits as any spec -----------------------------------------
+
+def _tampered_model_json(edit: Callable[[dict], None], *extra: str) -> Callable[[Path], list[str]]:
+    def build(folder: Path) -> list[str]:
+        model = model_folder(folder)
+        info = json.loads((model / "model.json").read_text())
+        edit(info)
+        (model / "model.json").write_text(json.dumps(info))
+        np.save(folder / "x.npy", np.zeros((28, 28), np.uint8))
+        return ["predict", model, folder / "x.npy", *extra]
+    return build
+
+
+def _set(key: str, value: object) -> Callable[[dict], None]:
+    def edit(info: dict) -> None:
+        info[key] = value
+    return edit
+
+
+def _units(units: int) -> Callable[[dict], None]:
+    def edit(info: dict) -> None:
+        info["spec"]["layers"] = [{"type": "Dense", "units": units, "activation": "relu"},
+                                  {"type": "Dense", "units": 10, "activation": "softmax"}]
+    return edit
+
+
+def _train_seeds(seeds: str, *extra: str) -> Callable[[Path], list[str]]:
+    def build(folder: Path) -> list[str]:
+        from mnistlab.data import synthetic_dataset, write_dataset
+
+        (folder / "m.yaml").write_text(MLP)
+        data = write_dataset(synthetic_dataset(n_train=100, n_test=20), folder / "data")
+        return ["train", folder / "m.yaml", "--dataset", data, "--seeds", seeds, "--device", "cpu", "--epochs", "1",
+                "--quiet", *extra]
+    return build
+
+
+MODEL_CASES = [
+    hostile("model-json-seed-2-80", _tampered_model_json(_set("seed", 2**80)), ["model.json", "seed", "whole number"]),
+    hostile("model-json-1e12-units", _tampered_model_json(_units(10**12)), ["model.json", "dense_1", "over the limit", "max_params"]),
+    hostile("model-folder-over-max-params", _tampered_model_json(lambda info: None, "--max-params", "100"),
+            ["model.json", "7,850 parameters", "over the limit of 100"]),
+    hostile("bundle-1000-seeds-over-the-limit", _train_seeds(",".join(map(str, range(1000))), "--max-params", "1000000"),
+            ["m.yaml", "x 1000 seeds in one bundle", "over the limit of 1,000,000"], may_write=("data",)),
+]
+
+
+# --- numbers the strict way, and a tampered store ----------------------------------------------------
+
+def _store_with_run(folder: Path) -> Path:
+    from mnistlab.store import RunStore
+
+    root = folder / "store"
+    spec = {"id": "mlp", "input": [784], "layers": [{"type": "Dense", "units": 10, "activation": "softmax"}]}
+    with RunStore(root) as store:
+        store.save_experiment("e", {"name": "e", "dataset": "mnist", "protocol": "split", "models": ["mlp"], "seeds": [0]})
+        store.ensure_run("e", "mlp", {"model": spec}, 0, "mnist", "split", 1)
+    return root
+
+
+def _tampered_store(sql: str, *args: str) -> Callable[[Path], list[str]]:
+    def build(folder: Path) -> list[str]:
+        import sqlite3
+
+        root = _store_with_run(folder)
+        with sqlite3.connect(root / "store.sqlite") as conn:
+            conn.execute(sql)
+        conn.close()
+        return [*args, "--store", root]
+    return build
+
+
+def _cli(*args: str) -> Callable[[Path], list[str]]:
+    return lambda folder: [arg.format(store=_store_with_run(folder)) if "{store}" in arg else arg for arg in args]
+
+
+NUMBER_CASES = [
+    hostile("run-id-superscript", _cli("show", "\u00b2", "--store", "{store}"), ["no run match", "'\u00b2'"]),
+    hostile("run-id-past-sqlite", _cli("show", "99999999999999999999", "--store", "{store}"), ["no run match"]),
+    hostile("predict-run-id-past-sqlite", _cli("predict", "99999999999999999999", "x.png", "--store", "{store}"), ["no run match"]),
+    hostile("compare-superscript", _cli("compare", "\u00b2", "1", "--store", "{store}"), ["not one of each"]),
+    hostile("bundle-superscript", _cli("run", "quick", "--bundle", "\u00b2", "--store", "{store}"), ["--bundle"]),
+    hostile("seeds-superscript", _train_seeds("0,\u00b2"), ["--seeds", "whole numbers"]),
+    hostile("schema-version-superscript", _tampered_store("UPDATE meta SET value = '\u00b2' WHERE key = 'schema_version'", "ls"),
+            ["store.sqlite", "schema version"]),
+    hostile("store-garbage-spec-json", _tampered_store("UPDATE runs SET spec_json = 'garbage{'", "show", "1"),
+            ["store.sqlite", "run 1", "field 'spec_json'", "damaged"]),
+    hostile("store-garbage-final-json-ls", _tampered_store("UPDATE runs SET final_json = '[1'", "ls", "e"),
+            ["store.sqlite", "run 1", "field 'final_json'", "damaged"]),
+    hostile("store-garbage-final-json-show", _tampered_store("UPDATE runs SET final_json = '{'", "show", "1"),
+            ["store.sqlite", "run 1", "field 'final_json'", "damaged"]),
+    hostile("store-list-final-json", _tampered_store("UPDATE runs SET final_json = '[1]'", "show", "1"),
+            ["store.sqlite", "run 1", "field 'final_json'", "damaged"]),
+    hostile("store-garbage-spec-json-compare", _tampered_store("UPDATE runs SET spec_json = 'x'", "compare", "1", "1"),
+            ["store.sqlite", "run 1", "field 'spec_json'", "damaged"]),
+    hostile("store-list-spec-json", _tampered_store("UPDATE runs SET spec_json = '[1, 2]'", "show", "1"),
+            ["store.sqlite", "run 1", "field 'spec_json'"]),
+]
+
+
+CASES = [*HDF5_CASES, *OUTPUT_CASES, *READ_CASES, *FACTOR_CASES, *KERAS_CASES, *READER_CASES, *MODEL_CASES,
+         *NUMBER_CASES]
 
 
 @pytest.mark.timeout(10)

@@ -17,6 +17,7 @@ from mnistlab.inference import Evaluation, ImagesLike, Predictions
 from mnistlab.models_io import TrainedModel, load_model_folder, run_model_folder, save_trained
 from mnistlab.runner import Placement, RunOutcome, run_experiment
 from mnistlab.store import RunStore, open_existing_store
+from mnistlab.strict import whole_number
 from mnistlab.spec import ModelSpec, parse_model
 from mnistlab.zoo import get_model, zoo_models
 
@@ -29,7 +30,9 @@ if TYPE_CHECKING:
 def model_spec(model: str | ModelSpec | dict[str, Any]) -> ModelSpec:
     """A zoo id, a spec file (`file.yaml[:ID]`), a spec dict, or a ModelSpec → validated ModelSpec."""
     if isinstance(model, ModelSpec):
-        return parse_model(model.to_dict())  # re-validated: a hand-built spec gets the same checks
+        # Re-validated: a hand-built spec gets the same checks; a spec read from a file keeps
+        # naming it (its errors, and later a bundle's, say which file).
+        return parse_model(model.to_dict(), model.source)
     if isinstance(model, dict):
         return parse_model(model)
     return get_model(model)
@@ -122,22 +125,25 @@ def run(
         return run_experiment(study, opened, data_dir=data_dir, dataset=dataset, bundle=bundle, placement=placement)
 
 
-def load_model(source: str | Path | RunStore, run_id: int | str | None = None, device: str = "cpu") -> TrainedModel:
+def load_model(source: str | Path | RunStore, run_id: int | str | None = None, device: str = "cpu",
+               max_params: int | None = None) -> TrainedModel:
     """A trained model in inference mode: float32 images in [0, 1] ([N, 28, 28, 1], or [N, 784]
     for MLPs) in, probabilities out. `source` is a model folder (a run's artifacts folder or a
-    `train --out` folder), or with `run_id` a run store (folder or RunStore)."""
+    `train --out` folder), or with `run_id` a run store (folder or RunStore). `max_params`: the
+    parameter limit its spec is held to (default limits.MAX_PARAMS), for models trained with a raised one."""
     if isinstance(run_id, str):
-        if not run_id.strip().isdigit():
+        number = whole_number(run_id)
+        if number is None:
             raise MnistlabError(f"run_id {run_id!r}: a run id is a number (`mnistlab ls EXPERIMENT` lists them)")
-        run_id = int(run_id)
+        run_id = number
     if run_id is None:
         if isinstance(source, RunStore):
             raise MnistlabError(f"{source.root}: give the run_id of the run whose model to load")
-        return load_model_folder(source, device)
+        return load_model_folder(source, device, max_params)
     if isinstance(source, RunStore):
-        return load_model_folder(run_model_folder(source, run_id), device)
+        return load_model_folder(run_model_folder(source, run_id), device, max_params)
     with open_existing_store(source) as store:
-        return load_model_folder(run_model_folder(store, run_id), device)
+        return load_model_folder(run_model_folder(store, run_id), device, max_params)
 
 
 def _trained(model: TrainedModel | str | Path) -> TrainedModel:

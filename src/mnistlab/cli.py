@@ -466,23 +466,26 @@ def _run_id(run_store, text: str) -> int:
     return matches[0].id
 
 
+MaxParamsOption = Annotated[Optional[int], typer.Option(
+    min=1, help="Load models with up to this many parameters (default: limits.MAX_PARAMS), for ones trained with a raised limit.")]
+
 ModelArgument = Annotated[
     str, typer.Argument(help="A run id or reference (mnistlab ls EXPERIMENT), or a model folder (a run's or train --out's).")
 ]
 
 
-def _load_trained(source: str, store: Path):
+def _load_trained(source: str, store: Path, max_params: Optional[int] = None):
     """The model a RUN_OR_FOLDER argument names: a model folder, else a run in the store."""
     from mnistlab.api import load_model
     from mnistlab.store import DB_NAME, RunStore
 
     if Path(source).is_dir():
-        return load_model(Path(source))
+        return load_model(Path(source), max_params=max_params)
     if not (store / DB_NAME).is_file():
         raise MnistlabError(f"{source}: not a model folder, and {store} holds no run store to find a run in; "
                             "pass --store DIR or a model folder")
     with RunStore(store) as run_store:
-        return load_model(run_store, _run_id(run_store, source))
+        return load_model(run_store, _run_id(run_store, source), max_params=max_params)
 
 
 def _say(line: str) -> None:
@@ -505,12 +508,13 @@ def predict(
     inputs: Annotated[list[Path], typer.Argument(help="PNG/JPEG pictures (any size), .npy arrays or IDX image files.")],
     top: Annotated[int, typer.Option(min=1, help="How many of the likeliest classes to print per image.")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    max_params: MaxParamsOption = None,
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Classify images with a trained model: the class and the top-K probabilities per image."""
     from mnistlab.api import predict as predict_images
 
-    trained = _load_trained(model, store)
+    trained = _load_trained(model, store, max_params)
     result = predict_images(trained, inputs)
     top = min(top, len(trained.class_names))
     if as_json:
@@ -535,12 +539,13 @@ def evaluate(
     data_dir: DataDirOption = None,
     download: Annotated[bool, typer.Option(help="Download the dataset if it is not found.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    max_params: MaxParamsOption = None,
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Evaluate a trained model on a test set again (accuracy, loss, confusion matrix); writes nothing."""
     from mnistlab.api import evaluate as evaluate_model
 
-    trained = _load_trained(model, store)
+    trained = _load_trained(model, store, max_params)
     result = evaluate_model(trained, dataset, data_dir=data_dir, download=download)
     if as_json:
         print(json.dumps(result.to_json(), indent=1))
@@ -561,13 +566,14 @@ def export_(
     model: ModelArgument,
     format: Annotated[str, typer.Option("--format", help="onnx, pt2 (torch.export) or safetensors.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The file to write.")],
+    max_params: MaxParamsOption = None,
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Export a trained model: float32 images in [0, 1] ([N, 28, 28, 1], or [N, 784] for MLPs) in, probabilities out."""
     from mnistlab.api import export_model
     from mnistlab.export import input_layout
 
-    trained = _load_trained(model, store)
+    trained = _load_trained(model, store, max_params)
     path = export_model(trained, output, format)
     _say(f"wrote {path} ({format}); input: {input_layout(trained)}; output: probabilities")
 

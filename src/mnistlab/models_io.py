@@ -35,6 +35,7 @@ from mnistlab.atomic import check_target, write_atomically
 from mnistlab.data import DatasetInfo
 from mnistlab.engine import History
 from mnistlab.errors import MnistlabError
+from mnistlab.limits import Limits, check_params, check_seed
 from mnistlab.spec import ModelSpec, parse_model
 from mnistlab.store import COMPLETED, DIVERGED, RunStore
 
@@ -225,11 +226,18 @@ def read_model_info(folder: Path | str) -> ModelInfo:
     return info
 
 
-def load_model_folder(folder: Path | str, device: str | torch.device = "cpu") -> TrainedModel:
-    """Rebuild and load a model folder as a TrainedModel in inference mode."""
+def load_model_folder(folder: Path | str, device: str | torch.device = "cpu", max_params: int | None = None) -> TrainedModel:
+    """Rebuild and load a model folder as a TrainedModel in inference mode.
+
+    The folder's spec is held to the same limits as any spec (``max_params``, default
+    limits.MAX_PARAMS, for folders trained with raised limits) before its model is built."""
     folder = Path(folder)
     info = read_model_info(folder)
-    network = build_model(parse_model(info.spec, folder / MODEL_JSON), seed=info.seed)  # spec errors name the file
+    where = str(folder / MODEL_JSON)
+    check_seed(info.seed, where)
+    spec = parse_model(info.spec, folder / MODEL_JSON)  # spec errors name the file
+    check_params(spec, Limits(max_params))
+    network = build_model(spec, seed=info.seed)
     outputs = network.resolved.nodes[-1].output_shape[0]
     if len(info.class_names) != outputs:
         raise MnistlabError(f"{folder / MODEL_JSON}: field 'class_names': {len(info.class_names)} names "
