@@ -482,8 +482,46 @@ NUMBER_CASES = [
 ]
 
 
+# --- outside services answer fast, in one line -------------------------------------------------------
+
+def _free_port() -> int:
+    """A local port nobody listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _mlflow_nobody(folder: Path) -> list[str]:
+    pytest.importorskip("mlflow")
+    args = _tampered_store("UPDATE runs SET status = 'failed'", "export-runs", "e", f"http://127.0.0.1:{_free_port()}",
+                           "--to", "mlflow")(folder)
+    return args
+
+
+def _ray(address: str) -> Callable[[Path], list[str]]:
+    def build(folder: Path) -> list[str]:
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:  # found, not imported: mnistlab imports it its own way
+            pytest.skip("ray is not installed")
+        return ["run", "quick", "--backend", "ray", "--address", address.format(port=_free_port()),
+                "--store", folder / "store", "--quiet"]
+    return build
+
+
+SERVICE_CASES = [
+    hostile("mlflow-nobody-listening", _mlflow_nobody, ["mlflow at http://127.0.0.1:", "nothing answers"], code=1),
+    hostile("ray-address-colon-1", _ray(":1"), ["--address ':1'", "host:port"]),
+    hostile("ray-address-port-past-65535", _ray("127.0.0.1:70000"), ["--address", "host:port"]),
+    hostile("ray-nobody-listening", _ray("127.0.0.1:{port}"), ["--address 127.0.0.1:", "no Ray cluster answers"], code=1,
+            may_write=("store",)),
+]
+
+
 CASES = [*HDF5_CASES, *OUTPUT_CASES, *READ_CASES, *FACTOR_CASES, *KERAS_CASES, *READER_CASES, *MODEL_CASES,
-         *NUMBER_CASES]
+         *NUMBER_CASES, *SERVICE_CASES]
 
 
 @pytest.mark.timeout(10)

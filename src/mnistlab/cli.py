@@ -320,8 +320,9 @@ def run(
         return RichReporter(console, label=label)
 
     timing = {"heartbeat_seconds": heartbeat_seconds} if heartbeat_seconds else {}
+    placement = Placement(backend.value, address, gpus_per_task, cpus_per_task, artifacts)
+    placement.check()  # a bad --address or cluster option is refused before the store is created
     with RunStore(store, lease_seconds=lease_seconds, **timing) as run_store:
-        placement = Placement(backend.value, address, gpus_per_task, cpus_per_task, artifacts)
         outcome = run_experiment(spec, run_store, source, data_dir=data_dir, download=download, reporter_for=reporter_for,
                                  bundle=bundle_size, placement=placement)
         if not quiet:

@@ -18,6 +18,7 @@ from typing import Any
 
 from mnistlab.atomic import check_target
 from mnistlab.errors import MnistlabError
+from mnistlab.netcheck import check_reachable, host_port
 from mnistlab.store import RunRecord, RunStore
 
 TARGETS = ("tensorboard", "mlflow")
@@ -106,6 +107,18 @@ def to_mlflow(store: RunStore, experiment: str, uri: str) -> list[str]:
         raise MnistlabError(f"mlflow at {uri}: {message}") from None
 
 
+def _check_server(uri: str) -> None:
+    """A tracking server must answer a connection within seconds: MLflow's client retries for
+    minutes when nobody listens. Once it answers, MLflow's own requests retry less."""
+    found = host_port(uri, "mlflow")
+    if found is None:  # no port given: the scheme's
+        host = uri.split("://", 1)[1].split("/", 1)[0].strip("[]")
+        found = (host, 443 if uri.startswith("https") else 80)
+    check_reachable(*found, f"mlflow at {uri}", "start the tracking server, or give a local folder")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+
 def _to_mlflow(store: RunStore, experiment: str, uri: str) -> list[str]:
     """MLflow runs in the experiment of the same name, tagged with experiment, model and seed.
 
@@ -118,6 +131,8 @@ def _to_mlflow(store: RunStore, experiment: str, uri: str) -> list[str]:
     except ImportError:
         raise MnistlabError("--to mlflow needs mnistlab[mlflow]: pip install 'mnistlab[mlflow]'") from None
     runs = _runs(store, experiment)  # an unknown experiment is refused before anything is created
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri)
     if "://" not in uri:
         # A local mlruns folder: MLflow 3 keeps its file store in maintenance mode behind this switch.
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
