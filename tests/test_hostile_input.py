@@ -207,7 +207,22 @@ def _output_case(command: str, kind: str) -> Callable[[Path], list[str]]:
 
 _KIND_WORDS = {"fifo": "is a FIFO", "device": "is a character device", "symlink": "is a symbolic link",
                "folder": "is a folder", "file": "is a file, not a folder"}
+def _train_out(kind: str) -> Callable[[Path], list[str]]:
+    def build(folder: Path) -> list[str]:
+        from mnistlab.data import synthetic_dataset, write_dataset
+
+        target = _special(folder, kind)
+        (folder / "m.yaml").write_text(MLP)
+        data = write_dataset(synthetic_dataset(n_train=100, n_test=20), folder / "data")
+        return ["train", folder / "m.yaml", "--dataset", data, "--device", "cpu", "--epochs", "1", "--quiet", "--out", target]
+    return build
+
+
 OUTPUT_CASES = [
+    hostile(f"train-out-{kind}", _train_out(kind), ["target", _KIND_WORDS[kind].replace("a file, not a folder", "a file"),
+                                                    "refused"], may_write=("data",))
+    for kind in ("fifo", "symlink", "file")
+] + [
     hostile(f"{command}-output-{kind}", _output_case(command, kind), ["target", _KIND_WORDS[kind], "refused"])
     for command, kinds in (("import-keras", ("fifo", "device", "symlink", "folder")),
                            ("export", ("fifo", "device", "symlink")),
@@ -419,7 +434,18 @@ def _train_seeds(seeds: str, *extra: str) -> Callable[[Path], list[str]]:
     return build
 
 
+def _safetensors_claiming(folder: Path) -> list[str]:
+    """The model folder's weights replaced by a header that declares 4 GB of tensors over 100 bytes."""
+    model = model_folder(folder)
+    header = json.dumps({"dense_1.weight": {"dtype": "F32", "shape": [10, 100_000_000], "data_offsets": [0, 4_000_000_000]},
+                         "dense_1.bias": {"dtype": "F32", "shape": [10], "data_offsets": [4_000_000_000, 4_000_000_040]}})
+    (model / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header.encode() + bytes(100))
+    np.save(folder / "x.npy", np.zeros((28, 28), np.uint8))
+    return ["predict", model, folder / "x.npy"]
+
+
 MODEL_CASES = [
+    hostile("safetensors-claims-4GB", _safetensors_claiming, ["model.safetensors", "damaged"]),
     hostile("model-json-seed-2-80", _tampered_model_json(_set("seed", 2**80)), ["model.json", "seed", "whole number"]),
     hostile("model-json-1e12-units", _tampered_model_json(_units(10**12)), ["model.json", "dense_1", "over the limit", "max_params"]),
     hostile("model-folder-over-max-params", _tampered_model_json(lambda info: None, "--max-params", "100"),

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mnistlab.atomic import check_target
 from mnistlab.data import DATASETS, IMAGES_MAGIC, Dataset, _present_files, custom_dataset_info, dataset_info
 from mnistlab.errors import DataError, MnistlabError, SpecError
 from mnistlab.precision import COMPILE_MODES, PRECISIONS
@@ -245,6 +246,8 @@ def check_fit(spec: ModelSpec, dataset: Dataset, config: Any, epochs: Any, batch
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
         raise MnistlabError(f"{where}: field 'val_fraction': must be a number between 0 and 1, got {fraction!r}")
     check_model(spec, shape_of(dataset), batch_size, Limits(config.max_params, config.max_activation_mib))
+    if config.out_dir is not None:
+        check_target(config.out_dir, folder=True)  # --out becomes a model folder: not a file, link or device
 
 
 def check_tasks(tasks: list[Any], data: DataShape, source: str, experiment: str) -> None:

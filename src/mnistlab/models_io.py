@@ -246,6 +246,8 @@ def load_model_folder(folder: Path | str, device: str | torch.device = "cpu", ma
     if not tensor_path.is_file():
         raise MnistlabError(f"{tensor_path}: missing; the model folder is incomplete")
     try:
+        # safetensors checks every tensor's declared offsets against the file's real size before it
+        # maps anything, so a header claiming gigabytes over a small file is refused, not allocated.
         tensors = load_file(str(tensor_path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise MnistlabError(f"{tensor_path}: cannot be read ({str(exc).splitlines()[0]}); the file is damaged") from None
