@@ -107,7 +107,7 @@ def _check_npy_header(path: Path) -> None:
         shape, _, dtype = read_header(handle, max_header_size=10_000)
         data_bytes = path.stat().st_size - handle.tell()
     if dtype.hasobject:
-        raise MnistlabError(f"{path}: holds Python objects ({dtype}); refused (never unpickled)")
+        raise MnistlabError(f"{path}: not a readable .npy array (it holds Python objects, which are never unpickled)")
     items = shape[0] if len(shape) > 2 else 1
     if items > MAX_CUSTOM_ITEMS:
         raise MnistlabError(f"{path}: declares {items:,} images, more than {MAX_CUSTOM_ITEMS:,}; refused")
