@@ -546,8 +546,54 @@ SERVICE_CASES = [
 ]
 
 
+# --- what held before and must keep holding ---------------------------------------------------------
+
+def _picture(mode: str, fmt: str, suffix: str) -> Callable[[Path], list[str]]:
+    """A digit-like picture in an unusual mode (16-bit, RGBA, palette, CMYK): classified, exit 0."""
+    def build(folder: Path) -> list[str]:
+        from PIL import Image
+
+        grey = np.zeros((40, 40), np.uint8)
+        grey[8:32, 18:22] = 255
+        image = Image.fromarray(grey).convert(mode) if mode != "I;16" else Image.fromarray(grey.astype(np.uint16) * 257)
+        image.save(folder / f"digit{suffix}", fmt)
+        return ["predict", model_folder(folder), folder / f"digit{suffix}"]
+    return build
+
+
+def _garbage_store(folder: Path) -> list[str]:
+    root = _store_with_run(folder)
+    data = (root / "store.sqlite").read_bytes()
+    (root / "store.sqlite").write_bytes(data[: len(data) // 3])
+    for extra in root.glob("store.sqlite-*"):
+        extra.unlink()
+    return ["ls", "--store", root]
+
+
+def _garbage_safetensors(folder: Path) -> list[str]:
+    model = model_folder(folder)
+    (model / "model.safetensors").write_bytes(b"\xff" * 64)
+    np.save(folder / "x.npy", np.zeros((28, 28), np.uint8))
+    return ["predict", model, folder / "x.npy"]
+
+
+HELD_CASES = [
+    hostile("png-16-bit", _picture("I;16", "PNG", ".png"), [], code=0),
+    hostile("png-rgba", _picture("RGBA", "PNG", ".png"), [], code=0),
+    hostile("gif-palette", _picture("P", "GIF", ".gif"), [], code=0),
+    hostile("jpeg-cmyk", _picture("CMYK", "JPEG", ".jpg"), [], code=0),
+    hostile("python-not-utf8", lambda folder: [(folder / "m.py").write_bytes(b"x = '\xe9'\n"), "import-keras", folder / "m.py"][1:],
+            ["m.py", "cannot read"]),
+    hostile("notebook-not-json", _keras_file("{not json", ".ipynb"), ["m.ipynb", "not a Jupyter notebook"]),
+    hostile("store-truncated", _garbage_store, ["store.sqlite"], may_write=("store",)),
+    hostile("safetensors-garbage", _garbage_safetensors, ["model.safetensors", "damaged"]),
+    hostile("gpus-per-task-negative", lambda folder: ["run", "quick", "--backend", "ray", "--gpus-per-task", "-1"],
+            ["--gpus-per-task"]),
+]
+
+
 CASES = [*HDF5_CASES, *OUTPUT_CASES, *READ_CASES, *FACTOR_CASES, *KERAS_CASES, *READER_CASES, *MODEL_CASES,
-         *NUMBER_CASES, *SERVICE_CASES]
+         *NUMBER_CASES, *SERVICE_CASES, *HELD_CASES]
 
 
 @pytest.mark.timeout(10)
