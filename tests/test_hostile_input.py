@@ -538,7 +538,7 @@ def _ray(address: str) -> Callable[[Path], list[str]]:
 
 
 SERVICE_CASES = [
-    hostile("mlflow-nobody-listening", _mlflow_nobody, ["mlflow at http://127.0.0.1:", "nothing answers"], code=1),
+    hostile("mlflow-nobody-listening", _mlflow_nobody, ["mlflow at http://127.0.0.1:", "no tracking server answers"], code=1),
     hostile("ray-address-colon-1", _ray(":1"), ["--address ':1'", "host:port"]),
     hostile("ray-address-port-past-65535", _ray("127.0.0.1:70000"), ["--address", "host:port"]),
     hostile("ray-nobody-listening", _ray("127.0.0.1:{port}"), ["--address 127.0.0.1:", "no Ray cluster answers"], code=1,

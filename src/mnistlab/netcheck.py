@@ -27,11 +27,12 @@ def host_port(address: str, what: str) -> tuple[str, int] | None:
 
 
 def check_reachable(host: str, port: int, what: str, hint: str) -> None:
-    """Connect and close within PROBE_SECONDS, or fail with one line (an environment failure)."""
+    """Connect and close within PROBE_SECONDS, or fail with one line (an environment failure):
+    "{what} ({the reason}); {hint}"."""
     try:
         socket.create_connection((host, port), timeout=PROBE_SECONDS).close()
     except OSError as error:
-        raise EnvironmentFailure(f"{what}: nothing answers at {host}:{port} ({error.strerror or error}); {hint}") from None
+        raise EnvironmentFailure(f"{what} ({error.strerror or error}); {hint}") from None
 
 
 __all__ = ["PROBE_SECONDS", "check_reachable", "host_port"]

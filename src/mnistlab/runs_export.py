@@ -114,7 +114,7 @@ def _check_server(uri: str) -> None:
     if found is None:  # no port given: the scheme's
         host = uri.split("://", 1)[1].split("/", 1)[0].strip("[]")
         found = (host, 443 if uri.startswith("https") else 80)
-    check_reachable(*found, f"mlflow at {uri}", "start the tracking server, or give a local folder")
+    check_reachable(*found, f"mlflow at {uri}: no tracking server answers there", "start the tracking server, or give a local folder")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 

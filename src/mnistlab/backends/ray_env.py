@@ -68,7 +68,7 @@ def _probe(address: str) -> None:
     and prints its own traceback for an address it cannot parse, such as ':1')."""
     found = host_port(address, "--address")
     if found is not None:
-        check_reachable(*found, f"--address {address}: no Ray cluster answers",
+        check_reachable(*found, f"--address {address}: no Ray cluster answers there",
                         "start one with `ray start --head`, or leave out --address")
 
 
