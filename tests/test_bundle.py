@@ -288,6 +288,18 @@ def test_train_seeds_prints_one_summary_per_seed_and_writes_seed_folders(tiny_da
         (tmp_path / "out" / "seed-0" / "history.json").read_text())["test_predictions"]
 
 
+def test_train_seeds_without_out_trains_prints_and_writes_nothing(tiny_data_dir, tmp_path, monkeypatch):
+    # Failed before with "TypeError: ... multiple values for keyword argument 'out_dir'".
+    spec_file = tmp_path / "tiny.yaml"
+    spec_file.write_text(TINY_CNN)
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("train", spec_file, "--dataset", tiny_data_dir, "--seeds", "0,1", "--epochs", "1",
+                     "--device", "cpu", "--threads", "1")
+    assert result.exit_code == 0, result.stderr
+    assert [line.split(":")[0] for line in result.stdout.splitlines() if line.startswith("seed ")] == ["seed 0", "seed 1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]  # like `train` without --out: no model folder
+
+
 def test_resume_after_sigkill_of_a_bundle_equals_an_uninterrupted_bundle(tmp_path):
     data_dir = write_dataset(synthetic_dataset(n_train=2000, n_test=200, seed=1), tmp_path / "data")
     spec_file = tmp_path / "spec.yaml"

@@ -60,3 +60,109 @@ def test_cli_prints_the_code() -> None:
     assert "keras.Model(inputs=x_inputs, outputs=output_layer, name='s002-m10')" in out
     code, _, err = run_cli("export-keras", "s999-m1")
     assert code == 2 and "unknown model 's999-m1'" in err
+
+
+# --- hostile strings: the generated script is code a user runs, so names must stay data -----------
+
+# Each would run `touch PWNED` if pasted between quotes or into the docstring unescaped.
+PAYLOAD = '__import__("os").system("touch PWNED")'
+HOSTILE_NAMES = [f'x" if {PAYLOAD} else "x', f"x' if {PAYLOAD} else 'x", f'x"""; {PAYLOAD}; """x',
+                 f"x\\\n{PAYLOAD}", f"x\n{PAYLOAD}\n", "\\N{", "x\\", "²"]
+HOSTILE_ID = f'm"""\n{PAYLOAD}\n"""'
+
+# A stand-in for keras: every attribute, call and operation gives another stand-in, so the
+# generated script runs end to end (model, compile, fit, evaluate) without Keras.
+KERAS_STUB = '''
+class _Stub:
+    def __init__(self, *args, **kwargs): pass
+    def __getattr__(self, name): return _Stub()
+    def __call__(self, *args, **kwargs): return _Stub()
+    def __iter__(self): return iter((_Stub(), _Stub()))
+    def __truediv__(self, other): return _Stub()
+    def __format__(self, spec): return "0"
+
+def __getattr__(name):
+    return _Stub()
+'''
+
+
+def _run_generated(code: str, tmp_path: Path) -> None:
+    """Run the exported script with keras stubbed, in a fresh folder: it must run, and do nothing else."""
+    import subprocess
+    import sys
+
+    ast.parse(code)
+    folder = tmp_path / "run"
+    (folder / "keras").mkdir(parents=True)
+    (folder / "keras" / "__init__.py").write_text(KERAS_STUB)
+    (folder / "script.py").write_text(code)
+    done = subprocess.run([sys.executable, "script.py"], cwd=folder, env={"PYTHONPATH": str(folder)},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["keras", "script.py"], "the generated script ran user code"
+
+
+def _hostile_spec(graph: bool) -> dict:
+    names = HOSTILE_NAMES
+    layers = [{"type": "Dense", "units": 4, "activation": "relu", "name": name} for name in names[:-1]]
+    if graph:
+        for layer, source in zip(layers, ["input", *names[:-2]]):
+            layer["inputs"] = [source]
+    last = {"type": "Dense", "units": 10, "activation": "softmax", "name": names[-1]}
+    if graph:
+        last["inputs"] = [names[-2]]
+    return {"id": HOSTILE_ID, "description": f'"""\n{PAYLOAD}\n"""\\', "input": [784], "layers": [*layers, last]}
+
+
+@pytest.mark.parametrize("graph", [False, True], ids=["sequential", "functional"])
+def test_hostile_names_from_python_never_run(graph: bool, tmp_path: Path) -> None:
+    code = api.export_keras(_hostile_spec(graph))
+    _run_generated(code, tmp_path)
+    for name in HOSTILE_NAMES:
+        assert repr(name) in code  # quoted by Python itself
+
+
+def test_hostile_names_from_yaml_never_run(tmp_path: Path) -> None:
+    import yaml
+
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(_hostile_spec(graph=True)))
+    code, out, err = run_cli("export-keras", path)
+    assert code == 0, err
+    _run_generated(out, tmp_path)
+
+
+def test_hostile_names_through_import_keras_never_run(tmp_path: Path) -> None:
+    import json
+
+    name = HOSTILE_NAMES[0]
+    source = ("import keras\nfrom keras import layers\n"
+              f"model = keras.Sequential(name={HOSTILE_ID!r})\n"
+              f"model.add(layers.Dense(10, input_shape=(784,), activation='softmax', name={name!r}))\n")
+    notebook = tmp_path / "nb.ipynb"
+    notebook.write_text(json.dumps({"cells": [{"cell_type": "code", "source": source}], "metadata": {},
+                                    "nbformat": 4, "nbformat_minor": 5}))
+    code, _, err = run_cli("import-keras", notebook, "--output", tmp_path / "specs.yaml")
+    assert code == 0, err
+    code, out, err = run_cli("export-keras", tmp_path / "specs.yaml")
+    assert code == 0, err
+    _run_generated(out, tmp_path)
+    assert repr(name) in out
+
+
+def test_structure_check_refuses_code_that_differs_from_the_placeholder_spec(monkeypatch) -> None:
+    from mnistlab import keras_export
+    from mnistlab.errors import MnistlabError
+
+    real = keras_export._render
+    monkeypatch.setattr(keras_export, "_render", lambda spec: real(spec) + (
+        "import os\n" if spec.id != "model" else ""))  # as if a user string had smuggled in a statement
+    with pytest.raises(MnistlabError, match="structure"):
+        keras_export.export_keras_code(api.model_spec("s004-m1"))
+
+
+def test_the_reported_layer_name_never_runs(tmp_path: Path) -> None:
+    # The issue's case: with the name pasted between "…" the script compiled and ran os.system.
+    spec = {"id": "m", "input": [784], "layers": [
+        {"type": "Dense", "units": 10, "activation": "softmax", "name": HOSTILE_NAMES[0]}]}
+    _run_generated(api.export_keras(spec), tmp_path)

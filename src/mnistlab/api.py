@@ -8,15 +8,16 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mnistlab import export, inference
-from mnistlab.atomic import write_text
+from mnistlab.atomic import check_target, write_text
 from mnistlab.data import Dataset, load_dataset
 from mnistlab.engine import History, Reporter, RunEnd, TrainConfig, fit
 from mnistlab.errors import EnvironmentFailure, MnistlabError
 from mnistlab.experiment import Experiment, Task, load_experiment, parse_experiment
 from mnistlab.inference import Evaluation, ImagesLike, Predictions
-from mnistlab.models_io import TrainedModel, load_model_folder, open_existing_store, run_model_folder, save_trained
+from mnistlab.models_io import TrainedModel, load_model_folder, run_model_folder, save_trained
 from mnistlab.runner import Placement, RunOutcome, run_experiment
-from mnistlab.store import RunStore
+from mnistlab.store import RunStore, open_existing_store
+from mnistlab.strict import whole_number
 from mnistlab.spec import ModelSpec, parse_model
 from mnistlab.zoo import get_model, zoo_models
 
@@ -30,7 +31,9 @@ if TYPE_CHECKING:
 def model_spec(model: str | ModelSpec | dict[str, Any]) -> ModelSpec:
     """A zoo id, a spec file (`file.yaml[:ID]`), a spec dict, or a ModelSpec → validated ModelSpec."""
     if isinstance(model, ModelSpec):
-        return parse_model(model.to_dict())  # re-validated: a hand-built spec gets the same checks
+        # Re-validated: a hand-built spec gets the same checks; a spec read from a file keeps
+        # naming it (its errors, and later a bundle's, say which file).
+        return parse_model(model.to_dict(), model.source)
     if isinstance(model, dict):
         return parse_model(model)
     return get_model(model)
@@ -74,8 +77,9 @@ def _train_bundle(spec: ModelSpec, data: Dataset, seeds: list[int], reporter: Re
                   options: dict[str, Any]) -> list[History]:
     from mnistlab.bundle import fit_bundle, seed_dir
 
-    out = options.pop("out_dir", None)  # popped even when None: each config gets its own seed-N folder
-    out = Path(out) if out is not None else None
+    # Popped even when None (as `train --seeds` without --out passes it): each config gets its own.
+    out_dir = options.pop("out_dir", None)
+    out = Path(out_dir) if out_dir is not None else None
     configs = [TrainConfig(**options, seed=seed, out_dir=seed_dir(out, seed) if out else None) for seed in seeds]
     histories = fit_bundle(spec, data, configs, reporter=reporter)
     for config, history in zip(configs, histories):
@@ -132,22 +136,25 @@ def run(
         return run_experiment(study, opened, **options)
 
 
-def load_model(source: str | Path | RunStore, run_id: int | str | None = None, device: str = "cpu") -> TrainedModel:
+def load_model(source: str | Path | RunStore, run_id: int | str | None = None, device: str = "cpu",
+               max_params: int | None = None) -> TrainedModel:
     """A trained model in inference mode: float32 images in [0, 1] ([N, 28, 28, 1], or [N, 784]
     for MLPs) in, probabilities out. `source` is a model folder (a run's artifacts folder or a
-    `train --out` folder), or with `run_id` a run store (folder or RunStore)."""
+    `train --out` folder), or with `run_id` a run store (folder or RunStore). `max_params`: the
+    parameter limit its spec is held to (default limits.MAX_PARAMS), for models trained with a raised one."""
     if isinstance(run_id, str):
-        if not run_id.strip().isdigit():
+        number = whole_number(run_id)
+        if number is None:
             raise MnistlabError(f"run_id {run_id!r}: a run id is a number (`mnistlab ls EXPERIMENT` lists them)")
-        run_id = int(run_id)
+        run_id = number
     if run_id is None:
         if isinstance(source, RunStore):
             raise MnistlabError(f"{source.root}: give the run_id of the run whose model to load")
-        return load_model_folder(source, device)
+        return load_model_folder(source, device, max_params)
     if isinstance(source, RunStore):
-        return load_model_folder(run_model_folder(source, run_id), device)
+        return load_model_folder(run_model_folder(source, run_id), device, max_params)
     with open_existing_store(source) as store:
-        return load_model_folder(run_model_folder(store, run_id), device)
+        return load_model_folder(run_model_folder(store, run_id), device, max_params)
 
 
 def _trained(model: TrainedModel | str | Path) -> TrainedModel:
@@ -209,6 +216,7 @@ def import_keras_weights(model: str | ModelSpec | dict[str, Any], weights: str |
     """Load Keras weights into the model and write them as a model folder (predict / evaluate / export read it)."""
     from mnistlab.keras_weights import write_model_folder
 
+    check_target(output, folder=True)  # before the work: a file, link or device there is refused
     return write_model_folder(output, load_keras_weights(model, weights), Path(weights))
 
 
@@ -221,7 +229,7 @@ def export_runs(experiment: str, to: str, destination: str | Path,
     if to not in TARGETS:
         raise MnistlabError(f"export-runs: unknown target '{to}'; choose {' or '.join(TARGETS)}")
     if not isinstance(store, RunStore):
-        with RunStore(store) as opened:
+        with open_existing_store(store) as opened:
             return export_runs(experiment, to, destination, opened)
     if to == "tensorboard":
         return to_tensorboard(store, experiment, destination)
@@ -281,6 +289,8 @@ def reproduction(stores: list[str | Path] | str | Path,
     from mnistlab.reproduction import render_markdown, reproduction_table
 
     roots = [stores] if isinstance(stores, (str, Path)) else list(stores)
+    if out is not None:
+        check_target(out)
     if not roots:
         raise MnistlabError("reproduction: give at least one run store")
     if estimate_seconds is not None:

@@ -5,6 +5,10 @@ to a temporary file in the same folder, fsynced, renamed over its final name, an
 fsynced, so a reader or a crash sees the old file or the new one, never half of one, and the new
 one survives a power cut once the call returns.
 
+Only new paths and regular files are replaced: a target that is a symbolic link, a folder, a
+device, a FIFO or a socket is refused with one line (``check_target``), so an output path never
+turns a device into a file or writes through a link to somewhere else.
+
 Writers that are not Python file objects (safetensors' Rust serializer) report a full disk as
 ``SafetensorError``, not ``OSError``; it is turned into an ``OSError`` here, so each caller has one
 kind of environment failure to handle.
@@ -16,13 +20,16 @@ import errno
 import os
 import re
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Callable
 
 from safetensors import SafetensorError
 
-__all__ = ["fsync_dir", "replace_folder", "write_atomically", "write_bytes", "write_text"]
+from mnistlab.errors import MnistlabError
+
+__all__ = ["check_target", "fsync_dir", "replace_folder", "write_atomically", "write_bytes", "write_text"]
 
 TEMP_SUFFIX = ".part"
 # safetensors prints the Rust io::Error, e.g. "... Os { code: 28, kind: StorageFull, message: ... }".
@@ -50,13 +57,39 @@ def _as_os_error(error: SafetensorError, path: Path) -> OSError:
     return OSError(code, os.strerror(code) if match else str(error), str(path))
 
 
+_KINDS = {stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFIFO: "a FIFO",
+          stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder", stat.S_IFREG: "a file"}
+
+
+def check_target(path: Path | str, folder: bool = False) -> None:
+    """Refuse, in one line, an output path that a publish must not replace: a symbolic link, or an
+    existing thing of another kind than a regular file (``folder``: than a folder)."""
+    path = Path(path)
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise MnistlabError(f"{path}: cannot be used as an output ({error.strerror or error})") from None
+    if stat.S_ISLNK(mode):
+        raise MnistlabError(f"{path}: is a symbolic link; refused as an output (give the real path, or a new one)")
+    wanted = stat.S_IFDIR if folder else stat.S_IFREG
+    if stat.S_IFMT(mode) != wanted:
+        kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+        need = "a folder" if folder else "a file"
+        raise MnistlabError(f"{path}: is {kind}, not {need}; refused as an output")
+
+
 def write_atomically(path: Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(temp_path)``, fsync the result, rename it over ``path``, fsync the folder.
 
-    On any failure the temporary file is removed and ``path`` is untouched; a safetensors write
-    failure is raised as ``OSError``.
+    ``path`` must be new or a regular file (check_target). On any failure the temporary file is
+    removed and ``path`` is untouched; a safetensors write failure is raised as ``OSError``.
     """
     path = Path(path)
+    check_target(path)
+    if not path.parent.is_dir():
+        raise MnistlabError(f"{path}: its folder {path.parent} does not exist")
     fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     os.close(fd)
     temp = Path(temp_name)
@@ -92,6 +125,7 @@ def replace_folder(folder: Path, files: dict[str, bytes]) -> None:
     contents stay whole until the new ones are all written and synced, and files no longer
     listed go."""
     folder = Path(folder)
+    check_target(folder, folder=True)
     fresh = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=TEMP_SUFFIX))
     try:
         for name, data in files.items():

@@ -48,12 +48,13 @@ from mnistlab.engine import (
     torch_dtype,
 )
 from mnistlab.errors import CheckpointError, MnistlabError
-from mnistlab.limits import _FLOAT_BYTES, Limits, activation_bytes_per_image, check_fit
+from mnistlab.limits import _FLOAT_BYTES, Limits, activation_bytes_per_image, check_bundle, check_fit
 from mnistlab.optim import make_optimizer
 from mnistlab.precision import autocast, compiled, run_numerics
 from mnistlab.rng import dropout_generator, shuffle_order
 from mnistlab.spec import SEED_BOUND, ModelSpec, resolve
 from mnistlab.stacked import StackedModel, shared_inputs, stack_inputs
+from mnistlab.strict import whole_number
 
 __all__ = ["bundle_capacity", "check_seed_list", "fit_bundle", "seed_dir"]
 
@@ -88,10 +89,10 @@ def check_seed_list(seeds: Any, seed_given: bool = False) -> list[int]:
     if seed_given:
         raise MnistlabError("--seed and --seeds: give one seed or a list of seeds, not both")
     if isinstance(seeds, str):
-        parts = [part.strip() for part in seeds.split(",")]
-        if not all(part.isdigit() for part in parts):
+        numbers = [whole_number(part, upper=None) for part in seeds.split(",")]
+        if any(number is None for number in numbers):
             raise MnistlabError(f"--seeds {seeds!r}: give whole numbers separated by commas, e.g. 0,1,2,3")
-        seeds = [int(part) for part in parts]
+        seeds = numbers
     seeds = list(seeds)
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < SEED_BOUND for s in seeds):
         raise MnistlabError(f"--seeds {seeds!r}: give whole numbers from 0 to {SEED_BOUND - 1}")
@@ -142,6 +143,7 @@ def fit_bundle(
     batch_size = base.batch_size or spec.training.batch_size
     for config in configs:
         check_fit(spec, dataset, config, epochs, batch_size)
+    check_bundle(spec, len(configs), batch_size, Limits(base.max_params, base.max_activation_mib))
     device = resolve_device(base.device)
     with run_numerics(device, base.precision, base.deterministic, where=f"model '{spec.id}'"):
         return _fit_stacked(spec, dataset, configs, base, device, epochs, batch_size, reporter, on_epoch)

@@ -23,6 +23,7 @@ from mnistlab.errors import CheckpointError, CheckpointWriteError, LeaseLost, Mn
 from mnistlab.experiment import Task
 from mnistlab.lease import Heartbeat
 from mnistlab.store import RunRecord, RunStore
+from mnistlab.strict import whole_number
 
 __all__ = ["execute_unit", "group_units", "parse_bundle", "run_units", "unit_key"]
 
@@ -35,7 +36,7 @@ def parse_bundle(value: Any) -> Bundle:
     if value == "auto":
         return "auto"
     text = str(value).strip()
-    number = value if isinstance(value, int) and not isinstance(value, bool) else (int(text) if text.isdigit() else None)
+    number = value if isinstance(value, int) and not isinstance(value, bool) else whole_number(text)
     if number is None or number < 1:
         raise MnistlabError(f"--bundle {value!r}: give the number of seeds to train together (1 or more) or 'auto'")
     return number

@@ -19,7 +19,7 @@ from rich.text import Text
 
 from mnistlab import __version__
 from mnistlab.data import DATASETS
-from mnistlab.errors import MnistlabError
+from mnistlab.errors import EnvironmentFailure, MnistlabError
 from mnistlab.precision import COMPILE_MODES, PRECISIONS
 from mnistlab.progress import LOG_FORMATS
 from mnistlab.safetext import clean, one_line, safe_console
@@ -296,8 +296,9 @@ def run(
     spec, source = load_experiment(experiment)
     reporter_for = task_reporters(expand(spec, source), console, log_format.value, quiet)
     timing = {"heartbeat_seconds": heartbeat_seconds} if heartbeat_seconds else {}
+    placement = Placement(backend.value, address, gpus_per_task, cpus_per_task, artifacts)
+    placement.check()  # a bad --address or cluster option is refused before the store is created
     with RunStore(store, lease_seconds=lease_seconds, **timing) as run_store:
-        placement = Placement(backend.value, address, gpus_per_task, cpus_per_task, artifacts)
         outcome = run_experiment(spec, run_store, source, data_dir=data_dir, download=download, reporter_for=reporter_for,
                                  bundle=bundle_size, placement=placement)
         if not quiet:
@@ -332,10 +333,10 @@ def report(
     data_dir: DataDirOption = None,
 ) -> None:
     """Write the comparison report (one self-contained HTML page and a Markdown file)."""
-    from mnistlab.store import RunStore
+    from mnistlab.store import open_existing_store
 
     name = _experiment_name(experiment)
-    with RunStore(store) as run_store:
+    with open_existing_store(store) as run_store:
         config = next((e.config for e in run_store.experiments() if e.name == name), None)
         if config is None:
             raise MnistlabError(f"{store}: no experiment '{name}' in this store; run it first with `mnistlab run {experiment}`")
@@ -349,9 +350,9 @@ def conclusions(
 ) -> None:
     """Print the report's written conclusions: one sentence per finding, Holm-corrected."""
     from mnistlab.report import experiment_conclusions
-    from mnistlab.store import RunStore
+    from mnistlab.store import open_existing_store
 
-    with RunStore(store) as run_store:
+    with open_existing_store(store) as run_store:
         found = experiment_conclusions(run_store, _experiment_name(experiment))
     for sentence in found.sentences:
         _say(f"- {sentence}")
@@ -442,9 +443,9 @@ def ls_(
 ) -> None:
     """List the stored experiments, or one experiment's runs and models (diagnosis over all seeds)."""
     from mnistlab.report.terminal import experiment_view, experiments_table
-    from mnistlab.store import RunStore
+    from mnistlab.store import open_existing_store
 
-    with RunStore(store) as run_store:
+    with open_existing_store(store) as run_store:
         console.print(experiment_view(run_store, _experiment_name(experiment)) if experiment else experiments_table(run_store))
 
 
@@ -455,9 +456,9 @@ def show(
 ) -> None:
     """One run: its spec, status, per-epoch metrics, final metrics and diagnosis."""
     from mnistlab.report.terminal import run_panel
-    from mnistlab.store import RunStore
+    from mnistlab.store import open_existing_store
 
-    with RunStore(store) as run_store:
+    with open_existing_store(store) as run_store:
         console.print(run_panel(run_store, _run_id(run_store, run_id)))
 
 
@@ -470,9 +471,9 @@ def compare(
 ) -> None:
     """Two runs (or two models) side by side, with McNemar's exact test on their test predictions."""
     from mnistlab.report.terminal import compare_table
-    from mnistlab.store import RunStore
+    from mnistlab.store import open_existing_store
 
-    with RunStore(store) as run_store:
+    with open_existing_store(store) as run_store:
         console.print(compare_table(run_store, a, b, experiment=_experiment_name(experiment) if experiment else None))
 
 
@@ -484,23 +485,32 @@ def _run_id(run_store, text: str) -> int:
     return matches[0].id
 
 
+MaxParamsOption = Annotated[Optional[int], typer.Option(
+    min=1, help="Load models with up to this many parameters (default: limits.MAX_PARAMS), for ones trained with a raised limit.")]
+
 ModelArgument = Annotated[
     str, typer.Argument(help="A run id or reference (mnistlab ls EXPERIMENT), or a model folder (a run's or train --out's).")
 ]
 
 
-def _load_trained(source: str, store: Path):
+def _load_trained(source: str, store: Path, max_params: Optional[int] = None):
     """The model a RUN_OR_FOLDER argument names: a model folder, else a run in the store."""
     from mnistlab.api import load_model
     from mnistlab.store import DB_NAME, RunStore
 
     if Path(source).is_dir():
-        return load_model(Path(source))
+        return load_model(Path(source), max_params=max_params)
     if not (store / DB_NAME).is_file():
         raise MnistlabError(f"{source}: not a model folder, and {store} holds no run store to find a run in; "
                             "pass --store DIR or a model folder")
     with RunStore(store) as run_store:
-        return load_model(run_store, _run_id(run_store, source))
+        return load_model(run_store, _run_id(run_store, source), max_params=max_params)
+
+
+def _say(line: str) -> None:
+    """One line of plain output that quotes file contents (class names, ids, dataset names, paths):
+    through safetext, so control characters never reach the terminal and it stays one line."""
+    print(one_line(line))
 
 
 def _top_line(top: list[tuple[int, str, float]]) -> str:
@@ -517,12 +527,13 @@ def predict(
     inputs: Annotated[list[Path], typer.Argument(help="PNG/JPEG pictures (any size), .npy arrays or IDX image files.")],
     top: Annotated[int, typer.Option(min=1, help="How many of the likeliest classes to print per image.")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    max_params: MaxParamsOption = None,
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Classify images with a trained model: the class and the top-K probabilities per image."""
     from mnistlab.api import predict as predict_images
 
-    trained = _load_trained(model, store)
+    trained = _load_trained(model, store, max_params)
     result = predict_images(trained, inputs)
     top = min(top, len(trained.class_names))
     if as_json:
@@ -530,12 +541,12 @@ def predict(
                  "source": str(trained.source)}
         print(json.dumps({"model": about, "predictions": result.to_json(top)}, indent=1))
         return
-    print(trained.describe())
+    _say(trained.describe())
     for index, name in enumerate(result.names):
         best = result.top(index, top)
         note = f"  ({result.notes[index]})" if result.notes[index] else ""
-        print(f"{name}: {_class_label(best[0][0], best[0][1])}{note}")
-        print(f"    top {top}: {_top_line(best)}")
+        _say(f"{name}: {_class_label(best[0][0], best[0][1])}{note}")
+        _say(f"    top {top}: {_top_line(best)}")
 
 
 @app.command()
@@ -547,25 +558,26 @@ def evaluate(
     data_dir: DataDirOption = None,
     download: Annotated[bool, typer.Option(help="Download the dataset if it is not found.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    max_params: MaxParamsOption = None,
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Evaluate a trained model on a test set again (accuracy, loss, confusion matrix); writes nothing."""
     from mnistlab.api import evaluate as evaluate_model
 
-    trained = _load_trained(model, store)
+    trained = _load_trained(model, store, max_params)
     result = evaluate_model(trained, dataset, data_dir=data_dir, download=download)
     if as_json:
         print(json.dumps(result.to_json(), indent=1))
         return
-    print(trained.describe())
-    print(f"{result.dataset} test set, {result.images:,} images: accuracy {result.accuracy:.4f}, loss {result.loss:.4f}")
-    print("confusion matrix (rows: true class, columns: predicted class)")
-    labels = [_class_label(i, n) for i, n in enumerate(result.class_names)]
+    _say(trained.describe())
+    _say(f"{result.dataset} test set, {result.images:,} images: accuracy {result.accuracy:.4f}, loss {result.loss:.4f}")
+    _say("confusion matrix (rows: true class, columns: predicted class)")
+    labels = [one_line(_class_label(i, n)) for i, n in enumerate(result.class_names)]
     width = max(len(label) for label in labels)
     cell = max(5, len(str(int(result.confusion.max()))) + 1)
-    print(" " * width + "".join(f"{i:>{cell}}" for i in range(len(labels))))
+    _say(" " * width + "".join(f"{i:>{cell}}" for i in range(len(labels))))
     for label, row in zip(labels, result.confusion):
-        print(f"{label:<{width}}" + "".join(f"{int(v):>{cell}}" for v in row))
+        _say(f"{label:<{width}}" + "".join(f"{int(v):>{cell}}" for v in row))
 
 
 @app.command("export")
@@ -573,15 +585,16 @@ def export_(
     model: ModelArgument,
     format: Annotated[str, typer.Option("--format", help="onnx, pt2 (torch.export) or safetensors.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The file to write.")],
+    max_params: MaxParamsOption = None,
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Export a trained model: float32 images in [0, 1] ([N, 28, 28, 1], or [N, 784] for MLPs) in, probabilities out."""
     from mnistlab.api import export_model
     from mnistlab.export import input_layout
 
-    trained = _load_trained(model, store)
+    trained = _load_trained(model, store, max_params)
     path = export_model(trained, output, format)
-    print(f"wrote {path} ({format}); input: {input_layout(trained)}; output: probabilities")
+    _say(f"wrote {path} ({format}); input: {input_layout(trained)}; output: probabilities")
 
 
 @app.command("import-keras")
@@ -591,8 +604,11 @@ def import_keras(
 ) -> None:
     """Translate the Keras models in FILE into mnistlab specs (the code is parsed, never run)."""
     from mnistlab import api
-    from mnistlab.checkpoint import write_atomically
+    from mnistlab.atomic import check_target, write_text
     from mnistlab.keras_io import specs_yaml
+
+    if output is not None:
+        check_target(output)  # before the work, and again when written
 
     result = api.import_keras(file)
     for item in result.skipped:
@@ -604,7 +620,10 @@ def import_keras(
     if output is None:
         sys.stdout.write(text)
         return
-    write_atomically(output, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    try:
+        write_text(output, text)
+    except OSError as error:
+        raise EnvironmentFailure(f"{output}: cannot write the specs: {error.strerror or error}") from None
     ids = ", ".join(spec.id for spec in result.specs)
     _say(f"wrote {len(result.specs)} model(s) to {str(output)}: {ids}")
 

@@ -45,6 +45,7 @@ DOWNLOAD_TIMEOUT_S = 60.0
 # these (far above any MNIST-family set), so a bogus header or a gzip bomb never fills memory.
 MAX_CUSTOM_ITEMS = 10_000_000
 MAX_CUSTOM_SIDE = 64
+_READ_CHUNK = 1 << 20
 MAX_DOWNLOAD_BYTES = 256 * 2**20  # a downloaded file of unknown size decompresses to at most this
 
 
@@ -173,9 +174,17 @@ def _read_stream(stream: BinaryIO, source: Path, count: int | None) -> bytes:
     dims = struct.unpack(f">{ndim}I", dims_raw)
     _check_declared(dims, source, count)
     expected = math.prod(dims)
-    # One byte more than declared: enough to tell "trailing bytes" without reading them all.
-    body = stream.read(expected + 1)
-    return head + dims_raw + body
+    # One byte more than declared: enough to tell "trailing bytes" without reading them all. Read
+    # in chunks: `read(n)` allocates n bytes up front, and the header's n is only a claim (800 bytes
+    # can declare 40 GB), so memory follows the bytes actually there (decompressed so far).
+    chunks, remaining = [], expected + 1
+    while remaining > 0:
+        chunk = stream.read(min(remaining, _READ_CHUNK))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return head + dims_raw + b"".join(chunks)
 
 
 def _check_declared(dims: tuple[int, ...], source: Path, count: int | None) -> None:

@@ -35,7 +35,8 @@ class Defaults(BaseModel):
     # Trainability limits (None: mnistlab.limits' defaults); see limits.py.
     max_params: PositiveInt | None = None
     max_activation_mib: PositiveInt | None = None
-        # Early stopping on val_loss (epochs without a new minimum); the best epoch's weights are
+    max_variants: PositiveInt | None = None  # factor-grid size (None: limits.MAX_VARIANTS)
+    # Early stopping on val_loss (epochs without a new minimum); the best epoch's weights are
     # restored at the end whether or not it fired. None: train every epoch.
     patience: PositiveInt | None = None
     # Intra-op CPU threads of every run (None: the usable cores); recorded per run, see engine.py.
@@ -188,7 +189,8 @@ def expand(experiment: Experiment, source: str = "<python>") -> list[Task]:
             ) from None
         except ValueError as exc:
             raise SpecError(f"{source}: experiment '{experiment.name}': models[{index}] ({spec.id}): {exc}") from None
-        for variant_spec, levels in _entry_variants(entry, spec, f"{source}: experiment '{experiment.name}': models[{index}]"):
+        where = f"{source}: experiment '{experiment.name}': models[{index}]"
+        for variant_spec, levels in _entry_variants(entry, spec, where, experiment.defaults.max_variants):
             if variant_spec.id in ids:
                 raise SpecError(f"{source}: experiment '{experiment.name}': models[{index}]: model '{variant_spec.id}' is listed twice")
             ids.add(variant_spec.id)
@@ -209,12 +211,13 @@ def expand(experiment: Experiment, source: str = "<python>") -> list[Task]:
     return tasks
 
 
-def _entry_variants(entry: ModelEntry, spec: ModelSpec, where: str) -> list[tuple[ModelSpec, tuple[tuple[str, str], ...]]]:
+def _entry_variants(entry: ModelEntry, spec: ModelSpec, where: str,
+                    max_variants: int | None) -> list[tuple[ModelSpec, tuple[tuple[str, str], ...]]]:
     """The entry's model, or every variant of its factor grid with its (factor, level) pairs."""
     if entry.vary is None:
         return [(spec, ())]
     try:
-        found = variants(spec, parse_factors(entry.vary), entry.subset)
+        found = variants(spec, parse_factors(entry.vary), entry.subset, max_variants)
     except FactorError as exc:
         raise SpecError(f"{where} ({spec.id}): field '{exc.field}': {exc.message}") from None
     return [(variant.spec, tuple(variant.levels.items())) for variant in found]

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import torch
 from safetensors.torch import save_file
 
-from mnistlab.checkpoint import write_atomically
+from mnistlab.atomic import check_target, write_atomically
 from mnistlab.errors import MissingDependency, MnistlabError
 from mnistlab.models_io import FORMAT, TrainedModel, layer_state
 
@@ -111,6 +111,7 @@ def export_model(model: TrainedModel, path: Path | str, format: ExportFormat | s
     if format not in _WRITERS:
         raise MnistlabError(f"export: unknown format '{format}'; choose {', '.join(FORMATS)}")
     path = Path(path)
+    check_target(path)  # a link, device or FIFO there is refused before the export runs
     if path.is_dir():
         raise MnistlabError(f"{path}: is a folder; give the file to write, e.g. {path / (model.spec.id + '.' + format)}")
     try:

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from mnistlab.errors import SpecError
+from mnistlab.limits import MAX_LAYERS, MAX_VARIANTS
 from mnistlab.spec import ACTIVATIONS, ModelSpec, did_you_mean, parse_model
 
 __all__ = ["EDITS", "Factor", "FactorError", "Level", "Variant", "apply_edits", "level_text", "parse_factors",
@@ -130,11 +132,19 @@ def variant_id(base_id: str, levels: Mapping[str, str]) -> str:
     return ".".join([base_id, *(f"{factor}-{level}" for factor, level in levels.items())])
 
 
-def variants(base: ModelSpec, factors: Sequence[Factor], subset: Sequence[Mapping[str, Any]] | None = None) -> list[Variant]:
-    """Every combination of levels (or the listed ``subset``), each applied to ``base``."""
-    combos = list(itertools.product(*(factor.levels for factor in factors)))
-    if subset is not None:
-        combos = _chosen(factors, combos, subset)
+def variants(base: ModelSpec, factors: Sequence[Factor], subset: Sequence[Mapping[str, Any]] | None = None,
+             max_variants: int | None = None) -> list[Variant]:
+    """Every combination of levels (or the listed ``subset``), each applied to ``base``.
+
+    The grid is counted before it is built: more than ``max_variants`` (default
+    limits.MAX_VARIANTS) is refused at once, not after building a product that fills memory."""
+    cap = max_variants if max_variants is not None else MAX_VARIANTS
+    count = len(subset) if subset is not None else math.prod(len(factor.levels) for factor in factors)
+    if count > cap:
+        sizes = " x ".join(str(len(factor.levels)) for factor in factors)
+        raise FactorError("vary", f"the grid has {count:,} variants ({sizes}), over the limit of {cap:,}; "
+                                  "list a 'subset' or raise max_variants")
+    combos = _chosen(factors, subset) if subset is not None else list(itertools.product(*(f.levels for f in factors)))
     result = []
     for combo in combos:
         levels = {factor.name: level.name for factor, level in zip(factors, combo)}
@@ -150,21 +160,22 @@ def variants(base: ModelSpec, factors: Sequence[Factor], subset: Sequence[Mappin
     return result
 
 
-def _chosen(factors: Sequence[Factor], combos: list[tuple[Level, ...]],
-            subset: Sequence[Mapping[str, Any]]) -> list[tuple[Level, ...]]:
+def _chosen(factors: Sequence[Factor], subset: Sequence[Mapping[str, Any]]) -> list[tuple[Level, ...]]:
+    """The listed combinations, each looked up level by level (the full grid is never built)."""
     names = [factor.name for factor in factors]
-    wanted = []
+    by_name = [{level.name: level for level in factor.levels} for factor in factors]
+    wanted: list[tuple[Level, ...]] = []
     for index, row in enumerate(subset, start=1):
         field = f"subset[{index}]"
         if not isinstance(row, Mapping) or set(row) != set(names):
             raise FactorError(field, f"each subset entry names a level of every factor ({', '.join(names)})")
         key = tuple(level_text(row[name]) for name in names)
-        match = [combo for combo in combos if tuple(level.name for level in combo) == key]
-        if not match:
+        if any(name not in levels for name, levels in zip(key, by_name)):
             raise FactorError(field, f"no such combination of levels: {dict(zip(names, key))}")
-        if match[0] in wanted:
+        combo = tuple(levels[name] for name, levels in zip(key, by_name))
+        if combo in wanted:
             raise FactorError(field, "this combination is listed twice")
-        wanted.append(match[0])
+        wanted.append(combo)
     if not wanted:
         raise FactorError("subset", "list at least one combination of levels")
     return wanted
@@ -211,8 +222,10 @@ def _is_on(value: Any, edit: str) -> bool:
 
 
 def _number(value: Any, edit: str, kind: type, low: float, high: float | None = None) -> Any:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not float(value).is_integer()):
-        raise FactorError(f"vary.{edit}", f"level {value!r} must be {'an integer' if kind is int else 'a number'}")
+    # Finite first: float('inf').is_integer() is False but round(inf) and int(1e18 copies) are not.
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or (kind is int and not float(value).is_integer())):
+        raise FactorError(f"vary.{edit}", f"level {value!r} must be {'an integer' if kind is int else 'a finite number'}")
     if value < low or (high is not None and value >= high):
         bound = f"at least {low}" if high is None else f"in [{low}, {high})"
         raise FactorError(f"vary.{edit}", f"level {value!r} must be {bound}")
@@ -238,6 +251,11 @@ def _depth(layers: list[dict], value: Any) -> list[dict]:
         drop = {i for start, end in blocks[depth:] for i in range(start, end)}
         return [layer for i, layer in enumerate(layers) if i not in drop]
     start, end = blocks[-1]
+    # Counted before the copies are made: depth 10**18 is refused in microseconds, not by MemoryError.
+    total = len(layers) + (depth - len(blocks)) * (end - start)
+    if total > MAX_LAYERS:
+        raise FactorError("vary.depth", f"level {value!r} makes a model of {total:,} layers, over the limit of "
+                                        f"{MAX_LAYERS:,} (limits.MAX_LAYERS)")
     # Repeated copies get Keras's automatic names: a user-given name may appear only once.
     copies = [{k: v for k, v in layer.items() if k != "name"} for layer in layers[start:end]]
     return layers[:end] + copy.deepcopy(copies) * (depth - len(blocks)) + layers[end:]

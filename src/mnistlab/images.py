@@ -10,6 +10,8 @@ shaped [28, 28], [N, 28, 28], [N, 28, 28, 1] or [N, 784].
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
-from mnistlab.data import IMAGE_SIZE, read_idx
+from mnistlab.data import IMAGE_SIZE, MAX_CUSTOM_ITEMS, read_idx
 from mnistlab.errors import MnistlabError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -26,6 +28,10 @@ MASS_CENTRE = IMAGE_SIZE // 2  # the pixel index where MNIST puts each digit's c
 BOX = 20  # MNIST scaled each digit to fit a 20×20 box inside the 28×28 field
 INK_THRESHOLD = 0.2  # of the ink's contrast range: fainter pixels do not extend the bounding box
 MIN_CONTRAST = 0.05  # below this the picture is blank, not a faint digit
+
+# Pictures are converted to float64 grey: 40 M pixels (a 48-megapixel photo is refused, a 36 M one
+# is not) is 320 MB. Pillow's own bomb limit (179 M pixels) would let through 1.4 GB.
+MAX_PICTURE_PIXELS = 40_000_000
 
 INVERTED = "inverted: dark digit on light background"
 NOT_INVERTED = "not inverted: light digit on dark background"
@@ -91,10 +97,31 @@ def _array_inputs(array: np.ndarray, path: Path) -> Inputs:
     return Inputs(images, names)
 
 
+def _check_npy_header(path: Path) -> None:
+    """The header's shape and dtype against the file's real size and the image limits, before
+    numpy allocates what the header claims (a 128-byte file can claim 4 GB)."""
+    fmt = np.lib.format
+    with open(path, "rb") as handle:
+        version = fmt.read_magic(handle)
+        read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, _, dtype = read_header(handle, max_header_size=10_000)
+        data_bytes = path.stat().st_size - handle.tell()
+    if dtype.hasobject:
+        raise MnistlabError(f"{path}: not a readable .npy array (it holds Python objects, which are never unpickled)")
+    items = shape[0] if len(shape) > 2 else 1
+    if items > MAX_CUSTOM_ITEMS:
+        raise MnistlabError(f"{path}: declares {items:,} images, more than {MAX_CUSTOM_ITEMS:,}; refused")
+    declared = math.prod(shape) * dtype.itemsize
+    if declared != data_bytes:
+        raise MnistlabError(f"{path}: header declares shape {list(shape)} of {dtype} ({declared:,} bytes), "
+                            f"the file holds {data_bytes:,}; the file is damaged")
+
+
 def _read_npy(path: Path) -> np.ndarray:
     try:
+        _check_npy_header(path)
         return np.load(path, allow_pickle=False)  # never unpickle a file handed to us
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, TypeError) as exc:
         raise MnistlabError(f"{path}: not a readable .npy array ({str(exc).splitlines()[0]})") from None
 
 
@@ -151,11 +178,21 @@ def mnist_style(grey: np.ndarray, source: str = "<image>") -> tuple[np.ndarray, 
 
 def _read_picture(path: Path) -> Inputs:
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():
+            # Pillow warns past 89 M pixels; our own, lower limit refuses those in one line below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        with image:
+            width, height = image.size  # from the header: checked before any pixel is decoded
+            if width * height > MAX_PICTURE_PIXELS:
+                raise MnistlabError(f"{path}: a picture of {width:,}x{height:,} pixels, more than "
+                                    f"{MAX_PICTURE_PIXELS:,}; scale it down first")
             image.load()
             grey = _grey(image)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise MnistlabError(f"{path}: not a readable image ({str(exc).splitlines()[0]})") from None
+    if not np.isfinite(grey).all():  # float TIFFs can hold NaN
+        raise MnistlabError(f"{path}: holds NaN or infinite pixel values")
     digit, inverted = mnist_style(grey, str(path))
     return Inputs(digit[None], [str(path)], [INVERTED if inverted else NOT_INVERTED])
 

@@ -8,6 +8,7 @@ explicitly: initializers, BatchNormalization's momentum and epsilon, and every o
 
 from __future__ import annotations
 
+import ast
 import keyword
 import re
 import textwrap
@@ -27,6 +28,7 @@ from mnistlab.spec import (
     MaxPooling2D,
     ModelSpec,
     N_CLASSES,
+    parse_model,
     resolve,
 )
 
@@ -56,7 +58,7 @@ def _initializer(init: Initializer) -> str:
 
 
 def _kernel_arguments(layer: Conv2D | Dense) -> list[str]:
-    return [f'activation="{layer.activation}"', f"use_bias={layer.use_bias}",
+    return [f"activation={layer.activation!r}", f"use_bias={layer.use_bias}",
             f"kernel_initializer={_initializer(layer.kernel_initializer)}",
             "bias_initializer=initializers.Zeros()"]
 
@@ -65,12 +67,12 @@ def _layer_call(layer: Layer, rank: int, name: str | None) -> str:
     """`layers.X(...)` for one spec layer; `rank` is its input's rank without the batch axis."""
     if isinstance(layer, Conv2D):
         args = [f"filters={layer.filters}", f"kernel_size={_pair(layer.kernel_size)}", f"strides={_pair(layer.strides)}",
-                f'padding="{layer.padding}"', *_kernel_arguments(layer)]
+                f"padding={layer.padding!r}", *_kernel_arguments(layer)]
     elif isinstance(layer, Dense):
         args = [f"units={layer.units}", *_kernel_arguments(layer)]
     elif isinstance(layer, MaxPooling2D):
         strides = _pair(layer.strides) if layer.strides is not None else "None"
-        args = [f"pool_size={_pair(layer.pool_size)}", f"strides={strides}", f'padding="{layer.padding}"']
+        args = [f"pool_size={_pair(layer.pool_size)}", f"strides={strides}", f"padding={layer.padding!r}"]
     elif isinstance(layer, Dropout):
         args = [f"rate={_number(layer.rate)}"]
     elif isinstance(layer, BatchNormalization):
@@ -78,14 +80,14 @@ def _layer_call(layer: Layer, rank: int, name: str | None) -> str:
     elif isinstance(layer, Flatten):
         args = []
     elif isinstance(layer, Activation):
-        args = [f'"{layer.activation}"']
+        args = [repr(layer.activation)]
     elif isinstance(layer, Concatenate):
         # The spec's axis leaves out the batch axis; Keras counts it.
         args = [f"axis={layer.axis + 1 if layer.axis >= 0 else layer.axis}"]
     else:  # pragma: no cover - every spec layer type is handled above
         raise MnistlabError(f"layer type {layer.type} has no Keras export")  # type: ignore[attr-defined]
     if name is not None:
-        args.append(f'name="{name}"')
+        args.append(f"name={name!r}")  # Python's own quoting: a name is a literal, never code
     return f"layers.{layer.type}({', '.join(args)})"  # type: ignore[attr-defined]
 
 
@@ -111,7 +113,8 @@ def _optimizer_call(spec: ModelSpec) -> str:
 
 
 def _variable(name: str, taken: set[str]) -> str:
-    base = re.sub(r"\W", "_", name)
+    # ASCII only: `\W` would keep letters such as '²' that are not valid in identifiers.
+    base = re.sub(r"[^A-Za-z0-9_]", "_", name)
     if not base or base[0].isdigit() or keyword.iskeyword(base) or base in _RESERVED:
         base = f"x_{base}"
     variable, n = base, 1
@@ -122,14 +125,68 @@ def _variable(name: str, taken: set[str]) -> str:
     return variable
 
 
+def _docstring_text(value: str) -> str:
+    """A user string made inert inside the generated module docstring: control characters and
+    line breaks become spaces, and backslashes and double quotes are escaped, so no escape
+    sequence of the user's acts and no quote can close the docstring."""
+    printable = "".join(char if char.isprintable() else " " for char in value)
+    return printable.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _placeholders(spec: ModelSpec) -> ModelSpec:
+    """The same spec with every user string (id, description, layer names) replaced by a fixed
+    ASCII placeholder: what the generated code must match in structure."""
+    data = spec.to_dict()
+    renamed = {}
+    for index, layer in enumerate(data["layers"]):
+        if "name" in layer:
+            renamed[layer["name"]] = layer["name"] = f"layer{index}"
+    for layer in data["layers"]:
+        if "inputs" in layer:
+            layer["inputs"] = [renamed.get(name, name) for name in layer["inputs"]]
+    data.update(id="model", description="description" if spec.description else "")
+    return parse_model(data)
+
+
+class _Canonical(ast.NodeTransformer):
+    """Blanks string constants and numbers variables by first use: what user strings may change."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}
+
+    def visit_Constant(self, node: ast.Constant) -> ast.Constant:
+        return ast.Constant("") if isinstance(node.value, str) else node
+
+    def visit_Name(self, node: ast.Name) -> ast.Name:
+        # Graph variables are derived from layer names (ASCII identifiers only); a Name runs nothing.
+        node.id = self.names.setdefault(node.id, f"v{len(self.names)}")
+        return node
+
+
+def _shape_of(code: str) -> str:
+    return ast.dump(_Canonical().visit(ast.parse(code)))
+
+
 def export_keras_code(spec: ModelSpec) -> str:
-    """Runnable Keras 3 / tf.keras code for the spec: the model, compile(), and a training script."""
+    """Runnable Keras 3 / tf.keras code for the spec: the model, compile(), and a training script.
+
+    The code is checked with `ast` before it is returned: it must have the structure of the same
+    spec with every user string replaced by a placeholder, so a name or id can change string
+    constants only, never add code (the script is one users run)."""
+    code = _render(spec)
+    if _shape_of(code) != _shape_of(_render(_placeholders(spec))):
+        raise MnistlabError(f"model '{spec.id}': export-keras refused: a user string (id, description or layer "
+                            "name) would change the generated code's structure")
+    return code
+
+
+def _render(spec: ModelSpec) -> str:
     resolved = resolve(spec)
     shape = ", ".join(map(str, spec.input)) + ("," if len(spec.input) == 1 else "")
     header = [
-        f'"""Keras code for the mnistlab model {spec.id!r}, written by `mnistlab export-keras`.',
+        f'"""Keras code for the mnistlab model {_docstring_text(repr(spec.id))}, written by `mnistlab export-keras`.',
         "",
-        *([*textwrap.wrap(spec.description.replace('"' * 3, "'" * 3), 96), ""] if spec.description else []),
+        *([*textwrap.wrap(_docstring_text(spec.description), 96), ""] if spec.description else []),
         "Keras 3 or tf.keras (TensorFlow 2.x; there, `from tensorflow import keras` instead of `import keras`).",
         "Keras 2.2's defaults, which the seed notebooks ran with, are written out: initializers,",
         "BatchNormalization's momentum and epsilon and every optimizer argument (today's Keras",

@@ -22,6 +22,12 @@ from typing import Any, Callable
 from mnistlab.errors import MnistlabError, SpecError
 from mnistlab.spec import INPUT_NAME, LAYER_CLASSES, ModelSpec, parse_model, resolve
 
+# Bounds on what the importer evaluates, checked before it evaluates: model code needs small
+# numbers and shallow expressions, and hostile code could otherwise hold the machine
+# (`10**10**10`), overflow Python's int-to-str limit, or exhaust the C stack (a 1,000-term sum).
+MAX_INT_BITS = 64  # larger integer constants and results are not evaluated
+MAX_NESTING = 100  # deeper expressions (and notebook JSON) are refused with one line
+
 # --- results ----------------------------------------------------------------------------------
 
 
@@ -403,6 +409,8 @@ class _Interpreter:
     # expressions
     def eval(self, node: ast.expr) -> Any:
         if isinstance(node, ast.Constant):
+            if isinstance(node.value, int) and abs(node.value).bit_length() > MAX_INT_BITS:
+                return self.unknown(node, f"an integer of more than {MAX_INT_BITS} bits is not evaluated")
             return node.value
         if isinstance(node, ast.Name):
             if node.id in self.env:
@@ -432,11 +440,16 @@ class _Interpreter:
                 ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
                 ast.Div: lambda a, b: a / b, ast.FloorDiv: lambda a, b: a // b, ast.Pow: lambda a, b: a**b,
             }
+            if isinstance(op, ast.Pow) and _too_big_power(left, right):
+                return self.unknown(node, f"`{_snippet(node)}` would be larger than {MAX_INT_BITS} bits; not evaluated")
             if type(op) in operations:
                 try:
-                    return operations[type(op)](left, right)
-                except (ZeroDivisionError, OverflowError):
+                    result = operations[type(op)](left, right)
+                except (ZeroDivisionError, OverflowError, ValueError):
                     return self.unknown(node)
+                if isinstance(result, int) and abs(result).bit_length() > MAX_INT_BITS:
+                    return self.unknown(node, f"`{_snippet(node)}` is larger than {MAX_INT_BITS} bits; not evaluated")
+                return result
         if isinstance(left, Array) and _is_number(right):
             return left  # x / 255, x - mean: the shape stays
         if isinstance(left, tuple) and isinstance(right, tuple) and isinstance(op, ast.Add):
@@ -964,6 +977,27 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _too_big_power(base: Any, exponent: Any) -> bool:
+    """Whether base**exponent (numbers) would pass MAX_INT_BITS: judged from the operands' sizes,
+    without computing it (10**10**10 would take hours and gigabytes)."""
+    if not isinstance(base, int) or not isinstance(exponent, int) or exponent <= 0 or abs(base) <= 1:
+        return False  # floats overflow to OverflowError quickly; x**0, 1**n, 0**n, n**-k are small
+    return (abs(base).bit_length() - 1) * exponent > MAX_INT_BITS
+
+
+def _nesting(tree: ast.AST) -> tuple[int, int]:
+    """The deepest nesting in ``tree`` and the line where it is, walked without recursion."""
+    deepest, line = 0, 0
+    stack = [(tree, 1, 0)]
+    while stack:
+        node, depth, lineno = stack.pop()
+        lineno = getattr(node, "lineno", lineno)
+        if depth > deepest:
+            deepest, line = depth, lineno
+        stack.extend((child, depth + 1, lineno) for child in ast.iter_child_nodes(node))
+    return deepest, line
+
+
 def _value_text(value: Any) -> str:
     if isinstance(value, Ref):
         return value.path.lstrip("?")
@@ -1158,13 +1192,21 @@ def _cells(path: Path) -> list[tuple[int | None, str]]:
         try:
             notebook = json.loads(text)
             cells = notebook["cells"]
+        except RecursionError:
+            raise MnistlabError(f"{path}: notebook JSON nested too deeply to read; refused") from None
         except (ValueError, KeyError, TypeError):
             raise MnistlabError(f"{path}: not a Jupyter notebook (no JSON 'cells' list)") from None
+        if not isinstance(cells, list):
+            raise MnistlabError(f"{path}: not a Jupyter notebook ('cells' is not a list)")
         code_cells: list[tuple[int | None, str]] = []
         for number, cell in enumerate(cells, start=1):
             if isinstance(cell, dict) and cell.get("cell_type") == "code":
                 source = cell.get("source", "")
-                code_cells.append((number, "".join(source) if isinstance(source, list) else str(source)))
+                if isinstance(source, list) and all(isinstance(line, str) for line in source):
+                    source = "".join(source)
+                if not isinstance(source, str):
+                    raise MnistlabError(f"{path}: cell {number}: field 'source': must be text or a list of lines")
+                code_cells.append((number, source))
         return code_cells
     if path.suffix != ".py":
         raise MnistlabError(f"{path}: import-keras reads .py and .ipynb files")
@@ -1177,8 +1219,11 @@ def import_keras_code(path: str | Path) -> ImportResult:
     interpreter = _Interpreter()
     for cell, code in _cells(path):
         interpreter.cell = cell
+        where = f"{path}: cell {cell}" if cell is not None else str(path)
         try:
             tree = ast.parse(_blank_magics(code), filename=str(path))
+        except (RecursionError, MemoryError):
+            raise MnistlabError(f"{where}: code nested too deeply to parse; refused") from None
         except SyntaxError as exc:
             where = Loc(exc.lineno or 0, cell)
             if cell is None:
@@ -1186,7 +1231,14 @@ def import_keras_code(path: str | Path) -> ImportResult:
             for model in interpreter.models:
                 model.problems.append(f"{where}: this cell is not valid Python ({exc.msg}) and may change the model")
             continue
-        interpreter.run(tree.body)
+        depth, line = _nesting(tree)
+        if depth > MAX_NESTING:
+            raise MnistlabError(f"{where}: line {line}: an expression nested {depth} deep (more than {MAX_NESTING}); "
+                                "refused, not evaluated")
+        try:
+            interpreter.run(tree.body)
+        except RecursionError:  # a guard behind the nesting bound
+            raise MnistlabError(f"{where}: code nested too deeply to evaluate; refused") from None
     return _results(path, interpreter)
 
 

@@ -40,8 +40,65 @@ def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-def read_keras_h5(path: str | Path) -> list[tuple[str, dict[str, np.ndarray]]]:
-    """(layer name, {array name: array}) for each Keras layer that has weights, in the file's order."""
+# HDF5 filters that only decode the file's own bytes (gzip, shuffle, fletcher32, lzf); any other
+# (szip, n-bit, scale-offset, plugins) runs code or transforms values this reader does not vouch for.
+_SAFE_FILTERS = {1: "gzip", 2: "shuffle", 3: "fletcher32", 32000: "lzf"}
+_MAX_RANK = 4  # a Conv2D kernel, the highest-rank array a spec has
+
+
+def _names(value: Any, where: str) -> list[str]:
+    """An attribute that must be a list of names (`layer_names`, `weight_names`)."""
+    array = np.asarray(value)
+    if array.ndim != 1 or not all(isinstance(v, (bytes, str, np.bytes_, np.str_)) for v in array):
+        raise MnistlabError(f"{where}: must be a list of names, not {value!r:.60}")
+    return [_text(v) for v in array]
+
+
+def _member(group: Any, name: str, root: str, where: str, h5py: Any) -> Any:
+    """``group[name]`` followed one path component at a time, refusing links that leave the file
+    (external links) or the group being read (soft links elsewhere): a file is read as data."""
+    node = group
+    for part in (p for p in name.split("/") if p):
+        link = node.get(part, getlink=True)
+        if link is None:
+            raise MnistlabError(f"{where}: names '{name}', which the file does not hold")
+        if isinstance(link, h5py.ExternalLink):
+            raise MnistlabError(f"{where}: '{name}' is an external link to {link.filename!r}; refused "
+                                "(weights are read from this file only)")
+        if isinstance(link, h5py.SoftLink) and not (link.path + "/").startswith(root.rstrip("/") + "/"):
+            raise MnistlabError(f"{where}: '{name}' is a soft link to {link.path!r}, outside {root!r}; refused")
+        node = node[part]
+    return node
+
+
+def _checked_dataset(node: Any, where: str, largest: int | None, h5py: Any) -> Any:
+    """A dataset whose storage is plain data in this file, of a size the spec can hold: checked from
+    its header before a byte of it is read."""
+    if not isinstance(node, h5py.Dataset):
+        raise MnistlabError(f"{where}: is not a dataset")
+    if node.external:
+        raise MnistlabError(f"{where}: has external storage ({node.external[0][0]!r}); refused "
+                            "(weights are read from this file only)")
+    if node.is_virtual:
+        raise MnistlabError(f"{where}: is a virtual dataset (it maps other files); refused")
+    plist = node.id.get_create_plist()
+    for index in range(plist.get_nfilters()):
+        code = plist.get_filter(index)[0]
+        if code not in _SAFE_FILTERS:
+            raise MnistlabError(f"{where}: uses HDF5 filter {code}; only {', '.join(_SAFE_FILTERS.values())} are read")
+    if node.dtype.kind not in "fiu":
+        raise MnistlabError(f"{where}: holds {node.dtype}, not numbers")
+    if node.ndim > _MAX_RANK or (largest is not None and node.size > largest):
+        raise MnistlabError(f"{where}: declares shape {list(node.shape)} ({node.size:,} values), larger than any "
+                            "tensor of the model; refused before reading")
+    return node
+
+
+def read_keras_h5(path: str | Path, largest: int | None = None) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """(layer name, {array name: array}) for each Keras layer that has weights, in the file's order.
+
+    ``largest``: the most values any array may declare (the spec's largest tensor); every dataset's
+    header is checked against it, and its storage and links, before it is read."""
     h5py = _h5py()
     path = Path(path)
     if not path.is_file():
@@ -53,17 +110,20 @@ def read_keras_h5(path: str | Path) -> list[tuple[str, dict[str, np.ndarray]]]:
                 raise MnistlabError(f"{path}: not a Keras 2 HDF5 weights file (no 'layer_names'); "
                                     "save it with tf_keras / Keras 2 as model.save_weights('weights.h5')")
             layers = []
-            for layer_name in map(_text, group.attrs["layer_names"]):
-                layer = group[layer_name]
+            for layer_name in _names(group.attrs["layer_names"], f"{path}: attribute 'layer_names'"):
+                layer = _member(group, layer_name, group.name, f"{path}: 'layer_names'", h5py)
                 arrays: dict[str, np.ndarray] = {}
-                for weight_name in map(_text, layer.attrs.get("weight_names", [])):
+                weight_names = _names(layer.attrs.get("weight_names", []), f"{path}: layer '{layer_name}': 'weight_names'")
+                for weight_name in weight_names:
+                    where = f"{path}: dataset '{layer_name}/{weight_name}'"
+                    node = _checked_dataset(_member(layer, weight_name, group.name, where, h5py), where, largest, h5py)
                     short = weight_name.split("/")[-1].split(":")[0]
-                    arrays[short] = np.asarray(layer[weight_name], dtype=np.float32)
+                    arrays[short] = np.asarray(node, dtype=np.float32)
                 if arrays:
                     layers.append((layer_name, arrays))
             return layers
-    except OSError as exc:
-        raise MnistlabError(f"{path}: not a readable HDF5 file ({exc})") from None
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise MnistlabError(f"{path}: not a readable HDF5 file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
 
 
 def _feature_orders(spec: ModelSpec) -> dict[str, np.ndarray | None]:
@@ -106,8 +166,9 @@ def _convert(node: Node, arrays: dict[str, np.ndarray], order: np.ndarray | None
 def load_keras_weights(spec: ModelSpec, path: str | Path) -> KerasModel:
     """The spec's PyTorch model (inference mode) holding the weights of a Keras HDF5 file."""
     path = Path(path)
-    keras_layers = read_keras_h5(path)
     network = build_model(spec)
+    largest = max((tensor.numel() for tensor in network.state_dict().values()), default=0)
+    keras_layers = read_keras_h5(path, largest)
     resolved = network.resolved
     weighted = [(index, node) for index, node in enumerate(resolved.nodes) if isinstance(node.layer, _WEIGHTED)]
     by_name = dict(keras_layers)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mnistlab.atomic import check_target
 from mnistlab.data import DATASETS, IMAGES_MAGIC, Dataset, _present_files, custom_dataset_info, dataset_info
 from mnistlab.errors import DataError, MnistlabError, SpecError
 from mnistlab.precision import COMPILE_MODES, PRECISIONS
@@ -33,6 +34,12 @@ from mnistlab.spec import SEED_BOUND, ModelSpec, Node, _fmt, _layer_label, _wher
 # about 3.2 GB with gradients and Adam's two moments).
 MAX_PARAMS = 200_000_000
 MAX_ACTIVATION_MIB = 8 * 1024
+# Factor grids (factors.py): the zoo's deepest model has 21 layers and the built-in grids at most a
+# few dozen variants. These refuse, in milliseconds, levels and grids that would fill memory while
+# being built (depth 10**6, or 10**8 variants). Raise MAX_VARIANTS per experiment with
+# `defaults: {max_variants: N}`.
+MAX_LAYERS = 1_000
+MAX_VARIANTS = 1_000
 _FLOAT_BYTES = 4  # activations are kept in float32 (bf16 autocast still keeps float32 masters)
 
 
@@ -129,13 +136,7 @@ def check_model(spec: ModelSpec, data: DataShape, batch_size: int, limits: Limit
             f"{_where(spec, last.index)}: {_layer_label(last.index, last.name, last.layer)}: field 'units': "
             f"{data.name} has {data.classes} classes, but the model outputs {_fmt(last.output_shape)}"
         )
-    if resolved.total_params > limits.params:
-        node = _first_past(resolved.nodes, lambda n: n.params, limits.params)
-        raise SpecError(
-            f"{_where(spec, node.index)}: {_layer_label(node.index, node.name, node.layer)}: field '{_size_field(node)}': "
-            f"the model has {resolved.total_params:,} parameters ({node.params:,} in this layer), over the limit "
-            f"of {limits.params:,}; shrink it or raise max_params"
-        )
+    check_params(spec, limits)
     mib = activation_bytes_per_image(resolved) * batch_size / 2**20
     if mib > limits.activation_mib:
         node = _first_past(resolved.nodes, lambda n: math.prod(n.output_shape) * batch_size * _FLOAT_BYTES / 2**20,
@@ -146,6 +147,33 @@ def check_model(spec: ModelSpec, data: DataShape, batch_size: int, limits: Limit
             f"{_fmt(node.output_shape)} per image), over the limit of {limits.activation_mib:,} MiB; "
             "shrink the layer, lower batch_size or raise max_activation_mib"
         )
+
+
+def check_params(spec: ModelSpec, limits: Limits = Limits(), copies: int = 1) -> None:
+    """The spec's parameters (times ``copies``: the seeds of a bundle) within the limit, counted from
+    the spec before anything is allocated; one line naming the layer where the total passes it."""
+    resolved = resolve(spec)
+    total = resolved.total_params * copies
+    if total > limits.params:
+        node = _first_past(resolved.nodes, lambda n: n.params * copies, limits.params)
+        bundle = f" x {copies} seeds in one bundle" if copies > 1 else ""
+        fewer = "train fewer seeds together, " if copies > 1 else ""
+        raise SpecError(
+            f"{_where(spec, node.index)}: {_layer_label(node.index, node.name, node.layer)}: field '{_size_field(node)}': "
+            f"the model has {resolved.total_params:,} parameters{bundle} ({node.params:,} in this layer), over the "
+            f"limit of {limits.params:,}; {fewer}shrink it or raise max_params"
+        )
+
+
+def check_bundle(spec: ModelSpec, seeds: int, batch_size: int, limits: Limits = Limits()) -> None:
+    """A seed bundle as a whole within the limits: K seeds hold K models' parameters and K batches of
+    activations at once (each seed alone is checked by check_fit)."""
+    check_params(spec, limits, seeds)
+    mib = activation_bytes_per_image(resolve(spec)) * batch_size * seeds / 2**20
+    if mib > limits.activation_mib:
+        raise SpecError(f"{_where(spec)}: a bundle of {seeds} seeds needs {mib:,.0f} MiB of activations per batch of "
+                        f"{batch_size}, over the limit of {limits.activation_mib:,} MiB; train fewer seeds together "
+                        "or raise max_activation_mib")
 
 
 def _first_past(nodes: tuple[Node, ...], size: Any, limit: float) -> Node:
@@ -218,6 +246,8 @@ def check_fit(spec: ModelSpec, dataset: Dataset, config: Any, epochs: Any, batch
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
         raise MnistlabError(f"{where}: field 'val_fraction': must be a number between 0 and 1, got {fraction!r}")
     check_model(spec, shape_of(dataset), batch_size, Limits(config.max_params, config.max_activation_mib))
+    if config.out_dir is not None:
+        check_target(config.out_dir, folder=True)  # --out becomes a model folder: not a file, link or device
 
 
 def check_tasks(tasks: list[Any], data: DataShape, source: str, experiment: str) -> None:

@@ -31,12 +31,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mnistlab.build import KerasModel, build_model
-from mnistlab.checkpoint import write_atomically
+from mnistlab.atomic import check_target, write_atomically
 from mnistlab.data import DatasetInfo
 from mnistlab.engine import History
 from mnistlab.errors import MnistlabError
+from mnistlab.limits import Limits, check_params, check_seed
 from mnistlab.spec import ModelSpec, parse_model
-from mnistlab.store import COMPLETED, DB_NAME, DIVERGED, RunStore
+from mnistlab.store import COMPLETED, DIVERGED, RunStore
 
 MODEL_JSON = "model.json"
 MODEL_TENSORS = "model.safetensors"
@@ -163,6 +164,7 @@ def save_model(folder: Path | str, network: KerasModel, dataset: DatasetInfo, se
     from mnistlab.runner import package_versions  # runner imports this module
 
     folder = Path(folder)
+    check_target(folder, folder=True)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = layer_state(network)
     info = ModelInfo(
@@ -224,11 +226,18 @@ def read_model_info(folder: Path | str) -> ModelInfo:
     return info
 
 
-def load_model_folder(folder: Path | str, device: str | torch.device = "cpu") -> TrainedModel:
-    """Rebuild and load a model folder as a TrainedModel in inference mode."""
+def load_model_folder(folder: Path | str, device: str | torch.device = "cpu", max_params: int | None = None) -> TrainedModel:
+    """Rebuild and load a model folder as a TrainedModel in inference mode.
+
+    The folder's spec is held to the same limits as any spec (``max_params``, default
+    limits.MAX_PARAMS, for folders trained with raised limits) before its model is built."""
     folder = Path(folder)
     info = read_model_info(folder)
-    network = build_model(parse_model(info.spec, folder / MODEL_JSON), seed=info.seed)  # spec errors name the file
+    where = str(folder / MODEL_JSON)
+    check_seed(info.seed, where)
+    spec = parse_model(info.spec, folder / MODEL_JSON)  # spec errors name the file
+    check_params(spec, Limits(max_params))
+    network = build_model(spec, seed=info.seed)
     outputs = network.resolved.nodes[-1].output_shape[0]
     if len(info.class_names) != outputs:
         raise MnistlabError(f"{folder / MODEL_JSON}: field 'class_names': {len(info.class_names)} names "
@@ -237,6 +246,8 @@ def load_model_folder(folder: Path | str, device: str | torch.device = "cpu") ->
     if not tensor_path.is_file():
         raise MnistlabError(f"{tensor_path}: missing; the model folder is incomplete")
     try:
+        # safetensors checks every tensor's declared offsets against the file's real size before it
+        # maps anything, so a header claiming gigabytes over a small file is refused, not allocated.
         tensors = load_file(str(tensor_path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise MnistlabError(f"{tensor_path}: cannot be read ({str(exc).splitlines()[0]}); the file is damaged") from None
@@ -257,10 +268,3 @@ def run_model_folder(store: RunStore, run_id: int) -> Path:
         raise MnistlabError(f"{folder}: {label} has no {MODEL_JSON}; it was trained before mnistlab kept "
                             "whole models (only its kernels are stored); train it again to use it")
     return folder
-
-
-def open_existing_store(root: Path | str) -> RunStore:
-    """A run store that must already exist (opening one never creates it here)."""
-    if not (Path(root) / DB_NAME).is_file():
-        raise MnistlabError(f"{root}: no run store here (no {DB_NAME}); pass --store DIR or a model folder")
-    return RunStore(root)

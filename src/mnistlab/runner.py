@@ -33,6 +33,7 @@ from mnistlab.models_io import save_trained
 from mnistlab.lease import Heartbeat
 from mnistlab.machine import describe
 from mnistlab.limits import check_tasks, dataset_shape, shape_of
+from mnistlab.netcheck import host_port
 from mnistlab.reference import protocol_differences
 from mnistlab.spec import resolve
 from mnistlab.store import EPOCH_METRICS, FINISHED_STATUSES, PENDING, RUNNING, RunRecord, RunStore, current_owner
@@ -235,6 +236,8 @@ class Placement:
         given = [name for name, value in cluster.items() if value is not None]
         if self.backend == "local" and given:
             raise MnistlabError(f"{', '.join(given)}: only for backend 'ray' (the local backend runs here)")
+        if self.address is not None:
+            host_port(self.address, "--address")  # its form, before any work; reached when Ray connects
 
 
 def experiment_tasks(experiment: Experiment, source: str, dataset: Dataset | None) -> list[Task]:

@@ -16,7 +16,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from mnistlab.atomic import check_target
 from mnistlab.errors import MnistlabError
+from mnistlab.netcheck import check_reachable, host_port
 from mnistlab.store import RunRecord, RunStore
 
 TARGETS = ("tensorboard", "mlflow")
@@ -65,10 +67,12 @@ def to_tensorboard(store: RunStore, experiment: str, folder: str | Path) -> list
     except ImportError:
         raise MnistlabError("--to tensorboard needs mnistlab[tensorboard]: pip install 'mnistlab[tensorboard]'") from None
     folder = Path(folder)
+    runs = _runs(store, experiment)  # an unknown experiment is refused before anything is created
+    check_target(folder, folder=True)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     with tempfile.TemporaryDirectory(dir=folder, prefix=".export-") as scratch:
-        for run in _runs(store, experiment):
+        for run in runs:
             log_dir = Path(scratch) / _run_name(run)
             writer = SummaryWriter(log_dir=str(log_dir))
             try:
@@ -103,6 +107,18 @@ def to_mlflow(store: RunStore, experiment: str, uri: str) -> list[str]:
         raise MnistlabError(f"mlflow at {uri}: {message}") from None
 
 
+def _check_server(uri: str) -> None:
+    """A tracking server must answer a connection within seconds: MLflow's client retries for
+    minutes when nobody listens. Once it answers, MLflow's own requests retry less."""
+    found = host_port(uri, "mlflow")
+    if found is None:  # no port given: the scheme's
+        host = uri.split("://", 1)[1].split("/", 1)[0].strip("[]")
+        found = (host, 443 if uri.startswith("https") else 80)
+    check_reachable(*found, f"mlflow at {uri}: no tracking server answers there", "start the tracking server, or give a local folder")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+
 def _to_mlflow(store: RunStore, experiment: str, uri: str) -> list[str]:
     """MLflow runs in the experiment of the same name, tagged with experiment, model and seed.
 
@@ -114,9 +130,13 @@ def _to_mlflow(store: RunStore, experiment: str, uri: str) -> list[str]:
         from mlflow.tracking import MlflowClient
     except ImportError:
         raise MnistlabError("--to mlflow needs mnistlab[mlflow]: pip install 'mnistlab[mlflow]'") from None
+    runs = _runs(store, experiment)  # an unknown experiment is refused before anything is created
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri)
     if "://" not in uri:
         # A local mlruns folder: MLflow 3 keeps its file store in maintenance mode behind this switch.
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        check_target(uri, folder=True)
         Path(uri).mkdir(parents=True, exist_ok=True)
         uri = Path(uri).resolve().as_uri()
     client = MlflowClient(tracking_uri=uri)
@@ -124,7 +144,7 @@ def _to_mlflow(store: RunStore, experiment: str, uri: str) -> list[str]:
     experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
     store_path = str(Path(store.path).resolve())
     ids = []
-    for run in _runs(store, experiment):
+    for run in runs:
         for old in client.search_runs([experiment_id], filter_string=f"tags.`mnistlab.run_id` = '{run.id}'"):
             if old.data.tags.get("mnistlab.store") == store_path:
                 client.delete_run(old.info.run_id)

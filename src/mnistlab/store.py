@@ -36,8 +36,10 @@ from typing import Any
 import numpy as np
 
 from mnistlab.errors import LeaseLost, StoreError, StoreUnavailable
+from mnistlab.strict import whole_number
 
 __all__ = [
+    "open_existing_store",
     "DEFAULT_HEARTBEAT_SECONDS",
     "DEFAULT_LEASE_SECONDS",
     "DEFAULT_ROOT",
@@ -76,6 +78,7 @@ EPOCH_METRICS = ("loss", "acc", "val_loss", "val_acc", "seconds", "train_eval_lo
 # Substrings of the sqlite3 messages for failures the user's environment causes (full disk,
 # read-only files, a corrupt or foreign file, a store held busy too long). Anything else is a bug
 # in this module and propagates unchanged.
+JSON_COLUMNS = ("spec_json", "final_json", "versions_json", "notes_json")  # the runs columns holding JSON
 ENVIRONMENT_FAILURES = (
     "database or disk is full",
     "readonly database",
@@ -319,12 +322,28 @@ def _metric(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def _run_record(row: sqlite3.Row) -> RunRecord:
+def _row_json(row: sqlite3.Row, column: str, kind: type, path: Path | str, what: str) -> Any:
+    """A JSON column of a row (None stays None), or one line naming the row and the field when it
+    was tampered with (not JSON, or not the kind of value the column holds): readers never crash."""
+    text = row[column]
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError, RecursionError):
+        value = None
+    if not isinstance(value, kind):
+        raise StoreError(f"{path}: {what}: field '{column}' is damaged (not a JSON {'object' if kind is dict else 'list'}); "
+                         "the store was edited or corrupted")
+    return value
+
+
+def _run_record(row: sqlite3.Row, path: Path | str) -> RunRecord:
     return RunRecord(
         id=row["id"],
         experiment=row["experiment"],
         model_id=row["model_id"],
-        spec=json.loads(row["spec_json"]),
+        spec=_row_json(row, "spec_json", dict, path, f"run {row['id']}"),
         spec_hash=row["spec_hash"],
         seed=row["seed"],
         dataset=row["dataset"],
@@ -334,12 +353,12 @@ def _run_record(row: sqlite3.Row) -> RunRecord:
         owner=row["owner"],
         heartbeat_at=row["heartbeat_at"],
         device=row["device"],
-        versions=_decode_json(row["versions_json"]),
+        versions=_row_json(row, "versions_json", dict, path, f"run {row['id']}"),
         started_at=row["started_at"],
         ended_at=row["ended_at"],
-        final=_decode_json(row["final_json"]),
+        final=_row_json(row, "final_json", dict, path, f"run {row['id']}"),
         error=row["error"],
-        notes=_decode_json(row["notes_json"]) or [],
+        notes=_row_json(row, "notes_json", list, path, f"run {row['id']}") or [],
     )
 
 
@@ -454,9 +473,10 @@ class RunStore:
             if self._conn.execute(SQL_TABLE_EXISTS, ("meta",)).fetchone() is None:
                 return None
             row = self._conn.execute(SQL_GET_VERSION).fetchone()
-        if row is None or not str(row["value"]).isdigit():
+        version = whole_number(row["value"]) if row is not None else None
+        if version is None:
             raise StoreError(f"{self.path}: store has no valid schema version")
-        return int(row["value"])
+        return version
 
     def _create_schema(self) -> None:
         # Two processes opening a fresh store at once both get here; IF NOT EXISTS and
@@ -478,11 +498,23 @@ class RunStore:
             yield
         except sqlite3.DatabaseError as exc:
             message = str(exc)
+            if "malformed json" in message.lower():  # json_extract on a tampered row, in a bulk reader
+                raise StoreError(f"{self.path}: {self._damaged_json()} is damaged (not valid JSON); "
+                                 "the store was edited or corrupted") from None
             if not any(marker in message.lower() for marker in ENVIRONMENT_FAILURES):
                 raise
             unavailable = any(marker in message.lower() for marker in UNAVAILABLE_FAILURES)
             kind = StoreUnavailable if unavailable else StoreError
             raise kind(f"{self.path}: {message}{self._read_only_hint()}{consequence}") from exc
+
+    def _damaged_json(self) -> str:
+        """Which run and field hold text that is not JSON (for a one-line error)."""
+        for column in JSON_COLUMNS:
+            row = self._conn.execute(f"SELECT id FROM runs WHERE {column} IS NOT NULL AND NOT json_valid({column}) "
+                                     "ORDER BY id LIMIT 1").fetchone()
+            if row is not None:
+                return f"run {row[0]}: field '{column}'"
+        return "a stored JSON field"
 
     def _read_only_hint(self) -> str:
         """SQLite says "unable to open database file" when it cannot create its WAL files: say why."""
@@ -539,7 +571,8 @@ class RunStore:
         with self._translate():
             rows = self._conn.execute(SQL_EXPERIMENTS).fetchall()
         return [
-            ExperimentRecord(row["name"], json.loads(row["config_json"]), row["created_at"],
+            ExperimentRecord(row["name"], _row_json(row, "config_json", dict, self.path, f"experiment {row['name']!r}"),
+                             row["created_at"],
                              row["updated_at"])
             for row in rows
         ]
@@ -561,12 +594,12 @@ class RunStore:
             # OR IGNORE: the run may exist already, created by an earlier or a concurrent run.
             conn.execute(SQL_INSERT_RUN, params)
             row = conn.execute(SQL_RUN_BY_IDENTITY, params).fetchone()
-        return _run_record(row)
+        return _run_record(row, self.path)
 
     def get_run(self, run_id: int) -> RunRecord:
         """The run with this id; StoreError if there is none."""
         with self._translate():
-            return _run_record(self._require_run(self._conn, run_id))
+            return _run_record(self._require_run(self._conn, run_id), self.path)
 
     def runs(self, experiment: str | None = None, status: str | None = None) -> list[RunRecord]:
         """Runs by id, optionally only those of one experiment and/or in one status."""
@@ -575,7 +608,7 @@ class RunStore:
                              f"(expected one of {', '.join(STATUSES)})")
         with self._translate():
             rows = self._conn.execute(SQL_RUNS, {"experiment": experiment, "status": status})
-            return [_run_record(row) for row in rows.fetchall()]
+            return [_run_record(row, self.path) for row in rows.fetchall()]
 
     def find_runs(self, prefix_or_id: str) -> list[RunRecord]:
         """Runs a CLI argument names: a decimal run id, or else a prefix of the spec hash, of the
@@ -584,11 +617,12 @@ class RunStore:
         if not text:
             return []
         with self._translate():
-            if text.isdigit():
-                row = self._conn.execute(SQL_RUN_BY_ID, (int(text),)).fetchone()
-                return [] if row is None else [_run_record(row)]
+            run_id = whole_number(text)  # ASCII digits within SQLite's range; '²' or 10**20 is no id
+            if run_id is not None:
+                row = self._conn.execute(SQL_RUN_BY_ID, (run_id,)).fetchone()
+                return [] if row is None else [_run_record(row, self.path)]
             rows = self._conn.execute(SQL_RUNS_BY_PREFIX, {"prefix": text}).fetchall()
-        return [_run_record(row) for row in rows]
+        return [_run_record(row, self.path) for row in rows]
 
     # -- claiming ------------------------------------------------------------------------------
 
@@ -750,3 +784,11 @@ class RunStore:
         except OSError as exc:
             raise StoreUnavailable(f"{self.path}: cannot create {folder}: {exc.strerror}") from exc
         return folder
+
+
+def open_existing_store(root: Path | str) -> RunStore:
+    """A run store that must already exist: the read commands (ls, show, compare, report, ...)
+    open it this way, so that a mistyped --store never creates one."""
+    if not (Path(root) / DB_NAME).is_file():
+        raise StoreError(f"{root}: no run store here (no {DB_NAME}); pass --store DIR or a model folder")
+    return RunStore(root)

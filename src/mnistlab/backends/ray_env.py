@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import sys
 import tempfile
 from pathlib import Path
 from types import ModuleType
 
 from mnistlab.errors import EnvironmentFailure, MnistlabError
+from mnistlab.netcheck import check_reachable, host_port
 
 MISSING = "--backend ray needs mnistlab[ray]: pip install 'mnistlab[ray]'"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -26,7 +26,6 @@ LOCAL_NODE_IP = "127.0.0.1"
 # small) and a short temporary folder (Unix socket paths under it must stay within 107 characters).
 LOCAL_OBJECT_STORE_BYTES = 256 * 1024 * 1024
 TEMP_PREFIX = "mlr-"
-PROBE_SECONDS = 10.0
 SINGLE_MACHINE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray uses the loopback address for its node
 
 
@@ -65,15 +64,12 @@ def _cluster_mode(ray: ModuleType) -> bool:
 
 
 def _probe(address: str) -> None:
-    """Fail in seconds when nothing listens at a host:port address (Ray itself retries for minutes)."""
-    host, _, port = address.split("://", 1)[-1].rpartition(":")
-    if not host or not port.isdigit():
-        return  # "auto", or a form Ray resolves itself
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_SECONDS).close()
-    except OSError as error:
-        raise EnvironmentFailure(f"--address {address}: no Ray cluster answers there ({error.strerror or error}); "
-                                 "start one with `ray start --head`, or leave out --address") from None
+    """Fail in seconds when nothing listens at a host:port address (Ray itself retries for minutes,
+    and prints its own traceback for an address it cannot parse, such as ':1')."""
+    found = host_port(address, "--address")
+    if found is not None:
+        check_reachable(*found, f"--address {address}: no Ray cluster answers there",
+                        "start one with `ray start --head`, or leave out --address")
 
 
 class Connection:

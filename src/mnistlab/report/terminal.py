@@ -25,6 +25,7 @@ from mnistlab.report.frame import (FINISHED, comparison_from, experiment_config,
                                    query_frame, runs_frame)
 from mnistlab.report.stats import ALPHA, comparison_plan, compare_models, mcnemar_on_runs
 from mnistlab.store import RunRecord, RunStore
+from mnistlab.strict import whole_number
 
 __all__ = ["compare_table", "experiment_view", "experiments_table", "models_table", "run_panel", "runs_table"]
 
@@ -361,9 +362,10 @@ def compare_table(store: RunStore, a: str | int, b: str | int, experiment: str |
     only when a model has runs in several). McNemar's exact test on seed-matched test
     predictions, and the test-accuracy difference with its 95% CI over shared seeds."""
     texts = (str(a).strip(), str(b).strip())
-    are_ids = [text.isdigit() for text in texts]
+    ids = [whole_number(text) for text in texts]
+    are_ids = [run_id is not None for run_id in ids]
     if all(are_ids):
-        return _compare_runs(store, int(texts[0]), int(texts[1]))
+        return _compare_runs(store, ids[0], ids[1])
     if any(are_ids):
         raise MnistlabError(f"compare two run ids or two model ids, not one of each ({texts[0]}, {texts[1]})")
     return _compare_models(store, texts[0], texts[1], experiment)
