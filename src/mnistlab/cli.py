@@ -39,8 +39,10 @@ err_console = safe_console(stderr=True)
 
 
 def _say(line: str | Text, to: Console = console) -> None:
-    """Print one line: never hard-wrapped (a pipe or log file keeps it whole), never highlighted."""
-    to.print(line, highlight=False, soft_wrap=True)
+    """Print one line: never hard-wrapped (a pipe or log file keeps it whole), never highlighted. A
+    string may quote file contents (class names, ids, dataset names, paths): it goes through safetext,
+    so control characters never reach the terminal and it stays one line (the console reads no markup)."""
+    to.print(one_line(line) if isinstance(line, str) else line, highlight=False, soft_wrap=True)
 
 DataDirOption = Annotated[
     Optional[Path],
@@ -505,12 +507,6 @@ def _load_trained(source: str, store: Path, max_params: Optional[int] = None):
                             "pass --store DIR or a model folder")
     with RunStore(store) as run_store:
         return load_model(run_store, _run_id(run_store, source), max_params=max_params)
-
-
-def _say(line: str) -> None:
-    """One line of plain output that quotes file contents (class names, ids, dataset names, paths):
-    through safetext, so control characters never reach the terminal and it stays one line."""
-    print(one_line(line))
 
 
 def _top_line(top: list[tuple[int, str, float]]) -> str:
