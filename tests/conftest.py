@@ -1,4 +1,7 @@
-"""Shared fixtures: tiny generated datasets and specs, never the network."""
+"""Shared fixtures: tiny generated datasets and specs, never the network.
+
+A test that trains asserts with a margin CPU rounding cannot cross, or asserts the property: tests/README.md.
+"""
 
 from __future__ import annotations
 

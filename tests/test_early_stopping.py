@@ -60,9 +60,11 @@ def test_fit_stops_early_and_records_where(tiny_dataset):
     config = TrainConfig(seed=2, device="cpu", patience=1)
     history = fit(tiny_spec(epochs=12, optimizer={"name": "adam", "lr": 0.05}), tiny_dataset, config)
     losses = [e["val_loss"] for e in history.epochs]
-    # With this seed val_loss falls for 3 epochs and rises at the 4th: patience 1 stops there.
-    assert history.stopped_early and history.best_epoch == int(np.argmin(losses)) + 1 == 3
+    # Which epoch is best depends on the CPU's rounding (tests/README.md), so the rule is checked,
+    # not the epoch: patience 1 stops one epoch after the minimum, at the first epoch without a new one.
+    assert history.stopped_early and history.best_epoch == int(np.argmin(losses)) + 1
     assert len(losses) == history.best_epoch + 1
+    assert not losses[-1] < losses[-2] and all(a > b for a, b in zip(losses[:-2], losses[1:-1]))
     assert val_loss_of(history, tiny_dataset, config) == pytest.approx(min(losses), rel=1e-5)
 
 

@@ -151,9 +151,11 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
 
 @needs_mnist
 @pytest.mark.integration
-def test_s000_m1_one_epoch_reaches_97_5_percent():
+def test_s000_m1_one_epoch_reaches_97_percent():
     history = train("s000-m1", epochs=1, validate_on="test", device="cpu")
-    assert history.test_acc >= 0.975
+    # Measured 0.9813 (AMD EPYC, default kernels): 0.975 left 0.6 points, within what another CPU's
+    # rounding moves a one-epoch result on full MNIST (tests/README.md); a broken engine is far below.
+    assert history.test_acc >= 0.97
 
 
 @needs_mnist

@@ -73,7 +73,10 @@ def untrained(spec_id: str, folder: Path) -> TrainedModel:
 def test_onnx_matches_pytorch_on_1000_synthetic_images(trained_cnn, synthetic_1000, tmp_path):
     path = api.export_model(trained_cnn, tmp_path / "cnn.onnx", "onnx")
     assert_onnx_matches(trained_cnn, path, keras_images(trained_cnn, synthetic_1000.test_images))
-    assert api.evaluate(trained_cnn, synthetic_1000).accuracy > 0.2  # it learnt something: chance is 0.1
+    # It learnt something: chance is 0.1, and 0.15 is 5 binomial sd above it on 1,000 images. Measured
+    # 0.235 after 2 epochs on 600 images, mid-way up a steep learning curve, so the bound sits well below
+    # it (0.2 left 3.5 points to a CPU that rounds differently; tests/README.md).
+    assert api.evaluate(trained_cnn, synthetic_1000).accuracy > 0.15
 
 
 @pytest.mark.parametrize("spec_id", ["s004-m1", "s002-m10"])  # an MLP ([N, 784]); the inception-style graph
