@@ -99,6 +99,13 @@ def optim_bad_index(tensors: dict) -> None:
     tensors[f"optim.999.{name}"] = tensors.pop(key)
 
 
+def optim_superscript_index(tensors: dict) -> None:
+    # '²'.isdigit() is true, but int('²') fails: the index must be ASCII digits (strict.whole_number).
+    key = first_key(tensors, "optim.")
+    _, _, name = key.split(".", 2)
+    tensors[f"optim.\u00b2.{name}"] = tensors.pop(key)
+
+
 def optim_bad_shape(tensors: dict) -> None:
     key = first_key(tensors, "optim.")
     tensors[key] = torch.zeros(7)
@@ -148,6 +155,9 @@ TAMPERINGS: dict[str, tuple[Callable[[Path], None], str]] = {
     "tensor extra": (edit_tensors(extra_key), "unknown tensor 'evil.payload'"),
     "optimizer tensor bad index": (edit_tensors(optim_bad_index), "unknown tensor 'optim.999"),
     "optimizer tensor bad shape": (edit_tensors(optim_bad_shape), "its parameter is"),
+    "optimizer tensor superscript index": (edit_tensors(optim_superscript_index), "unknown tensor 'optim.\u00b2"),
+    "scalars superscript key": (edit_json(lambda i: i["optimizer"].update(scalars={"\u00b2": {"step": 1.0}})),
+                                "optimizer scalars"),
 }
 
 

@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from mnistlab.atomic import write_atomically, write_text
 from mnistlab.errors import CheckpointError, CheckpointWriteError
+from mnistlab.strict import whole_number
 
 __all__ = ["POINTER", "load_checkpoint", "read_checkpoint_info", "save_checkpoint", "tensor_file",
            "write_atomically"]
@@ -164,7 +165,7 @@ def _check_optimizer_meta(directory: Path, meta: Any) -> None:
         raise _damaged(directory, "optimizer is not {scalars, param_groups}")
     scalars, groups = meta["scalars"], meta["param_groups"]
     if not isinstance(scalars, dict) or not all(
-        key.isdigit() and isinstance(entry, dict) and all(_is_number(v) for v in entry.values())
+        whole_number(key) is not None and isinstance(entry, dict) and all(_is_number(v) for v in entry.values())
         for key, entry in scalars.items()
     ):
         raise _damaged(directory, "optimizer scalars are not numbers per parameter index")
@@ -209,9 +210,10 @@ def _check_against(directory: Path, info: dict[str, Any], model: torch.nn.Module
             raise _damaged(directory, f"{path.name}: {key} is {header[key]}, the model needs {expected[key]}")
     for key in sorted(set(header) - model_keys):
         parts = key.split(".", 2)
-        if len(parts) != 3 or parts[0] != "optim" or not parts[1].isdigit() or int(parts[1]) >= len(params):
+        index = whole_number(parts[1]) if len(parts) == 3 and parts[0] == "optim" else None
+        if index is None or index >= len(params):
             raise _damaged(directory, f"{path.name}: unknown tensor {key!r}")
-        param = params[int(parts[1])]
+        param = params[index]
         if header[key] != (tuple(param.shape), _DTYPE_NAMES.get(param.dtype)):
             raise _damaged(directory, f"{path.name}: {key} is {header[key]}, its parameter is "
                            f"{(tuple(param.shape), _DTYPE_NAMES.get(param.dtype))}")

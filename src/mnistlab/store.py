@@ -292,10 +292,11 @@ def _owner_is_dead(owner: str) -> bool:
     expires them.
     """
     host, _, pid_text = owner.rpartition(":")
-    if host != socket.gethostname() or not pid_text.isdigit() or int(pid_text) <= 0:
+    pid = whole_number(pid_text, upper=2**31 - 1)  # a pid_t; os.kill overflows past it
+    if host != socket.gethostname() or pid is None or pid <= 0:
         return False
     try:
-        os.kill(int(pid_text), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:  # alive, but another user's
