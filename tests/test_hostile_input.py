@@ -541,8 +541,8 @@ SERVICE_CASES = [
     hostile("mlflow-nobody-listening", _mlflow_nobody, ["mlflow at http://127.0.0.1:", "no tracking server answers"], code=1),
     hostile("ray-address-colon-1", _ray(":1"), ["--address ':1'", "host:port"]),
     hostile("ray-address-port-past-65535", _ray("127.0.0.1:70000"), ["--address", "host:port"]),
-    hostile("ray-nobody-listening", _ray("127.0.0.1:{port}"), ["--address 127.0.0.1:", "no Ray cluster answers"], code=1,
-            may_write=("store",)),
+    # Probed before the store is created: nothing is left behind.
+    hostile("ray-nobody-listening", _ray("127.0.0.1:{port}"), ["--address 127.0.0.1:", "no Ray cluster answers"], code=1),
 ]
 
 
@@ -666,3 +666,18 @@ def test_file_strings_reach_the_terminal_only_through_safetext(args, hostile_inp
     shown = result.stdout + result.stderr
     for char in ("\x1b", "\x07", "\x9b", "\r", "\u202e"):
         assert char not in shown, f"{char!r} reached the terminal: {shown[:300]!r}"
+
+
+@pytest.mark.timeout(20)
+def test_api_run_probes_a_silent_ray_address_before_creating_the_store(tmp_path):
+    import importlib.util
+
+    from mnistlab import api
+    from mnistlab.errors import EnvironmentFailure
+
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("ray is not installed")
+    store = tmp_path / "store"
+    with pytest.raises(EnvironmentFailure, match="no Ray cluster answers there"):
+        api.run("quick", store, backend="ray", address=f"127.0.0.1:{_free_port()}")
+    assert not store.exists()

@@ -129,6 +129,7 @@ def run(
     `end_run` when it finishes); `mnistlab.progress.task_reporters` makes the CLI's."""
     study = experiment(definition)
     placement = Placement(backend, address, gpus_per_task, cpus_per_task, artifacts)
+    placement.check()  # a bad or silent cluster address is refused before a store is opened or created
     options = dict(data_dir=data_dir, dataset=dataset, bundle=bundle, placement=placement, reporter_for=reporter_for)
     if isinstance(store, RunStore):
         return run_experiment(study, store, **options)

@@ -35,4 +35,13 @@ def check_reachable(host: str, port: int, what: str, hint: str) -> None:
         raise EnvironmentFailure(f"{what} ({error.strerror or error}); {hint}") from None
 
 
-__all__ = ["PROBE_SECONDS", "check_reachable", "host_port"]
+def check_ray_address(address: str) -> None:
+    """Fail in seconds when nothing listens at a host:port Ray address (Ray itself retries for
+    minutes, and prints its own traceback for an address it cannot parse, such as ':1')."""
+    found = host_port(address, "--address")
+    if found is not None:
+        check_reachable(*found, f"--address {address}: no Ray cluster answers there",
+                        "start one with `ray start --head`, or leave out --address")
+
+
+__all__ = ["PROBE_SECONDS", "check_ray_address", "check_reachable", "host_port"]

@@ -33,7 +33,7 @@ from mnistlab.models_io import save_trained
 from mnistlab.lease import Heartbeat
 from mnistlab.machine import describe
 from mnistlab.limits import check_tasks, dataset_shape, shape_of
-from mnistlab.netcheck import host_port
+from mnistlab.netcheck import check_ray_address
 from mnistlab.reference import protocol_differences
 from mnistlab.spec import resolve
 from mnistlab.store import EPOCH_METRICS, FINISHED_STATUSES, PENDING, RUNNING, RunRecord, RunStore, current_owner
@@ -237,7 +237,8 @@ class Placement:
         if self.backend == "local" and given:
             raise MnistlabError(f"{', '.join(given)}: only for backend 'ray' (the local backend runs here)")
         if self.address is not None:
-            host_port(self.address, "--address")  # its form, before any work; reached when Ray connects
+            # Its form and whether anything answers there, before any work (the store included).
+            check_ray_address(self.address)
 
 
 def experiment_tasks(experiment: Experiment, source: str, dataset: Dataset | None) -> list[Task]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import ModuleType
 
 from mnistlab.errors import EnvironmentFailure, MnistlabError
-from mnistlab.netcheck import check_reachable, host_port
+from mnistlab.netcheck import check_ray_address
 
 MISSING = "--backend ray needs mnistlab[ray]: pip install 'mnistlab[ray]'"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -63,15 +63,6 @@ def _cluster_mode(ray: ModuleType) -> bool:
     return bool(getattr(ray_constants, "ENABLE_RAY_CLUSTER", True))
 
 
-def _probe(address: str) -> None:
-    """Fail in seconds when nothing listens at a host:port address (Ray itself retries for minutes,
-    and prints its own traceback for an address it cannot parse, such as ':1')."""
-    found = host_port(address, "--address")
-    if found is not None:
-        check_reachable(*found, f"--address {address}: no Ray cluster answers there",
-                        "start one with `ray start --head`, or leave out --address")
-
-
 class Connection:
     """``with Connection(address):`` — Ray connected for the block. Reuses a session the caller
     opened (ray.init in a notebook) and leaves it open; otherwise connects to ``address`` or starts a
@@ -96,7 +87,7 @@ class Connection:
                                                              dir="/tmp" if Path("/tmp").is_dir() else None)
                 ray.init(object_store_memory=LOCAL_OBJECT_STORE_BYTES, _temp_dir=self._temp_dir.name, **options)
             else:
-                _probe(self.address)
+                check_ray_address(self.address)
                 options.pop("include_dashboard")  # the cluster's own setting
                 ray.init(address=self.address, **options)
         except (ConnectionError, RuntimeError, ValueError) as error:
