@@ -2,7 +2,7 @@
 
 Compares, per model, the time of one optimizer step for K seeds:
   sequential  K separate KerasModels, one step each (today's runs, one after another);
-  grouped     mnistlab.stacked.StackedModel (grouped convs over (B, K*C, H, W), baddbmm Dense);
+  grouped     mnistlab.nn.stacked.StackedModel (grouped convs over (B, K*C, H, W), baddbmm Dense);
   vmap        torch.func: stack_module_state + functional_call + vmap (BatchNormalization without
               running statistics, which vmap cannot update in place: an optimistic bound).
 Synthetic inputs; the optimizer is the model's Keras optimizer over the stacked parameters.
@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, replace_all_batch_norm_modules_, stack_module_state
 
-from mnistlab.build import build_model
-from mnistlab.engine import configure_threads
-from mnistlab.optim import make_optimizer
-from mnistlab.rng import set_dropout_generator
-from mnistlab.stacked import StackedModel, stack_inputs
+from mnistlab.nn.build import build_model
+from mnistlab.training.engine import configure_threads
+from mnistlab.training.optim import make_optimizer
+from mnistlab.nn.rng import set_dropout_generator
+from mnistlab.nn.stacked import StackedModel, stack_inputs
 from mnistlab.zoo import get_model
 
 

@@ -4,10 +4,10 @@ from a short probe, and the hours one seed takes under its notebook's protocol.
     python benchmarks/bench_costs.py [--seconds 4] [--models s000-m1 ...] [--precisions fp32 bf16]
                                      [--out benchmarks/results-costs.json]
 
-Each model is probed with `mnistlab.cost.probe_throughput` (the engine's own training and
+Each model is probed with `mnistlab.training.cost.probe_throughput` (the engine's own training and
 evaluation steps on random images of the model's input shape, warm-up excluded; a model whose one
 step outlasts the budget is measured by that step), one model and precision after another in one
-process, at the usable core count. Hours per seed: `mnistlab.cost.estimate_training` at the fp32
+process, at the usable core count. Hours per seed: `mnistlab.training.cost.estimate_training` at the fp32
 rates, for the notebook's epochs on its whole training set (60,000 images) validated each epoch on
 the 10,000 test images, as the reproduction runs are trained. Prints the machine (CPU model and
 the flags that decide its speed) and a Markdown table for RESULTS.md; writes every figure as JSON.
@@ -28,9 +28,9 @@ sys.path.insert(0, str(HERE))
 
 from bench_train import machine_info  # noqa: E402  (the benchmarks' one machine description)
 
-from mnistlab.cost import FLOPS_COUNTED, epoch_images, estimate_training, forward_flops, probe_throughput  # noqa: E402
-from mnistlab.machine import usable_cpus  # noqa: E402
-from mnistlab.reference import NOTEBOOK_PROTOCOL  # noqa: E402
+from mnistlab.training.cost import FLOPS_COUNTED, epoch_images, estimate_training, forward_flops, probe_throughput  # noqa: E402
+from mnistlab.util.machine import usable_cpus  # noqa: E402
+from mnistlab.experiments.reference import NOTEBOOK_PROTOCOL  # noqa: E402
 from mnistlab.zoo import zoo_models  # noqa: E402
 
 

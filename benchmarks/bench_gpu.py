@@ -71,7 +71,7 @@ def repeated(repeats: int, measure: Callable[[], dict[str, Any]]) -> dict[str, A
 
 def configs(seeds: list[int], epochs: int, images: int | None, device: str, protocol: str = "test",
             **options: Any) -> list[Any]:
-    from mnistlab.engine import TrainConfig
+    from mnistlab.training.engine import TrainConfig
 
     return [TrainConfig(epochs=epochs, seed=seed, train_limit=images, device=device, validate_on=protocol,  # type: ignore[arg-type]
                         **options) for seed in seeds]
@@ -80,13 +80,13 @@ def configs(seeds: list[int], epochs: int, images: int | None, device: str, prot
 def mnistlab_rate(spec: Any, dataset: Any, seeds: list[int], epochs: int, images: int | None, device: str,
                   **options: Any) -> dict[str, Any]:
     """One seed through engine.fit, several through bundle.fit_bundle: the engine's own images/s."""
-    from mnistlab.engine import fit
+    from mnistlab.training.engine import fit
 
     started = time.perf_counter()
     if len(seeds) == 1:
         histories = [fit(spec, dataset, configs(seeds, epochs, images, device, **options)[0])]
     else:
-        from mnistlab.bundle import fit_bundle
+        from mnistlab.training.bundle import fit_bundle
 
         histories = fit_bundle(spec, dataset, configs(seeds, epochs, images, device, **options))
     first = histories[0]
@@ -160,9 +160,9 @@ def _train_until(spec: Any, dataset: Any, device: str, max_epochs: int, images: 
     """Train one seed, testing after every epoch; training seconds (device-synchronised) until TARGET_ACC."""
     import torch
 
-    from mnistlab.build import build_model
-    from mnistlab.engine import TrainConfig, evaluate, place_data, resolve_device, train_epoch
-    from mnistlab.optim import make_optimizer
+    from mnistlab.nn.build import build_model
+    from mnistlab.training.engine import TrainConfig, evaluate, place_data, resolve_device, train_epoch
+    from mnistlab.training.optim import make_optimizer
 
     target = resolve_device(device)
     data = place_data(dataset, TrainConfig(validate_on="test", train_limit=images), target)
@@ -250,7 +250,7 @@ def section_study(args: argparse.Namespace, dataset: Any) -> dict[str, Any]:
 def machine(device: str) -> dict[str, Any]:
     import torch
 
-    from mnistlab.machine import describe
+    from mnistlab.util.machine import describe
 
     info = {"device": device, "processor": describe(device), "torch": torch.__version__,
             "python": platform.python_version(), "cuda": torch.version.cuda}
@@ -322,7 +322,7 @@ def main() -> int:
         args.images, args.study_images, args.repeats = 512, 512, 1
         args.scaling_k, args.bundle, args.models = [1, 2], 2, args.models[:2]
 
-    from mnistlab.data import load_dataset
+    from mnistlab.data.datasets import load_dataset
 
     dataset = load_dataset("mnist", data_dir=args.data_dir)
     started = time.perf_counter()

@@ -21,7 +21,7 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from mnistlab.report import write_report
-from mnistlab.store import RunStore
+from mnistlab.runs.store import RunStore
 
 EXPERIMENT = "bench"
 LAYERS = {"conv2d_1": (8, 1, 3, 3), "conv2d_2": (16, 8, 3, 3), "dense_1": (32, 256), "dense_2": (10, 32)}

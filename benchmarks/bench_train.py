@@ -20,7 +20,7 @@ timed part takes about --target-seconds: by default from the model's FLOPs at an
 or with --sizing probe from a short mnistlab fp32 probe on this machine. Threads: every worker is given the usable core count (affinity mask and cgroup
 quota) as OMP/MKL threads and as its framework's intra-op thread count.
 
-FLOPs: mnistlab.cost.forward_flops (2 per multiply-add of Conv2D and Dense layers from the spec's
+FLOPs: mnistlab.training.cost.forward_flops (2 per multiply-add of Conv2D and Dense layers from the spec's
 static shapes; bias, activation, pooling, BatchNorm and the loss are not counted), times
 cost.TRAIN_STEP_FORWARDS (3) for a training step (the backward pass costs about twice the forward).
 "% of peak" = images/s x training FLOPs per image / measured matmul GFLOP/s of the same dtype.
@@ -54,7 +54,7 @@ try:  # src layout: runnable from a checkout without `pip install -e .`
 except ImportError:
     sys.path.insert(0, str(SRC))
 
-from mnistlab.machine import usable_cpus  # the engine's own count
+from mnistlab.util.machine import usable_cpus  # the engine's own count
 
 # --- small helpers shared by the orchestrator and the workers -------------------------------
 
@@ -80,9 +80,9 @@ def epoch_summary(seconds: list[float], images: int, warmup: int = 1) -> dict[st
 
 
 def model_facts(spec: Any) -> dict[str, Any]:
-    """Parameter counts, forward MACs of Conv2D / Dense layers and training FLOPs (mnistlab.cost's count)."""
-    from mnistlab.cost import TRAIN_STEP_FORWARDS, forward_flops
-    from mnistlab.spec import resolve
+    """Parameter counts, forward MACs of Conv2D / Dense layers and training FLOPs (mnistlab.training.cost's count)."""
+    from mnistlab.training.cost import TRAIN_STEP_FORWARDS, forward_flops
+    from mnistlab.spec.model import resolve
 
     resolved = resolve(spec)
     flops = forward_flops(spec)
@@ -96,8 +96,8 @@ def model_facts(spec: Any) -> dict[str, Any]:
 
 def architecture_json(spec: Any) -> dict[str, Any]:
     """What keras_peer.py needs to rebuild the model: resolved nodes with names and inputs."""
-    from mnistlab.optim import KERAS_DEFAULTS
-    from mnistlab.spec import resolve
+    from mnistlab.training.optim import KERAS_DEFAULTS
+    from mnistlab.spec.model import resolve
 
     resolved = resolve(spec)
     nodes = []
@@ -118,7 +118,7 @@ def architecture_json(spec: Any) -> dict[str, Any]:
         "optimizer": {"name": optimizer.name, "args": args},  # Keras 2.2 names and defaults
         "batch_size": spec.training.batch_size,
         "total_params": resolved.total_params,
-        "spec": spec.to_dict(),  # for torch_peer.py, which builds through mnistlab.build
+        "spec": spec.to_dict(),  # for torch_peer.py, which builds through mnistlab.nn.build
     }
 
 
@@ -129,16 +129,16 @@ def mnistlab_worker(args: argparse.Namespace) -> None:
     """Time mnistlab's own training loop: `engine.train_epoch` on the device-resident subset."""
     import torch
 
-    from mnistlab.build import build_model
-    from mnistlab.data import load_dataset
-    from mnistlab.engine import TrainConfig, configure_threads, place_data, train_epoch
-    from mnistlab.optim import make_optimizer
+    from mnistlab.nn.build import build_model
+    from mnistlab.data.datasets import load_dataset
+    from mnistlab.training.engine import TrainConfig, configure_threads, place_data, train_epoch
+    from mnistlab.training.optim import make_optimizer
     from mnistlab.zoo import get_model
 
     if args.unfused:  # the plain modules, as before fused.py (cpu_sections.py's "before")
-        import mnistlab.build
+        import mnistlab.nn.build
 
-        mnistlab.build.FUSED = False
+        mnistlab.nn.build.FUSED = False
     configure_threads()  # the engine's own thread policy, as `fit` applies it
     spec = get_model(args.model)
     batch_size = args.batch_size or spec.training.batch_size
@@ -153,7 +153,7 @@ def mnistlab_worker(args: argparse.Namespace) -> None:
             "interop_threads": torch.get_num_interop_threads()}
 
     if args.probe:  # a few steps to size the real run: warm up one batch, then time >= 2 s
-        from mnistlab.engine import DeviceData
+        from mnistlab.training.engine import DeviceData
 
         def run(batches: int) -> float:
             n = min(batches * batch_size, len(data.train_y))
@@ -507,8 +507,8 @@ def main(argv: list[str] | None = None) -> int:
             args.repeats = 3
         return cpu_sections.main(args)
 
-    from mnistlab.data import load_dataset
-    from mnistlab.engine import TrainConfig, place_data
+    from mnistlab.data.datasets import load_dataset
+    from mnistlab.training.engine import TrainConfig, place_data
     from mnistlab.zoo import get_model
     import numpy as np
     import torch

@@ -16,7 +16,7 @@ of --repeats and every single figure. Short epochs (train_limit) keep a section 
   passive waiting (OMP_WAIT_POLICY=PASSIVE), and Keras 3 on TensorFlow;
   the share is busy ÷ idle images/s; plus s000-m6 (3,072 images) idle under each mnistlab policy.
 - bundles: a single-model batch-size sweep for s000-m7 (the ceiling a bundle could reach), then 8
-  seeds of s000-m7 and of s004-m2 trained with `mnistlab.bundle.fit_bundle` against 8 sequential
+  seeds of s000-m7 and of s004-m2 trained with `mnistlab.training.bundle.fit_bundle` against 8 sequential
   `engine.fit` runs of the same configs: training images/s (steps only, epochs 2+, as History
   reports it), and in the JSON also the wall-clock rate with validation and test evaluation.
 """
@@ -59,8 +59,8 @@ def worker_fit(args: argparse.Namespace) -> None:
     """8 seeds (--seeds) of one model: `fit_bundle` once, or `fit` per seed; wall time of all."""
     import torch
 
-    from mnistlab.data import load_dataset
-    from mnistlab.engine import TrainConfig, fit
+    from mnistlab.data.datasets import load_dataset
+    from mnistlab.training.engine import TrainConfig, fit
     from mnistlab.zoo import get_model
 
     spec = get_model(args.model)
@@ -69,7 +69,7 @@ def worker_fit(args: argparse.Namespace) -> None:
                for seed in range(args.seeds)]
     started = time.perf_counter()
     if args.mode == "bundle":
-        from mnistlab.bundle import fit_bundle
+        from mnistlab.training.bundle import fit_bundle
 
         histories = fit_bundle(spec, dataset, configs)
     else:
@@ -176,8 +176,8 @@ def section_busy(args: argparse.Namespace, threads: int, workdir: Path) -> dict[
     import torch
 
     from bench_train import architecture_json
-    from mnistlab.data import load_dataset
-    from mnistlab.engine import TrainConfig, place_data
+    from mnistlab.data.datasets import load_dataset
+    from mnistlab.training.engine import TrainConfig, place_data
     from mnistlab.zoo import get_model
 
     model, images, epochs = "s000-m1", 3840, 2

@@ -23,8 +23,8 @@ def train_lightning(spec: Any, images: Any, labels: Any, batch_size: int, epochs
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
 
-    from mnistlab.build import build_model, prepare_input
-    from mnistlab.optim import KERAS_DEFAULTS
+    from mnistlab.nn.build import build_model, prepare_input
+    from mnistlab.training.optim import KERAS_DEFAULTS
 
     torch.manual_seed(seed)
     x = prepare_input(torch.as_tensor(images), spec.input)

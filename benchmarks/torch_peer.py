@@ -1,6 +1,6 @@
 """Plain-PyTorch peer: the training loop a typical user writes, on the identical architecture.
 
-The model is mnistlab's own nn.Module (`mnistlab.build.build_model`, so layers, padding and
+The model is mnistlab's own nn.Module (`mnistlab.nn.build.build_model`, so layers, padding and
 initialisation are identical); everything around it is textbook PyTorch: float tensors in a
 `TensorDataset`, a `DataLoader(shuffle=True, batch_size=...)` (no workers), `torch.optim` with
 the spec's optimizer at Keras 2.2's hyperparameters (Adam eps 1e-7; Adadelta lr 1.0, rho 0.95,
@@ -52,8 +52,8 @@ def train_dataloader(spec, images, labels, batch_size: int, epochs: int, device:
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
 
-    from mnistlab.build import build_model, prepare_input
-    from mnistlab.optim import KERAS_DEFAULTS
+    from mnistlab.nn.build import build_model, prepare_input
+    from mnistlab.training.optim import KERAS_DEFAULTS
 
     torch.manual_seed(seed)
     x = prepare_input(torch.as_tensor(images), spec.input)  # float in [0, 1], shaped for the model
@@ -105,7 +105,7 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from mnistlab.spec import parse_model
+    from mnistlab.spec.model import parse_model
 
     torch.set_num_threads(args.threads)
     arch = json.loads(Path(args.arch).read_text())

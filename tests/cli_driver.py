@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mnistlab.cli import main
+from mnistlab.cli.app import main
 
 SRC = Path(__file__).parents[1] / "src"
 

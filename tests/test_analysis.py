@@ -1,4 +1,4 @@
-"""Tests for the diagnosis rules and the statistics in mnistlab.analysis.
+"""Tests for the diagnosis rules and the statistics in mnistlab.analysis.diagnose.
 
 Histories are synthetic but shaped like the seeds' runs: a Keras mnist_cnn-style healthy
 run, an MLP without dropout that overfits, the SGD + sigmoid model that stays at chance,
@@ -17,21 +17,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from mnistlab.analysis import (
-    Diagnosis,
-    McNemarResult,
-    PairedDifference,
-    accuracy_interval,
-    accuracy_interval_text,
-    binomial_se,
-    diagnose,
-    diagnose_seeds,
-    mcnemar_exact,
-    mean_ci,
-    paired_difference,
-    significance_sentence,
-    summarise_runs,
-)
+from mnistlab.analysis.diagnose import Diagnosis, diagnose, diagnose_seeds
+from mnistlab.analysis.compare import McNemarResult, PairedDifference, accuracy_interval, accuracy_interval_text, binomial_se, mcnemar_exact, mean_ci, paired_difference, significance_sentence, summarise_runs
 
 T_975_2 = 4.302653  # Student's t, 97.5th percentile, 2 degrees of freedom (tables)
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from mnistlab.build import ConvAsGemm, build_model
+from mnistlab.nn.build import ConvAsGemm, build_model
 from mnistlab.zoo import get_model
 
 

@@ -9,18 +9,18 @@ import pytest
 import torch
 import yaml
 
-from mnistlab import bundle as bundle_module
+from mnistlab.training import bundle as bundle_module
 from mnistlab.api import train
-from mnistlab.build import build_model
-from mnistlab.bundle import bundle_capacity, fit_bundle
-from mnistlab.data import synthetic_dataset, write_dataset
-from mnistlab.engine import TrainConfig, fit
+from mnistlab.nn.build import build_model
+from mnistlab.training.bundle import bundle_capacity, fit_bundle
+from mnistlab.data.datasets import synthetic_dataset, write_dataset
+from mnistlab.training.engine import TrainConfig, fit
 from mnistlab.errors import CheckpointError, MnistlabError
-from mnistlab.experiment import parse_experiment
-from mnistlab.runner import run_experiment
-from mnistlab.spec import parse_model
-from mnistlab.stacked import StackedModel, shared_inputs
-from mnistlab.store import RunStore
+from mnistlab.experiments.definition import parse_experiment
+from mnistlab.runs.runner import run_experiment
+from mnistlab.spec.model import parse_model
+from mnistlab.nn.stacked import StackedModel, shared_inputs
+from mnistlab.runs.store import RunStore
 from mnistlab.zoo import get_model, zoo_models
 from cli_driver import run_cli, sigkill_after_checkpoint, spawn_cli
 
@@ -351,7 +351,7 @@ def test_run_with_bundles_stores_what_single_runs_store(tiny_data_dir, tmp_path)
 
 
 def test_run_bundle_sets_aside_only_the_damaged_seed(tiny_data_dir, tmp_path):
-    from mnistlab.engine import Reporter
+    from mnistlab.training.engine import Reporter
 
     class Interrupt(Reporter):
         def start_epoch(self, epoch, epochs, steps):
@@ -395,8 +395,9 @@ def test_images_per_second_counts_every_seed(tiny_dataset):
 
 def test_the_fused_chains_are_fused_in_the_bundle_too(tiny_dataset, monkeypatch):
     """The float64 equality above holds for FUSED_CHAINS through fused.bn_dropout, not the plain parts."""
-    from mnistlab import fused, stacked
-    from mnistlab.fused import FusedBatchNorm
+    from mnistlab.nn import fused
+    from mnistlab.nn import stacked
+    from mnistlab.nn.fused import FusedBatchNorm
 
     assert sum(isinstance(m, FusedBatchNorm) for m in build_model(parse_model(FUSED_CHAINS), seed=0).modules()) == 3
     calls = []

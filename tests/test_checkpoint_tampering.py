@@ -14,13 +14,13 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from mnistlab import checkpoint
-from mnistlab.engine import TrainConfig, fit
+from mnistlab.training import checkpoint
+from mnistlab.training.engine import TrainConfig, fit
 from mnistlab.errors import CheckpointError
-from mnistlab.experiment import parse_experiment
-from mnistlab.runner import run_experiment
-from mnistlab.spec import parse_model
-from mnistlab.store import RunStore
+from mnistlab.experiments.definition import parse_experiment
+from mnistlab.runs.runner import run_experiment
+from mnistlab.spec.model import parse_model
+from mnistlab.runs.store import RunStore
 
 from cli_driver import run_cli
 from conftest import TINY_CNN
@@ -246,7 +246,7 @@ def uninterrupted(tmp_path_factory, tiny_data_dir):
 @pytest.mark.parametrize("name", ["json garbage", "unknown field", "tensor reshaped", "tensor file truncated",
                                   "identity of another seed"])
 def test_damaged_checkpoint_in_a_store_is_set_aside_and_the_run_restarts(name, tmp_path, tiny_data_dir, uninterrupted):
-    from mnistlab.engine import Reporter
+    from mnistlab.training.engine import Reporter
 
     class Interrupt(Reporter):
         def start_epoch(self, epoch, epochs, steps):

@@ -6,9 +6,9 @@ import pytest
 
 from cli_driver import run_cli
 from mnistlab import __version__
-from mnistlab.data import DATASETS
-from mnistlab.summary import summary_text
-from mnistlab.spec import parse_model
+from mnistlab.data.datasets import DATASETS
+from mnistlab.spec.summary import summary_text
+from mnistlab.spec.model import parse_model
 
 # (arguments, words the one error line must hold): each command's bad option, value or argument.
 BAD_USAGE = [
@@ -74,7 +74,7 @@ def test_usage_errors_are_one_line_with_exit_2(args, words):
 
 
 def test_every_command_has_a_bad_usage_case():
-    from mnistlab.cli import app
+    from mnistlab.cli.app import app
 
     commands = {command.name or command.callback.__name__ for command in app.registered_commands}
     covered = {args[0] for args, _ in BAD_USAGE}
@@ -112,7 +112,7 @@ def test_summary_columns_stay_aligned_with_long_names():
 def test_backend_ray_without_ray_installed_is_one_line_exit_2(tmp_path, tiny_data_dir, monkeypatch):
     import sys
 
-    from mnistlab.store import RunStore
+    from mnistlab.runs.store import RunStore
     from test_runner import tiny_experiment, write_experiment
 
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails, as where the extra is absent

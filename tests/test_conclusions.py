@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from mnistlab.data import synthetic_dataset
+from mnistlab.data.datasets import synthetic_dataset
 from mnistlab.report import experiment_conclusions, factor_study, runs_frame, write_report
 from mnistlab.report.conclusions import TEST_PROTOCOL_CAVEAT
-from mnistlab.store import RunStore
+from mnistlab.runs.store import RunStore
 
 from test_report import GOOD_HISTORY, MID_HISTORY, Page, add_run
 from cli_driver import run_cli
@@ -132,9 +132,9 @@ def test_cli_prints_the_conclusions(store):
 
 def _comparison(b: int, c: int, acc_a: list[float], acc_b: list[float]):
     """A comparison of model a with model b over len(acc_a) seeds, McNemar counts b (a right, b wrong) and c."""
-    from mnistlab.analysis import paired_difference
-    from mnistlab.report.stats import ModelComparison
-    from mnistlab.stats import StratifiedMcNemar
+    from mnistlab.analysis.compare import paired_difference
+    from mnistlab.analysis.ranking import ModelComparison
+    from mnistlab.analysis.multiple import StratifiedMcNemar
 
     seeds = tuple(range(len(acc_a)))
     p_value = float(stats.binomtest(min(b, c), b + c, 0.5).pvalue)
@@ -159,7 +159,7 @@ def test_a_mcnemar_difference_that_seeds_do_not_support_is_not_called_real():
 
 
 def test_significance_sentence_agrees_with_the_seed_interval():
-    from mnistlab.analysis import McNemarResult, paired_difference, significance_sentence
+    from mnistlab.analysis.compare import McNemarResult, paired_difference, significance_sentence
 
     result = McNemarResult(150, 60, 60, 1e-9)
     spans = paired_difference(np.array([0.990, 0.975, 0.991]), np.array([0.980, 0.982, 0.981]))

@@ -10,13 +10,13 @@ import math
 import pytest
 
 from mnistlab import api
-from mnistlab.cost import (ESTIMATE_INCLUDES, Throughput, epoch_images, estimate_training, forward_flops,
+from mnistlab.training.cost import (ESTIMATE_INCLUDES, Throughput, epoch_images, estimate_training, forward_flops,
                            probe_throughput)
-from mnistlab.engine import TRAIN_EVAL_IMAGES
+from mnistlab.training.engine import TRAIN_EVAL_IMAGES
 from mnistlab.errors import MnistlabError
-from mnistlab.reproduction import render_markdown, reproduction_table
-from mnistlab.spec import parse_model
-from mnistlab.store import RunStore
+from mnistlab.report.reproduction import render_markdown, reproduction_table
+from mnistlab.spec.model import parse_model
+from mnistlab.runs.store import RunStore
 from mnistlab.zoo import get_model
 
 TINY = {"id": "tiny", "input": [784], "layers": [{"type": "Dense", "units": 16, "activation": "relu"},

@@ -1,4 +1,4 @@
-"""Tests for mnistlab.data: IDX files, checks, lookup, download, splits, synthetic data."""
+"""Tests for mnistlab.data.datasets: IDX files, checks, lookup, download, splits, synthetic data."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from mnistlab import data
-from mnistlab.data import DatasetInfo
+from mnistlab.data import datasets as data
+from mnistlab.data.datasets import DatasetInfo
 from mnistlab.errors import DataError
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]

@@ -19,16 +19,16 @@ from cli_driver import run_cli
 from conftest import TINY_CNN
 from test_runner import tiny_experiment
 
-from mnistlab import engine
-from mnistlab.bundle import fit_bundle
-from mnistlab.engine import TrainConfig, eval_batch_size, evaluate, fit, place_data
+from mnistlab.training import engine
+from mnistlab.training.bundle import fit_bundle
+from mnistlab.training.engine import TrainConfig, eval_batch_size, evaluate, fit, place_data
 from mnistlab.errors import MnistlabError
-from mnistlab.experiment import expand, parse_experiment
-from mnistlab.models_io import load_model_folder, save_trained
-from mnistlab.precision import PRECISIONS, run_numerics
-from mnistlab.runner import run_experiment, task_config
-from mnistlab.spec import parse_model, resolve
-from mnistlab.store import RunStore
+from mnistlab.experiments.definition import expand, parse_experiment
+from mnistlab.trained.folder import load_model_folder, save_trained
+from mnistlab.training.precision import PRECISIONS, run_numerics
+from mnistlab.runs.runner import run_experiment, task_config
+from mnistlab.spec.model import parse_model, resolve
+from mnistlab.runs.store import RunStore
 
 DEVICE = os.environ.get("MNISTLAB_TEST_DEVICE", "cpu")
 ON_CUDA = DEVICE.startswith("cuda")

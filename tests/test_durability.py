@@ -17,12 +17,13 @@ import numpy as np
 import pytest
 from safetensors import SafetensorError
 
-from mnistlab import atomic, data
-from mnistlab.data import load_dataset, read_idx, synthetic_dataset, write_dataset
+from mnistlab.util import atomic
+from mnistlab.data import datasets as data
+from mnistlab.data.datasets import load_dataset, read_idx, synthetic_dataset, write_dataset
 from mnistlab.errors import DataError, EnvironmentFailure
-from mnistlab.experiment import parse_experiment
-from mnistlab.runner import run_experiment
-from mnistlab.store import RunStore
+from mnistlab.experiments.definition import parse_experiment
+from mnistlab.runs.runner import run_experiment
+from mnistlab.runs.store import RunStore
 
 from cli_driver import run_cli
 from test_runner import tiny_experiment
@@ -87,7 +88,7 @@ def test_replace_folder_swaps_whole_and_drops_stale_files(tmp_path):
 
 
 def test_safetensors_disk_full_during_a_checkpoint_is_an_environment_failure(tmp_path, tiny_data_dir, monkeypatch):
-    from mnistlab import checkpoint
+    from mnistlab.training import checkpoint
 
     def disk_full(tensors, path):
         Path(path).write_bytes(b"partial")
@@ -108,7 +109,7 @@ def test_safetensors_disk_full_during_a_checkpoint_is_an_environment_failure(tmp
 
 
 def test_cli_train_disk_full_is_one_line_exit_1(tmp_path, tiny_data_dir, tiny_spec_file, monkeypatch):
-    from mnistlab import checkpoint
+    from mnistlab.training import checkpoint
 
     monkeypatch.setattr(checkpoint, "save_file", lambda tensors, path: (_ for _ in ()).throw(SafetensorError(DISK_FULL)))
     result = run_cli("train", tiny_spec_file, "--dataset", tiny_data_dir, "--epochs", "1", "--device", "cpu",
@@ -306,7 +307,7 @@ def test_report_on_a_read_only_store_is_one_line_exit_1(finished_store, tmp_path
 
 
 def test_published_files_get_ordinary_permissions(tmp_path):
-    from mnistlab.atomic import write_text
+    from mnistlab.util.atomic import write_text
 
     mask = os.umask(0o022)
     try:

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from mnistlab.api import train
-from mnistlab.early_stopping import BEST_FILE, EarlyStopping
-from mnistlab.engine import TrainConfig, evaluate, fit, place_data
+from mnistlab.training.early_stopping import BEST_FILE, EarlyStopping
+from mnistlab.training.engine import TrainConfig, evaluate, fit, place_data
 
 from test_engine import metric_rows, tiny_spec
 

@@ -15,10 +15,10 @@ import torch
 import yaml
 
 from mnistlab.api import train
-from mnistlab.build import build_model
-from mnistlab.engine import TrainConfig, fit, usable_cpus
+from mnistlab.nn.build import build_model
+from mnistlab.training.engine import TrainConfig, fit, usable_cpus
 from mnistlab.errors import MnistlabError
-from mnistlab.spec import parse_model
+from mnistlab.spec.model import parse_model
 from cli_driver import sigkill_after_checkpoint, spawn_cli
 
 from conftest import TINY_CNN, needs_mnist
@@ -128,7 +128,7 @@ def test_usable_cpus_is_positive_and_bounded():
 
 def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
     """A real process killed mid-epoch with SIGKILL, resumed, ends with the same history."""
-    from mnistlab.data import synthetic_dataset, write_dataset
+    from mnistlab.data.datasets import synthetic_dataset, write_dataset
 
     data_dir = write_dataset(synthetic_dataset(n_train=6000, n_test=200, seed=1), tmp_path / "data")
     spec_file = tmp_path / "spec.yaml"
@@ -173,9 +173,9 @@ def test_bf16_autocast_trains(tiny_dataset):
 
 
 def test_ctrl_c_exits_130_and_leaves_a_loadable_checkpoint(tmp_path):
-    from mnistlab.checkpoint import load_checkpoint
-    from mnistlab.data import synthetic_dataset, write_dataset
-    from mnistlab.optim import make_optimizer
+    from mnistlab.training.checkpoint import load_checkpoint
+    from mnistlab.data.datasets import synthetic_dataset, write_dataset
+    from mnistlab.training.optim import make_optimizer
 
     data_dir = write_dataset(synthetic_dataset(n_train=6000, n_test=100, seed=1), tmp_path / "data")
     spec_file = tmp_path / "spec.yaml"

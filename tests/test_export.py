@@ -13,10 +13,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from mnistlab import api
-from mnistlab.build import build_model
-from mnistlab.data import SYNTHETIC_INFO, synthetic_dataset
+from mnistlab.nn.build import build_model
+from mnistlab.data.datasets import SYNTHETIC_INFO, synthetic_dataset
 from mnistlab.errors import MnistlabError
-from mnistlab.models_io import TrainedModel, load_layer_state, load_model_folder, save_model
+from mnistlab.trained.folder import TrainedModel, load_layer_state, load_model_folder, save_model
 
 from cli_driver import run_cli
 from conftest import TINY_CNN
@@ -144,7 +144,7 @@ def test_bad_export_requests(trained_cnn, tmp_path, monkeypatch):
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("mnistlab.export.save_file", full_disk)
+    monkeypatch.setattr("mnistlab.trained.export.save_file", full_disk)
     with pytest.raises(MnistlabError, match="No space left"):
         api.export_model(trained_cnn, tmp_path / "m.safetensors", "safetensors")
     assert os.listdir(tmp_path) == []  # nothing half-written, no temporary file left

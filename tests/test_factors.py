@@ -7,11 +7,11 @@ import re
 import pytest
 
 from mnistlab.errors import SpecError
-from mnistlab.experiment import builtin_experiments, expand, load_experiment, parse_experiment
-from mnistlab.factors import apply_edits, level_text, parse_factors, variant_id, variants
+from mnistlab.experiments.definition import builtin_experiments, expand, load_experiment, parse_experiment
+from mnistlab.experiments.factors import apply_edits, level_text, parse_factors, variant_id, variants
 from mnistlab.report import factor_study, runs_frame, write_report
-from mnistlab.runner import run_experiment
-from mnistlab.store import RunStore
+from mnistlab.runs.runner import run_experiment
+from mnistlab.runs.store import RunStore
 from mnistlab.zoo import get_model
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9._-]+$")

@@ -12,10 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import mnistlab.build as build
-from mnistlab.engine import TrainConfig, fit, usable_cpus
-from mnistlab.fused import FusedBatchNorm, PointwiseConv2d, bn_dropout, bn_dropout_reference, dropout_mask
-from mnistlab.spec import parse_model
+import mnistlab.nn.build as build
+from mnistlab.training.engine import TrainConfig, fit, usable_cpus
+from mnistlab.nn.fused import FusedBatchNorm, PointwiseConv2d, bn_dropout, bn_dropout_reference, dropout_mask
+from mnistlab.spec.model import parse_model
 
 CHAIN = """\
 id: chain
@@ -120,7 +120,7 @@ def test_fused_model_has_the_plain_models_state_and_fuses_the_chains(monkeypatch
 def test_fused_model_equals_plain_model_float64_forward_backward_with_the_same_masks(monkeypatch):
     """Train steps of the whole model, each with its own dropout generator seeded alike: the plain
     model's SeededDropout layers and the fused chains draw the same masks in the same order."""
-    from mnistlab.rng import set_dropout_generator
+    from mnistlab.nn.rng import set_dropout_generator
 
     fused, plain = _models(monkeypatch)
     gen = torch.Generator().manual_seed(2)
@@ -198,9 +198,9 @@ def test_a_different_thread_count_is_another_run(tmp_path, tiny_dataset):
 
 
 def test_runner_final_metrics_record_threads():
-    from mnistlab.engine import History
-    from mnistlab.experiment import expand, parse_experiment
-    from mnistlab.runner import final_metrics
+    from mnistlab.training.engine import History
+    from mnistlab.experiments.definition import expand, parse_experiment
+    from mnistlab.runs.runner import final_metrics
 
     task = expand(parse_experiment({"name": "t", "models": [{"model": "s004-m1"}], "seeds": [0]}))[0]
     history = History(model_id="s004-m1", seed=0, protocol="split", device="cpu", threads=3)
@@ -224,7 +224,7 @@ def test_a_short_spin_count_is_set_before_torch_loads_when_mnistlab_comes_first(
             "import torch; print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))")
     assert _probe(code) == "1000 None"
     # the CLI's entry imports mnistlab (the package) before anything that loads torch
-    assert _probe("import sys, os; import mnistlab.cli; print(os.environ.get('GOMP_SPINCOUNT'))") == "1000"
+    assert _probe("import sys, os; import mnistlab.cli.app; print(os.environ.get('GOMP_SPINCOUNT'))") == "1000"
 
 
 def test_a_users_own_wait_policy_or_spin_count_wins():
@@ -234,8 +234,8 @@ def test_a_users_own_wait_policy_or_spin_count_wins():
 
 
 def test_experiment_default_threads_reach_the_runs_config():
-    from mnistlab.experiment import expand, parse_experiment
-    from mnistlab.runner import task_config
+    from mnistlab.experiments.definition import expand, parse_experiment
+    from mnistlab.runs.runner import task_config
 
     raw = {"name": "t", "models": [{"model": "s004-m1"}], "seeds": [0, 1], "defaults": {"threads": 1}}
     tasks = expand(parse_experiment(raw))

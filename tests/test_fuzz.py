@@ -12,12 +12,12 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from mnistlab.data import IMAGES_MAGIC, LABELS_MAGIC, _parse_idx, read_idx
+from mnistlab.data.datasets import IMAGES_MAGIC, LABELS_MAGIC, _parse_idx, read_idx
 from mnistlab.errors import DataError, SpecError
-from mnistlab.experiment import load_experiment
-from mnistlab.limits import check_model, dataset_shape
-from mnistlab.spec import LAYER_CLASSES, load_spec_file
-from mnistlab.yamlio import parse_yaml
+from mnistlab.experiments.definition import load_experiment
+from mnistlab.training.limits import check_model, dataset_shape
+from mnistlab.spec.model import LAYER_CLASSES, load_spec_file
+from mnistlab.util.yamlio import parse_yaml
 
 # Bounded so that all fuzz tests together take well under a minute on a 2-core CPU.
 FUZZ = settings(derandomize=True, max_examples=150, deadline=None,

@@ -173,17 +173,17 @@ def _special(folder: Path, kind: str) -> Path:
 
 def model_folder(folder: Path) -> Path:
     """A small trained-model folder (an MLP, random weights) to run predict, evaluate and export on."""
-    from mnistlab.build import build_model
-    from mnistlab.data import DATASETS
-    from mnistlab.models_io import save_model
-    from mnistlab.spec import parse_model
+    from mnistlab.nn.build import build_model
+    from mnistlab.data.datasets import DATASETS
+    from mnistlab.trained.folder import save_model
+    from mnistlab.spec.model import parse_model
 
     return save_model(folder / "model", build_model(parse_model({"id": "mlp", "input": [784], "layers": [
         {"type": "Dense", "units": 10, "activation": "softmax"}]})), DATASETS["mnist"], 0, {})
 
 
 def _empty_store(folder: Path) -> Path:
-    from mnistlab.store import RunStore
+    from mnistlab.runs.store import RunStore
 
     RunStore(folder / "store").close()
     return folder / "store"
@@ -209,7 +209,7 @@ _KIND_WORDS = {"fifo": "is a FIFO", "device": "is a character device", "symlink"
                "folder": "is a folder", "file": "is a file, not a folder"}
 def _train_out(kind: str) -> Callable[[Path], list[str]]:
     def build(folder: Path) -> list[str]:
-        from mnistlab.data import synthetic_dataset, write_dataset
+        from mnistlab.data.datasets import synthetic_dataset, write_dataset
 
         target = _special(folder, kind)
         (folder / "m.yaml").write_text(MLP)
@@ -425,7 +425,7 @@ def _units(units: int) -> Callable[[dict], None]:
 
 def _train_seeds(seeds: str, *extra: str) -> Callable[[Path], list[str]]:
     def build(folder: Path) -> list[str]:
-        from mnistlab.data import synthetic_dataset, write_dataset
+        from mnistlab.data.datasets import synthetic_dataset, write_dataset
 
         (folder / "m.yaml").write_text(MLP)
         data = write_dataset(synthetic_dataset(n_train=100, n_test=20), folder / "data")
@@ -458,7 +458,7 @@ MODEL_CASES = [
 # --- numbers the strict way, and a tampered store ----------------------------------------------------
 
 def _store_with_run(folder: Path) -> Path:
-    from mnistlab.store import RunStore
+    from mnistlab.runs.store import RunStore
 
     root = folder / "store"
     spec = {"id": "mlp", "input": [784], "layers": [{"type": "Dense", "units": 10, "activation": "softmax"}]}

@@ -7,9 +7,9 @@ import pytest
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from mnistlab.data import read_idx
+from mnistlab.data.datasets import read_idx
 from mnistlab.errors import MnistlabError
-from mnistlab.images import INVERTED, NOT_INVERTED, as_images, mnist_style, read_inputs
+from mnistlab.data.images import INVERTED, NOT_INVERTED, as_images, mnist_style, read_inputs
 
 from conftest import REAL_DATA_DIR, needs_mnist
 

@@ -19,8 +19,8 @@ import scipy.stats
 import torch
 from torch import nn
 
-from mnistlab.build import build_model, fans, init_kernel
-from mnistlab.spec import Initializer, parse_model
+from mnistlab.nn.build import build_model, fans, init_kernel
+from mnistlab.spec.model import Initializer, parse_model
 from mnistlab.zoo import zoo_models
 
 TRUNCNORM_STD = 0.87962566103423978

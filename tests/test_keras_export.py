@@ -9,7 +9,7 @@ import pytest
 
 from cli_driver import run_cli
 from mnistlab import api
-from mnistlab.spec import ModelSpec, resolve
+from mnistlab.spec.model import ModelSpec, resolve
 from mnistlab.zoo import zoo_models
 
 
@@ -151,7 +151,7 @@ def test_hostile_names_through_import_keras_never_run(tmp_path: Path) -> None:
 
 
 def test_structure_check_refuses_code_that_differs_from_the_placeholder_spec(monkeypatch) -> None:
-    from mnistlab import keras_export
+    from mnistlab.interop import keras_code_out as keras_export
     from mnistlab.errors import MnistlabError
 
     real = keras_export._render

@@ -12,9 +12,9 @@ import pytest
 
 from cli_driver import run_cli
 from mnistlab import api
-from mnistlab.keras_io import specs_yaml
-from mnistlab.spec import INPUT_NAME, ModelSpec, load_spec_file, resolve
-from mnistlab.summary import summary_data
+from mnistlab.interop.keras_code_in import specs_yaml
+from mnistlab.spec.model import INPUT_NAME, ModelSpec, load_spec_file, resolve
+from mnistlab.spec.summary import summary_data
 from mnistlab.zoo import zoo_models
 
 FIXTURES = Path(__file__).parent / "fixtures" / "keras"

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnistlab import runner
-from mnistlab.engine import Reporter
+from mnistlab.runs import runner
+from mnistlab.training.engine import Reporter
 from mnistlab.errors import LeaseLost
-from mnistlab.experiment import parse_experiment
-from mnistlab.runner import experiment_settled, run_experiment
-from mnistlab.store import MISSED_HEARTBEATS, RunStore
+from mnistlab.experiments.definition import parse_experiment
+from mnistlab.runs.runner import experiment_settled, run_experiment
+from mnistlab.runs.store import MISSED_HEARTBEATS, RunStore
 
 from cli_driver import spawn_cli
 from test_runner import TINY_MLP, write_experiment

@@ -2,7 +2,7 @@
 
 Kinds: `spec` (a model file, m.yaml), `experiment` (an experiment file, exp.yaml) and `cli` (the
 command itself). YAML-level guards (encoding, duplicate keys, alias bombs) are checked on both
-kinds of file, since every YAML read goes through mnistlab.yamlio.
+kinds of file, since every YAML read goes through mnistlab.util.yamlio.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 
 from cli_driver import run_cli
 from mnistlab.errors import MnistlabError
-from mnistlab.experiment import load_experiment
-from mnistlab.spec import load_spec_file
+from mnistlab.experiments.definition import load_experiment
+from mnistlab.spec.model import load_spec_file
 
 FLATTEN = "{type: Flatten}"
 SOFTMAX = "{type: Dense, units: 10, activation: softmax}"

@@ -12,8 +12,8 @@ import yaml
 from PIL import Image
 
 from mnistlab import api
-from mnistlab.data import load_dataset
-from mnistlab.images import read_inputs
+from mnistlab.data.datasets import load_dataset
+from mnistlab.data.images import read_inputs
 
 from cli_driver import run_cli
 from conftest import needs_mnist, real_data_available

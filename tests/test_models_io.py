@@ -14,14 +14,14 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from mnistlab import api
-from mnistlab.build import build_model
-from mnistlab.data import read_idx, synthetic_dataset
+from mnistlab.nn.build import build_model
+from mnistlab.data.datasets import read_idx, synthetic_dataset
 from mnistlab.errors import MnistlabError
-from mnistlab.experiment import parse_experiment
-from mnistlab.models_io import MODEL_JSON, MODEL_TENSORS, TrainedModel, layer_state, load_model_folder
+from mnistlab.experiments.definition import parse_experiment
+from mnistlab.trained.folder import MODEL_JSON, MODEL_TENSORS, TrainedModel, layer_state, load_model_folder
 from mnistlab.report import load_weights
-from mnistlab.runner import run_experiment
-from mnistlab.store import RunStore
+from mnistlab.runs.runner import run_experiment
+from mnistlab.runs.store import RunStore
 
 from cli_driver import run_cli
 from conftest import TINY_CNN
@@ -154,7 +154,7 @@ def test_the_report_reads_kernels_from_the_model_folder(trained_store):
 def test_layer_state_round_trips_every_parameter_and_buffer():
     spec = api.model_spec("s002-m10")  # a graph with Concatenate and BatchNormalization
     source, target = build_model(spec, seed=1), build_model(spec, seed=2)
-    from mnistlab.models_io import load_layer_state
+    from mnistlab.trained.folder import load_layer_state
 
     load_layer_state(target, layer_state(source), "<test>")
     for (name, a), (_, b) in zip(source.state_dict().items(), target.state_dict().items()):
@@ -288,8 +288,8 @@ def test_predict_cli_reads_pictures_arrays_and_idx_files(trained_store, tiny_dat
 def test_predict_names_fashion_classes(tmp_path, tiny_dataset):
     import dataclasses
 
-    from mnistlab.data import DATASETS
-    from mnistlab.models_io import save_model
+    from mnistlab.data.datasets import DATASETS
+    from mnistlab.trained.folder import save_model
 
     fashion = dataclasses.replace(tiny_dataset, info=DATASETS["fashion-mnist"])
     save_model(tmp_path / "m", build_model(api.model_spec(TINY_MLP)), fashion.info, 0, {})
@@ -352,7 +352,7 @@ def test_evaluate_cli_prints_and_never_writes_the_store(trained_store, tiny_data
 
 
 def test_evaluate_on_another_dataset(trained_store, tmp_path):
-    from mnistlab.data import write_dataset
+    from mnistlab.data.datasets import write_dataset
 
     other = write_dataset(synthetic_dataset(n_train=20, n_test=50, seed=7), tmp_path / "other")
     model = api.load_model(trained_store, run_ids(trained_store)["tiny-cnn"])

@@ -2,7 +2,7 @@
 
 Each ``keras_*`` function below restates one Keras update in NumPy, expression by expression as
 Keras 2.2.4's keras/optimizers.py writes it (``iterations`` read before its increment, so the decay
-factor is 1 and ``t`` is 1 on the first update). They share no code with mnistlab.optim.
+factor is 1 and ``t`` is 1 on the first update). They share no code with mnistlab.training.optim.
 Gradients span magnitudes 1e-5..1 so that epsilon's placement changes the answer.
 """
 
@@ -20,7 +20,7 @@ from safetensors.torch import save as save_tensors
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from mnistlab.errors import SpecError
-from mnistlab.optim import (
+from mnistlab.training.optim import (
     KERAS_DEFAULTS,
     OPTIMIZERS,
     KerasAdadelta,

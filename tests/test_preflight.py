@@ -10,15 +10,16 @@ import yaml
 
 from cli_driver import run_cli
 from conftest import TINY_CNN
-from mnistlab import engine, limits
-from mnistlab.data import write_idx
-from mnistlab.engine import TrainConfig, fit
+from mnistlab.training import engine
+from mnistlab.training import limits
+from mnistlab.data.datasets import write_idx
+from mnistlab.training.engine import TrainConfig, fit
 from mnistlab.errors import MnistlabError, SpecError
-from mnistlab.experiment import parse_experiment
-from mnistlab.limits import DataShape, Limits, check_model, dataset_shape
-from mnistlab.runner import run_experiment
-from mnistlab.spec import parse_model
-from mnistlab.store import RunStore
+from mnistlab.experiments.definition import parse_experiment
+from mnistlab.training.limits import DataShape, Limits, check_model, dataset_shape
+from mnistlab.runs.runner import run_experiment
+from mnistlab.spec.model import parse_model
+from mnistlab.runs.store import RunStore
 from mnistlab.zoo import get_model
 
 DENSE = [{"type": "Flatten"}, {"type": "Dense", "units": 10, "activation": "softmax"}]

@@ -14,13 +14,13 @@ from rich.console import Console
 
 from cli_driver import spawn_cli
 from conftest import TINY_CNN
-from mnistlab.engine import Reporter, RunEnd
+from mnistlab.training.engine import Reporter, RunEnd
 from mnistlab.errors import MnistlabError
-from mnistlab.experiment import parse_experiment
-from mnistlab.progress import LOG_FORMAT_VERSION, JsonLinesReporter, LineReporter, RichReporter, make_reporter
-from mnistlab.runner import run_experiment
-from mnistlab.safetext import REPLACEMENT
-from mnistlab.store import EPOCH_METRICS, RunStore
+from mnistlab.experiments.definition import parse_experiment
+from mnistlab.report.progress import LOG_FORMAT_VERSION, JsonLinesReporter, LineReporter, RichReporter, make_reporter
+from mnistlab.runs.runner import run_experiment
+from mnistlab.util.safetext import REPLACEMENT
+from mnistlab.runs.store import EPOCH_METRICS, RunStore
 
 ESC = "\x1b"
 # Over 100 columns with its label, rich markup, and an ESC (YAML writes it "\e"): all of it is data.

@@ -10,11 +10,11 @@ from __future__ import annotations
 import pytest
 
 from mnistlab import api
-from mnistlab.data import load_dataset
+from mnistlab.data.datasets import load_dataset
 from mnistlab.report import (comparison_table, experiment_conclusions, load_experiment, load_predictions,
                              model_diagnoses, write_report)
 from mnistlab.report.frame import comparison_from
-from mnistlab.report.stats import best_model, statistics
+from mnistlab.analysis.ranking import best_model, statistics
 
 from conftest import artifacts_dir, browser_page, needs_mnist
 

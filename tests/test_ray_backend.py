@@ -22,12 +22,13 @@ import pytest
 from cli_driver import SRC, run_cli, spawn_cli
 from test_runner import tiny_experiment, write_experiment
 
-from mnistlab import api, runner
-from mnistlab.data import synthetic_dataset, write_dataset
-from mnistlab.engine import Reporter
-from mnistlab.experiment import parse_experiment
-from mnistlab.runner import Placement, run_experiment
-from mnistlab.store import EPOCH_METRICS, RunStore
+from mnistlab import api
+from mnistlab.runs import runner
+from mnistlab.data.datasets import synthetic_dataset, write_dataset
+from mnistlab.training.engine import Reporter
+from mnistlab.experiments.definition import parse_experiment
+from mnistlab.runs.runner import Placement, run_experiment
+from mnistlab.runs.store import EPOCH_METRICS, RunStore
 
 # Not imported here: mnistlab imports ray itself, after setting what this machine's network rules need
 # (loopback only for a loopback address, no usage statistics, token authentication).
@@ -140,7 +141,7 @@ def listening_addresses(pids: list[int]) -> list[tuple[int, str]]:
 
 
 def test_every_ray_process_listens_on_loopback_only(cluster):
-    from mnistlab.backends.ray_env import Connection
+    from mnistlab.runs.ray.env import Connection
 
     with Connection(cluster.address) as ray:  # the coordinator's own Ray endpoint counts too
         assert ray.is_initialized()

@@ -12,8 +12,8 @@ import pytest
 from cli_driver import run_cli
 from test_runner import tiny_experiment, write_experiment
 
-from mnistlab.backends.ray_env import TEMP_PREFIX
-from mnistlab.store import RunStore
+from mnistlab.runs.ray.env import TEMP_PREFIX
+from mnistlab.runs.store import RunStore
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                 reason="the ray extra is not installed (pip install 'mnistlab[ray]')")

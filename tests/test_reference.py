@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mnistlab.reference import protocol_differences
+from mnistlab.experiments.reference import protocol_differences
 from mnistlab.report.frame import _protocol_differences
 from mnistlab.zoo import get_model
 
@@ -30,7 +30,7 @@ def test_fewer_images_alone_is_a_different_protocol():
 
 
 def test_a_model_without_a_notebook_has_nothing_to_differ_from_but_the_validation():
-    from mnistlab.spec import parse_model
+    from mnistlab.spec.model import parse_model
 
     spec = parse_model({"id": "mine", "input": [784], "layers": [{"type": "Dense", "units": 10, "activation": "softmax"}]})
     assert protocol_differences(spec, "test", 100, 60_000) == []

@@ -15,29 +15,12 @@ import pytest
 from rich.console import Console
 from safetensors.numpy import save_file
 
-from mnistlab.data import synthetic_dataset
+from mnistlab.data.datasets import synthetic_dataset
 from mnistlab.errors import MnistlabError
-from mnistlab.report import (
-    accuracy_figure,
-    compare_table,
-    comparison_table,
-    confusion_figure,
-    confusion_matrix,
-    epochs_frame,
-    experiments_table,
-    load_weights,
-    loss_figure,
-    misclassified_figure,
-    most_confused_pairs,
-    run_panel,
-    runs_frame,
-    runs_table,
-    val_overlay_figure,
-    weights_figure,
-    write_report,
-)
+from mnistlab.report import (accuracy_figure, comparison_table, confusion_figure, confusion_matrix, epochs_frame, load_weights, loss_figure, misclassified_figure, most_confused_pairs, runs_frame, val_overlay_figure, weights_figure, write_report)
+from mnistlab.cli.views import compare_table, experiments_table, run_panel, runs_table
 from mnistlab.report.content import protocol_sentence
-from mnistlab.store import RunStore
+from mnistlab.runs.store import RunStore
 
 from conftest import artifacts_dir, browser_page
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from mnistlab import api
-from mnistlab.reproduction import FLOOR, MIN_SEEDS, RULE, reproduction_table
-from mnistlab.store import RunStore
+from mnistlab.report.reproduction import FLOOR, MIN_SEEDS, RULE, reproduction_table
+from mnistlab.runs.store import RunStore
 from mnistlab.zoo import get_model
 
 from cli_driver import run_cli
@@ -145,7 +145,7 @@ def test_python_api_matches_and_missing_store_is_one_line(tmp_path):
 
 
 def test_without_estimates_the_cost_column_is_empty_and_says_how_to_fill_it(store):
-    from mnistlab.reproduction import render_markdown
+    from mnistlab.report.reproduction import render_markdown
 
     text = render_markdown(reproduction_table([store]), ["runs"])
     rows = [row for row in text.splitlines() if row.startswith("| s0")]

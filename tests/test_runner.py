@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from mnistlab.errors import SpecError
-from mnistlab.experiment import builtin_experiments, expand, load_experiment, parse_experiment
-from mnistlab.runner import run_experiment
-from mnistlab.store import RunStore
+from mnistlab.experiments.definition import builtin_experiments, expand, load_experiment, parse_experiment
+from mnistlab.runs.runner import run_experiment
+from mnistlab.runs.store import RunStore
 from cli_driver import spawn_cli
 
 from conftest import TINY_CNN
@@ -129,7 +129,7 @@ def _assert_store_complete(store_dir: Path, name: str, runs: int, epochs: int) -
 
 
 def test_sigkill_mid_experiment_then_rerun_completes_everything_once(tmp_path):
-    from mnistlab.data import synthetic_dataset, write_dataset
+    from mnistlab.data.datasets import synthetic_dataset, write_dataset
 
     data_dir = write_dataset(synthetic_dataset(n_train=3000, n_test=100, seed=2), tmp_path / "data")
     path = write_experiment(tmp_path, tiny_experiment(data_dir, name="killme", epochs=3, cnn_filters=32))
@@ -214,7 +214,7 @@ def test_run_directory_deleted_mid_experiment_is_survived(tmp_path, tiny_data_di
     """Someone removes a run's artifacts folder while it trains: the run still completes consistently."""
     import shutil
 
-    from mnistlab.engine import Reporter
+    from mnistlab.training.engine import Reporter
 
     experiment = parse_experiment(tiny_experiment(tiny_data_dir, name="rmdir", epochs=3, seeds=(0,)))
 
@@ -239,7 +239,7 @@ def test_run_directory_deleted_mid_experiment_is_survived(tmp_path, tiny_data_di
 def test_disk_full_during_a_checkpoint_is_one_clear_error_and_a_rerun_recovers(tmp_path, tiny_data_dir, monkeypatch):
     import errno
 
-    from mnistlab import checkpoint
+    from mnistlab.training import checkpoint
     from mnistlab.errors import MnistlabError
 
     def disk_full(tensors, path):

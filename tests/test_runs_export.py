@@ -11,7 +11,7 @@ import pytest
 
 from cli_driver import run_cli
 from mnistlab import api
-from mnistlab.store import RunStore
+from mnistlab.runs.store import RunStore
 from mnistlab.zoo import get_model
 
 EXPERIMENT = "study"
@@ -70,7 +70,7 @@ def test_mlflow_runs(store_root: Path, tmp_path: Path, monkeypatch: pytest.Monke
     by_seed = {r.data.tags["mnistlab.seed"]: r for r in runs}
     assert set(by_seed) == {"0", "1"}
     run = by_seed["1"]
-    assert run.data.tags["mnistlab.model"] == "s004-m1" and run.data.tags["mnistlab.experiment"] == EXPERIMENT
+    assert run.data.tags["mnistlab.model"] == "s004-m1" and run.data.tags["mnistlab.experiments.definition"] == EXPERIMENT
     assert run.data.params["optimizer"] == "adam" and run.data.params["batch_size"] == "128"
     assert run.data.metrics["final/test_loss"] == pytest.approx(1.1)
     history = client.get_metric_history(run.info.run_id, "val_acc")

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from mnistlab.build import build_model
-from mnistlab.spec import parse_model, resolve
+from mnistlab.nn.build import build_model
+from mnistlab.spec.model import parse_model, resolve
 
 KERNELS = [1, 2, 3, 4, 5]
 STRIDES = [1, 2, 3]

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from mnistlab.effects import factor_effects
-from mnistlab.stats import holm, mcnemar_detectable, mcnemar_stratified, t_detectable
+from mnistlab.analysis.effects import factor_effects
+from mnistlab.analysis.multiple import holm, mcnemar_detectable, mcnemar_stratified, t_detectable
 
 from test_analysis import paired_flags
 

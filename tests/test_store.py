@@ -18,7 +18,7 @@ import pytest
 
 import mnistlab
 from mnistlab.errors import StoreError
-from mnistlab.store import (
+from mnistlab.runs.store import (
     SCHEMA_VERSION,
     RunRecord,
     RunStore,
@@ -291,7 +291,7 @@ def test_finished_runs_cannot_be_claimed(store: RunStore) -> None:
 
 SIGKILLED_TRAINER = r"""
 import os, signal, sys
-from mnistlab.store import RunStore, current_owner
+from mnistlab.runs.store import RunStore, current_owner
 store = RunStore(sys.argv[1])
 run_id = int(sys.argv[2])
 assert store.claim_run(run_id, current_owner())
@@ -321,7 +321,7 @@ CONCURRENT_TRAINER = r"""
 import json, sys, time
 from pathlib import Path
 import numpy as np
-from mnistlab.store import RunStore, current_owner
+from mnistlab.runs.store import RunStore, current_owner
 root, go = Path(sys.argv[1]), Path(sys.argv[2])
 while not go.exists():
     time.sleep(0.002)

@@ -14,10 +14,10 @@ import yaml
 from rich.console import Console
 
 from cli_driver import run_cli
-from mnistlab.progress import RichReporter
+from mnistlab.report.progress import RichReporter
 from mnistlab.report import write_report
-from mnistlab.safetext import REPLACEMENT, clean, markdown, safe_console
-from mnistlab.store import RunStore
+from mnistlab.util.safetext import REPLACEMENT, clean, markdown, safe_console
+from mnistlab.runs.store import RunStore
 from test_report import EPOCHS, GOOD_HISTORY, add_run, model_spec
 
 ESC = "\x1b"
@@ -169,7 +169,7 @@ def test_every_help_string_survives_rich_markup():
     import typer
     from rich.text import Text
 
-    from mnistlab.cli import app
+    from mnistlab.cli.app import app
 
     texts = list(_help_texts(typer.main.get_command(app)))
     assert len(texts) > 50  # the walk reached the subcommands and their options

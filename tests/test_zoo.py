@@ -14,9 +14,9 @@ import pytest
 import torch
 from torch import nn
 
-from mnistlab.build import build_model
-from mnistlab.spec import BatchNormalization, Conv2D, Dense, parse_model, resolve
-from mnistlab.summary import summary_data
+from mnistlab.nn.build import build_model
+from mnistlab.spec.model import BatchNormalization, Conv2D, Dense, parse_model, resolve
+from mnistlab.spec.summary import summary_data
 from mnistlab.zoo import zoo_models
 from cli_driver import run_cli
 

@@ -1,5 +1,5 @@
 """`python -m mnistlab` runs the CLI."""
 
-from mnistlab.cli import main
+from mnistlab.cli.app import main
 
 main()

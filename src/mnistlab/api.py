@@ -7,25 +7,26 @@ from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from mnistlab import export, inference
-from mnistlab.atomic import check_target, write_text
-from mnistlab.data import Dataset, load_dataset
-from mnistlab.engine import History, Reporter, RunEnd, TrainConfig, fit
+from mnistlab.trained import export
+from mnistlab.trained import inference
+from mnistlab.util.atomic import check_target, write_text
+from mnistlab.data.datasets import Dataset, load_dataset
+from mnistlab.training.engine import History, Reporter, RunEnd, TrainConfig, fit
 from mnistlab.errors import EnvironmentFailure, MnistlabError
-from mnistlab.experiment import Experiment, Task, load_experiment, parse_experiment
-from mnistlab.inference import Evaluation, ImagesLike, Predictions
-from mnistlab.models_io import TrainedModel, load_model_folder, run_model_folder, save_trained
-from mnistlab.runner import Placement, RunOutcome, run_experiment
-from mnistlab.store import RunStore, open_existing_store
-from mnistlab.strict import whole_number
-from mnistlab.spec import ModelSpec, parse_model
+from mnistlab.experiments.definition import Experiment, Task, load_experiment, parse_experiment
+from mnistlab.trained.inference import Evaluation, ImagesLike, Predictions
+from mnistlab.trained.folder import TrainedModel, load_model_folder, run_model_folder, save_trained
+from mnistlab.runs.runner import Placement, RunOutcome, run_experiment
+from mnistlab.runs.store import RunStore, open_existing_store
+from mnistlab.util.strict import whole_number
+from mnistlab.spec.model import ModelSpec, parse_model
 from mnistlab.zoo import get_model, zoo_models
 
 if TYPE_CHECKING:
-    from mnistlab.build import KerasModel
-    from mnistlab.cost import Estimate
-    from mnistlab.reproduction import ModelReproduction
-    from mnistlab.keras_io import ImportResult
+    from mnistlab.nn.build import KerasModel
+    from mnistlab.training.cost import Estimate
+    from mnistlab.report.reproduction import ModelReproduction
+    from mnistlab.interop.keras_code_in import ImportResult
 
 
 def model_spec(model: str | ModelSpec | dict[str, Any]) -> ModelSpec:
@@ -53,11 +54,11 @@ def train(
     With `seeds` (instead of `seed`): train those seeds as one seed bundle and return one History
     per seed; `out_dir` then holds a `seed-N` model folder per seed.
 
-    `reporter` (an engine.Reporter; mnistlab.progress has the CLI's: `make_reporter`,
+    `reporter` (an engine.Reporter; mnistlab.report.progress has the CLI's: `make_reporter`,
     `JsonLinesReporter`, `LineReporter`) hears every epoch, and `end_run` once per seed trained."""
     spec = model_spec(model)
     if seeds is not None:
-        from mnistlab.bundle import check_seed_list
+        from mnistlab.training.bundle import check_seed_list
 
         check_seed_list(seeds, "seed" in options)
     data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_dir=data_dir, download=download)
@@ -75,7 +76,7 @@ def train(
 
 def _train_bundle(spec: ModelSpec, data: Dataset, seeds: list[int], reporter: Reporter | None,
                   options: dict[str, Any]) -> list[History]:
-    from mnistlab.bundle import fit_bundle, seed_dir
+    from mnistlab.training.bundle import fit_bundle, seed_dir
 
     # Popped even when None (as `train --seeds` without --out passes it): each config gets its own.
     out_dir = options.pop("out_dir", None)
@@ -126,7 +127,7 @@ def run(
     a private one on this machine) while this process alone writes the store; `gpus_per_task` /
     `cpus_per_task` are each task's share, `artifacts` a folder every worker reaches for checkpoints
     (default: the store's). `reporter_for(task)` gives each task's reporter (its epochs, and
-    `end_run` when it finishes); `mnistlab.progress.task_reporters` makes the CLI's."""
+    `end_run` when it finishes); `mnistlab.report.progress.task_reporters` makes the CLI's."""
     study = experiment(definition)
     placement = Placement(backend, address, gpus_per_task, cpus_per_task, artifacts)
     placement.check()  # a bad or silent cluster address is refused before a store is opened or created
@@ -194,28 +195,28 @@ def import_keras(path: str | Path) -> "ImportResult":
     `result.specs` are validated specs; `result.skipped` lists each model that could not be
     translated, with the line of every problem (such models are skipped, never guessed).
     """
-    from mnistlab.keras_io import import_keras_code
+    from mnistlab.interop.keras_code_in import import_keras_code
 
     return import_keras_code(path)
 
 
 def export_keras(model: str | ModelSpec | dict[str, Any]) -> str:
     """Runnable Keras 3 / tf.keras code for a zoo id, spec file or spec, Keras 2.2's defaults written out."""
-    from mnistlab.keras_export import export_keras_code
+    from mnistlab.interop.keras_code_out import export_keras_code
 
     return export_keras_code(model_spec(model))
 
 
 def load_keras_weights(model: str | ModelSpec | dict[str, Any], weights: str | Path) -> "KerasModel":
     """The model's PyTorch network (inference mode, logits out) holding a Keras 2 HDF5 weights file."""
-    from mnistlab.keras_weights import load_keras_weights as load
+    from mnistlab.interop.keras_weights import load_keras_weights as load
 
     return load(model_spec(model), weights)
 
 
 def import_keras_weights(model: str | ModelSpec | dict[str, Any], weights: str | Path, output: str | Path) -> Path:
     """Load Keras weights into the model and write them as a model folder (predict / evaluate / export read it)."""
-    from mnistlab.keras_weights import write_model_folder
+    from mnistlab.interop.keras_weights import write_model_folder
 
     check_target(output, folder=True)  # before the work: a file, link or device there is refused
     return write_model_folder(output, load_keras_weights(model, weights), Path(weights))
@@ -225,7 +226,7 @@ def export_runs(experiment: str, to: str, destination: str | Path,
                 store: RunStore | str | Path = "mnistlab-runs") -> list[Any]:
     """An experiment's runs to TensorBoard (`to="tensorboard"`, a folder) or MLflow (`to="mlflow"`,
     a tracking URI or a local mlruns folder): one run per (model, seed), metrics per epoch, hparams."""
-    from mnistlab.runs_export import TARGETS, to_mlflow, to_tensorboard
+    from mnistlab.interop.tracking import TARGETS, to_mlflow, to_tensorboard
 
     if to not in TARGETS:
         raise MnistlabError(f"export-runs: unknown target '{to}'; choose {' or '.join(TARGETS)}")
@@ -264,8 +265,8 @@ def estimate(
     images trained on per epoch. `probe_seconds` (default cost.DEFAULT_PROBE_SECONDS, at most
     cost.MAX_PROBE_SECONDS) is how long the probe measures. The estimate's `hours`, `seconds` and
     `throughput` (images/s, the machine) say the rest; `cost.ESTIMATE_INCLUDES` what is counted."""
-    from mnistlab.cost import DEFAULT_PROBE_SECONDS, epoch_images, estimate_training, probe_throughput
-    from mnistlab.limits import check_positive
+    from mnistlab.training.cost import DEFAULT_PROBE_SECONDS, epoch_images, estimate_training, probe_throughput
+    from mnistlab.training.limits import check_positive
 
     spec = model_spec(model)
     where = f"model '{spec.id}'"
@@ -286,8 +287,8 @@ def reproduction(stores: list[str | Path] | str | Path,
     with ``out``, also write the Markdown document (docs/REPRODUCTION.md is made this way). With
     ``estimate_seconds``, every model not run yet is probed that long here (fp32) and the document
     gives its estimated hours per seed under its notebook's protocol."""
-    from mnistlab.cost import check_probe_seconds
-    from mnistlab.reproduction import render_markdown, reproduction_table
+    from mnistlab.training.cost import check_probe_seconds
+    from mnistlab.report.reproduction import render_markdown, reproduction_table
 
     roots = [stores] if isinstance(stores, (str, Path)) else list(stores)
     if out is not None:

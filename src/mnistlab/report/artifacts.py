@@ -9,9 +9,10 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
+from mnistlab.analysis.ranking import Predictions
 from mnistlab.errors import ArtifactError, MnistlabError
 from mnistlab.report.frame import query_frame
-from mnistlab.store import RunStore
+from mnistlab.runs.store import RunStore
 
 __all__ = ["WEIGHTS_FILE", "WEIGHTS_ORDER_FILE", "load_predictions", "load_weights"]
 
@@ -24,9 +25,6 @@ SQL_PREDICTIONS = """
     SELECT run_id, n, labels, predicted FROM predictions
     WHERE run_id IN (SELECT value FROM json_each(?))
 """
-
-Predictions = tuple[np.ndarray, np.ndarray]
-
 
 def load_predictions(store: RunStore, run_ids: Iterable[int],
                      damaged: dict[int, str] | None = None) -> dict[int, Predictions]:
@@ -60,7 +58,7 @@ def load_weights(store: RunStore, run_id: int) -> dict[str, np.ndarray]:
     whole model (a model folder, see models_io) give the kernels of that model instead.
     """
     folder = store.run_dir(run_id, create=False)
-    from mnistlab.models_io import is_model_folder, load_model_folder  # torch only when needed
+    from mnistlab.trained.folder import is_model_folder, load_model_folder  # torch only when needed
 
     if is_model_folder(folder):
         try:

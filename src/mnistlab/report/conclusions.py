@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from mnistlab.analysis import accuracy_interval, mean_ci, p_text
-from mnistlab.effects import METRICS, Effect, FactorStudy
-from mnistlab.report.stats import ModelComparison, Statistics
-from mnistlab.stats import ALPHA, POWER
+from mnistlab.analysis.compare import accuracy_interval, mean_ci, p_text
+from mnistlab.analysis.effects import METRICS, Effect, FactorStudy
+from mnistlab.analysis.ranking import ModelComparison, Statistics
+from mnistlab.analysis.multiple import ALPHA, POWER
 
 __all__ = [
     "TEST_PROTOCOL_CAVEAT",

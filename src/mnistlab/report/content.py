@@ -15,16 +15,17 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 import mnistlab
-from mnistlab.data import DATASETS, Dataset
+from mnistlab.data.datasets import DATASETS, Dataset
 from mnistlab.errors import ArtifactError, MnistlabError
 from mnistlab.report import plots
-from mnistlab.analysis import ModelDiagnosis, accuracy_interval_text, p_text
-from mnistlab.effects import METRICS, Effect, FactorStudy
+from mnistlab.analysis.diagnose import ModelDiagnosis
+from mnistlab.analysis.compare import accuracy_interval_text, p_text
+from mnistlab.analysis.effects import METRICS, Effect, FactorStudy
 from mnistlab.report.artifacts import load_predictions, load_weights
 from mnistlab.report.conclusions import Conclusions, loss_text, write_conclusions
 from mnistlab.report.factors import factor_study
 from mnistlab.report.frame import ExperimentData, comparison_from, load_experiment, model_diagnoses
-from mnistlab.report.stats import (
+from mnistlab.analysis.ranking import (
     ALPHA,
     Statistics,
     best_model,
@@ -34,7 +35,7 @@ from mnistlab.report.stats import (
     most_confused_pairs,
     statistics,
 )
-from mnistlab.store import RunStore
+from mnistlab.runs.store import RunStore
 
 __all__ = [
     "DEFAULT_DETAIL_MODELS", "TEST_ACC_HEADER", "TEXT_COLUMNS", "BestRun", "Cell", "Plot", "Report",

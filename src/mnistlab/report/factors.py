@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 
-from mnistlab.effects import FactorStudy, factor_effects
+from mnistlab.analysis.effects import FactorStudy, factor_effects
 
 __all__ = ["factor_levels", "factor_runs", "factor_study"]
 

@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mnistlab.analysis import FIT_KEYS, HISTORY_KEYS, ModelDiagnosis, diagnose_seeds, summarise_runs
+from mnistlab.analysis.diagnose import FIT_KEYS, HISTORY_KEYS, ModelDiagnosis, diagnose_seeds
+from mnistlab.analysis.compare import summarise_runs
 from mnistlab.errors import MnistlabError
-from mnistlab.store import EPOCH_METRICS, FINISHED_STATUSES, RunStore
+from mnistlab.runs.store import EPOCH_METRICS, FINISHED_STATUSES, RunStore
 
 __all__ = [
     "ExperimentData",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from mnistlab.report.content import TEXT_COLUMNS, Plot, Report
-from mnistlab.safetext import markdown as escape_html
+from mnistlab.util.safetext import markdown as escape_html
 
 __all__ = ["render_markdown"]
 

@@ -23,8 +23,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from scipy.stats import gaussian_kde
 
-from mnistlab.analysis import mean_ci
-from mnistlab.effects import METRICS, FactorStudy
+from mnistlab.analysis.compare import mean_ci
+from mnistlab.analysis.effects import METRICS, FactorStudy
 
 __all__ = [
     "PNG_DPI",

@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mnistlab.atomic import replace_folder, write_text
-from mnistlab.data import Dataset
+from mnistlab.util.atomic import replace_folder, write_text
+from mnistlab.data.datasets import Dataset
 from mnistlab.errors import EnvironmentFailure
 from mnistlab.report.content import DEFAULT_DETAIL_MODELS, build_report, slug
 from mnistlab.report.html import render_html
 from mnistlab.report.markdown import render_markdown
-from mnistlab.store import RunStore
+from mnistlab.runs.store import RunStore
 
 __all__ = ["ReportPaths", "write_report"]
 

@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 from mnistlab.errors import SpecError
-from mnistlab.spec import ModelSpec, did_you_mean, load_spec_file
+from mnistlab.spec.model import ModelSpec, did_you_mean, load_spec_file
 
 
 @lru_cache(maxsize=1)

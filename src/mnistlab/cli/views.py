@@ -1,0 +1,372 @@
+"""Rich renderables for the CLI: ``mnistlab ls``, ``show RUN`` and ``compare A B``.
+
+Each function returns a renderable and prints nothing; the CLI prints it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+from rich import box
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from mnistlab.analysis.compare import accuracy_interval_text, mean_ci, paired_difference, significance_sentence
+from mnistlab.analysis.diagnose import diagnose
+from mnistlab.util import safetext
+from mnistlab.errors import MnistlabError
+from mnistlab.report.artifacts import load_predictions
+from mnistlab.report.frame import (FINISHED, comparison_from, experiment_config, load_experiment, model_diagnoses,
+                                   query_frame, runs_frame)
+from mnistlab.analysis.ranking import ALPHA, comparison_plan, compare_models, mcnemar_on_runs
+from mnistlab.runs.store import RunRecord, RunStore
+from mnistlab.util.strict import whole_number
+
+__all__ = ["compare_table", "experiment_view", "experiments_table", "models_table", "run_panel", "runs_table"]
+
+# Outcomes first, then work in progress, then trouble: the order counts are listed in.
+STATUS_STYLES = {"completed": "green", "diverged": "red", "running": "yellow", "pending": "dim", "failed": "red"}
+MISSING = "—"
+
+
+def _table(title: str, **options: Any) -> Table:
+    """A table in this module's one style: no vertical rules and single spaces between
+    columns, so a run list keeps every column whole on an 80-column terminal."""
+    return Table(title=safetext.text(title), box=box.SIMPLE_HEAVY, collapse_padding=True, pad_edge=False, **options)
+
+
+def _cells(*values: RenderableType) -> list[RenderableType]:
+    """Table cells: plain strings (ids, names, descriptions) become Text, never markup."""
+    return [safetext.text(value) if isinstance(value, str) else value for value in values]
+
+SQL_EXPERIMENT_RUNS = """
+    SELECT experiment, status, count(*) AS runs FROM runs GROUP BY experiment, status
+"""
+# SQLite returns the other columns of the row that holds the max() of a group.
+# The model chosen on validation (highest mean final val_acc over its completed runs), and its mean test
+# accuracy: choosing on the test set would be peeking (the report chooses the same way).
+SQL_EXPERIMENT_BEST = """
+    WITH finals AS (
+        SELECT r.experiment, r.model_id, json_extract(r.final_json, '$.test_acc') AS test_acc,
+               (SELECT e.val_acc FROM epochs e WHERE e.run_id = r.id ORDER BY e.epoch DESC LIMIT 1) AS val_acc
+        FROM runs r WHERE r.status = 'completed'),
+    models AS (
+        SELECT experiment, model_id AS model, avg(val_acc) AS val_acc, avg(test_acc) AS test_acc, count(*) AS n
+        FROM finals GROUP BY experiment, model_id)
+    SELECT experiment, model, test_acc, n FROM models m
+    WHERE val_acc = (SELECT max(val_acc) FROM models o WHERE o.experiment = m.experiment)
+    GROUP BY experiment
+"""
+SQL_RUN_LIST = """
+    SELECT r.id AS run_id, r.experiment, r.model_id AS model, r.seed, r.status, r.epochs_planned,
+           r.device, json_extract(r.final_json, '$.test_acc') AS test_acc,
+           (SELECT count(*) FROM epochs e WHERE e.run_id = r.id) AS epochs,
+           (SELECT e.val_acc FROM epochs e WHERE e.run_id = r.id ORDER BY e.epoch DESC LIMIT 1) AS val_acc,
+           (SELECT avg(e.seconds) FROM epochs e WHERE e.run_id = r.id) AS seconds_per_epoch
+    FROM runs r WHERE (:experiment IS NULL OR r.experiment = :experiment) ORDER BY r.id
+"""
+SQL_MODEL_EXPERIMENTS = "SELECT DISTINCT experiment FROM runs WHERE model_id = ? ORDER BY experiment"
+
+
+def _percent(value: Any) -> str:
+    return MISSING if value is None or not math.isfinite(value) else f"{value * 100:.2f}%"
+
+
+def _number(value: Any, digits: int) -> str:
+    return MISSING if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _status(status: str) -> Text:
+    return Text(status, style=STATUS_STYLES[status])
+
+
+# -- mnistlab ls ---------------------------------------------------------------------------------
+
+
+def _status_counts(counts: Mapping[str, int]) -> Text:
+    text = Text()
+    for status in STATUS_STYLES:
+        if counts.get(status):
+            if text:
+                text.append(", ")
+            text.append(f"{counts[status]} {status}", style=STATUS_STYLES[status])
+    return text if text else Text("no runs", style="dim")
+
+
+def experiments_table(store: RunStore) -> Table:
+    """Every experiment: dataset, protocol, models, seeds, runs by status, and the model chosen on validation
+    with its mean test accuracy."""
+    counts = query_frame(store, SQL_EXPERIMENT_RUNS)
+    best = query_frame(store, SQL_EXPERIMENT_BEST).set_index("experiment")
+    table = _table(f"Experiments in {store.root}")
+    for column, justify in (("experiment", "left"), ("dataset", "left"), ("protocol", "left"),
+                            ("models", "right"), ("seeds", "right"), ("runs", "left"),
+                            ("chosen on validation: test acc", "right")):
+        table.add_column(column, justify=justify)
+    for record in store.experiments():
+        mine = counts[counts["experiment"] == record.name]
+        best_text = MISSING
+        if record.name in best.index:
+            seeds = int(best.at[record.name, "n"])
+            best_text = (f"{_percent(best.at[record.name, 'test_acc'])} ({best.at[record.name, 'model']}, "
+                         f"{seeds} seed{'s' if seeds > 1 else ''})")
+        table.add_row(*_cells(record.name, str(record.config.get("dataset", MISSING)),
+                              str(record.config.get("protocol", MISSING)),
+                              str(len(record.config.get("models", []))), str(len(record.config.get("seeds", []))),
+                              _status_counts(dict(zip(mine["status"], mine["runs"]))), best_text))
+    return table
+
+
+def runs_table(store: RunStore, experiment: str | None = None) -> Table:
+    """One row per run (of one experiment, or all): status, epochs done, val and test accuracy."""
+    if experiment is not None:
+        experiment_config(store, experiment)
+    runs = query_frame(store, SQL_RUN_LIST, {"experiment": experiment})
+    table = _table(f"Runs of {experiment}" if experiment else f"Runs in {store.root}")
+    columns = [("id", "right")] + ([("experiment", "left")] if experiment is None else [])
+    columns += [("model", "left"), ("seed", "right"), ("status", "left"), ("epochs", "right"),
+                ("val acc", "right"), ("test acc", "right"), ("s/epoch", "right"), ("device", "left")]
+    for column, justify in columns:
+        # Only the free-text columns may wrap, so statuses and numbers stay whole.
+        table.add_column(column, justify=justify, no_wrap=column not in ("experiment", "device"))
+    for row in runs.itertuples(index=False):
+        cells: list[RenderableType] = [str(row.run_id)] + ([row.experiment] if experiment is None else [])
+        cells += [row.model, str(row.seed), _status(row.status), f"{row.epochs}/{row.epochs_planned}",
+                  _percent(row.val_acc), _percent(row.test_acc), _number(row.seconds_per_epoch, 2),
+                  MISSING if pd.isna(row.device) else row.device]
+        table.add_row(*_cells(*cells))
+    return table
+
+
+def models_table(store: RunStore, experiment: str) -> Table:
+    """One row per model of the experiment: finished runs, mean test accuracy with its 95% CI, and
+    the diagnosis over all its seeds (the report's comparison table, read the same way)."""
+    comparison = comparison_from(load_experiment(store, experiment))
+    table = _table(f"Models of {experiment}")
+    for column, justify in (("model", "left"), ("runs", "right"), ("test acc (mean, 95% CI)", "right"),
+                            ("diagnosis over seeds", "left")):
+        table.add_column(column, justify=justify, no_wrap=column != "diagnosis over seeds")
+    for row in comparison.itertuples(index=False):
+        runs = f"{int(row.n)}" + (f" ({int(row.diverged)} diverged)" if row.diverged else "")
+        accuracy = (accuracy_interval_text(row.test_acc_mean, row.test_acc_ci95)
+                    if math.isfinite(row.test_acc_mean) else MISSING)
+        table.add_row(*_cells(row.model, runs, accuracy, row.diagnosis or MISSING))
+    return table
+
+
+def experiment_view(store: RunStore, experiment: str) -> Group:
+    """``mnistlab ls EXPERIMENT``: its runs, then its models with their diagnoses over seeds."""
+    return Group(runs_table(store, experiment), models_table(store, experiment))
+
+
+# -- mnistlab show RUN ---------------------------------------------------------------------------------
+
+
+def _layers_text(layers: Sequence[Mapping[str, Any]]) -> str:
+    counts = Counter(str(layer.get("type", "?")) for layer in layers)
+    return f"{len(layers)}: " + ", ".join(f"{kind} ×{n}" if n > 1 else kind for kind, n in counts.items())
+
+
+def _optimizer_text(optimizer: Any) -> str:
+    # A spec names the optimizer either plainly ("adam") or with settings ({name: sgd, lr: 0.1}).
+    if isinstance(optimizer, Mapping):
+        settings = ", ".join(f"{key}={value}" for key, value in optimizer.items() if key != "name")
+        return f"{optimizer.get('name', '?')}" + (f" ({settings})" if settings else "")
+    return str(optimizer)
+
+
+def _facts_grid(rows: Sequence[tuple[str, RenderableType]]) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    for label, value in rows:
+        grid.add_row(*_cells(label, value))
+    return grid
+
+
+def _spec_rows(run: RunRecord) -> list[tuple[str, RenderableType]]:
+    model = run.spec.get("model", {})
+    training = model.get("training", {})
+    final = run.final or {}
+    params = final.get("params")
+    rows: list[tuple[str, RenderableType]] = [
+        ("model", f"{run.model_id} — {model.get('description', '')}"),
+        ("experiment", f"{run.experiment} (dataset {run.dataset}, protocol {run.protocol}, seed {run.seed})"),
+        ("layers", _layers_text(model.get("layers", []))),
+        ("training", f"{_optimizer_text(training.get('optimizer', '?'))}, batch size "
+                     f"{training.get('batch_size', '?')}, {run.epochs_planned} epochs planned"),
+        ("precision", f"{run.spec.get('precision', MISSING)}; train limit {run.spec.get('train_limit') or 'none'}; "
+                      f"validation fraction {run.spec.get('val_fraction', MISSING)}"),
+        ("params", f"{int(params):,}" if params is not None else MISSING),
+        ("status", _status(run.status)),
+        ("device", run.device or MISSING),
+    ]
+    if run.error:
+        rows.append(("error", safetext.text(run.error, style="red")))
+    return rows
+
+
+def _epochs_table(history: Mapping[str, Sequence[float]]) -> Table:
+    table = _table("Epochs", title_justify="left")
+    for column in ("epoch", "loss", "acc", "val_loss", "val_acc", "seconds"):
+        table.add_column(column, justify="right")
+    for index, epoch in enumerate(history["epoch"]):
+        table.add_row(str(epoch), _number(history["loss"][index], 4), _percent(history["acc"][index]),
+                      _number(history["val_loss"][index], 4), _percent(history["val_acc"][index]),
+                      _number(history["seconds"][index], 2))
+    return table
+
+
+def _final_rows(final: Mapping[str, Any]) -> list[tuple[str, RenderableType]]:
+    rows: list[tuple[str, RenderableType]] = [
+        ("test acc", _percent(final.get("test_acc"))),
+        ("test loss", _number(final.get("test_loss"), 4)),
+        ("images / s", _number(final.get("images_per_second"), 0)),
+    ]
+    if final.get("reference_test_acc") is not None:
+        differences = final.get("reference_differences")
+        protocol = "" if differences == [] else (
+            f"; different protocol: {'; '.join(differences)}" if differences else "; protocol not recorded")
+        rows.append(("notebook test acc", f"{_percent(final['reference_test_acc'])} "
+                                          f"({final.get('reference_notebook') or 'seed notebook'}{protocol})"))
+    if final.get("diverged_epoch") is not None:
+        rows.append(("diverged at epoch", str(final["diverged_epoch"])))
+    if isinstance(final.get("ray"), Mapping):  # trained by the Ray backend
+        ray = final["ray"]
+        resumed = f", resumed after epoch {ray['resumed_from_epoch']}" if ray.get("resumed_from_epoch") else ""
+        rows.append(("trained on", f"Ray worker {ray.get('worker')}, attempt {ray.get('attempt')}{resumed}"))
+    return rows
+
+
+def _diagnosis_text(run: RunRecord, history: Mapping[str, Sequence[float]]) -> Text:
+    if run.status not in FINISHED or not history["epoch"]:
+        return Text("no diagnosis until the run finishes", style="dim")
+    text = Text()
+    for finding in diagnose(history, status=run.status):
+        style = "green" if finding.code == "healthy" else "red"
+        text.append(f"{finding.label}: ", style=f"bold {style}")
+        text.append(f"{finding.rule}\n")
+    return text
+
+
+def _model_diagnosis_text(store: RunStore, run: RunRecord) -> Text | None:
+    """The diagnosis of the run's model over all its finished seeds in the experiment (as the report
+    gives it), when the model has more than this one finished run; None otherwise."""
+    diagnoses = model_diagnoses(load_experiment(store, run.experiment))
+    model = diagnoses.get(run.model_id)
+    if model is None or len(model.seeds) < 2:
+        return None
+    return safetext.text(f"{run.model_id} over its seeds in {run.experiment}: {model.text}", style="bold")
+
+
+def run_panel(store: RunStore, run_id: int) -> Panel:
+    """One run: spec summary, status, per-epoch table, final metrics and diagnosis."""
+    run = store.get_run(run_id)
+    history = store.history(run_id)
+    parts: list[RenderableType] = [_facts_grid(_spec_rows(run))]
+    if history["epoch"]:
+        parts.append(_epochs_table(history))
+    if run.final:
+        parts += [Text("Final", style="bold"), _facts_grid(_final_rows(run.final))]
+    parts += [Text("Diagnosis", style="bold"), _diagnosis_text(run, history)]
+    across = _model_diagnosis_text(store, run)
+    if across is not None:
+        parts.append(across)
+    if run.notes:  # e.g. a damaged checkpoint set aside; Text, so a note is never read as markup
+        parts += [Text("Notes", style="bold"), *(safetext.text(f"- {note}") for note in run.notes)]
+    return Panel(Group(*parts), title=safetext.text(f"run {run.id}: {run.model_id}, seed {run.seed}"), title_align="left")
+
+
+# -- mnistlab compare A B ------------------------------------------------------------------------------
+
+
+def _model_experiment(store: RunStore, model: str, experiment: str | None) -> str:
+    if experiment is not None:
+        experiment_config(store, experiment)
+        return experiment
+    found = query_frame(store, SQL_MODEL_EXPERIMENTS, (model,))["experiment"].tolist()
+    if not found:
+        raise MnistlabError(f"no run id or model {model!r} in {store.path}")
+    if len(found) > 1:
+        raise MnistlabError(f"model {model} has runs in experiments {', '.join(found)}; name the experiment")
+    return found[0]
+
+
+def _accuracy_cell(runs: pd.DataFrame) -> str:
+    accs = runs["test_acc"].dropna().to_numpy()
+    if not len(accs):
+        return MISSING
+    return accuracy_interval_text(*mean_ci(accs))
+
+
+def _sides_table(title: str, sides: Sequence[tuple[str, pd.DataFrame]]) -> Table:
+    table = _table(title, title_justify="left")
+    for column, justify in (("", "left"), ("runs", "right"), ("seeds", "left"), ("test acc (mean ± 95% CI)", "right")):
+        table.add_column(column, justify=justify)
+    for name, runs in sides:
+        table.add_row(*_cells(name, str(len(runs)), ", ".join(str(seed) for seed in sorted(runs["seed"])),
+                              _accuracy_cell(runs)))
+    return table
+
+
+def _verdict(sentence: str, b: int, c: int, seed_note: str, names: tuple[str, str], p_value: float) -> Group:
+    style = "bold green" if p_value < ALPHA else "bold"
+    detail = (f"McNemar exact test on {seed_note}: {b} test predictions only {names[0]} got right, "
+              f"{c} only {names[1]}.")
+    return Group(safetext.text(detail, style="dim"), safetext.text(sentence, style=style))
+
+
+def _compare_runs(store: RunStore, a: int, b: int) -> Group:
+    runs = {run_id: store.get_run(run_id) for run_id in (a, b)}
+    for run in runs.values():
+        if run.status != "completed":
+            raise MnistlabError(f"run {run.id} is {run.status}; only completed runs can be compared")
+    result = mcnemar_on_runs(load_predictions(store, list(runs)), a, b)
+    acc = [runs[run_id].final["test_acc"] for run_id in (a, b)]
+    names = (f"run {a} ({runs[a].model_id})", f"run {b} ({runs[b].model_id})")
+    difference = paired_difference([acc[0]], [acc[1]])
+    sides = [(name, pd.DataFrame({"seed": [runs[run_id].seed], "test_acc": [runs[run_id].final["test_acc"]]}))
+             for name, run_id in zip(names, (a, b))]
+    seeds = "the same seed" if runs[a].seed == runs[b].seed else f"seeds {runs[a].seed} and {runs[b].seed}"
+    return Group(_sides_table("Runs compared", sides),
+                 _verdict(significance_sentence(names[0], names[1], result, difference, ALPHA),
+                          result.b, result.c, seeds, names, result.p_value))
+
+
+def _compare_models(store: RunStore, a: str, b: str, experiment: str | None) -> Group:
+    experiment = _model_experiment(store, a, experiment)
+    runs = runs_frame(store, experiment)
+    completed = runs[runs["status"] == "completed"]
+    sides = [(model, completed[completed["model"] == model]) for model in (a, b)]
+    for model, mine in sides:
+        if mine.empty:
+            raise MnistlabError(f"model {model} has no completed run in experiment {experiment}")
+    plan, reason = comparison_plan(runs, a, b)
+    if plan.empty:
+        raise MnistlabError(f"cannot compare {a} and {b} in {experiment}: {reason}")
+    ids = {int(run) for column in ("run_a", "run_b") for run in plan[column]}
+    comparison = compare_models(plan, a, b, load_predictions(store, ids))
+    return Group(_sides_table(f"Models compared in {experiment}", sides),
+                 safetext.text(f"Accuracy difference {comparison.difference.note}.", style="dim"),
+                 _verdict(comparison.sentence, comparison.mcnemar.b, comparison.mcnemar.c,
+                          comparison.seed_note, (a, b), comparison.mcnemar.p_value))
+
+
+def compare_table(store: RunStore, a: str | int, b: str | int, experiment: str | None = None) -> Group:
+    """A against B: two run ids, or two model ids of one experiment (``experiment`` is needed
+    only when a model has runs in several). McNemar's exact test on seed-matched test
+    predictions, and the test-accuracy difference with its 95% CI over shared seeds."""
+    texts = (str(a).strip(), str(b).strip())
+    ids = [whole_number(text) for text in texts]
+    are_ids = [run_id is not None for run_id in ids]
+    if all(are_ids):
+        return _compare_runs(store, ids[0], ids[1])
+    if any(are_ids):
+        raise MnistlabError(f"compare two run ids or two model ids, not one of each ({texts[0]}, {texts[1]})")
+    return _compare_models(store, texts[0], texts[1], experiment)

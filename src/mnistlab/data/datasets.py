@@ -1,0 +1,553 @@
+"""Datasets: IDX files, the registry, checksums, lookup, download, splits and synthetic data.
+
+Images are kept as uint8 tensors (N x 28 x 28) and labels as int64; scaling to floats happens
+where batches are used, so the whole dataset stays small enough to live on the device.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.client
+import io
+import math
+import os
+import struct
+import urllib.request
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import platformdirs
+import torch
+
+from mnistlab.util.atomic import write_bytes
+from mnistlab.errors import DataError
+
+IMAGES_MAGIC = 0x00000803
+LABELS_MAGIC = 0x00000801
+_NDIM_BY_MAGIC = {IMAGES_MAGIC: 3, LABELS_MAGIC: 1}
+_MAGIC_BY_NDIM = {ndim: magic for magic, ndim in _NDIM_BY_MAGIC.items()}
+
+ROLES = ("train_images", "train_labels", "test_images", "test_labels")
+IMAGE_SIZE = 28
+ENV_VAR = "MNISTLAB_DATA_DIR"
+
+# Module-level so tests (and packagers) can point them elsewhere; read at call time.
+CACHE_ROOT = Path(platformdirs.user_cache_dir("mnistlab")) / "datasets"
+SYSTEM_ROOT = Path("/usr/share/datasets")
+
+DOWNLOAD_TIMEOUT_S = 60.0
+
+# A header can declare 4·10⁹ items of 2³²×2³² pixels; files of one's own are read only up to
+# these (far above any MNIST-family set), so a bogus header or a gzip bomb never fills memory.
+MAX_CUSTOM_ITEMS = 10_000_000
+MAX_CUSTOM_SIDE = 64
+_READ_CHUNK = 1 << 20
+MAX_DOWNLOAD_BYTES = 256 * 2**20  # a downloaded file of unknown size decompresses to at most this
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a dataset is made of and how to check and fetch it.
+
+    ``files`` maps each role to its decompressed file name; on disk a file may also be gzipped
+    (``name.gz``). ``sha256`` holds the digest of the decompressed bytes per role, so a
+    recompressed copy (Debian's Fashion-MNIST) checks out the same as the original.
+    """
+
+    name: str
+    files: dict[str, str]
+    sha256: dict[str, str]
+    class_names: tuple[str, ...]
+    mirrors: tuple[str, ...]
+    # Items per role of a registered dataset: a file's header must declare exactly these, so
+    # reading it stops at the known size. Empty for folders of one's own (capped instead).
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+_STANDARD_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+_STANDARD_COUNTS = {"train_images": 60_000, "train_labels": 60_000, "test_images": 10_000, "test_labels": 10_000}
+
+# KMNIST is left out on purpose: only the digests of its .gz files are published, and the
+# registry checks decompressed bytes; a guessed digest would reject every good copy.
+DATASETS: dict[str, DatasetInfo] = {
+    "mnist": DatasetInfo(
+        name="mnist",
+        files=dict(_STANDARD_FILES),
+        sha256={
+            "train_images": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+            "train_labels": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+            "test_images": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+            "test_labels": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        },
+        class_names=tuple(str(digit) for digit in range(10)),
+        counts=dict(_STANDARD_COUNTS),
+        # yann.lecun.com now refuses plain downloads; these are the mirrors torchvision and
+        # TensorFlow use.
+        mirrors=(
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        ),
+    ),
+    "fashion-mnist": DatasetInfo(
+        name="fashion-mnist",
+        files=dict(_STANDARD_FILES),
+        sha256={
+            "train_images": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "train_labels": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            "test_images": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "test_labels": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        },
+        class_names=(
+            "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+        ),
+        counts=dict(_STANDARD_COUNTS),
+        mirrors=(
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+            "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/",
+        ),
+    ),
+}
+
+
+@dataclass
+class Dataset:
+    """A loaded dataset: uint8 images (N x 28 x 28) and int64 labels (N), train and test."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    info: DatasetInfo
+    source_dir: Path | None  # None for generated data
+
+
+# --------------------------------------------------------------------------- IDX files
+
+
+def read_idx(path: Path | str, count: int | None = None) -> np.ndarray:
+    """Read an IDX file (raw or ``.gz``): images as (n, rows, cols) uint8, labels as (n,) uint8.
+
+    ``count``: the number of items the header must declare (registered datasets); without it
+    the header may declare at most MAX_CUSTOM_ITEMS items of at most MAX_CUSTOM_SIDE pixels a
+    side. Either way no more than the declared size (plus one byte, to see trailing data) is
+    ever decompressed.
+    """
+    path = Path(path)
+    return _parse_idx(_read_bounded(path, count), path)
+
+
+def _read_bounded(path: Path, count: int | None) -> bytes:
+    """The decompressed content of a raw or ``.gz`` IDX file, read while streaming and refused
+    as soon as it would exceed the size its (checked) header declares."""
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as stream:
+            return _read_stream(stream, path, count)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as error:
+        raise DataError(f"{path}: corrupt gzip data ({error}); delete it and download "
+                        f"or copy it again") from error
+    except OSError as error:
+        raise DataError(f"{path}: cannot be read ({error.strerror or error}); check it exists "
+                        f"and is readable") from error
+
+
+def _read_stream(stream: BinaryIO, source: Path, count: int | None) -> bytes:
+    head = stream.read(4)
+    if len(head) < 4:
+        return head  # _parse_idx names it too short
+    ndim = _NDIM_BY_MAGIC.get(struct.unpack(">I", head)[0])
+    if ndim is None:
+        return head  # _parse_idx names the bad magic
+    dims_raw = stream.read(4 * ndim)
+    if len(dims_raw) < 4 * ndim:
+        return head + dims_raw  # truncated header
+    dims = struct.unpack(f">{ndim}I", dims_raw)
+    _check_declared(dims, source, count)
+    expected = math.prod(dims)
+    # One byte more than declared: enough to tell "trailing bytes" without reading them all. Read
+    # in chunks: `read(n)` allocates n bytes up front, and the header's n is only a claim (800 bytes
+    # can declare 40 GB), so memory follows the bytes actually there (decompressed so far).
+    chunks, remaining = [], expected + 1
+    while remaining > 0:
+        chunk = stream.read(min(remaining, _READ_CHUNK))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return head + dims_raw + b"".join(chunks)
+
+
+def _check_declared(dims: tuple[int, ...], source: Path, count: int | None) -> None:
+    if count is not None:
+        if dims[0] != count:
+            raise DataError(f"{source}: header declares {dims[0]:,} items, this dataset has {count:,}; "
+                            "the file is from another dataset or corrupt: replace it")
+        return
+    if dims[0] > MAX_CUSTOM_ITEMS or any(side > MAX_CUSTOM_SIDE for side in dims[1:]):
+        raise DataError(f"{source}: header declares {' x '.join(f'{d:,}' for d in dims)}, more than "
+                        f"the {MAX_CUSTOM_ITEMS:,} items of at most {MAX_CUSTOM_SIDE}x{MAX_CUSTOM_SIDE} "
+                        "pixels read from a folder of one's own; the file is corrupt: replace it")
+
+
+def _parse_idx(data: bytes, source: Path | str) -> np.ndarray:
+    """Parse decompressed IDX bytes; ``source`` names the file in error messages."""
+    if len(data) < 4:
+        raise DataError(f"{source}: too short to be an IDX file ({len(data)} bytes); replace it")
+    (magic,) = struct.unpack(">I", data[:4])
+    ndim = _NDIM_BY_MAGIC.get(magic)
+    if ndim is None:
+        raise DataError(
+            f"{source}: not an IDX image or label file (magic 0x{magic:08x}, expected "
+            f"0x{IMAGES_MAGIC:08x} or 0x{LABELS_MAGIC:08x}); replace it with the right file"
+        )
+    header_size = 4 + 4 * ndim
+    if len(data) < header_size:
+        raise DataError(f"{source}: truncated IDX header ({len(data)} bytes); replace the file")
+    dims = struct.unpack(f">{ndim}I", data[4:header_size])
+    expected = header_size + math.prod(dims)
+    if len(data) < expected:
+        raise DataError(
+            f"{source}: truncated: header {dims} needs {expected} bytes but there are "
+            f"{len(data)}; replace the file (download it again)"
+        )
+    if len(data) > expected:
+        raise DataError(
+            f"{source}: has trailing bytes: header {dims} needs {expected} bytes but there are "
+            f"more; replace the file (download it again)"
+        )
+    # Copy so callers get a writable array that torch.from_numpy accepts without warnings.
+    try:
+        return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(dims).copy()
+    except ValueError:  # only dims with a 0 get here: the others' product overflows numpy's index type
+        raise DataError(f"{source}: impossible IDX header dimensions {dims}; replace the file") from None
+
+
+def write_idx(path: Path | str, array: np.ndarray, gz: bool) -> Path:
+    """Write a uint8 array of 1 (labels) or 3 (images) dimensions as an IDX file."""
+    array = np.ascontiguousarray(array)
+    if array.dtype != np.uint8 or array.ndim not in _MAGIC_BY_NDIM:
+        raise ValueError(f"write_idx needs a uint8 array of 1 or 3 dims, got {array.dtype} "
+                         f"with {array.ndim} dims")
+    header = struct.pack(f">I{array.ndim}I", _MAGIC_BY_NDIM[array.ndim], *array.shape)
+    data = header + array.tobytes()
+    path = Path(path)
+    # mtime=0 keeps the .gz bytes reproducible.
+    path.write_bytes(gzip.compress(data, mtime=0) if gz else data)
+    return path
+
+
+def _gunzip(raw: bytes, source: Path | str, limit: int) -> bytes:
+    """Decompress a downloaded ``.gz`` body, refusing it past ``limit`` bytes."""
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as stream:
+            data = stream.read(limit + 1)
+    except (OSError, EOFError, zlib.error) as error:
+        raise DataError(f"{source}: corrupt gzip data ({error}); delete it and download "
+                        f"or copy it again") from error
+    if len(data) > limit:
+        raise DataError(f"{source}: decompresses past the {limit:,} bytes it should have; refused")
+    return data
+
+
+# --------------------------------------------------------------------------- registry and lookup
+
+
+def custom_dataset_info(folder: Path) -> DatasetInfo:
+    """A dataset of one's own: the standard file names in ``folder``, ten classes, no checksums."""
+    info = DatasetInfo(name=str(folder), files=dict(_STANDARD_FILES), sha256={},
+                       class_names=tuple(str(c) for c in range(10)), mirrors=())
+    _, missing = _present_files(info, folder)
+    if missing:
+        lacking = ", ".join(f"{info.files[role]}[.gz]" for role in missing)
+        raise DataError(f"{folder}: not a dataset folder; it lacks {lacking}")
+    return info
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The registry entry for ``name``."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise DataError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}, "
+                        "or a folder holding the four IDX files") from None
+
+
+def find_dataset_dir(name: str, data_dir: Path | str | None = None,
+                     download: bool = False) -> Path:
+    """The first folder holding all files of ``name``; download into the cache if asked.
+
+    Searched in order: ``data_dir``, ``$MNISTLAB_DATA_DIR`` (each as ``<dir>/<name>`` or
+    ``<dir>`` itself), the user cache, then ``/usr/share/datasets/<name>`` (Debian).
+    """
+    info = dataset_info(name)
+    notes = []
+    for directory in _candidate_dirs(name, data_dir):
+        found, missing = _present_files(info, directory)
+        if not missing:
+            return directory
+        lacking = ", ".join(info.files[role] for role in missing)
+        notes.append(f"{directory} (lacks {lacking})" if found else str(directory))
+    if download:
+        return _download(info, CACHE_ROOT / name)
+    env_note = "" if os.environ.get(ENV_VAR) else f" ({ENV_VAR} is unset)"
+    raise DataError(
+        f"dataset {name} not found{env_note}; looked in: {'; '.join(notes)}; pass --data-dir DIR "
+        f"or set {ENV_VAR}=DIR (DIR holding {name}/ or its files, raw or .gz), or add --download"
+    )
+
+
+def _candidate_dirs(name: str, data_dir: Path | str | None) -> list[Path]:
+    roots = [Path(root) for root in (data_dir, os.environ.get(ENV_VAR)) if root]
+    candidates = [form for root in roots for form in (root / name, root)]
+    return candidates + [CACHE_ROOT / name, SYSTEM_ROOT / name]
+
+
+def _present_files(info: DatasetInfo, directory: Path) -> tuple[dict[str, Path], list[str]]:
+    """Per role, the file found in ``directory`` (raw preferred: no decompression), and the
+    roles with no file."""
+    found: dict[str, Path] = {}
+    missing: list[str] = []
+    for role, filename in info.files.items():
+        options = (directory / filename, directory / f"{filename}.gz")
+        path = next((option for option in options if option.is_file()), None)
+        if path is None:
+            missing.append(role)
+        else:
+            found[role] = path
+    return found, missing
+
+
+# --------------------------------------------------------------------------- download
+
+
+def _download(info: DatasetInfo, target: Path) -> Path:
+    """Fetch the files ``target`` lacks from the mirrors; each lands whole or not at all."""
+    target.mkdir(parents=True, exist_ok=True)
+    _, missing = _present_files(info, target)
+    for role in missing:
+        _download_file(info, role, target)
+    return target
+
+
+def _download_file(info: DatasetInfo, role: str, target: Path) -> None:
+    filename = f"{info.files[role]}.gz"
+    failures = []
+    for mirror in info.mirrors:
+        url = mirror + filename
+        try:
+            raw = _fetch(url)
+            _check_sha256(_gunzip(raw, url, _file_size(info, role)), info.sha256[role], url, info.name)
+        # URLError and socket errors are OSErrors; a bad body shows up as DataError.
+        except (OSError, http.client.HTTPException, DataError) as error:
+            failures.append(f"{url}: {error}")
+            continue
+        write_bytes(target / filename, raw)
+        return
+    raise DataError(
+        f"{target / filename}: download failed ({' | '.join(failures) or 'no mirrors'}); "
+        f"check the network, or fetch the files by hand and pass --data-dir"
+    )
+
+
+def _fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+        return response.read()
+
+
+def _file_size(info: DatasetInfo, role: str) -> int:
+    """The decompressed size of a registered dataset's file (header plus payload), or the cap
+    on any download when the registry does not know it."""
+    if role not in info.counts:
+        return MAX_DOWNLOAD_BYTES
+    if role.endswith("images"):
+        return 16 + info.counts[role] * IMAGE_SIZE * IMAGE_SIZE
+    return 8 + info.counts[role]
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_dataset(name: str = "mnist", data_dir: Path | str | None = None,
+                 download: bool = False, verify: bool = True) -> Dataset:
+    """Find, check and load a dataset as uint8 images and int64 labels.
+
+    ``name`` is a registered dataset, or a folder holding the four standard IDX files of a
+    dataset of your own (no published checksum, so only the structure is checked).
+    """
+    if name not in DATASETS and Path(name).is_dir():
+        info = custom_dataset_info(Path(name))
+        source_dir = Path(name)
+        verify = False
+    else:
+        info = dataset_info(name)
+        source_dir = find_dataset_dir(name, data_dir, download)
+    paths, _ = _present_files(info, source_dir)
+    arrays = {role: _load_file(info, role, paths[role], verify) for role in ROLES}
+    for split in ("train", "test"):
+        _check_pair(arrays, paths, split, len(info.class_names))
+        if not len(arrays[f"{split}_images"]):
+            raise DataError(f"{paths[f'{split}_images']}: holds no images; a dataset needs at least one "
+                            f"{split} image: replace the file")
+    return Dataset(
+        train_images=torch.from_numpy(arrays["train_images"]),
+        train_labels=torch.from_numpy(arrays["train_labels"].astype(np.int64)),
+        test_images=torch.from_numpy(arrays["test_images"]),
+        test_labels=torch.from_numpy(arrays["test_labels"].astype(np.int64)),
+        info=info,
+        source_dir=source_dir,
+    )
+
+
+def _load_file(info: DatasetInfo, role: str, path: Path, verify: bool) -> np.ndarray:
+    data = _read_bounded(path, info.counts.get(role))
+    if verify:
+        _check_sha256(data, info.sha256[role], path, info.name)
+    array = _parse_idx(data, path)
+    wanted = (3, (IMAGE_SIZE, IMAGE_SIZE)) if role.endswith("images") else (1, ())
+    if (array.ndim, array.shape[1:]) != wanted:
+        raise DataError(f"{path}: holds an array of shape {array.shape}, not the {role} of "
+                        f"{info.name}; replace it with {info.files[role]}")
+    return array
+
+
+def _check_sha256(data: bytes, expected: str, source: Path | str, dataset: str) -> None:
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise DataError(
+            f"{source}: sha256 of the decompressed content is {actual}, not {expected} as "
+            f"{dataset} expects; the file is corrupt or from another dataset: replace it"
+        )
+
+
+def _check_pair(arrays: dict[str, np.ndarray], paths: dict[str, Path], split: str,
+                num_classes: int) -> None:
+    images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+    images_path, labels_path = paths[f"{split}_images"], paths[f"{split}_labels"]
+    if len(images) != len(labels):
+        raise DataError(
+            f"{images_path}: {len(images)} images but {labels_path} has {len(labels)} labels; "
+            f"the two files do not belong together: replace them with a matching pair"
+        )
+    if len(labels) and labels.max() >= num_classes:
+        raise DataError(f"{labels_path}: label {labels.max()} is outside 0..{num_classes - 1}; "
+                        f"replace the file")
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def stratified_split(labels: torch.Tensor, fraction: float,
+                     seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded stratified holdout: (train_idx, val_idx), both sorted int64 CPU tensors.
+
+    Each class sends about ``fraction`` of its members to validation, and the total is exactly
+    ``round(fraction * len(labels))``.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"validation fraction must lie in [0, 1], got {fraction}")
+    labels = labels.detach().cpu().reshape(-1)
+    classes, counts = torch.unique(labels, sorted=True, return_counts=True)
+    quotas = _class_quotas(counts.tolist(), fraction)
+    generator = torch.Generator().manual_seed(seed)
+    val_parts = []
+    for cls, quota in zip(classes.tolist(), quotas):
+        members = torch.nonzero(labels == cls).reshape(-1)
+        picked = torch.randperm(len(members), generator=generator)[:quota]
+        val_parts.append(members[picked])
+    is_val = torch.zeros(len(labels), dtype=torch.bool)
+    if val_parts:
+        is_val[torch.cat(val_parts)] = True
+    return torch.nonzero(~is_val).reshape(-1), torch.nonzero(is_val).reshape(-1)
+
+
+def _class_quotas(counts: list[int], fraction: float) -> list[int]:
+    """Validation size per class: floors of the exact shares, then the leftover units to the
+    largest remainders (ties to the lower class) so the sum is round(fraction * total)."""
+    shares = [fraction * count for count in counts]
+    quotas = [math.floor(share) for share in shares]
+    leftover = round(fraction * sum(counts)) - sum(quotas)
+    by_remainder = sorted(range(len(counts)), key=lambda at: (quotas[at] - shares[at], at))
+    for at in by_remainder[:leftover]:
+        quotas[at] += 1
+    return quotas
+
+
+# --------------------------------------------------------------------------- synthetic data
+
+
+SYNTHETIC_INFO = DatasetInfo(
+    name="synthetic",
+    files={},
+    sha256={},
+    class_names=tuple(str(digit) for digit in range(10)),
+    mirrors=(),
+)
+
+
+def synthetic_dataset(n_train: int = 600, n_test: int = 200, seed: int = 0) -> Dataset:
+    """Tiny generated data shaped like MNIST that a small model learns in a few steps.
+
+    Class ``c`` is a bright blob at angle 36°·c on a ring around the centre, jittered by a
+    pixel or two and overlaid with noise, so classes are separable but not trivially.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    train_images, train_labels = _synthetic_split(n_train, generator)
+    test_images, test_labels = _synthetic_split(n_test, generator)
+    return Dataset(train_images, train_labels, test_images, test_labels,
+                   info=SYNTHETIC_INFO, source_dir=None)
+
+
+def _synthetic_split(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    num_classes = len(SYNTHETIC_INFO.class_names)
+    labels = (torch.arange(n) % num_classes)[torch.randperm(n, generator=generator)]
+    images = _jitter(_blob_templates(num_classes)[labels], 2, generator)
+    images = images * (0.6 + 0.4 * torch.rand(n, 1, 1, generator=generator))
+    images = images + 0.15 * torch.rand(n, IMAGE_SIZE, IMAGE_SIZE, generator=generator)
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8), labels.to(torch.int64)
+
+
+def _jitter(images: torch.Tensor, most: int, generator: torch.Generator) -> torch.Tensor:
+    """Shift each image by up to ``most`` pixels each way, filling with zeros."""
+    n, height, width = images.shape
+    padded = torch.nn.functional.pad(images, (most, most, most, most))
+    offsets = torch.randint(0, 2 * most + 1, (n, 2), generator=generator)
+    rows = torch.arange(height) + offsets[:, :1]
+    cols = torch.arange(width) + offsets[:, 1:]
+    return padded[torch.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+def _blob_templates(num_classes: int) -> torch.Tensor:
+    """One Gaussian blob (sigma 2.5 px) per class on a ring of radius 8 px; values in [0, 1]."""
+    axis = torch.arange(IMAGE_SIZE, dtype=torch.float32)
+    rows, cols = torch.meshgrid(axis, axis, indexing="ij")
+    centre = (IMAGE_SIZE - 1) / 2
+    templates = []
+    for cls in range(num_classes):
+        angle = 2 * math.pi * cls / num_classes
+        row, col = centre + 8 * math.sin(angle), centre + 8 * math.cos(angle)
+        templates.append(torch.exp(-((rows - row) ** 2 + (cols - col) ** 2) / (2 * 2.5 ** 2)))
+    return torch.stack(templates)
+
+
+def write_dataset(dataset: Dataset, folder: Path | str, gz: bool = False) -> Path:
+    """Write a dataset as the four standard IDX files, loadable with ``load_dataset(folder)``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {
+        "train_images": dataset.train_images, "train_labels": dataset.train_labels,
+        "test_images": dataset.test_images, "test_labels": dataset.test_labels,
+    }
+    for role, tensor in tensors.items():
+        suffix = ".gz" if gz else ""
+        write_idx(folder / f"{_STANDARD_FILES[role]}{suffix}", tensor.numpy().astype(np.uint8), gz)
+    return folder

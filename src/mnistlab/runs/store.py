@@ -1,0 +1,795 @@
+"""The run store: experiments, their training runs, per-epoch history and test-set predictions.
+
+Layout of a store folder (``./mnistlab-runs/`` by default; the caller passes it)::
+
+    <root>/store.sqlite          the database (WAL mode, so also -wal and -shm files)
+    <root>/artifacts/<run_id>/   checkpoints and other files of one run, made by ``run_dir``
+
+The store must survive a SIGKILL at any point and two ``mnistlab run`` processes writing it at
+once. Hence every write is one short ``BEGIN IMMEDIATE`` transaction: SQLite either applies it
+whole or not at all, and IMMEDIATE takes the write lock up front, so a read-modify-write (such as
+claiming a run) cannot interleave with another process's and readers never have to upgrade a
+lock (which in WAL mode fails at once instead of waiting out ``busy_timeout``).
+
+A run is identified by what was trained: experiment, model, ``spec_hash`` of the resolved spec,
+seed, dataset and protocol. ``ensure_run`` is idempotent on that identity, so rerunning an
+experiment finds the runs it already has. A process trains a run only after ``claim_run``
+succeeds; a claim held by a dead process (same host, pid gone) or one whose heartbeat is older
+than the lease is stale and can be taken over, which is how a killed run gets picked up again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnistlab.errors import LeaseLost, StoreError, StoreUnavailable
+from mnistlab.util.strict import whole_number
+
+__all__ = [
+    "open_existing_store",
+    "DEFAULT_HEARTBEAT_SECONDS",
+    "DEFAULT_LEASE_SECONDS",
+    "DEFAULT_ROOT",
+    "EPOCH_METRICS",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "ExperimentRecord",
+    "RunRecord",
+    "RunStore",
+    "current_owner",
+    "spec_hash",
+]
+
+SCHEMA_VERSION = 2
+DEFAULT_ROOT = Path("mnistlab-runs")
+DB_NAME = "store.sqlite"
+ARTIFACTS_DIR = "artifacts"
+BUSY_TIMEOUT_SECONDS = 30.0
+WAL_RETRY_SECONDS = 0.01
+# A live trainer refreshes its claim from a heartbeat thread every DEFAULT_HEARTBEAT_SECONDS,
+# however long its epochs take; a claim is taken to be abandoned (even when its pid cannot be
+# checked: another host) only after MISSED_HEARTBEATS heartbeats in a row did not come.
+DEFAULT_HEARTBEAT_SECONDS = 10.0
+MISSED_HEARTBEATS = 6
+DEFAULT_LEASE_SECONDS = DEFAULT_HEARTBEAT_SECONDS * MISSED_HEARTBEATS
+
+PENDING, RUNNING, COMPLETED, DIVERGED, FAILED = (
+    "pending", "running", "completed", "diverged", "failed"
+)
+STATUSES = (PENDING, RUNNING, COMPLETED, DIVERGED, FAILED)
+FINISHED_STATUSES = (COMPLETED, DIVERGED)
+# train_eval_*: the training metrics in inference mode on a fixed subsample (dropout off), which
+# the diagnoses compare with validation; loss/acc stay Keras's running means with dropout on.
+EPOCH_METRICS = ("loss", "acc", "val_loss", "val_acc", "seconds", "train_eval_loss", "train_eval_acc")
+
+# Substrings of the sqlite3 messages for failures the user's environment causes (full disk,
+# read-only files, a corrupt or foreign file, a store held busy too long). Anything else is a bug
+# in this module and propagates unchanged.
+JSON_COLUMNS = ("spec_json", "final_json", "versions_json", "notes_json")  # the runs columns holding JSON
+ENVIRONMENT_FAILURES = (
+    "database or disk is full",
+    "readonly database",
+    "database is locked",
+    "disk i/o error",
+    "file is not a database",
+    "database disk image is malformed",
+    "unable to open database file",
+)
+# Of those, the ones that are the machine's fault rather than the file's: exit status 1.
+UNAVAILABLE_FAILURES = (
+    "database or disk is full",
+    "readonly database",
+    "database is locked",
+    "disk i/o error",
+    "unable to open database file",
+)
+
+SCHEMA_STATEMENTS = (
+    """CREATE TABLE IF NOT EXISTS meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS experiments (
+        name        TEXT PRIMARY KEY,
+        config_json TEXT NOT NULL,
+        created_at  REAL NOT NULL,
+        updated_at  REAL NOT NULL
+    )""",
+    f"""CREATE TABLE IF NOT EXISTS runs (
+        id             INTEGER PRIMARY KEY,
+        experiment     TEXT NOT NULL REFERENCES experiments(name),
+        model_id       TEXT NOT NULL,
+        spec_json      TEXT NOT NULL,
+        spec_hash      TEXT NOT NULL,
+        seed           INTEGER NOT NULL,
+        dataset        TEXT NOT NULL,
+        protocol       TEXT NOT NULL,
+        epochs_planned INTEGER NOT NULL,
+        status         TEXT NOT NULL DEFAULT '{PENDING}'
+                       CHECK (status IN ({", ".join(f"'{s}'" for s in STATUSES)})),
+        owner          TEXT,
+        heartbeat_at   REAL,
+        device         TEXT,
+        versions_json  TEXT,
+        started_at     REAL,
+        ended_at       REAL,
+        final_json     TEXT,
+        error          TEXT,
+        notes_json     TEXT,
+        UNIQUE (experiment, model_id, spec_hash, seed, dataset, protocol)
+    )""",
+    """CREATE TABLE IF NOT EXISTS epochs (
+        run_id   INTEGER NOT NULL REFERENCES runs(id),
+        epoch    INTEGER NOT NULL,
+        loss     REAL,
+        acc      REAL,
+        val_loss REAL,
+        val_acc  REAL,
+        seconds  REAL,
+        train_eval_loss REAL,
+        train_eval_acc  REAL,
+        PRIMARY KEY (run_id, epoch)
+    )""",
+    """CREATE TABLE IF NOT EXISTS predictions (
+        run_id    INTEGER PRIMARY KEY REFERENCES runs(id),
+        n         INTEGER NOT NULL,
+        labels    BLOB NOT NULL,
+        predicted BLOB NOT NULL
+    )""",
+)
+
+SQL_TABLE_EXISTS = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+SQL_COUNT_OBJECTS = "SELECT count(*) FROM sqlite_master"
+SQL_GET_VERSION = "SELECT value FROM meta WHERE key = 'schema_version'"
+SQL_SET_VERSION = "UPDATE meta SET value = ? WHERE key = 'schema_version'"
+# version → the statements that bring a store of that version to the next one.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        "ALTER TABLE epochs ADD COLUMN train_eval_loss REAL",
+        "ALTER TABLE epochs ADD COLUMN train_eval_acc REAL",
+        "ALTER TABLE runs ADD COLUMN notes_json TEXT",
+    ),
+}
+SQL_INIT_VERSION = "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)"
+
+SQL_UPSERT_EXPERIMENT = """
+    INSERT INTO experiments (name, config_json, created_at, updated_at) VALUES (?, ?, ?, ?)
+    ON CONFLICT (name) DO UPDATE SET config_json = excluded.config_json,
+                                     updated_at = excluded.updated_at
+"""
+SQL_EXPERIMENT_EXISTS = "SELECT 1 FROM experiments WHERE name = ?"
+SQL_EXPERIMENTS = "SELECT name, config_json, created_at, updated_at FROM experiments ORDER BY name"
+
+RUN_COLUMNS = (
+    "id, experiment, model_id, spec_json, spec_hash, seed, dataset, protocol, epochs_planned, "
+    "status, owner, heartbeat_at, device, versions_json, started_at, ended_at, final_json, error, notes_json"
+)
+SQL_INSERT_RUN = """
+    INSERT OR IGNORE INTO runs
+        (experiment, model_id, spec_json, spec_hash, seed, dataset, protocol, epochs_planned)
+    VALUES (:experiment, :model_id, :spec_json, :spec_hash, :seed, :dataset, :protocol,
+            :epochs_planned)
+"""
+SQL_RUN_BY_IDENTITY = f"""
+    SELECT {RUN_COLUMNS} FROM runs
+    WHERE experiment = :experiment AND model_id = :model_id AND spec_hash = :spec_hash
+      AND seed = :seed AND dataset = :dataset AND protocol = :protocol
+"""
+SQL_RUN_BY_ID = f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"
+# NULL filters match everything, so one statement serves all four filter combinations.
+SQL_RUNS = f"""
+    SELECT {RUN_COLUMNS} FROM runs
+    WHERE (:experiment IS NULL OR experiment = :experiment)
+      AND (:status IS NULL OR status = :status)
+    ORDER BY id
+"""
+SQL_RUNS_BY_PREFIX = f"""
+    SELECT {RUN_COLUMNS} FROM runs
+    WHERE substr(spec_hash, 1, length(:prefix)) = :prefix
+       OR substr(model_id, 1, length(:prefix)) = :prefix
+       OR substr(experiment || '/' || model_id, 1, length(:prefix)) = :prefix
+    ORDER BY id
+"""
+SQL_CLAIM = """
+    UPDATE runs SET status = 'running', owner = ?, heartbeat_at = ?, started_at = ?,
+                    ended_at = NULL, error = NULL
+    WHERE id = ?
+"""
+SQL_HEARTBEAT = "UPDATE runs SET heartbeat_at = ? WHERE id = ? AND owner = ? AND status = 'running'"
+SQL_TOUCH_RUNNING = "UPDATE runs SET heartbeat_at = ? WHERE id = ? AND status = 'running'"
+SQL_OWNER = "SELECT owner, status FROM runs WHERE id = ?"
+SQL_RECORD_EPOCH = f"""
+    INSERT OR REPLACE INTO epochs (run_id, epoch, {", ".join(EPOCH_METRICS)})
+    VALUES (?, ?, {", ".join("?" for _ in EPOCH_METRICS)})
+"""
+SQL_TRUNCATE_EPOCHS = "DELETE FROM epochs WHERE run_id = ? AND epoch > ?"
+SQL_HISTORY = f"SELECT epoch, {', '.join(EPOCH_METRICS)} FROM epochs WHERE run_id = ? ORDER BY epoch"
+SQL_FINISH = """
+    UPDATE runs SET status = ?, final_json = ?, device = ?, versions_json = ?, ended_at = ?,
+                    heartbeat_at = ?, error = NULL
+    WHERE id = ?
+"""
+SQL_SAVE_PREDICTIONS = """
+    INSERT OR REPLACE INTO predictions (run_id, n, labels, predicted) VALUES (?, ?, ?, ?)
+"""
+SQL_SET_NOTES = "UPDATE runs SET notes_json = ? WHERE id = ?"
+SQL_PREDICTIONS = "SELECT n, labels, predicted FROM predictions WHERE run_id = ?"
+# A finished run keeps its result: a failure after it completed (say, while writing a report)
+# must not mark it failed.
+SQL_FAIL = """
+    UPDATE runs SET status = 'failed', error = ?, ended_at = ?
+    WHERE id = ? AND status NOT IN ('completed', 'diverged')
+"""
+
+
+@dataclass(frozen=True)
+class ExperimentRecord:
+    """One stored experiment; ``config`` is the decoded experiment config."""
+
+    name: str
+    config: dict[str, Any]
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One stored run. Times are Unix seconds; JSON columns are decoded (None when unset)."""
+
+    id: int
+    experiment: str
+    model_id: str
+    spec: dict[str, Any]
+    spec_hash: str
+    seed: int
+    dataset: str
+    protocol: str
+    epochs_planned: int
+    status: str
+    owner: str | None
+    heartbeat_at: float | None
+    device: str | None
+    versions: dict[str, Any] | None
+    started_at: float | None
+    ended_at: float | None
+    final: dict[str, Any] | None
+    error: str | None
+    notes: list[str]
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no whitespace, so equal values give equal text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def spec_hash(spec: dict[str, Any]) -> str:
+    """The identity of what was trained: sha256 of the spec's canonical JSON."""
+    return hashlib.sha256(canonical_json(spec).encode("utf-8")).hexdigest()
+
+
+def current_owner() -> str:
+    """The claim owner for this process, ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_is_dead(owner: str) -> bool:
+    """True when ``owner`` names a process on this host that no longer exists.
+
+    Owners on other hosts, or not in ``host:pid`` form, cannot be checked; only the lease
+    expires them.
+    """
+    host, _, pid_text = owner.rpartition(":")
+    pid = whole_number(pid_text, upper=2**31 - 1)  # a pid_t; os.kill overflows past it
+    if host != socket.gethostname() or pid is None or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, but another user's
+        return False
+    return False
+
+
+def _decode_json(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _as_uint8(name: str, values: np.ndarray) -> np.ndarray:
+    """Class indices as a 1-D uint8 array; refuses values that would wrap."""
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
+    if array.size and (array.min() < 0 or array.max() > 255):
+        raise ValueError(f"{name} must be class indices in 0..255")
+    return array.astype(np.uint8)
+
+
+def _metric(value: Any) -> float | None:
+    # float() also turns numpy scalars, which sqlite3 cannot bind, into Python floats.
+    return None if value is None else float(value)
+
+
+def _row_json(row: sqlite3.Row, column: str, kind: type, path: Path | str, what: str) -> Any:
+    """A JSON column of a row (None stays None), or one line naming the row and the field when it
+    was tampered with (not JSON, or not the kind of value the column holds): readers never crash."""
+    text = row[column]
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError, RecursionError):
+        value = None
+    if not isinstance(value, kind):
+        raise StoreError(f"{path}: {what}: field '{column}' is damaged (not a JSON {'object' if kind is dict else 'list'}); "
+                         "the store was edited or corrupted")
+    return value
+
+
+def _run_record(row: sqlite3.Row, path: Path | str) -> RunRecord:
+    return RunRecord(
+        id=row["id"],
+        experiment=row["experiment"],
+        model_id=row["model_id"],
+        spec=_row_json(row, "spec_json", dict, path, f"run {row['id']}"),
+        spec_hash=row["spec_hash"],
+        seed=row["seed"],
+        dataset=row["dataset"],
+        protocol=row["protocol"],
+        epochs_planned=row["epochs_planned"],
+        status=row["status"],
+        owner=row["owner"],
+        heartbeat_at=row["heartbeat_at"],
+        device=row["device"],
+        versions=_row_json(row, "versions_json", dict, path, f"run {row['id']}"),
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        final=_row_json(row, "final_json", dict, path, f"run {row['id']}"),
+        error=row["error"],
+        notes=_row_json(row, "notes_json", list, path, f"run {row['id']}") or [],
+    )
+
+
+class RunStore:
+    """An embedded SQLite store of experiments and runs; one connection per object.
+
+    Safe to use from several processes at once; not to share between threads.
+    """
+
+    def __init__(self, root: Path | str = DEFAULT_ROOT, *, lease_seconds: float | None = None,
+                 heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS) -> None:
+        """``heartbeat_seconds``: how often a trainer refreshes its claim; ``lease_seconds``:
+        how old a claim's heartbeat must be before another process may take the run over
+        (default MISSED_HEARTBEATS heartbeats)."""
+        self.root = Path(root)
+        self.path = self.root / DB_NAME
+        if heartbeat_seconds <= 0:
+            raise ValueError(f"heartbeat_seconds must be positive, got {heartbeat_seconds}")
+        self.heartbeat_seconds = float(heartbeat_seconds)
+        self.lease_seconds = (self.heartbeat_seconds * MISSED_HEARTBEATS if lease_seconds is None
+                              else float(lease_seconds))
+        self._make_root()
+        self._conn = self._connect()
+        try:
+            self._init_schema()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection; safe to call twice."""
+        self._conn.close()
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _make_root(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(f"{self.root}: run store folder is a file, not a folder")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(
+                f"{self.root}: cannot create the run store folder: {exc.strerror}"
+            ) from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: the sqlite3 module opens no transactions of its own; _write()
+        # opens each one explicitly with BEGIN IMMEDIATE.
+        with self._translate():
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        try:
+            with self._translate():
+                conn.execute("PRAGMA foreign_keys = ON")
+                self._enable_wal(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @staticmethod
+    def _enable_wal(conn: sqlite3.Connection) -> None:
+        # While another process switches a fresh database to WAL, this pragma fails with
+        # "database is locked" at once, without waiting on busy_timeout; so wait here instead.
+        deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(WAL_RETRY_SECONDS)
+
+    def _init_schema(self) -> None:
+        version = self._schema_version()
+        if version is None:
+            self._create_schema()
+            version = self._schema_version()
+        if version is not None and version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: store schema version {version} is newer than this mnistlab "
+                f"supports ({SCHEMA_VERSION}); upgrade mnistlab"
+            )
+        if version in MIGRATIONS:
+            self._migrate(version)
+            version = self._schema_version()
+        if version != SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: store schema version {version} is not recognised")
+
+    def _migrate(self, version: int) -> None:
+        """Bring an older store up to SCHEMA_VERSION, one step per transaction; a concurrent
+        process may have migrated already, so each step re-reads the version under the lock."""
+        while version < SCHEMA_VERSION:
+            with self._write() as conn:
+                current = int(conn.execute(SQL_GET_VERSION).fetchone()["value"])
+                if current == version:
+                    for statement in MIGRATIONS[version]:
+                        conn.execute(statement)
+                    conn.execute(SQL_SET_VERSION, (str(version + 1),))
+            version += 1
+
+    def _schema_version(self) -> int | None:
+        """The stored schema version, or None for a database without the meta table yet."""
+        with self._translate():
+            if self._conn.execute(SQL_TABLE_EXISTS, ("meta",)).fetchone() is None:
+                return None
+            row = self._conn.execute(SQL_GET_VERSION).fetchone()
+        version = whole_number(row["value"]) if row is not None else None
+        if version is None:
+            raise StoreError(f"{self.path}: store has no valid schema version")
+        return version
+
+    def _create_schema(self) -> None:
+        # Two processes opening a fresh store at once both get here; IF NOT EXISTS and
+        # INSERT OR IGNORE under the write lock make the second creation a no-op.
+        with self._write() as conn:
+            if conn.execute(SQL_TABLE_EXISTS, ("meta",)).fetchone() is None and \
+                    conn.execute(SQL_COUNT_OBJECTS).fetchone()[0] > 0:
+                raise StoreError(f"{self.path}: database is not an mnistlab run store")
+            for statement in SCHEMA_STATEMENTS:
+                conn.execute(statement)
+            conn.execute(SQL_INIT_VERSION, (str(SCHEMA_VERSION),))
+
+    # -- transactions and errors -----------------------------------------------------------
+
+    @contextmanager
+    def _translate(self, consequence: str = "") -> Iterator[None]:
+        """Turn SQLite failures the environment causes into a one-line StoreError."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            message = str(exc)
+            if "malformed json" in message.lower():  # json_extract on a tampered row, in a bulk reader
+                raise StoreError(f"{self.path}: {self._damaged_json()} is damaged (not valid JSON); "
+                                 "the store was edited or corrupted") from None
+            if not any(marker in message.lower() for marker in ENVIRONMENT_FAILURES):
+                raise
+            unavailable = any(marker in message.lower() for marker in UNAVAILABLE_FAILURES)
+            kind = StoreUnavailable if unavailable else StoreError
+            raise kind(f"{self.path}: {message}{self._read_only_hint()}{consequence}") from exc
+
+    def _damaged_json(self) -> str:
+        """Which run and field hold text that is not JSON (for a one-line error)."""
+        for column in JSON_COLUMNS:
+            row = self._conn.execute(f"SELECT id FROM runs WHERE {column} IS NOT NULL AND NOT json_valid({column}) "
+                                     "ORDER BY id LIMIT 1").fetchone()
+            if row is not None:
+                return f"run {row[0]}: field '{column}'"
+        return "a stored JSON field"
+
+    def _read_only_hint(self) -> str:
+        """SQLite says "unable to open database file" when it cannot create its WAL files: say why."""
+        if self.root.is_dir() and not os.access(self.root, os.W_OK | os.X_OK):
+            return (" (the store folder is read-only, and SQLite must write its -wal and -shm files beside the "
+                    "database even to read it; copy the store to a writable folder)")
+        if self.path.exists() and not os.access(self.path, os.W_OK):
+            return " (the database file is read-only; copy the store to a writable folder)"
+        return ""
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed whole on success, rolled back whole on any error."""
+        with self._translate("; the change was rolled back and the store is unchanged"):
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except BaseException:
+                # SQLite rolls some failures (a full disk among them) back by itself.
+                if self._conn.in_transaction:
+                    self._conn.rollback()
+                raise
+
+    def _assert_owner(self, conn: sqlite3.Connection, run_id: int, owner: str | None) -> None:
+        """Inside a write transaction: refresh ``owner``'s heartbeat, or raise LeaseLost (which
+        rolls the whole transaction back) when it no longer holds the running run. ``None``
+        skips the check (single-process tools and tests)."""
+        if owner is None:
+            return
+        if conn.execute(SQL_HEARTBEAT, (time.time(), run_id, owner)).rowcount == 1:
+            return
+        row = conn.execute(SQL_OWNER, (run_id,)).fetchone()
+        now = "gone" if row is None else f"{row['status']}, owner {row['owner']}"
+        raise LeaseLost(f"{self.path}: run {run_id} is no longer held by {owner} ({now}); "
+                        "its claim went stale and the run was left to its new owner")
+
+    def _require_run(self, conn: sqlite3.Connection, run_id: int) -> sqlite3.Row:
+        row = conn.execute(SQL_RUN_BY_ID, (run_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"{self.path}: no run with id {run_id}")
+        return row
+
+    # -- experiments ---------------------------------------------------------------------------
+
+    def save_experiment(self, name: str, config: dict[str, Any]) -> None:
+        """Insert the experiment, or replace its config if it is already stored."""
+        now = time.time()
+        with self._write() as conn:
+            conn.execute(SQL_UPSERT_EXPERIMENT, (name, canonical_json(config), now, now))
+
+    def experiments(self) -> list[ExperimentRecord]:
+        """All experiments, by name."""
+        with self._translate():
+            rows = self._conn.execute(SQL_EXPERIMENTS).fetchall()
+        return [
+            ExperimentRecord(row["name"], _row_json(row, "config_json", dict, self.path, f"experiment {row['name']!r}"),
+                             row["created_at"],
+                             row["updated_at"])
+            for row in rows
+        ]
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    def ensure_run(self, experiment: str, model_id: str, spec: dict[str, Any], seed: int,
+                   dataset: str, protocol: str, epochs_planned: int) -> RunRecord:
+        """The run with this identity, created pending if absent; an existing run is returned
+        unchanged. The experiment must have been saved first."""
+        params = {
+            "experiment": experiment, "model_id": model_id, "spec_json": canonical_json(spec),
+            "spec_hash": spec_hash(spec), "seed": int(seed), "dataset": dataset,
+            "protocol": protocol, "epochs_planned": int(epochs_planned),
+        }
+        with self._write() as conn:
+            if conn.execute(SQL_EXPERIMENT_EXISTS, (experiment,)).fetchone() is None:
+                raise StoreError(f"{self.path}: experiment {experiment!r} is not in the store")
+            # OR IGNORE: the run may exist already, created by an earlier or a concurrent run.
+            conn.execute(SQL_INSERT_RUN, params)
+            row = conn.execute(SQL_RUN_BY_IDENTITY, params).fetchone()
+        return _run_record(row, self.path)
+
+    def get_run(self, run_id: int) -> RunRecord:
+        """The run with this id; StoreError if there is none."""
+        with self._translate():
+            return _run_record(self._require_run(self._conn, run_id), self.path)
+
+    def runs(self, experiment: str | None = None, status: str | None = None) -> list[RunRecord]:
+        """Runs by id, optionally only those of one experiment and/or in one status."""
+        if status is not None and status not in STATUSES:
+            raise StoreError(f"{self.path}: unknown run status {status!r} "
+                             f"(expected one of {', '.join(STATUSES)})")
+        with self._translate():
+            rows = self._conn.execute(SQL_RUNS, {"experiment": experiment, "status": status})
+            return [_run_record(row, self.path) for row in rows.fetchall()]
+
+    def find_runs(self, prefix_or_id: str) -> list[RunRecord]:
+        """Runs a CLI argument names: a decimal run id, or else a prefix of the spec hash, of the
+        model id or of ``experiment/model_id``. Empty when nothing matches."""
+        text = prefix_or_id.strip()
+        if not text:
+            return []
+        with self._translate():
+            run_id = whole_number(text)  # ASCII digits within SQLite's range; '²' or 10**20 is no id
+            if run_id is not None:
+                row = self._conn.execute(SQL_RUN_BY_ID, (run_id,)).fetchone()
+                return [] if row is None else [_run_record(row, self.path)]
+            rows = self._conn.execute(SQL_RUNS_BY_PREFIX, {"prefix": text}).fetchall()
+        return [_run_record(row, self.path) for row in rows]
+
+    # -- claiming ------------------------------------------------------------------------------
+
+    def claim_run(self, run_id: int, owner: str) -> bool:
+        """Mark the run running by ``owner`` (``host:pid``) if nobody else may be training it.
+
+        True for a pending or failed run, a stale running claim, or ``owner``'s own claim;
+        False for a finished run or a claim held by another live owner.
+        """
+        now = time.time()
+        with self._write() as conn:
+            state = self._require_run(conn, run_id)
+            if not self._claimable(state, owner, now):
+                return False
+            conn.execute(SQL_CLAIM, (owner, now, now, run_id))
+        return True
+
+    def _claimable(self, state: sqlite3.Row, owner: str, now: float) -> bool:
+        if state["status"] in FINISHED_STATUSES:
+            return False
+        if state["status"] != RUNNING or state["owner"] == owner:
+            return True
+        return self._claim_is_stale(state["owner"], state["heartbeat_at"], now)
+
+    def _claim_is_stale(self, holder: str | None, heartbeat_at: float | None, now: float) -> bool:
+        if holder is None or heartbeat_at is None:
+            return True
+        return _owner_is_dead(holder) or now - heartbeat_at >= self.lease_seconds
+
+    def heartbeat(self, run_id: int, owner: str) -> bool:
+        """Refresh ``owner``'s claim; False when it no longer holds the run (it was taken over
+        or finished), in which case the caller should stop training it."""
+        with self._write() as conn:
+            return conn.execute(SQL_HEARTBEAT, (time.time(), run_id, owner)).rowcount == 1
+
+    # -- history -------------------------------------------------------------------------------
+
+    def record_epoch(self, run_id: int, epoch: int, metrics: dict[str, Any], *,
+                     owner: str | None = None) -> None:
+        """Store one epoch's metrics (keys from EPOCH_METRICS; missing ones are NULL) and refresh
+        the run's heartbeat. Recording an epoch again replaces it, so a resumed run that replays
+        epochs never duplicates them. SQLite stores NaN as NULL; ``history`` reads NULL as NaN.
+        With ``owner``, nothing is written unless it still holds the run (else LeaseLost)."""
+        unknown = sorted(set(metrics) - set(EPOCH_METRICS))
+        if unknown:
+            raise ValueError(f"unknown epoch metrics {unknown}; expected {list(EPOCH_METRICS)}")
+        values = [_metric(metrics.get(name)) for name in EPOCH_METRICS]
+        with self._write() as conn:
+            self._require_run(conn, run_id)
+            self._assert_owner(conn, run_id, owner)
+            conn.execute(SQL_RECORD_EPOCH, (run_id, int(epoch), *values))
+            conn.execute(SQL_TOUCH_RUNNING, (time.time(), run_id))
+
+    def truncate_epochs(self, run_id: int, after_epoch: int, *, owner: str | None = None) -> None:
+        """Delete the epochs after ``after_epoch``: used when resuming from a checkpoint older
+        than the last stored epoch, whose later epochs will be trained again. With ``owner``,
+        only while it holds the run (else LeaseLost)."""
+        with self._write() as conn:
+            self._assert_owner(conn, run_id, owner)
+            conn.execute(SQL_TRUNCATE_EPOCHS, (run_id, int(after_epoch)))
+
+    def history(self, run_id: int) -> dict[str, list[float]]:
+        """Per-epoch metrics ordered by epoch, keyed ``epoch`` and EPOCH_METRICS; NaN where a
+        metric was not recorded."""
+        with self._translate():
+            self._require_run(self._conn, run_id)
+            rows = self._conn.execute(SQL_HISTORY, (run_id,)).fetchall()
+        result: dict[str, list[float]] = {"epoch": [row["epoch"] for row in rows]}
+        for name in EPOCH_METRICS:
+            result[name] = [math.nan if row[name] is None else row[name] for row in rows]
+        return result
+
+    # -- outcome -------------------------------------------------------------------------------
+
+    def finish_run(self, run_id: int, status: str, final: dict[str, Any],
+                   labels: np.ndarray | None, predicted: np.ndarray | None, device: str,
+                   versions: dict[str, Any], *, owner: str | None = None) -> None:
+        """Record a running run's outcome (``completed`` or ``diverged``), its final metrics and
+        test-set predictions, all in one transaction; with ``owner``, only while it holds the
+        run (else LeaseLost)."""
+        if status not in FINISHED_STATUSES:
+            raise ValueError(f"finish status must be one of {FINISHED_STATUSES}, got {status!r}")
+        prediction_row = self._prediction_row(run_id, labels, predicted)
+        now = time.time()
+        with self._write() as conn:
+            current = self._require_run(conn, run_id)["status"]
+            if current != RUNNING:
+                raise StoreError(f"{self.path}: run {run_id} is {current}, not running; "
+                                 "claim it before finishing it")
+            self._assert_owner(conn, run_id, owner)
+            conn.execute(SQL_FINISH, (status, canonical_json(final), device,
+                                      canonical_json(versions), now, now, run_id))
+            if prediction_row is not None:
+                conn.execute(SQL_SAVE_PREDICTIONS, prediction_row)
+
+    @staticmethod
+    def _prediction_row(run_id: int, labels: np.ndarray | None,
+                        predicted: np.ndarray | None) -> tuple[int, int, bytes, bytes] | None:
+        if labels is None and predicted is None:
+            return None
+        if labels is None or predicted is None:
+            raise ValueError("labels and predicted must be given together")
+        labels8, predicted8 = _as_uint8("labels", labels), _as_uint8("predicted", predicted)
+        if labels8.shape != predicted8.shape:
+            raise ValueError(f"labels {labels8.shape} and predicted {predicted8.shape} "
+                             "differ in length")
+        return run_id, len(labels8), labels8.tobytes(), predicted8.tobytes()
+
+    def fail_run(self, run_id: int, error: str, *, owner: str | None = None) -> bool:
+        """Mark the run failed with ``error``, unless it already finished or (with ``owner``)
+        another process holds it now; a failed run can be claimed again. True if marked."""
+        with self._write() as conn:
+            self._require_run(conn, run_id)
+            if owner is not None:
+                row = conn.execute(SQL_OWNER, (run_id,)).fetchone()
+                if row["owner"] != owner:
+                    return False
+            return conn.execute(SQL_FAIL, (error, time.time(), run_id)).rowcount == 1
+
+    def add_note(self, run_id: int, text: str) -> None:
+        """Append a line to the run's notes (what happened to it that its status does not say,
+        such as a damaged checkpoint moved aside); notes survive reclaims and finishing."""
+        with self._write() as conn:
+            notes = _decode_json(self._require_run(conn, run_id)["notes_json"]) or []
+            conn.execute(SQL_SET_NOTES, (canonical_json([*notes, text]), run_id))
+
+    def predictions(self, run_id: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The test-set ``(labels, predicted)`` as uint8 arrays, or None if none were stored."""
+        with self._translate():
+            self._require_run(self._conn, run_id)
+            row = self._conn.execute(SQL_PREDICTIONS, (run_id,)).fetchone()
+        if row is None:
+            return None
+        labels = np.frombuffer(row["labels"], dtype=np.uint8).copy()
+        predicted = np.frombuffer(row["predicted"], dtype=np.uint8).copy()
+        if len(labels) != row["n"] or len(predicted) != row["n"]:
+            raise StoreError(f"{self.path}: predictions of run {run_id} are inconsistent")
+        return labels, predicted
+
+    # -- artifacts -----------------------------------------------------------------------------
+
+    def read_rows(self, sql: str, params: Any = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Column names and rows of one read-only query, for bulk readers such as the report."""
+        if not sql.lstrip().upper().startswith(("SELECT", "WITH")):
+            raise ValueError("read_rows runs SELECT queries only")
+        with self._translate():
+            cursor = self._conn.execute(sql, params)
+            return [d[0] for d in cursor.description], [tuple(row) for row in cursor.fetchall()]
+
+    def run_dir(self, run_id: int, create: bool = True) -> Path:
+        """The run's artifacts folder, ``<root>/artifacts/<run_id>/``, created if needed (and
+        ``create``: readers of a read-only store pass False)."""
+        self.get_run(run_id)
+        folder = self.root / ARTIFACTS_DIR / str(run_id)
+        if not create:
+            return folder
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(f"{self.path}: cannot create {folder}: {exc.strerror}") from exc
+        return folder
+
+
+def open_existing_store(root: Path | str) -> RunStore:
+    """A run store that must already exist: the read commands (ls, show, compare, report, ...)
+    open it this way, so that a mistyped --store never creates one."""
+    if not (Path(root) / DB_NAME).is_file():
+        raise StoreError(f"{root}: no run store here (no {DB_NAME}); pass --store DIR or a model folder")
+    return RunStore(root)
