@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, replace_all_batch_norm_modules_, stack_module_state
 
 from mnistlab.nn.build import build_model
-from mnistlab.training.engine import configure_threads
+from mnistlab.training.config import configure_threads
 from mnistlab.training.optim import make_optimizer
 from mnistlab.nn.rng import set_dropout_generator
 from mnistlab.nn.stacked import StackedModel, stack_inputs

@@ -30,7 +30,7 @@ from bench_train import machine_info  # noqa: E402  (the benchmarks' one machine
 
 from mnistlab.training.cost import FLOPS_COUNTED, epoch_images, estimate_training, forward_flops, probe_throughput  # noqa: E402
 from mnistlab.util.machine import usable_cpus  # noqa: E402
-from mnistlab.experiments.reference import NOTEBOOK_PROTOCOL  # noqa: E402
+from mnistlab.training.config import NOTEBOOK_PROTOCOL  # noqa: E402
 from mnistlab.zoo import zoo_models  # noqa: E402
 
 

@@ -71,7 +71,7 @@ def repeated(repeats: int, measure: Callable[[], dict[str, Any]]) -> dict[str, A
 
 def configs(seeds: list[int], epochs: int, images: int | None, device: str, protocol: str = "test",
             **options: Any) -> list[Any]:
-    from mnistlab.training.engine import TrainConfig
+    from mnistlab.training.config import TrainConfig
 
     return [TrainConfig(epochs=epochs, seed=seed, train_limit=images, device=device, validate_on=protocol,  # type: ignore[arg-type]
                         **options) for seed in seeds]
@@ -161,7 +161,8 @@ def _train_until(spec: Any, dataset: Any, device: str, max_epochs: int, images: 
     import torch
 
     from mnistlab.nn.build import build_model
-    from mnistlab.training.engine import TrainConfig, evaluate, place_data, resolve_device, train_epoch
+    from mnistlab.training.config import TrainConfig, resolve_device
+    from mnistlab.training.engine import evaluate, place_data, train_epoch
     from mnistlab.training.optim import make_optimizer
 
     target = resolve_device(device)

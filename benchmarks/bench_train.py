@@ -131,7 +131,8 @@ def mnistlab_worker(args: argparse.Namespace) -> None:
 
     from mnistlab.nn.build import build_model
     from mnistlab.data.datasets import load_dataset
-    from mnistlab.training.engine import TrainConfig, configure_threads, place_data, train_epoch
+    from mnistlab.training.config import TrainConfig, configure_threads
+    from mnistlab.training.engine import place_data, train_epoch
     from mnistlab.training.optim import make_optimizer
     from mnistlab.zoo import get_model
 
@@ -508,7 +509,8 @@ def main(argv: list[str] | None = None) -> int:
         return cpu_sections.main(args)
 
     from mnistlab.data.datasets import load_dataset
-    from mnistlab.training.engine import TrainConfig, place_data
+    from mnistlab.training.config import TrainConfig
+    from mnistlab.training.engine import place_data
     from mnistlab.zoo import get_model
     import numpy as np
     import torch

@@ -60,7 +60,8 @@ def worker_fit(args: argparse.Namespace) -> None:
     import torch
 
     from mnistlab.data.datasets import load_dataset
-    from mnistlab.training.engine import TrainConfig, fit
+    from mnistlab.training.config import TrainConfig
+    from mnistlab.training.engine import fit
     from mnistlab.zoo import get_model
 
     spec = get_model(args.model)
@@ -177,7 +178,8 @@ def section_busy(args: argparse.Namespace, threads: int, workdir: Path) -> dict[
 
     from bench_train import architecture_json
     from mnistlab.data.datasets import load_dataset
-    from mnistlab.training.engine import TrainConfig, place_data
+    from mnistlab.training.config import TrainConfig
+    from mnistlab.training.engine import place_data
     from mnistlab.zoo import get_model
 
     model, images, epochs = "s000-m1", 3840, 2

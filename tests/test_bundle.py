@@ -14,7 +14,8 @@ from mnistlab.api import train
 from mnistlab.nn.build import build_model
 from mnistlab.training.bundle import bundle_capacity, fit_bundle
 from mnistlab.data.datasets import synthetic_dataset, write_dataset
-from mnistlab.training.engine import TrainConfig, fit
+from mnistlab.training.config import TrainConfig
+from mnistlab.training.engine import fit
 from mnistlab.errors import CheckpointError, MnistlabError
 from mnistlab.experiments.definition import parse_experiment
 from mnistlab.runs.runner import run_experiment
@@ -149,13 +150,17 @@ def test_a_diverging_seed_leaves_and_the_others_are_untouched(tiny_dataset, monk
     spec = parse_model(SPECS["cnn-bn"])
     without = fit_bundle(spec, tiny_dataset, configs("float64", seeds=(0, 2)))
 
-    def blow_up(index, model):
-        if index == 1:  # seed 1's initial weights overflow (scaled to infinity): its loss turns NaN
+    real_build = bundle_module.build_model
+
+    def build_then_blow_up(resolved, seed):
+        model = real_build(resolved, seed=seed)
+        if seed == 1:  # seed 1's initial weights overflow (scaled to infinity): its loss turns NaN
             with torch.no_grad():
                 for param in model.parameters():
                     param.mul_(math.inf)
+        return model
 
-    monkeypatch.setattr(bundle_module, "_after_build", blow_up)
+    monkeypatch.setattr(bundle_module, "build_model", build_then_blow_up)
     seen = []
     with_diverging = fit_bundle(spec, tiny_dataset, configs("float64", seeds=(0, 1, 2)),
                                 on_epoch=lambda index, epoch, metrics: seen.append((index, epoch)))
@@ -351,7 +356,7 @@ def test_run_with_bundles_stores_what_single_runs_store(tiny_data_dir, tmp_path)
 
 
 def test_run_bundle_sets_aside_only_the_damaged_seed(tiny_data_dir, tmp_path):
-    from mnistlab.training.engine import Reporter
+    from mnistlab.training.history import Reporter
 
     class Interrupt(Reporter):
         def start_epoch(self, epoch, epochs, steps):

@@ -15,7 +15,8 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from mnistlab.training import checkpoint
-from mnistlab.training.engine import TrainConfig, fit
+from mnistlab.training.config import TrainConfig
+from mnistlab.training.engine import fit
 from mnistlab.errors import CheckpointError
 from mnistlab.experiments.definition import parse_experiment
 from mnistlab.runs.runner import run_experiment
@@ -246,7 +247,7 @@ def uninterrupted(tmp_path_factory, tiny_data_dir):
 @pytest.mark.parametrize("name", ["json garbage", "unknown field", "tensor reshaped", "tensor file truncated",
                                   "identity of another seed"])
 def test_damaged_checkpoint_in_a_store_is_set_aside_and_the_run_restarts(name, tmp_path, tiny_data_dir, uninterrupted):
-    from mnistlab.training.engine import Reporter
+    from mnistlab.training.history import Reporter
 
     class Interrupt(Reporter):
         def start_epoch(self, epoch, epochs, steps):

@@ -12,7 +12,7 @@ import pytest
 from mnistlab import api
 from mnistlab.training.cost import (ESTIMATE_INCLUDES, Throughput, epoch_images, estimate_training, forward_flops,
                            probe_throughput)
-from mnistlab.training.engine import TRAIN_EVAL_IMAGES
+from mnistlab.training.config import TRAIN_EVAL_IMAGES
 from mnistlab.errors import MnistlabError
 from mnistlab.report.reproduction import render_markdown, reproduction_table
 from mnistlab.spec.model import parse_model

@@ -21,12 +21,14 @@ from test_runner import tiny_experiment
 
 from mnistlab.training import engine
 from mnistlab.training.bundle import fit_bundle
-from mnistlab.training.engine import TrainConfig, eval_batch_size, evaluate, fit, place_data
+from mnistlab.training.config import CPU_EVAL_BATCH, TrainConfig, eval_batch_size
+from mnistlab.training.engine import evaluate, fit, place_data
 from mnistlab.errors import MnistlabError
 from mnistlab.experiments.definition import expand, parse_experiment
 from mnistlab.trained.folder import load_model_folder, save_trained
 from mnistlab.training.precision import PRECISIONS, run_numerics
-from mnistlab.runs.runner import run_experiment, task_config
+from mnistlab.runs.runner import run_experiment
+from mnistlab.runs.tasks import task_config
 from mnistlab.spec.model import parse_model, resolve
 from mnistlab.runs.store import RunStore
 
@@ -143,7 +145,7 @@ def test_evaluation_gives_the_same_answer_whatever_its_batch_size(tiny_dataset, 
 def test_evaluation_batches_are_sized_for_the_device():
     resolved = resolve(spec())
     per_image = 4 * (28 * 28 + sum(math.prod(node.output_shape) for node in resolved.nodes))
-    assert eval_batch_size(resolved, torch.device("cpu"), 10_000) == engine.CPU_EVAL_BATCH
+    assert eval_batch_size(resolved, torch.device("cpu"), 10_000) == CPU_EVAL_BATCH
     cuda = torch.device("cuda")  # sizing is arithmetic: no GPU needed to check it
     assert eval_batch_size(resolved, cuda, 10_000, free_bytes=4 * 1000 * per_image) == 1000
     assert eval_batch_size(resolved, cuda, 10_000, free_bytes=4 * 1000 * per_image, seeds=4) == 250

@@ -9,7 +9,8 @@ import torch
 
 from mnistlab.api import train
 from mnistlab.training.early_stopping import BEST_FILE, EarlyStopping
-from mnistlab.training.engine import TrainConfig, evaluate, fit, place_data
+from mnistlab.training.config import TrainConfig
+from mnistlab.training.engine import evaluate, fit, place_data
 
 from test_engine import metric_rows, tiny_spec
 

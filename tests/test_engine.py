@@ -16,7 +16,9 @@ import yaml
 
 from mnistlab.api import train
 from mnistlab.nn.build import build_model
-from mnistlab.training.engine import TrainConfig, fit, usable_cpus
+from mnistlab.training.config import TrainConfig
+from mnistlab.training.engine import fit
+from mnistlab.util.machine import usable_cpus
 from mnistlab.errors import MnistlabError
 from mnistlab.spec.model import parse_model
 from cli_driver import sigkill_after_checkpoint, spawn_cli

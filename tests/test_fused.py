@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 
 import mnistlab.nn.build as build
-from mnistlab.training.engine import TrainConfig, fit, usable_cpus
+from mnistlab.training.config import TrainConfig
+from mnistlab.training.engine import fit
+from mnistlab.util.machine import usable_cpus
 from mnistlab.nn.fused import FusedBatchNorm, PointwiseConv2d, bn_dropout, bn_dropout_reference, dropout_mask
 from mnistlab.spec.model import parse_model
 
@@ -198,9 +200,9 @@ def test_a_different_thread_count_is_another_run(tmp_path, tiny_dataset):
 
 
 def test_runner_final_metrics_record_threads():
-    from mnistlab.training.engine import History
+    from mnistlab.training.history import History
     from mnistlab.experiments.definition import expand, parse_experiment
-    from mnistlab.runs.runner import final_metrics
+    from mnistlab.runs.tasks import final_metrics
 
     task = expand(parse_experiment({"name": "t", "models": [{"model": "s004-m1"}], "seeds": [0]}))[0]
     history = History(model_id="s004-m1", seed=0, protocol="split", device="cpu", threads=3)
@@ -235,7 +237,7 @@ def test_a_users_own_wait_policy_or_spin_count_wins():
 
 def test_experiment_default_threads_reach_the_runs_config():
     from mnistlab.experiments.definition import expand, parse_experiment
-    from mnistlab.runs.runner import task_config
+    from mnistlab.runs.tasks import task_config
 
     raw = {"name": "t", "models": [{"model": "s004-m1"}], "seeds": [0, 1], "defaults": {"threads": 1}}
     tasks = expand(parse_experiment(raw))

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnistlab.runs import runner
-from mnistlab.training.engine import Reporter
+from mnistlab.runs import local as local_backend
+from mnistlab.training.history import Reporter
 from mnistlab.errors import LeaseLost
 from mnistlab.experiments.definition import parse_experiment
 from mnistlab.runs.runner import experiment_settled, run_experiment
@@ -95,13 +95,13 @@ def test_an_epoch_longer_than_the_lease_is_not_taken_over(heartbeat, tmp_path, t
     a second `mnistlab run` starts on the same store. With the heartbeat thread the second process
     leaves the run alone; the control without it shows the test can fail (the run is taken over)."""
     if not heartbeat:
-        class NoHeartbeat(runner.Heartbeat):  # the claim is refreshed only by epoch writes
+        class NoHeartbeat(local_backend.Heartbeat):  # the claim is refreshed only by epoch writes
             def __enter__(self):
                 return self
 
             def __exit__(self, *exc_info):
                 return None
-        monkeypatch.setattr(runner, "Heartbeat", NoHeartbeat)
+        monkeypatch.setattr(local_backend, "Heartbeat", NoHeartbeat)
     root, timing = tmp_path / "store", ("--heartbeat-seconds", "0.2", "--lease-seconds", "2")
     data = mlp_experiment(tiny_data_dir, "slow", epochs=1)
     path = write_experiment(tmp_path, data)

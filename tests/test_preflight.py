@@ -13,7 +13,8 @@ from conftest import TINY_CNN
 from mnistlab.training import engine
 from mnistlab.training import limits
 from mnistlab.data.datasets import write_idx
-from mnistlab.training.engine import TrainConfig, fit
+from mnistlab.training.config import TrainConfig
+from mnistlab.training.engine import fit
 from mnistlab.errors import MnistlabError, SpecError
 from mnistlab.experiments.definition import parse_experiment
 from mnistlab.training.limits import DataShape, Limits, check_model, dataset_shape

@@ -14,13 +14,14 @@ from rich.console import Console
 
 from cli_driver import spawn_cli
 from conftest import TINY_CNN
-from mnistlab.training.engine import Reporter, RunEnd
+from mnistlab.training.history import Reporter, RunEnd
 from mnistlab.errors import MnistlabError
 from mnistlab.experiments.definition import parse_experiment
 from mnistlab.report.progress import LOG_FORMAT_VERSION, JsonLinesReporter, LineReporter, RichReporter, make_reporter
 from mnistlab.runs.runner import run_experiment
 from mnistlab.util.safetext import REPLACEMENT
-from mnistlab.runs.store import EPOCH_METRICS, RunStore
+from mnistlab.training.history import EPOCH_METRICS
+from mnistlab.runs.store import RunStore
 
 ESC = "\x1b"
 # Over 100 columns with its label, rich markup, and an ESC (YAML writes it "\e"): all of it is data.

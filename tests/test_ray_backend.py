@@ -23,12 +23,14 @@ from cli_driver import SRC, run_cli, spawn_cli
 from test_runner import tiny_experiment, write_experiment
 
 from mnistlab import api
-from mnistlab.runs import runner
+from mnistlab.runs import tasks
 from mnistlab.data.datasets import synthetic_dataset, write_dataset
-from mnistlab.training.engine import Reporter
+from mnistlab.training.history import Reporter
 from mnistlab.experiments.definition import parse_experiment
-from mnistlab.runs.runner import Placement, run_experiment
-from mnistlab.runs.store import EPOCH_METRICS, RunStore
+from mnistlab.runs.tasks import Placement
+from mnistlab.runs.runner import run_experiment
+from mnistlab.training.history import EPOCH_METRICS
+from mnistlab.runs.store import RunStore
 
 # Not imported here: mnistlab imports ray itself, after setting what this machine's network rules need
 # (loopback only for a loopback address, no usage statistics, token authentication).
@@ -176,7 +178,7 @@ def _assert_same_numbers(ray_run: dict, local_run: dict) -> None:
 def test_a_study_on_ray_equals_the_local_backend_bit_for_bit(cluster, tmp_path, tiny_data_dir, monkeypatch):
     study = tiny_experiment(tiny_data_dir, name="rayeq", epochs=2)  # 2 models x 2 seeds
     with monkeypatch.context() as patched:  # what this (the coordinating) process would record
-        patched.setattr(runner, "package_versions", lambda device="cpu": {"machine": "the coordinator"})
+        patched.setattr(tasks, "package_versions", lambda device="cpu": {"machine": "the coordinator"})
         outcome = api.run(study, tmp_path / "ray", backend="ray", address=cluster.address)
     assert len(outcome.trained) == 4 and not outcome.failed
     api.run(study, tmp_path / "local")

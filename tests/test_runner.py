@@ -214,7 +214,7 @@ def test_run_directory_deleted_mid_experiment_is_survived(tmp_path, tiny_data_di
     """Someone removes a run's artifacts folder while it trains: the run still completes consistently."""
     import shutil
 
-    from mnistlab.training.engine import Reporter
+    from mnistlab.training.history import Reporter
 
     experiment = parse_experiment(tiny_experiment(tiny_data_dir, name="rmdir", epochs=3, seeds=(0,)))
 

@@ -11,12 +11,15 @@ from mnistlab.trained import export
 from mnistlab.trained import inference
 from mnistlab.util.atomic import check_target, write_text
 from mnistlab.data.datasets import Dataset, load_dataset
-from mnistlab.training.engine import History, Reporter, RunEnd, TrainConfig, fit
+from mnistlab.training.history import History, Reporter, RunEnd
+from mnistlab.training.config import TrainConfig
+from mnistlab.training.engine import fit
 from mnistlab.errors import EnvironmentFailure, MnistlabError
 from mnistlab.experiments.definition import Experiment, Task, load_experiment, parse_experiment
 from mnistlab.trained.inference import Evaluation, ImagesLike, Predictions
 from mnistlab.trained.folder import TrainedModel, load_model_folder, run_model_folder, save_trained
-from mnistlab.runs.runner import Placement, RunOutcome, run_experiment
+from mnistlab.runs.tasks import Placement, RunOutcome
+from mnistlab.runs.runner import run_experiment
 from mnistlab.runs.store import RunStore, open_existing_store
 from mnistlab.util.strict import whole_number
 from mnistlab.spec.model import ModelSpec, parse_model

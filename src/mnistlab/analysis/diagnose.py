@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mnistlab.training.history import FINISHED_STATUSES, FIT_KEYS, HISTORY_KEYS
+
 # --- Diagnosis thresholds -------------------------------------------------------------
 # Tuned for the MNIST family, where any model that learns at all clears 90% within an
 # epoch or two; each says why it sits where it does.
@@ -58,12 +60,8 @@ UNSTABLE_MAX_ACC_FALL = 0.02
 # val_loss a few percent per epoch and does not fall back, so it is not mistaken for one.
 UNSTABLE_MAX_LOSS_JUMP = 0.50
 
-HISTORY_KEYS = ("loss", "acc", "val_loss", "val_acc")
-# Inference-mode training metrics; optional, and preferred by the rules when every epoch has them.
-FIT_KEYS = ("train_eval_loss", "train_eval_acc")
 FIT_WORDS = "train {metric} (inference mode, fixed training subsample)"
 RUNNING_WORDS = "train {metric} (Keras running mean, dropout on)"
-STATUSES = ("completed", "diverged")
 
 LABELS = {
     "diverged": "Training diverged",
@@ -103,8 +101,8 @@ def diagnose(
     garbage, and a model that learned nothing only shows noise to the other rules.
     Missing values (None, as SQLite stores NaN) count as non-finite.
     """
-    if status not in STATUSES:
-        raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+    if status not in FINISHED_STATUSES:
+        raise ValueError(f"status must be one of {FINISHED_STATUSES}, got {status!r}")
     if n_classes < 2:
         raise ValueError(f"n_classes must be at least 2, got {n_classes}")
     series = _history_arrays(history)

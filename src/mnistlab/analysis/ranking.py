@@ -18,7 +18,6 @@ Predictions = tuple[np.ndarray, np.ndarray]
 
 __all__ = [
     "Predictions",
-    "ALPHA",
     "ModelComparison",
     "Statistics",
     "best_model",

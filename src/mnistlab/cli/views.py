@@ -24,7 +24,8 @@ from mnistlab.errors import MnistlabError
 from mnistlab.report.artifacts import load_predictions
 from mnistlab.report.frame import (FINISHED, comparison_from, experiment_config, load_experiment, model_diagnoses,
                                    query_frame, runs_frame)
-from mnistlab.analysis.ranking import ALPHA, comparison_plan, compare_models, mcnemar_on_runs
+from mnistlab.analysis.multiple import ALPHA
+from mnistlab.analysis.ranking import comparison_plan, compare_models, mcnemar_on_runs
 from mnistlab.runs.store import RunRecord, RunStore
 from mnistlab.util.strict import whole_number
 

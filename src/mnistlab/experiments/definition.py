@@ -251,7 +251,8 @@ def parse_experiment(raw: Any, source: str | Path = "<python>") -> Experiment:
             message = f"must be a whole number, not {str(err['input']).lower()}"
         raise SpecError(f"{where}: experiment '{name}': field '{field}': {message}") from None
     tasks = expand(experiment, str(source))  # resolve every model now: errors before any training
-    from mnistlab.training.limits import DATASETS, check_tasks, dataset_shape, known_dataset  # imports torch: late
+    from mnistlab.data.datasets import DATASETS  # imports torch: late
+    from mnistlab.training.limits import check_tasks, dataset_shape, known_dataset
 
     known_dataset(experiment.dataset, where)
     if experiment.dataset in DATASETS:  # a folder is checked when the run starts (it may live elsewhere)

@@ -11,9 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from mnistlab.spec.model import ModelSpec
+from mnistlab.training.config import NOTEBOOK_PROTOCOL
 
-# What the seed notebooks did that a zoo spec's `training` does not say.
-NOTEBOOK_PROTOCOL = "test"
 
 
 def protocol_differences(spec: ModelSpec, protocol: str, train_images: int, full_train_images: int) -> list[str]:

@@ -176,7 +176,7 @@ def _batch_norm(node: Node, layer: BatchNormalization) -> nn.Module:
     return cls(features, eps=layer.epsilon, momentum=1.0 - layer.momentum)
 
 
-class _Concat(nn.Module):
+class Concat(nn.Module):
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.dim = dim
@@ -210,7 +210,7 @@ def layer_module(node: Node, generator: torch.Generator) -> nn.Module:
     if isinstance(layer, Activation):
         return _ACTIVATIONS[layer.activation]()
     if isinstance(layer, Concatenate):
-        return _Concat(_torch_axis(node, layer.axis))
+        return Concat(_torch_axis(node, layer.axis))
     raise TypeError(f"no builder for {type(layer).__name__}")  # pragma: no cover
 
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnistlab.nn.build import ConvAsGemm, KerasModel, TFSamePad, _Concat
+from mnistlab.nn.build import ConvAsGemm, KerasModel, TFSamePad, Concat
 from mnistlab.nn.rng import SeededDropout, keep_mask
 from mnistlab.nn.fused import FusedBatchNorm, bn_dropout, dropout_mask, fused_kernels_apply
 
@@ -80,7 +80,7 @@ class StackedModel(nn.Module):
             for child_name, child in module.named_children():
                 x = self._layer(child, f"{name}.{child_name}", x)
             return x
-        if isinstance(module, _Concat):
+        if isinstance(module, Concat):
             return self._concat(module.dim, xs)
         (x,) = xs
         if isinstance(module, nn.Conv2d):

@@ -25,8 +25,8 @@ from mnistlab.report.artifacts import load_predictions, load_weights
 from mnistlab.report.conclusions import Conclusions, loss_text, write_conclusions
 from mnistlab.report.factors import factor_study
 from mnistlab.report.frame import ExperimentData, comparison_from, load_experiment, model_diagnoses
+from mnistlab.analysis.multiple import ALPHA
 from mnistlab.analysis.ranking import (
-    ALPHA,
     Statistics,
     best_model,
     best_run,

@@ -16,10 +16,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mnistlab.analysis.diagnose import FIT_KEYS, HISTORY_KEYS, ModelDiagnosis, diagnose_seeds
+from mnistlab.training.history import FIT_KEYS, HISTORY_KEYS
+from mnistlab.analysis.diagnose import ModelDiagnosis, diagnose_seeds
 from mnistlab.analysis.compare import summarise_runs
 from mnistlab.errors import MnistlabError
-from mnistlab.runs.store import EPOCH_METRICS, FINISHED_STATUSES, RunStore
+from mnistlab.training.history import EPOCH_METRICS, FINISHED_STATUSES
+from mnistlab.runs.store import RunStore
 
 __all__ = [
     "ExperimentData",

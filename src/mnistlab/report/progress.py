@@ -39,10 +39,10 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from mnistlab.training.engine import Reporter, RunEnd
+from mnistlab.training.history import Reporter, RunEnd
 from mnistlab.errors import MnistlabError
 from mnistlab.util.safetext import one_line, safe_console, text
-from mnistlab.runs.store import EPOCH_METRICS
+from mnistlab.training.history import EPOCH_METRICS
 
 if TYPE_CHECKING:
     from mnistlab.experiments.definition import Task

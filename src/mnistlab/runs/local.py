@@ -1,34 +1,38 @@
-"""The local runner's seed bundles: pending tasks grouped into units trained by `fit_bundle`.
+"""The local backend: pending runs trained in this process, one at a time or as seed bundles.
 
 A unit is the pending (model, seed) tasks of one model and configuration (everything but the
-seed), at most K of them. Every run of a unit is claimed and kept fresh by its own heartbeat
-while the unit trains; each seed's epochs go to its own run as they end, and each run is finished
-as a single run would be. A seed's damaged checkpoint is set aside and only that seed restarts;
-a run whose claim is lost leaves the unit and the others go on from their checkpoints.
+seed), at most K of them (K = 1: one run at a time). Every run of a unit is claimed and kept fresh
+by its own heartbeat while the unit trains (lease.py); each seed's epochs go to its own run as they
+end, and each run is finished as a single run would be (tasks.finish_task). A damaged checkpoint
+is set aside (kept for inspection) and only that seed restarts; a run whose claim is lost leaves
+the unit and the others go on from their checkpoints.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
+from mnistlab.data.datasets import Dataset
+from mnistlab.errors import CheckpointError, CheckpointWriteError, LeaseLost, MnistlabError
+from mnistlab.experiments.definition import Experiment, Task
+from mnistlab.runs.events import NO_LISTENERS, Events
+from mnistlab.runs.lease import Heartbeat
+from mnistlab.runs.store import RunRecord, RunStore, current_owner
+from mnistlab.runs.tasks import (CHECKPOINT_DIR, Pending, ReporterFor, RunOutcome, cannot_write, execute_task,
+                                 finish_task, guard_training, record_epoch, restart, task_config)
 from mnistlab.training.bundle import bundle_capacity, fit_bundle
 from mnistlab.training.checkpoint import read_checkpoint_info
-from mnistlab.data.datasets import Dataset
-from mnistlab.training.engine import History, Reporter
-from mnistlab.errors import CheckpointError, CheckpointWriteError, LeaseLost, MnistlabError, StoreError
-from mnistlab.experiments.definition import Task
-from mnistlab.runs.lease import Heartbeat
-from mnistlab.runs.store import RunRecord, RunStore
+from mnistlab.training.config import resolve_device
+from mnistlab.training.history import History, Reporter
 from mnistlab.util.strict import whole_number
 
-__all__ = ["execute_unit", "group_units", "parse_bundle", "run_units", "unit_key"]
+__all__ = ["LocalBackend", "execute_unit", "group_units", "parse_bundle", "run_units", "train_one", "unit_key"]
 
 Bundle = int | Literal["auto"]
-Pending = list[tuple[Task, RunRecord]]
 
 
 def parse_bundle(value: Any) -> Bundle:
@@ -42,6 +46,28 @@ def parse_bundle(value: Any) -> Bundle:
     return number
 
 
+class LocalBackend:
+    """Trains in this process (tasks.Backend); `bundle`: seeds of one model trained together."""
+
+    def __init__(self, bundle: Bundle = 1) -> None:
+        self.bundle = bundle
+
+    def check(self, experiment: Experiment, source: str) -> None:
+        """Nothing to check before the tasks are expanded: the device is checked in the session."""
+
+    @contextmanager
+    def session(self, experiment: Experiment, source: str) -> Iterator[None]:
+        try:  # the device is this (local) backend's to check
+            resolve_device(experiment.defaults.device)
+        except MnistlabError as exc:
+            raise MnistlabError(f"{source}: experiment '{experiment.name}': field 'defaults.device': {exc}") from None
+        yield
+
+    def train(self, store: RunStore, pending: Pending, data: Dataset, reporter_for: ReporterFor | None,
+              outcome: RunOutcome, events: Events) -> None:
+        run_units(store, pending, data, self.bundle, reporter_for, current_owner(), outcome, events)
+
+
 def unit_key(task: Task) -> str:
     """Everything about a task but its seed: tasks with equal keys can share a bundle."""
     fields = {**task.run_config(), "experiment": task.experiment, "dataset": task.dataset,
@@ -52,9 +78,10 @@ def unit_key(task: Task) -> str:
 
 
 def group_units(pending: Pending, bundle: Bundle, dataset: Dataset) -> list[Pending]:
-    """Pending tasks → units of at most `bundle` tasks of one model and configuration, in order."""
-    from mnistlab.runs.runner import task_config
-
+    """Pending tasks → units of at most `bundle` tasks of one model and configuration, in order
+    (bundle 1: each task alone, in the order given)."""
+    if bundle == 1:
+        return [[item] for item in pending]
     groups: dict[str, Pending] = {}
     for task, record in pending:
         groups.setdefault(unit_key(task), []).append((task, record))
@@ -68,17 +95,14 @@ def group_units(pending: Pending, bundle: Bundle, dataset: Dataset) -> list[Pend
 def execute_unit(tasks: list[Task], dataset: Dataset, work_dirs: list[Path], reporter: Reporter | None = None,
                  on_epoch: Callable[[int, int, dict[str, float]], None] | None = None) -> list[History]:
     """Train the tasks of one unit as a bundle, each checkpointing into (and resuming from) its folder."""
-    from mnistlab.runs.runner import task_config
-
     configs = [task_config(task, work_dir) for task, work_dir in zip(tasks, work_dirs)]
     return fit_bundle(tasks[0].spec, dataset, configs, reporter=reporter, on_epoch=on_epoch)
 
 
 def run_units(store: RunStore, pending: Pending, dataset: Dataset, bundle: Bundle,
-              reporter_for: Callable[[Task], Reporter] | None, owner: str, outcome: Any) -> None:
-    """The runner's loop over units (`outcome` is its RunOutcome, filled in here)."""
-    from mnistlab.runs.runner import _train_one, report_failed
-
+              reporter_for: ReporterFor | None, owner: str, outcome: RunOutcome,
+              events: Events = NO_LISTENERS) -> None:
+    """Claim and train each unit in turn, filling in `outcome`."""
     for unit in group_units(pending, bundle, dataset):
         claimed: Pending = []
         for task, record in unit:
@@ -89,39 +113,51 @@ def run_units(store: RunStore, pending: Pending, dataset: Dataset, bundle: Bundl
         if not claimed:
             continue
         reporter = reporter_for(claimed[0][0]) if reporter_for else None
+
+        def train(claimed: Pending = claimed, reporter: Reporter | None = reporter) -> None:
+            if len(claimed) > 1:
+                _train_unit(store, claimed, dataset, reporter, owner, outcome, events)
+                return
+            (task, record), = claimed
+            try:
+                train_one(store, record, task, dataset, reporter, owner, events)
+            except LeaseLost:
+                # Our claim went stale (say the machine slept) and another process took the run
+                # over; it continues from the checkpoint, we move on.
+                outcome.lost.append(record.id)
+                return
+            outcome.trained.append(record.id)
+
+        guard_training(store, claimed, reporter, owner, outcome, train, events)
+
+
+def train_one(store: RunStore, record: RunRecord, task: Task, dataset: Dataset, reporter: Reporter | None,
+              owner: str | None = None, events: Events = NO_LISTENERS) -> None:
+    """Train one claimed run from its last checkpoint and record it, keeping its claim fresh."""
+    owner = owner or current_owner()
+    with Heartbeat(store.root, record.id, owner, store.heartbeat_seconds) as heartbeat:
+        work_dir = store.run_dir(record.id) / CHECKPOINT_DIR
+
+        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            heartbeat.check()  # a lost claim stops the run before it writes anything more
+            record_epoch(store, record, task, epoch, metrics, owner, events)
+
         try:
-            if len(claimed) == 1:
-                try:
-                    _train_one(store, claimed[0][1], claimed[0][0], dataset, reporter, owner)
-                except LeaseLost:
-                    outcome.lost.append(claimed[0][1].id)
-                    continue
-                outcome.trained.append(claimed[0][1].id)
-            else:
-                _train_unit(store, claimed, dataset, reporter, owner, outcome)
-        except StoreError:
-            raise
-        except MnistlabError as exc:
-            unfinished = [(task, record) for task, record in claimed if record.id not in outcome.trained + outcome.lost]
-            outcome.failed += [record.id for _, record in unfinished]
-            for task, record in unfinished:
-                report_failed(reporter, task, record, str(exc))
-            raise
-        except BaseException as exc:
-            # Ctrl-C or a crash: leave the claims to go stale so a rerun resumes from the checkpoints.
-            if not isinstance(exc, KeyboardInterrupt):
-                message = f"{type(exc).__name__}: {exc}"
-                for task, record in claimed:
-                    if record.id not in outcome.trained + outcome.lost:
-                        store.fail_run(record.id, message, owner=owner)
-                        report_failed(reporter, task, record, message)
-            raise
+            try:
+                info = read_checkpoint_info(work_dir)
+                # Epochs stored after the last checkpoint are replayed identically; drop them first.
+                store.truncate_epochs(record.id, info["epoch"] if info else 0, owner=owner)
+                history = execute_task(task, dataset, work_dir, reporter, on_epoch=on_epoch)
+            except CheckpointError as error:
+                restart(store, record, work_dir, error, owner)
+                history = execute_task(task, dataset, work_dir, reporter, on_epoch=on_epoch)
+        except (OSError, CheckpointWriteError) as exc:
+            raise cannot_write(store, record, task, exc, owner) from None
+        finish_task(store, record, task, history, dataset, owner, reporter, events=events)
 
 
 def _train_unit(store: RunStore, unit: Pending, dataset: Dataset, reporter: Reporter | None, owner: str,
-                outcome: Any) -> None:
-    from mnistlab.runs.runner import CHECKPOINT_DIR, _epoch_metrics, cannot_write, finish_task
-
+                outcome: RunOutcome, events: Events) -> None:
     with ExitStack() as stack:
         beats = {record.id: stack.enter_context(Heartbeat(store.root, record.id, owner, store.heartbeat_seconds))
                  for _, record in unit}
@@ -130,13 +166,13 @@ def _train_unit(store: RunStore, unit: Pending, dataset: Dataset, reporter: Repo
             work_dirs = [store.run_dir(record.id) / CHECKPOINT_DIR for _, record in active]
 
             def on_epoch(index: int, epoch: int, metrics: dict[str, float], active: Pending = active) -> None:
-                record = active[index][1]
+                task, record = active[index]
                 beats[record.id].check()
-                store.record_epoch(record.id, epoch, _epoch_metrics(metrics), owner=owner)
+                record_epoch(store, record, task, epoch, metrics, owner, events)
 
             try:
                 for (_, record), work_dir in zip(active, work_dirs):
-                    info = _checkpoint_or_set_aside(store, record, work_dir, owner)
+                    info = _checkpoint_or_restart(store, record, work_dir, owner)
                     # Epochs stored after the last checkpoint are replayed identically; drop them first.
                     store.truncate_epochs(record.id, info["epoch"] if info else 0, owner=owner)
                 histories = execute_unit([task for task, _ in active], dataset, work_dirs, reporter, on_epoch)
@@ -145,7 +181,7 @@ def _train_unit(store: RunStore, unit: Pending, dataset: Dataset, reporter: Repo
                 if where not in work_dirs:
                     raise
                 record = active[work_dirs.index(where)][1]
-                _restart(store, record, Path(where), error, owner)
+                restart(store, record, Path(where), error, owner)
                 continue  # the others resume from their checkpoints
             except LeaseLost:
                 # A claim went stale and was taken over: that run is its new owner's; the rest go on.
@@ -160,23 +196,14 @@ def _train_unit(store: RunStore, unit: Pending, dataset: Dataset, reporter: Repo
                     error = cannot_write(store, record, task, exc, owner)
                 raise error from None
             for (task, record), history in zip(active, histories):
-                finish_task(store, record, task, history, dataset, owner, reporter)
+                finish_task(store, record, task, history, dataset, owner, reporter, events=events)
                 outcome.trained.append(record.id)
             return
 
 
-def _checkpoint_or_set_aside(store: RunStore, record: RunRecord, work_dir: Path, owner: str) -> dict[str, Any] | None:
+def _checkpoint_or_restart(store: RunStore, record: RunRecord, work_dir: Path, owner: str) -> dict[str, Any] | None:
     try:
         return read_checkpoint_info(work_dir)
     except CheckpointError as error:
-        _restart(store, record, work_dir, error, owner)
+        restart(store, record, work_dir, error, owner)
         return None
-
-
-def _restart(store: RunStore, record: RunRecord, work_dir: Path, error: CheckpointError, owner: str | None) -> None:
-    """Set a seed's damaged checkpoint aside (kept for inspection); that seed starts over."""
-    from mnistlab.runs.runner import set_aside
-
-    aside = set_aside(work_dir)
-    store.add_note(record.id, f"damaged checkpoint moved to {aside.name}; the run restarted from scratch: {error}")
-    store.truncate_epochs(record.id, 0, owner=owner)

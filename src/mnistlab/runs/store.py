@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from mnistlab.errors import LeaseLost, StoreError, StoreUnavailable
+from mnistlab.training.history import EPOCH_METRICS, FINISHED_STATUSES, PENDING, RUNNING, STATUSES
 from mnistlab.util.strict import whole_number
 
 __all__ = [
@@ -66,14 +67,6 @@ DEFAULT_HEARTBEAT_SECONDS = 10.0
 MISSED_HEARTBEATS = 6
 DEFAULT_LEASE_SECONDS = DEFAULT_HEARTBEAT_SECONDS * MISSED_HEARTBEATS
 
-PENDING, RUNNING, COMPLETED, DIVERGED, FAILED = (
-    "pending", "running", "completed", "diverged", "failed"
-)
-STATUSES = (PENDING, RUNNING, COMPLETED, DIVERGED, FAILED)
-FINISHED_STATUSES = (COMPLETED, DIVERGED)
-# train_eval_*: the training metrics in inference mode on a fixed subsample (dropout off), which
-# the diagnoses compare with validation; loss/acc stay Keras's running means with dropout on.
-EPOCH_METRICS = ("loss", "acc", "val_loss", "val_acc", "seconds", "train_eval_loss", "train_eval_acc")
 
 # Substrings of the sqlite3 messages for failures the user's environment causes (full disk,
 # read-only files, a corrupt or foreign file, a store held busy too long). Anything else is a bug

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -30,14 +30,17 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mnistlab.nn.build import KerasModel, build_model
-from mnistlab.util.atomic import check_target, write_atomically
 from mnistlab.data.datasets import DatasetInfo
-from mnistlab.training.engine import History
 from mnistlab.errors import MnistlabError
-from mnistlab.training.limits import Limits, check_params, check_seed
+from mnistlab.nn.build import KerasModel, build_model
 from mnistlab.spec.model import ModelSpec, parse_model
-from mnistlab.runs.store import COMPLETED, DIVERGED, RunStore
+from mnistlab.training.history import COMPLETED, DIVERGED, History
+from mnistlab.training.limits import Limits, check_params, check_seed
+from mnistlab.util.atomic import check_target, write_atomically
+from mnistlab.util.machine import package_versions
+
+if TYPE_CHECKING:  # the store is the runs layer's, above this one: only its type is needed here
+    from mnistlab.runs.store import RunStore
 
 MODEL_JSON = "model.json"
 MODEL_TENSORS = "model.safetensors"
@@ -159,10 +162,8 @@ def save_model(folder: Path | str, network: KerasModel, dataset: DatasetInfo, se
                metrics: dict[str, Any], versions: dict[str, str] | None = None) -> Path:
     """Write `network` as a model folder (tensors first, then the JSON that commits them).
 
-    `versions`: the packages and machine that trained it (runner.package_versions on the machine
+    `versions`: the packages and machine that trained it (util.machine.package_versions on the machine
     that trained, which for a Ray run is a worker, not this process); None: this process's, on a CPU."""
-    from mnistlab.runs.runner import package_versions  # runner imports this module
-
     folder = Path(folder)
     check_target(folder, folder=True)
     folder.mkdir(parents=True, exist_ok=True)
@@ -183,8 +184,6 @@ def save_trained(folder: Path | str, history: History, dataset: DatasetInfo,
     """Keep a finished training's model; None when it diverged (its weights are not finite).
 
     `versions`: as save_model's; None: this process's, on the device the history trained on."""
-    from mnistlab.runs.runner import package_versions  # runner imports this module
-
     if history.status != "completed" or history.model is None:
         return None
     metrics = {"test_loss": history.test_loss, "test_acc": history.test_acc, "epochs": len(history.epochs),

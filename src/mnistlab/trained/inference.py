@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from mnistlab.data.datasets import IMAGE_SIZE, Dataset
-from mnistlab.training.engine import eval_batch_size, evaluate as evaluate_logits
+from mnistlab.training.config import eval_batch_size
+from mnistlab.training.engine import evaluate as evaluate_logits
 from mnistlab.errors import MnistlabError
 from mnistlab.data.images import Inputs, as_images, read_inputs
 from mnistlab.trained.folder import TrainedModel

@@ -30,25 +30,12 @@ from mnistlab.nn.build import KerasModel, build_model, prepare_input
 from mnistlab.training.checkpoint import save_checkpoint
 from mnistlab.data.datasets import Dataset
 from mnistlab.training.early_stopping import EarlyStopping
-from mnistlab.training.engine import (
-    DeviceData,
-    History,
-    Reporter,
-    TrainConfig,
-    _checkpoint_identity,
-    _maybe_resume,
-    configure_threads,
-    run_threads,
-    eval_batch_size,
-    evaluate,
-    fit,
-    loss_input,
-    place_data,
-    resolve_device,
-    torch_dtype,
-)
+from mnistlab.training.engine import DeviceData, evaluate, fit, loss_input, place_data, torch_dtype
+from mnistlab.training.history import History, Reporter
+from mnistlab.training.config import TrainConfig, configure_threads, run_threads, eval_batch_size, resolve_device
+from mnistlab.training.resume import checkpoint_identity, maybe_resume
 from mnistlab.errors import CheckpointError, MnistlabError
-from mnistlab.training.limits import _FLOAT_BYTES, Limits, activation_bytes_per_image, check_bundle, check_fit
+from mnistlab.training.limits import FLOAT_BYTES, Limits, activation_bytes_per_image, check_bundle, check_fit
 from mnistlab.training.optim import make_optimizer
 from mnistlab.training.precision import autocast, compiled, run_numerics
 from mnistlab.nn.rng import dropout_generator, shuffle_order
@@ -60,8 +47,6 @@ __all__ = ["bundle_capacity", "check_seed_list", "fit_bundle", "seed_dir"]
 
 # Fields in which the configs of one bundle may differ (everything else is shared training).
 PER_SEED_FIELDS = ("seed", "out_dir", "resume")
-# Tests only: called with (index, model) after each seed's model is built (e.g. to make one diverge).
-_after_build: Callable[[int, KerasModel], None] | None = None
 
 
 @dataclass
@@ -171,14 +156,12 @@ def _prepare_seed(index: int, spec: ModelSpec, resolved: Any, config: TrainConfi
     # Built as a single run builds it (fused chains included, as the checkpoint identity says): the
     # stacked layout runs fused.py's bn_dropout over K*C channels where the single model fuses.
     model = build_model(resolved, seed=config.seed).to(device, torch_dtype(config))
-    if _after_build is not None:
-        _after_build(index, model)
     optimizer = make_optimizer(spec.training.optimizer.name, model.parameters(), **spec.training.optimizer.args)
     history = History(model_id=spec.id, seed=config.seed, protocol=config.validate_on, device=str(device),
                       train_images=len(data.train_y), threads=torch.get_num_threads())
-    identity = _checkpoint_identity(spec, config, batch_size, dataset.info.name, torch.get_num_threads())
+    identity = checkpoint_identity(spec, config, batch_size, dataset.info.name, torch.get_num_threads())
     try:
-        first_epoch = _maybe_resume(config, identity, model, optimizer, device, history, epochs)
+        first_epoch = maybe_resume(config, identity, model, optimizer, device, history, epochs)
         stopper = EarlyStopping(config.patience, config.out_dir) if config.patience is not None else None
         if stopper is not None:
             stopper.resume(history.epochs, model)
@@ -378,6 +361,6 @@ def bundle_capacity(spec: ModelSpec, dataset: Dataset, config: TrainConfig) -> i
     device = resolve_device(config.device)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        per_seed = 3 * activations + 4 * resolved.total_params * _FLOAT_BYTES
+        per_seed = 3 * activations + 4 * resolved.total_params * FLOAT_BYTES
         capacity = min(capacity, max(1, int(free // 2 // per_seed)))
     return capacity

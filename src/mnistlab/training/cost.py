@@ -26,14 +26,14 @@ import torch
 
 from mnistlab.nn.build import build_model
 from mnistlab.data.datasets import DATASETS, Dataset, DatasetInfo
-from mnistlab.training.engine import (TRAIN_EVAL_IMAGES, DeviceData, TrainConfig, configure_threads, eval_batch_size,
-                             evaluate, place_data, resolve_device, torch_dtype, train_epoch)
+from mnistlab.training.config import TRAIN_EVAL_IMAGES, TrainConfig, configure_threads, eval_batch_size, resolve_device
+from mnistlab.training.engine import DeviceData, evaluate, place_data, torch_dtype, train_epoch
 from mnistlab.errors import MnistlabError
 from mnistlab.training.limits import check_fit, check_positive
 from mnistlab.util.machine import describe
 from mnistlab.training.optim import make_optimizer
 from mnistlab.training.precision import run_numerics
-from mnistlab.experiments.reference import NOTEBOOK_PROTOCOL
+from mnistlab.training.config import NOTEBOOK_PROTOCOL
 from mnistlab.spec.model import Conv2D, Dense, ModelSpec, resolve
 
 # What forward_flops counts, in words, for every output that quotes the figure.

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from mnistlab.training.checkpoint import write_atomically
+from mnistlab.util.atomic import write_atomically
 
 __all__ = ["BEST_FILE", "EarlyStopping"]
 

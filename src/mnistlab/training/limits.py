@@ -40,7 +40,7 @@ MAX_ACTIVATION_MIB = 8 * 1024
 # `defaults: {max_variants: N}`.
 MAX_LAYERS = 1_000
 MAX_VARIANTS = 1_000
-_FLOAT_BYTES = 4  # activations are kept in float32 (bf16 autocast still keeps float32 masters)
+FLOAT_BYTES = 4  # activations are kept in float32 (bf16 autocast still keeps float32 masters)
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def activation_bytes_per_image(resolved: Any) -> int:
     """Float32 bytes one image occupies in a forward pass: its input and every layer's output
     (a resolved spec, spec.resolve). What bounds batch sizes: training, bundles, evaluation."""
     floats = math.prod(resolved.spec.input) + sum(math.prod(node.output_shape) for node in resolved.nodes)
-    return floats * _FLOAT_BYTES
+    return floats * FLOAT_BYTES
 
 
 def check_model(spec: ModelSpec, data: DataShape, batch_size: int, limits: Limits = Limits()) -> None:
@@ -139,8 +139,8 @@ def check_model(spec: ModelSpec, data: DataShape, batch_size: int, limits: Limit
     check_params(spec, limits)
     mib = activation_bytes_per_image(resolved) * batch_size / 2**20
     if mib > limits.activation_mib:
-        node = _first_past(resolved.nodes, lambda n: math.prod(n.output_shape) * batch_size * _FLOAT_BYTES / 2**20,
-                           limits.activation_mib - math.prod(shape) * batch_size * _FLOAT_BYTES / 2**20)
+        node = _first_past(resolved.nodes, lambda n: math.prod(n.output_shape) * batch_size * FLOAT_BYTES / 2**20,
+                           limits.activation_mib - math.prod(shape) * batch_size * FLOAT_BYTES / 2**20)
         raise SpecError(
             f"{_where(spec, node.index)}: {_layer_label(node.index, node.name, node.layer)}: field '{_size_field(node)}': "
             f"one batch of {batch_size} needs {mib:,.0f} MiB of activations (this layer outputs "

@@ -40,3 +40,16 @@ def describe(device: str) -> str:
     if device.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(torch.device(device))
     return f"{cpu_name()}, {usable_cpus()} usable of {os.cpu_count()} CPUs"
+
+
+def package_versions(device: str = "cpu") -> dict[str, str]:
+    """The software a run used, and the machine (``machine``: the processor that ``device`` names).
+
+    Recorded with every stored run and model folder, by the process that trained it (for a Ray run
+    that is the worker, not the coordinator)."""
+    import numpy as np
+
+    from mnistlab import __version__
+
+    return {"mnistlab": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "machine": describe(device)}

@@ -1,6 +1,6 @@
 """The Ray backend's coordinator: the one process that writes the store while a cluster trains.
 
-The experiment → tasks → store path is the local backend's (runner.experiment_tasks, stored_runs);
+The experiment → tasks → store path is the runner's, as for the local backend (tasks.py);
 what differs is who trains. The coordinator claims runs as it submits them (owner-conditional
 writes, a heartbeat per run in flight: lease.py), keeps no more units in flight than the cluster
 can run at once (so the rest stay pending, and a second coordinator or local process can share the
@@ -22,43 +22,29 @@ that are not finished.
 from __future__ import annotations
 
 import math
-import shutil
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from mnistlab.runs.ray.env import Connection, import_ray, is_loopback
-from mnistlab.runs.ray.worker import (
-    RunResult,
-    WorkItem,
-    checkpoint_root,
-    train_unit,
-)
-from mnistlab.nn.build import build_model
-from mnistlab.runs.local import group_units
-from mnistlab.data.datasets import Dataset, load_dataset
-from mnistlab.training.engine import Reporter, RunEnd
+from mnistlab.data.datasets import Dataset
 from mnistlab.errors import EnvironmentFailure, LeaseLost, MnistlabError
 from mnistlab.experiments.definition import Experiment, Task
+from mnistlab.nn.build import build_model
+from mnistlab.runs.events import NO_LISTENERS, EpochEnded, Events
 from mnistlab.runs.lease import Heartbeat
-from mnistlab.trained.folder import save_trained
-from mnistlab.runs.runner import (
-    Placement,
-    RunOutcome,
-    _epoch_metrics,
-    experiment_tasks,
-    final_metrics,
-    report_failed,
-    stored_runs,
-)
+from mnistlab.runs.local import Bundle, group_units
+from mnistlab.runs.ray.env import Connection, import_ray, is_loopback
+from mnistlab.runs.ray.worker import RunResult, WorkItem, checkpoint_root, train_unit
 from mnistlab.runs.store import ARTIFACTS_DIR, RunRecord, RunStore, current_owner
+from mnistlab.runs.tasks import (Pending, Placement, ReporterFor, RunOutcome, epoch_metrics, finish_task,
+                                 report_failed)
+from mnistlab.training.history import Reporter
 
-__all__ = ["MAX_RETRIES", "run_on_ray"]
+__all__ = ["MAX_RETRIES", "RayBackend"]
 
 # Retries after a worker process (or its node) dies; exceptions from training are never retried.
 MAX_RETRIES = 3
@@ -133,8 +119,8 @@ class Coordinator:
 
     def __init__(self, ray: Any, store: RunStore, data: Dataset, artifacts: Path,
                  reporter_for: Callable[[Task], Reporter] | None, options: dict[str, Any], threads: int | None,
-                 slots: int, outcome: RunOutcome) -> None:
-        self.ray, self.store, self.data, self.artifacts = ray, store, data, artifacts
+                 slots: int, outcome: RunOutcome, events: Events = NO_LISTENERS) -> None:
+        self.ray, self.store, self.data, self.artifacts, self.events = ray, store, data, artifacts, events
         self.reporter_for, self.threads, self.slots, self.outcome = reporter_for, threads, slots, outcome
         self.owner = current_owner()
         self.remote = ray.remote(train_unit).options(max_retries=MAX_RETRIES, retry_exceptions=False, **options)
@@ -204,7 +190,7 @@ class Coordinator:
             # checkpoint (a coordinator killed mid-study may never have received them).
             self.store.truncate_epochs(run_id, resumed, owner=self.owner)
             for metrics in history:
-                self.store.record_epoch(run_id, int(metrics["epoch"]), _epoch_metrics(metrics), owner=self.owner)
+                self.store.record_epoch(run_id, int(metrics["epoch"]), epoch_metrics(metrics), owner=self.owner)
             if attempt > 1 or resumed:
                 where = f"resumed after epoch {resumed} from the last checkpoint" if resumed else (
                     "started from epoch 1 (no earlier checkpoint reachable from its node)")
@@ -212,7 +198,10 @@ class Coordinator:
         elif kind == "epoch" and attempt == run.attempt:
             epoch, metrics = body
             run.heartbeat.check()
-            self.store.record_epoch(run_id, int(epoch), _epoch_metrics(metrics), owner=self.owner)
+            kept = epoch_metrics(metrics)
+            self.store.record_epoch(run_id, int(epoch), kept, owner=self.owner)
+            self.events.emit(EpochEnded(run_id, run.task.model_id, run.task.seed, int(epoch),
+                                        run.task.spec.training.epochs, kept))
             if run.reporter is not None:
                 run.reporter.end_epoch(int(epoch), run.task.spec.training.epochs, metrics)
         elif kind == "note":
@@ -250,39 +239,27 @@ class Coordinator:
             except LeaseLost:
                 continue
             self.outcome.trained.append(result.run_id)
-            if run.reporter is not None:
-                run.reporter.end_run(RunEnd.of(result.history, result.run_id))
             self._release(run)
-            shutil.rmtree(checkpoint_root(self.artifacts, result.run_id), ignore_errors=True)
 
     def _finish(self, run: _Run, result: RunResult, unit: list[int]) -> None:
-        history, task, run_id = result.history, run.task, run.record.id
+        """Record a finished run through the path every backend shares (tasks.finish_task)."""
+        history, task = result.history, run.task
         run.heartbeat.check()
         if result.weights is not None:
             model = build_model(task.spec, seed=task.seed)
             model.load_state_dict(result.weights)
             history.model = model
-        run_dir = self.store.run_dir(run_id)
+        host, _, pid = result.worker.rpartition(":")
+        ray_final = {"worker": result.worker, "host": host, "pid": int(pid), "attempt": result.attempt,
+                     "resumed_from_epoch": result.resumed_from, "unit": unit}  # unit: runs trained together
         try:
             # The run folder becomes a model folder, naming the worker's packages and machine, not ours.
-            save_trained(run_dir, history, self.data.info, result.versions)
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            self.store.fail_run(run_id, f"{reason} ({run_dir})", owner=self.owner)
-            error = EnvironmentFailure(f"run {run_id} ({task.model_id}, seed {task.seed}): cannot write {run_dir}: {reason}")
-            report_failed(run.reporter, task, run.record, str(error))
-            raise error from None
-        if history.status == "diverged":  # the diverging epoch is not streamed; record it (NaN shows)
-            last = history.epochs[-1]
-            self.store.record_epoch(run_id, int(last["epoch"]), _epoch_metrics(last), owner=self.owner)
-        final = final_metrics(task, history, len(self.data.train_labels))
-        host, _, pid = result.worker.rpartition(":")
-        final["ray"] = {"worker": result.worker, "host": host, "pid": int(pid), "attempt": result.attempt,
-                        "resumed_from_epoch": result.resumed_from, "unit": unit}  # unit: runs trained together
-        labels = np.asarray(history.test_labels, dtype=np.uint8) if history.test_labels else None
-        predicted = np.asarray(history.test_predictions, dtype=np.uint8) if history.test_predictions else None
-        self.store.finish_run(run_id, history.status, final=final, labels=labels, predicted=predicted,
-                              device=history.device, versions=result.versions, owner=self.owner)
+            finish_task(self.store, run.record, task, history, self.data, self.owner, run.reporter,
+                        versions=result.versions, extra={"ray": ray_final},
+                        work_dir=checkpoint_root(self.artifacts, run.record.id), events=self.events)
+        except EnvironmentFailure as error:
+            report_failed(run.reporter, task, run.record, str(error), self.events)
+            raise
 
     def _fail(self, unit: _Unit, cause: BaseException) -> None:
         message = str(cause) if isinstance(cause, MnistlabError) else f"{type(cause).__name__}: {cause}"
@@ -291,7 +268,7 @@ class Coordinator:
                 continue
             self.store.fail_run(run_id, message, owner=self.owner)
             self.outcome.failed.append(run_id)
-            report_failed(run.reporter, run.task, run.record, message)
+            report_failed(run.reporter, run.task, run.record, message, self.events)
             self._release(run)
         if self.error is None:
             first = next(iter(unit.runs.values()))
@@ -303,36 +280,43 @@ class Coordinator:
             run.heartbeat.__exit__(None, None, None)
 
 
-def run_on_ray(
-    experiment: Experiment,
-    store: RunStore,
-    placement: Placement,
-    source: str = "<python>",
-    data_dir: Path | str | None = None,
-    download: bool = False,
-    reporter_for: Callable[[Task], Reporter] | None = None,
-    dataset: Dataset | None = None,
-    bundle: int | str = 1,
-) -> RunOutcome:
-    """runner.run_experiment on a Ray cluster (`placement.address`; None: a private instance on this machine).
-    A unit of work (one Ray task) is one run, or with `bundle` up to that many seeds of one model
-    trained as a seed bundle ("auto": sized by this machine's memory).
+class RayBackend:
+    """Trains on a Ray cluster (tasks.Backend): `placement.address` (None: a private instance on this
+    machine). A unit of work (one Ray task) is one run, or with `bundle` up to that many seeds of one
+    model trained as a seed bundle ("auto": sized by this machine's memory).
 
-    Checkpoints go under `artifacts` (default: the store's artifacts folder, which must then be
-    reachable by every worker for a retried task to resume; otherwise it restarts from epoch 1)."""
-    address, gpus_per_task, cpus_per_task = placement.address, placement.gpus_per_task, placement.cpus_per_task
-    import_ray(is_loopback(address))  # a missing extra is one line, before anything else
-    check_placement(experiment, source, gpus_per_task, cpus_per_task)
-    tasks = experiment_tasks(experiment, source, dataset)
-    with Connection(address) as ray:
-        gpus, cpus = float(gpus_per_task or 0), float(cpus_per_task or 1)
-        slots = _slots(ray, gpus, cpus)
-        outcome, pending = stored_runs(experiment, store, tasks)
-        if not pending:
-            return outcome
-        data = dataset or load_dataset(experiment.dataset, data_dir=data_dir, download=download)
-        folder = Path(placement.artifacts) if placement.artifacts is not None else store.root / ARTIFACTS_DIR
-        coordinator = Coordinator(ray, store, data, folder.absolute(), reporter_for,
-                                  {"num_cpus": cpus, "num_gpus": gpus}, cpus_per_task, slots, outcome)
-        coordinator.run(group_units(pending, bundle, data))
-        return outcome
+    Checkpoints go under `placement.artifacts` (default: the store's artifacts folder, which must then
+    be reachable by every worker for a retried task to resume; otherwise it restarts from epoch 1)."""
+
+    def __init__(self, placement: Placement, bundle: Bundle = 1) -> None:
+        self.placement, self.bundle = placement, bundle
+        self.ray: Any = None
+        self.slots = 1
+
+    def check(self, experiment: Experiment, source: str) -> None:
+        import_ray(is_loopback(self.placement.address))  # a missing extra is one line, before anything else
+        check_placement(experiment, source, self.placement.gpus_per_task, self.placement.cpus_per_task)
+
+    @contextmanager
+    def session(self, experiment: Experiment, source: str) -> Iterator[None]:
+        with Connection(self.placement.address) as ray:
+            self.ray = ray
+            self.slots = _slots(ray, *self._shares())
+            try:
+                yield
+            finally:
+                self.ray = None
+
+    def _shares(self) -> tuple[float, float]:
+        return float(self.placement.gpus_per_task or 0), float(self.placement.cpus_per_task or 1)
+
+    def train(self, store: RunStore, pending: Pending, data: Dataset, reporter_for: ReporterFor | None,
+              outcome: RunOutcome, events: Events) -> None:
+        gpus, cpus = self._shares()
+        artifacts = self.placement.artifacts
+        folder = Path(artifacts) if artifacts is not None else store.root / ARTIFACTS_DIR
+        coordinator = Coordinator(self.ray, store, data, folder.absolute(), reporter_for,
+                                  {"num_cpus": cpus, "num_gpus": gpus}, self.placement.cpus_per_task, self.slots,
+                                  outcome, events)
+        coordinator.run(group_units(pending, self.bundle, data))
+

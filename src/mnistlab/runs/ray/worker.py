@@ -30,10 +30,13 @@ import torch
 
 from mnistlab.training.checkpoint import POINTER, read_checkpoint_info, tensor_file
 from mnistlab.data.datasets import Dataset
-from mnistlab.training.engine import History, TrainConfig, fit
+from mnistlab.training.history import History
+from mnistlab.training.config import TrainConfig
+from mnistlab.training.engine import fit
 from mnistlab.errors import CheckpointError, EnvironmentFailure
 from mnistlab.experiments.definition import Task
-from mnistlab.runs.runner import CHECKPOINT_DIR, package_versions, set_aside, task_config
+from mnistlab.runs.tasks import CHECKPOINT_DIR, set_aside, task_config
+from mnistlab.util.machine import package_versions
 
 ATTEMPT_PREFIX = "attempt-"
 ATTEMPT_NAME = re.compile(r"^attempt-(\d+)")  # attempt-3, and attempt-3.damaged-1 set aside
