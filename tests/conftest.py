@@ -12,7 +12,7 @@ from typing import Iterator
 
 import pytest
 
-from mnistlab.data.datasets import synthetic_dataset, write_dataset
+from mnistlab.data.synthetic import synthetic_dataset, write_dataset
 
 REAL_DATA_DIR = os.environ.get("MNISTLAB_DATA_DIR")
 

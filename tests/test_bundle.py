@@ -13,7 +13,7 @@ from mnistlab.training import bundle as bundle_module
 from mnistlab.api import train
 from mnistlab.nn.build import build_model
 from mnistlab.training.bundle import bundle_capacity, fit_bundle
-from mnistlab.data.datasets import synthetic_dataset, write_dataset
+from mnistlab.data.synthetic import synthetic_dataset, write_dataset
 from mnistlab.training.config import TrainConfig
 from mnistlab.training.engine import fit
 from mnistlab.errors import CheckpointError, MnistlabError

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from mnistlab.data.datasets import synthetic_dataset
+from mnistlab.data.synthetic import synthetic_dataset
 from mnistlab.report import experiment_conclusions, factor_study, runs_frame, write_report
 from mnistlab.report.conclusions import TEST_PROTOCOL_CAVEAT
 from mnistlab.runs.store import RunStore

@@ -1,4 +1,4 @@
-"""Tests for mnistlab.data.datasets: IDX files, checks, lookup, download, splits, synthetic data."""
+"""Tests for mnistlab.data.datasets, idx and synthetic: IDX files, checks, lookup, download, splits, synthetic data."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from mnistlab.data import datasets as data
+from mnistlab.data import idx, synthetic
 from mnistlab.data.datasets import DatasetInfo
 from mnistlab.errors import DataError
 
@@ -40,7 +41,7 @@ def no_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def tiny_arrays(seed: int = 0) -> dict[str, np.ndarray]:
     """Small IDX-ready arrays per role, taken from the synthetic dataset."""
-    ds = data.synthetic_dataset(n_train=30, n_test=20, seed=seed)
+    ds = synthetic.synthetic_dataset(n_train=30, n_test=20, seed=seed)
     return {
         "train_images": ds.train_images.numpy(),
         "train_labels": ds.train_labels.numpy().astype(np.uint8),
@@ -50,7 +51,7 @@ def tiny_arrays(seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def idx_bytes(array: np.ndarray, tmp_path: Path) -> bytes:
-    return data.write_idx(tmp_path / "scratch.idx", array, gz=False).read_bytes()
+    return idx.write_idx(tmp_path / "scratch.idx", array, gz=False).read_bytes()
 
 
 @pytest.fixture
@@ -74,7 +75,7 @@ def write_tiny(directory: Path, info: DatasetInfo, gz: bool = True,
     directory.mkdir(parents=True, exist_ok=True)
     for role, array in (arrays or tiny_arrays()).items():
         name = info.files[role] + (".gz" if gz else "")
-        data.write_idx(directory / name, array, gz=gz)
+        idx.write_idx(directory / name, array, gz=gz)
     return directory
 
 
@@ -95,8 +96,8 @@ def assert_one_line_naming(error: pytest.ExceptionInfo[DataError], path: Path) -
 @pytest.mark.parametrize("shape", [(7, 28, 28), (5, 3, 4), (9,), (0,)])
 def test_idx_round_trip(tmp_path: Path, gz: bool, shape: tuple[int, ...]) -> None:
     array = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
-    path = data.write_idx(tmp_path / ("x.gz" if gz else "x"), array, gz=gz)
-    back = data.read_idx(path)
+    path = idx.write_idx(tmp_path / ("x.gz" if gz else "x"), array, gz=gz)
+    back = idx.read_idx(path)
     assert back.dtype == np.uint8
     assert back.flags.writeable
     np.testing.assert_array_equal(back, array)
@@ -109,9 +110,9 @@ def test_idx_header_is_big_endian(tmp_path: Path) -> None:
 
 def test_write_idx_rejects_other_arrays(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
-        data.write_idx(tmp_path / "x", np.zeros((2, 2), dtype=np.uint8), gz=False)
+        idx.write_idx(tmp_path / "x", np.zeros((2, 2), dtype=np.uint8), gz=False)
     with pytest.raises(ValueError):
-        data.write_idx(tmp_path / "x", np.zeros(3, dtype=np.int64), gz=False)
+        idx.write_idx(tmp_path / "x", np.zeros(3, dtype=np.int64), gz=False)
 
 
 @pytest.mark.parametrize("keep", [0, 3, 10, 16, 16 + 784, 16 + 2 * 784 - 1])
@@ -120,7 +121,7 @@ def test_truncated_file(tmp_path: Path, keep: int) -> None:
     path = tmp_path / "short-idx"
     path.write_bytes(raw[:keep])
     with pytest.raises(DataError, match="truncated|too short") as error:
-        data.read_idx(path)
+        idx.read_idx(path)
     assert_one_line_naming(error, path)
 
 
@@ -128,7 +129,7 @@ def test_trailing_bytes(tmp_path: Path) -> None:
     path = tmp_path / "long-idx.gz"
     path.write_bytes(gzip.compress(idx_bytes(np.ones(5, dtype=np.uint8), tmp_path) + b"\0"))
     with pytest.raises(DataError, match="trailing") as error:
-        data.read_idx(path)
+        idx.read_idx(path)
     assert_one_line_naming(error, path)
 
 
@@ -138,7 +139,7 @@ def test_wrong_magic(tmp_path: Path) -> None:
     path = tmp_path / "odd-idx"
     path.write_bytes(bytes(raw))
     with pytest.raises(DataError, match="magic 0x00000802") as error:
-        data.read_idx(path)
+        idx.read_idx(path)
     assert_one_line_naming(error, path)
 
 
@@ -148,14 +149,14 @@ def test_corrupt_gzip(tmp_path: Path, kind: str) -> None:
     path = tmp_path / "bad-idx.gz"
     path.write_bytes(b"not gzip at all" if kind == "garbage" else packed[: len(packed) // 2])
     with pytest.raises(DataError, match="gzip") as error:
-        data.read_idx(path)
+        idx.read_idx(path)
     assert_one_line_naming(error, path)
 
 
 def test_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "nowhere-idx"
     with pytest.raises(DataError) as error:
-        data.read_idx(path)
+        idx.read_idx(path)
     assert_one_line_naming(error, path)
 
 
@@ -398,21 +399,21 @@ def test_split_edge_fractions() -> None:
 
 
 def test_synthetic_dataset_shape_and_determinism() -> None:
-    ds = data.synthetic_dataset(n_train=100, n_test=40, seed=5)
+    ds = synthetic.synthetic_dataset(n_train=100, n_test=40, seed=5)
     assert ds.train_images.shape == (100, 28, 28) and ds.train_images.dtype == torch.uint8
     assert ds.train_labels.shape == (100,) and ds.train_labels.dtype == torch.int64
     assert ds.test_images.shape == (40, 28, 28) and ds.test_labels.shape == (40,)
     assert torch.bincount(ds.train_labels).tolist() == [10] * 10
     assert ds.source_dir is None and len(ds.info.class_names) == 10
-    same = data.synthetic_dataset(n_train=100, n_test=40, seed=5)
-    other = data.synthetic_dataset(n_train=100, n_test=40, seed=6)
+    same = synthetic.synthetic_dataset(n_train=100, n_test=40, seed=5)
+    other = synthetic.synthetic_dataset(n_train=100, n_test=40, seed=6)
     assert torch.equal(ds.train_images, same.train_images)
     assert torch.equal(ds.test_labels, same.test_labels)
     assert not torch.equal(ds.train_images, other.train_images)
 
 
 def test_synthetic_dataset_is_learnable() -> None:
-    ds = data.synthetic_dataset(n_train=500, n_test=200, seed=0)
+    ds = synthetic.synthetic_dataset(n_train=500, n_test=200, seed=0)
     x_train, x_test = ds.train_images.float().flatten(1), ds.test_images.float().flatten(1)
     means = torch.stack([x_train[ds.train_labels == c].mean(0) for c in range(10)])
     predicted = torch.cdist(x_test, means).argmin(1)

@@ -18,8 +18,9 @@ import pytest
 from safetensors import SafetensorError
 
 from mnistlab.util import atomic
-from mnistlab.data import datasets as data
-from mnistlab.data.datasets import load_dataset, read_idx, synthetic_dataset, write_dataset
+from mnistlab.data.datasets import load_dataset
+from mnistlab.data.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
+from mnistlab.data.synthetic import synthetic_dataset, write_dataset
 from mnistlab.errors import DataError, EnvironmentFailure
 from mnistlab.experiments.definition import parse_experiment
 from mnistlab.runs.runner import run_experiment
@@ -122,7 +123,7 @@ def test_cli_train_disk_full_is_one_line_exit_1(tmp_path, tiny_data_dir, tiny_sp
 
 
 def idx_header(*dims: int) -> bytes:
-    magic = data.IMAGES_MAGIC if len(dims) == 3 else data.LABELS_MAGIC
+    magic = IMAGES_MAGIC if len(dims) == 3 else LABELS_MAGIC
     return struct.pack(f">I{len(dims)}I", magic, *dims)
 
 

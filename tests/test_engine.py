@@ -130,7 +130,7 @@ def test_usable_cpus_is_positive_and_bounded():
 
 def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
     """A real process killed mid-epoch with SIGKILL, resumed, ends with the same history."""
-    from mnistlab.data.datasets import synthetic_dataset, write_dataset
+    from mnistlab.data.synthetic import synthetic_dataset, write_dataset
 
     data_dir = write_dataset(synthetic_dataset(n_train=6000, n_test=200, seed=1), tmp_path / "data")
     spec_file = tmp_path / "spec.yaml"
@@ -176,7 +176,7 @@ def test_bf16_autocast_trains(tiny_dataset):
 
 def test_ctrl_c_exits_130_and_leaves_a_loadable_checkpoint(tmp_path):
     from mnistlab.training.checkpoint import load_checkpoint
-    from mnistlab.data.datasets import synthetic_dataset, write_dataset
+    from mnistlab.data.synthetic import synthetic_dataset, write_dataset
     from mnistlab.training.optim import make_optimizer
 
     data_dir = write_dataset(synthetic_dataset(n_train=6000, n_test=100, seed=1), tmp_path / "data")

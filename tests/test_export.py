@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from mnistlab import api
 from mnistlab.nn.build import build_model
-from mnistlab.data.datasets import SYNTHETIC_INFO, synthetic_dataset
+from mnistlab.data.synthetic import SYNTHETIC_INFO, synthetic_dataset
 from mnistlab.errors import MnistlabError
 from mnistlab.trained.folder import TrainedModel, load_layer_state, load_model_folder, save_model
 

@@ -12,7 +12,7 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from mnistlab.data.datasets import IMAGES_MAGIC, LABELS_MAGIC, _parse_idx, read_idx
+from mnistlab.data.idx import IMAGES_MAGIC, LABELS_MAGIC, parse_idx, read_idx
 from mnistlab.errors import DataError, SpecError
 from mnistlab.experiments.definition import load_experiment
 from mnistlab.training.limits import check_model, dataset_shape
@@ -158,7 +158,7 @@ def idx_files(draw):
 @example(data=struct.pack(">IIII", IMAGES_MAGIC, 2**32 - 1, 2**32 - 1, 0))  # found by a wider run: dims overflow
 def test_generated_idx_headers_parse_or_fail_in_one_line(data):
     try:
-        array = _parse_idx(data, "fuzz-idx3-ubyte")
+        array = parse_idx(data, "fuzz-idx3-ubyte")
     except DataError as exc:
         _assert_one_line(str(exc), "fuzz-idx3-ubyte")
         return

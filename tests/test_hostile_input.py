@@ -209,7 +209,7 @@ _KIND_WORDS = {"fifo": "is a FIFO", "device": "is a character device", "symlink"
                "folder": "is a folder", "file": "is a file, not a folder"}
 def _train_out(kind: str) -> Callable[[Path], list[str]]:
     def build(folder: Path) -> list[str]:
-        from mnistlab.data.datasets import synthetic_dataset, write_dataset
+        from mnistlab.data.synthetic import synthetic_dataset, write_dataset
 
         target = _special(folder, kind)
         (folder / "m.yaml").write_text(MLP)
@@ -425,7 +425,7 @@ def _units(units: int) -> Callable[[dict], None]:
 
 def _train_seeds(seeds: str, *extra: str) -> Callable[[Path], list[str]]:
     def build(folder: Path) -> list[str]:
-        from mnistlab.data.datasets import synthetic_dataset, write_dataset
+        from mnistlab.data.synthetic import synthetic_dataset, write_dataset
 
         (folder / "m.yaml").write_text(MLP)
         data = write_dataset(synthetic_dataset(n_train=100, n_test=20), folder / "data")

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from mnistlab.data.datasets import read_idx
+from mnistlab.data.idx import read_idx
 from mnistlab.errors import MnistlabError
 from mnistlab.data.images import INVERTED, NOT_INVERTED, as_images, mnist_style, read_inputs
 

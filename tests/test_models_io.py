@@ -15,7 +15,8 @@ from safetensors.torch import load_file, save_file
 
 from mnistlab import api
 from mnistlab.nn.build import build_model
-from mnistlab.data.datasets import read_idx, synthetic_dataset
+from mnistlab.data.idx import read_idx
+from mnistlab.data.synthetic import synthetic_dataset
 from mnistlab.errors import MnistlabError
 from mnistlab.experiments.definition import parse_experiment
 from mnistlab.trained.folder import MODEL_JSON, MODEL_TENSORS, TrainedModel, layer_state, load_model_folder
@@ -352,7 +353,7 @@ def test_evaluate_cli_prints_and_never_writes_the_store(trained_store, tiny_data
 
 
 def test_evaluate_on_another_dataset(trained_store, tmp_path):
-    from mnistlab.data.datasets import write_dataset
+    from mnistlab.data.synthetic import write_dataset
 
     other = write_dataset(synthetic_dataset(n_train=20, n_test=50, seed=7), tmp_path / "other")
     model = api.load_model(trained_store, run_ids(trained_store)["tiny-cnn"])

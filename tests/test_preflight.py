@@ -12,7 +12,7 @@ from cli_driver import run_cli
 from conftest import TINY_CNN
 from mnistlab.training import engine
 from mnistlab.training import limits
-from mnistlab.data.datasets import write_idx
+from mnistlab.data.idx import write_idx
 from mnistlab.training.config import TrainConfig
 from mnistlab.training.engine import fit
 from mnistlab.errors import MnistlabError, SpecError

@@ -24,7 +24,7 @@ from test_runner import tiny_experiment, write_experiment
 
 from mnistlab import api
 from mnistlab.runs import tasks
-from mnistlab.data.datasets import synthetic_dataset, write_dataset
+from mnistlab.data.synthetic import synthetic_dataset, write_dataset
 from mnistlab.training.history import Reporter
 from mnistlab.experiments.definition import parse_experiment
 from mnistlab.runs.tasks import Placement

@@ -15,7 +15,7 @@ import pytest
 from rich.console import Console
 from safetensors.numpy import save_file
 
-from mnistlab.data.datasets import synthetic_dataset
+from mnistlab.data.synthetic import synthetic_dataset
 from mnistlab.errors import MnistlabError
 from mnistlab.report import (accuracy_figure, comparison_table, confusion_figure, confusion_matrix, epochs_frame, load_weights, loss_figure, misclassified_figure, most_confused_pairs, runs_frame, val_overlay_figure, weights_figure, write_report)
 from mnistlab.cli.views import compare_table, experiments_table, run_panel, runs_table

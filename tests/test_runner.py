@@ -129,7 +129,7 @@ def _assert_store_complete(store_dir: Path, name: str, runs: int, epochs: int) -
 
 
 def test_sigkill_mid_experiment_then_rerun_completes_everything_once(tmp_path):
-    from mnistlab.data.datasets import synthetic_dataset, write_dataset
+    from mnistlab.data.synthetic import synthetic_dataset, write_dataset
 
     data_dir = write_dataset(synthetic_dataset(n_train=3000, n_test=100, seed=2), tmp_path / "data")
     path = write_experiment(tmp_path, tiny_experiment(data_dir, name="killme", epochs=3, cnn_filters=32))

@@ -1,4 +1,6 @@
-"""Datasets: IDX files, the registry, checksums, lookup, download, splits and synthetic data.
+"""Datasets: the registry, checksums, lookup, download, loading and splits.
+
+The IDX file format is in ``idx``; generated data for tests and benchmarks in ``synthetic``.
 
 Images are kept as uint8 tensors (N x 28 x 28) and labels as int64; scaling to floats happens
 where batches are used, so the whole dataset stays small enough to live on the device.
@@ -12,24 +14,18 @@ import http.client
 import io
 import math
 import os
-import struct
 import urllib.request
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import platformdirs
 import torch
 
-from mnistlab.util.atomic import write_bytes
+from mnistlab.data.idx import IMAGES_MAGIC, LABELS_MAGIC, IdxHeader, parse_idx, read_bounded
 from mnistlab.errors import DataError
-
-IMAGES_MAGIC = 0x00000803
-LABELS_MAGIC = 0x00000801
-_NDIM_BY_MAGIC = {IMAGES_MAGIC: 3, LABELS_MAGIC: 1}
-_MAGIC_BY_NDIM = {ndim: magic for magic, ndim in _NDIM_BY_MAGIC.items()}
+from mnistlab.util.atomic import write_bytes
 
 ROLES = ("train_images", "train_labels", "test_images", "test_labels")
 IMAGE_SIZE = 28
@@ -40,12 +36,6 @@ CACHE_ROOT = Path(platformdirs.user_cache_dir("mnistlab")) / "datasets"
 SYSTEM_ROOT = Path("/usr/share/datasets")
 
 DOWNLOAD_TIMEOUT_S = 60.0
-
-# A header can declare 4·10⁹ items of 2³²×2³² pixels; files of one's own are read only up to
-# these (far above any MNIST-family set), so a bogus header or a gzip bomb never fills memory.
-MAX_CUSTOM_ITEMS = 10_000_000
-MAX_CUSTOM_SIDE = 64
-_READ_CHUNK = 1 << 20
 MAX_DOWNLOAD_BYTES = 256 * 2**20  # a downloaded file of unknown size decompresses to at most this
 
 
@@ -68,7 +58,8 @@ class DatasetInfo:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-_STANDARD_FILES = {
+# The file names of every MNIST-family set (and of a folder of one's own), per role.
+STANDARD_FILES = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",
     "test_images": "t10k-images-idx3-ubyte",
@@ -81,7 +72,7 @@ _STANDARD_COUNTS = {"train_images": 60_000, "train_labels": 60_000, "test_images
 DATASETS: dict[str, DatasetInfo] = {
     "mnist": DatasetInfo(
         name="mnist",
-        files=dict(_STANDARD_FILES),
+        files=dict(STANDARD_FILES),
         sha256={
             "train_images": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
             "train_labels": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
@@ -99,7 +90,7 @@ DATASETS: dict[str, DatasetInfo] = {
     ),
     "fashion-mnist": DatasetInfo(
         name="fashion-mnist",
-        files=dict(_STANDARD_FILES),
+        files=dict(STANDARD_FILES),
         sha256={
             "train_images": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
             "train_labels": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
@@ -131,142 +122,14 @@ class Dataset:
     source_dir: Path | None  # None for generated data
 
 
-# --------------------------------------------------------------------------- IDX files
-
-
-def read_idx(path: Path | str, count: int | None = None) -> np.ndarray:
-    """Read an IDX file (raw or ``.gz``): images as (n, rows, cols) uint8, labels as (n,) uint8.
-
-    ``count``: the number of items the header must declare (registered datasets); without it
-    the header may declare at most MAX_CUSTOM_ITEMS items of at most MAX_CUSTOM_SIDE pixels a
-    side. Either way no more than the declared size (plus one byte, to see trailing data) is
-    ever decompressed.
-    """
-    path = Path(path)
-    return _parse_idx(_read_bounded(path, count), path)
-
-
-def _read_bounded(path: Path, count: int | None) -> bytes:
-    """The decompressed content of a raw or ``.gz`` IDX file, read while streaming and refused
-    as soon as it would exceed the size its (checked) header declares."""
-    try:
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rb") as stream:
-            return _read_stream(stream, path, count)
-    except (EOFError, zlib.error, gzip.BadGzipFile) as error:
-        raise DataError(f"{path}: corrupt gzip data ({error}); delete it and download "
-                        f"or copy it again") from error
-    except OSError as error:
-        raise DataError(f"{path}: cannot be read ({error.strerror or error}); check it exists "
-                        f"and is readable") from error
-
-
-def _read_stream(stream: BinaryIO, source: Path, count: int | None) -> bytes:
-    head = stream.read(4)
-    if len(head) < 4:
-        return head  # _parse_idx names it too short
-    ndim = _NDIM_BY_MAGIC.get(struct.unpack(">I", head)[0])
-    if ndim is None:
-        return head  # _parse_idx names the bad magic
-    dims_raw = stream.read(4 * ndim)
-    if len(dims_raw) < 4 * ndim:
-        return head + dims_raw  # truncated header
-    dims = struct.unpack(f">{ndim}I", dims_raw)
-    _check_declared(dims, source, count)
-    expected = math.prod(dims)
-    # One byte more than declared: enough to tell "trailing bytes" without reading them all. Read
-    # in chunks: `read(n)` allocates n bytes up front, and the header's n is only a claim (800 bytes
-    # can declare 40 GB), so memory follows the bytes actually there (decompressed so far).
-    chunks, remaining = [], expected + 1
-    while remaining > 0:
-        chunk = stream.read(min(remaining, _READ_CHUNK))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return head + dims_raw + b"".join(chunks)
-
-
-def _check_declared(dims: tuple[int, ...], source: Path, count: int | None) -> None:
-    if count is not None:
-        if dims[0] != count:
-            raise DataError(f"{source}: header declares {dims[0]:,} items, this dataset has {count:,}; "
-                            "the file is from another dataset or corrupt: replace it")
-        return
-    if dims[0] > MAX_CUSTOM_ITEMS or any(side > MAX_CUSTOM_SIDE for side in dims[1:]):
-        raise DataError(f"{source}: header declares {' x '.join(f'{d:,}' for d in dims)}, more than "
-                        f"the {MAX_CUSTOM_ITEMS:,} items of at most {MAX_CUSTOM_SIDE}x{MAX_CUSTOM_SIDE} "
-                        "pixels read from a folder of one's own; the file is corrupt: replace it")
-
-
-def _parse_idx(data: bytes, source: Path | str) -> np.ndarray:
-    """Parse decompressed IDX bytes; ``source`` names the file in error messages."""
-    if len(data) < 4:
-        raise DataError(f"{source}: too short to be an IDX file ({len(data)} bytes); replace it")
-    (magic,) = struct.unpack(">I", data[:4])
-    ndim = _NDIM_BY_MAGIC.get(magic)
-    if ndim is None:
-        raise DataError(
-            f"{source}: not an IDX image or label file (magic 0x{magic:08x}, expected "
-            f"0x{IMAGES_MAGIC:08x} or 0x{LABELS_MAGIC:08x}); replace it with the right file"
-        )
-    header_size = 4 + 4 * ndim
-    if len(data) < header_size:
-        raise DataError(f"{source}: truncated IDX header ({len(data)} bytes); replace the file")
-    dims = struct.unpack(f">{ndim}I", data[4:header_size])
-    expected = header_size + math.prod(dims)
-    if len(data) < expected:
-        raise DataError(
-            f"{source}: truncated: header {dims} needs {expected} bytes but there are "
-            f"{len(data)}; replace the file (download it again)"
-        )
-    if len(data) > expected:
-        raise DataError(
-            f"{source}: has trailing bytes: header {dims} needs {expected} bytes but there are "
-            f"more; replace the file (download it again)"
-        )
-    # Copy so callers get a writable array that torch.from_numpy accepts without warnings.
-    try:
-        return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(dims).copy()
-    except ValueError:  # only dims with a 0 get here: the others' product overflows numpy's index type
-        raise DataError(f"{source}: impossible IDX header dimensions {dims}; replace the file") from None
-
-
-def write_idx(path: Path | str, array: np.ndarray, gz: bool) -> Path:
-    """Write a uint8 array of 1 (labels) or 3 (images) dimensions as an IDX file."""
-    array = np.ascontiguousarray(array)
-    if array.dtype != np.uint8 or array.ndim not in _MAGIC_BY_NDIM:
-        raise ValueError(f"write_idx needs a uint8 array of 1 or 3 dims, got {array.dtype} "
-                         f"with {array.ndim} dims")
-    header = struct.pack(f">I{array.ndim}I", _MAGIC_BY_NDIM[array.ndim], *array.shape)
-    data = header + array.tobytes()
-    path = Path(path)
-    # mtime=0 keeps the .gz bytes reproducible.
-    path.write_bytes(gzip.compress(data, mtime=0) if gz else data)
-    return path
-
-
-def _gunzip(raw: bytes, source: Path | str, limit: int) -> bytes:
-    """Decompress a downloaded ``.gz`` body, refusing it past ``limit`` bytes."""
-    try:
-        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as stream:
-            data = stream.read(limit + 1)
-    except (OSError, EOFError, zlib.error) as error:
-        raise DataError(f"{source}: corrupt gzip data ({error}); delete it and download "
-                        f"or copy it again") from error
-    if len(data) > limit:
-        raise DataError(f"{source}: decompresses past the {limit:,} bytes it should have; refused")
-    return data
-
-
 # --------------------------------------------------------------------------- registry and lookup
 
 
 def custom_dataset_info(folder: Path) -> DatasetInfo:
     """A dataset of one's own: the standard file names in ``folder``, ten classes, no checksums."""
-    info = DatasetInfo(name=str(folder), files=dict(_STANDARD_FILES), sha256={},
+    info = DatasetInfo(name=str(folder), files=dict(STANDARD_FILES), sha256={},
                        class_names=tuple(str(c) for c in range(10)), mirrors=())
-    _, missing = _present_files(info, folder)
+    _, missing = present_files(info, folder)
     if missing:
         lacking = ", ".join(f"{info.files[role]}[.gz]" for role in missing)
         raise DataError(f"{folder}: not a dataset folder; it lacks {lacking}")
@@ -292,7 +155,7 @@ def find_dataset_dir(name: str, data_dir: Path | str | None = None,
     info = dataset_info(name)
     notes = []
     for directory in _candidate_dirs(name, data_dir):
-        found, missing = _present_files(info, directory)
+        found, missing = present_files(info, directory)
         if not missing:
             return directory
         lacking = ", ".join(info.files[role] for role in missing)
@@ -312,9 +175,13 @@ def _candidate_dirs(name: str, data_dir: Path | str | None) -> list[Path]:
     return candidates + [CACHE_ROOT / name, SYSTEM_ROOT / name]
 
 
-def _present_files(info: DatasetInfo, directory: Path) -> tuple[dict[str, Path], list[str]]:
-    """Per role, the file found in ``directory`` (raw preferred: no decompression), and the
-    roles with no file."""
+def present_files(info: DatasetInfo, directory: Path) -> tuple[dict[str, Path], list[str]]:
+    """Which of ``info``'s files ``directory`` holds, each raw or gzipped: per role, the file found
+    (raw preferred: no decompression), and the roles with no file.
+
+    Only names are looked at, nothing is read: what lookup and preflight checks need to choose a
+    folder or name what it lacks.
+    """
     found: dict[str, Path] = {}
     missing: list[str] = []
     for role, filename in info.files.items():
@@ -333,7 +200,7 @@ def _present_files(info: DatasetInfo, directory: Path) -> tuple[dict[str, Path],
 def _download(info: DatasetInfo, target: Path) -> Path:
     """Fetch the files ``target`` lacks from the mirrors; each lands whole or not at all."""
     target.mkdir(parents=True, exist_ok=True)
-    _, missing = _present_files(info, target)
+    _, missing = present_files(info, target)
     for role in missing:
         _download_file(info, role, target)
     return target
@@ -370,8 +237,21 @@ def _file_size(info: DatasetInfo, role: str) -> int:
     if role not in info.counts:
         return MAX_DOWNLOAD_BYTES
     if role.endswith("images"):
-        return 16 + info.counts[role] * IMAGE_SIZE * IMAGE_SIZE
-    return 8 + info.counts[role]
+        return IdxHeader(IMAGES_MAGIC, (info.counts[role], IMAGE_SIZE, IMAGE_SIZE)).file_size
+    return IdxHeader(LABELS_MAGIC, (info.counts[role],)).file_size
+
+
+def _gunzip(raw: bytes, source: Path | str, limit: int) -> bytes:
+    """Decompress a downloaded ``.gz`` body, refusing it past ``limit`` bytes."""
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as stream:
+            data = stream.read(limit + 1)
+    except (OSError, EOFError, zlib.error) as error:
+        raise DataError(f"{source}: corrupt gzip data ({error}); delete it and download "
+                        f"or copy it again") from error
+    if len(data) > limit:
+        raise DataError(f"{source}: decompresses past the {limit:,} bytes it should have; refused")
+    return data
 
 
 # --------------------------------------------------------------------------- loading
@@ -391,7 +271,7 @@ def load_dataset(name: str = "mnist", data_dir: Path | str | None = None,
     else:
         info = dataset_info(name)
         source_dir = find_dataset_dir(name, data_dir, download)
-    paths, _ = _present_files(info, source_dir)
+    paths, _ = present_files(info, source_dir)
     arrays = {role: _load_file(info, role, paths[role], verify) for role in ROLES}
     for split in ("train", "test"):
         _check_pair(arrays, paths, split, len(info.class_names))
@@ -409,10 +289,10 @@ def load_dataset(name: str = "mnist", data_dir: Path | str | None = None,
 
 
 def _load_file(info: DatasetInfo, role: str, path: Path, verify: bool) -> np.ndarray:
-    data = _read_bounded(path, info.counts.get(role))
+    data = read_bounded(path, info.counts.get(role))
     if verify:
         _check_sha256(data, info.sha256[role], path, info.name)
-    array = _parse_idx(data, path)
+    array = parse_idx(data, path)
     wanted = (3, (IMAGE_SIZE, IMAGE_SIZE)) if role.endswith("images") else (1, ())
     if (array.ndim, array.shape[1:]) != wanted:
         raise DataError(f"{path}: holds an array of shape {array.shape}, not the {role} of "
@@ -481,73 +361,3 @@ def _class_quotas(counts: list[int], fraction: float) -> list[int]:
         quotas[at] += 1
     return quotas
 
-
-# --------------------------------------------------------------------------- synthetic data
-
-
-SYNTHETIC_INFO = DatasetInfo(
-    name="synthetic",
-    files={},
-    sha256={},
-    class_names=tuple(str(digit) for digit in range(10)),
-    mirrors=(),
-)
-
-
-def synthetic_dataset(n_train: int = 600, n_test: int = 200, seed: int = 0) -> Dataset:
-    """Tiny generated data shaped like MNIST that a small model learns in a few steps.
-
-    Class ``c`` is a bright blob at angle 36°·c on a ring around the centre, jittered by a
-    pixel or two and overlaid with noise, so classes are separable but not trivially.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    train_images, train_labels = _synthetic_split(n_train, generator)
-    test_images, test_labels = _synthetic_split(n_test, generator)
-    return Dataset(train_images, train_labels, test_images, test_labels,
-                   info=SYNTHETIC_INFO, source_dir=None)
-
-
-def _synthetic_split(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    num_classes = len(SYNTHETIC_INFO.class_names)
-    labels = (torch.arange(n) % num_classes)[torch.randperm(n, generator=generator)]
-    images = _jitter(_blob_templates(num_classes)[labels], 2, generator)
-    images = images * (0.6 + 0.4 * torch.rand(n, 1, 1, generator=generator))
-    images = images + 0.15 * torch.rand(n, IMAGE_SIZE, IMAGE_SIZE, generator=generator)
-    return (images.clamp(0, 1) * 255).round().to(torch.uint8), labels.to(torch.int64)
-
-
-def _jitter(images: torch.Tensor, most: int, generator: torch.Generator) -> torch.Tensor:
-    """Shift each image by up to ``most`` pixels each way, filling with zeros."""
-    n, height, width = images.shape
-    padded = torch.nn.functional.pad(images, (most, most, most, most))
-    offsets = torch.randint(0, 2 * most + 1, (n, 2), generator=generator)
-    rows = torch.arange(height) + offsets[:, :1]
-    cols = torch.arange(width) + offsets[:, 1:]
-    return padded[torch.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
-
-
-def _blob_templates(num_classes: int) -> torch.Tensor:
-    """One Gaussian blob (sigma 2.5 px) per class on a ring of radius 8 px; values in [0, 1]."""
-    axis = torch.arange(IMAGE_SIZE, dtype=torch.float32)
-    rows, cols = torch.meshgrid(axis, axis, indexing="ij")
-    centre = (IMAGE_SIZE - 1) / 2
-    templates = []
-    for cls in range(num_classes):
-        angle = 2 * math.pi * cls / num_classes
-        row, col = centre + 8 * math.sin(angle), centre + 8 * math.cos(angle)
-        templates.append(torch.exp(-((rows - row) ** 2 + (cols - col) ** 2) / (2 * 2.5 ** 2)))
-    return torch.stack(templates)
-
-
-def write_dataset(dataset: Dataset, folder: Path | str, gz: bool = False) -> Path:
-    """Write a dataset as the four standard IDX files, loadable with ``load_dataset(folder)``."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors = {
-        "train_images": dataset.train_images, "train_labels": dataset.train_labels,
-        "test_images": dataset.test_images, "test_labels": dataset.test_labels,
-    }
-    for role, tensor in tensors.items():
-        suffix = ".gz" if gz else ""
-        write_idx(folder / f"{_STANDARD_FILES[role]}{suffix}", tensor.numpy().astype(np.uint8), gz)
-    return folder

@@ -19,7 +19,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
-from mnistlab.data.datasets import IMAGE_SIZE, MAX_CUSTOM_ITEMS, read_idx
+from mnistlab.data.datasets import IMAGE_SIZE
+from mnistlab.data.idx import MAX_CUSTOM_ITEMS, read_idx
 from mnistlab.errors import MnistlabError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")

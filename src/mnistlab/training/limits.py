@@ -15,16 +15,15 @@ Override with ``TrainConfig(max_params=..., max_activation_mib=...)``, ``mnistla
 
 from __future__ import annotations
 
-import gzip
 import math
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mnistlab.util.atomic import check_target
-from mnistlab.data.datasets import DATASETS, IMAGES_MAGIC, Dataset, _present_files, custom_dataset_info, dataset_info
-from mnistlab.errors import DataError, MnistlabError, SpecError
+from mnistlab.data.datasets import DATASETS, Dataset, custom_dataset_info, dataset_info, present_files
+from mnistlab.data.idx import read_image_header
+from mnistlab.errors import MnistlabError, SpecError
 from mnistlab.training.precision import COMPILE_MODES, PRECISIONS
 from mnistlab.spec.model import SEED_BOUND, ModelSpec, Node, _fmt, _layer_label, _where, did_you_mean, resolve
 
@@ -90,27 +89,9 @@ def dataset_shape(name: str) -> DataShape:
         dataset_info(name)  # raises the registry's one-line "unknown dataset" error
     folder = Path(name)
     info = custom_dataset_info(folder)
-    paths, _ = _present_files(info, folder)
-    path = paths["train_images"]
-    header = _read_header(path)
-    if len(header) < 16:
-        raise DataError(f"{path}: truncated IDX header ({len(header)} bytes); replace the file")
-    magic, _, rows, cols = struct.unpack(">IIII", header)
-    if magic != IMAGES_MAGIC:
-        raise DataError(f"{path}: not an IDX image file (magic 0x{magic:08x}, expected 0x{IMAGES_MAGIC:08x}); "
-                        "replace it with the right file")
+    paths, _ = present_files(info, folder)
+    _, rows, cols = read_image_header(paths["train_images"]).dims
     return DataShape(str(folder), (rows, cols), len(info.class_names))
-
-
-def _read_header(path: Path) -> bytes:
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as handle:
-                return handle.read(16)
-        with path.open("rb") as handle:
-            return handle.read(16)
-    except (OSError, EOFError) as exc:
-        raise DataError(f"{path}: cannot read its IDX header ({exc}); replace the file") from None
 
 
 def activation_bytes_per_image(resolved: Any) -> int:
