@@ -27,7 +27,8 @@ from mnistlab.experiments.definition import expand, parse_experiment
 from mnistlab.trained.folder import load_model_folder, save_trained
 from mnistlab.training.precision import PRECISIONS, run_numerics
 from mnistlab.runs.runner import run_experiment, task_config
-from mnistlab.spec.model import parse_model, resolve
+from mnistlab.spec.model import resolve
+from mnistlab.spec.parse import parse_model
 from mnistlab.runs.store import RunStore
 
 DEVICE = os.environ.get("MNISTLAB_TEST_DEVICE", "cpu")

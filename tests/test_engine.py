@@ -18,7 +18,7 @@ from mnistlab.api import train
 from mnistlab.nn.build import build_model
 from mnistlab.training.engine import TrainConfig, fit, usable_cpus
 from mnistlab.errors import MnistlabError
-from mnistlab.spec.model import parse_model
+from mnistlab.spec.parse import parse_model
 from cli_driver import sigkill_after_checkpoint, spawn_cli
 
 from conftest import TINY_CNN, needs_mnist

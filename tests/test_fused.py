@@ -15,7 +15,7 @@ import torch.nn.functional as F
 import mnistlab.nn.build as build
 from mnistlab.training.engine import TrainConfig, fit, usable_cpus
 from mnistlab.nn.fused import FusedBatchNorm, PointwiseConv2d, bn_dropout, bn_dropout_reference, dropout_mask
-from mnistlab.spec.model import parse_model
+from mnistlab.spec.parse import parse_model
 
 CHAIN = """\
 id: chain

@@ -36,7 +36,8 @@ from mnistlab.data.datasets import DatasetInfo
 from mnistlab.training.engine import History
 from mnistlab.errors import MnistlabError
 from mnistlab.training.limits import Limits, check_params, check_seed
-from mnistlab.spec.model import ModelSpec, parse_model
+from mnistlab.spec.model import ModelSpec
+from mnistlab.spec.parse import parse_model
 from mnistlab.runs.store import COMPLETED, DIVERGED, RunStore
 
 MODEL_JSON = "model.json"
