@@ -96,7 +96,7 @@ def model_facts(spec: Any) -> dict[str, Any]:
 
 def architecture_json(spec: Any) -> dict[str, Any]:
     """What keras_peer.py needs to rebuild the model: resolved nodes with names and inputs."""
-    from mnistlab.training.optim import KERAS_DEFAULTS
+    from mnistlab.spec.vocabulary import OPTIMIZER_DEFAULTS
     from mnistlab.spec.model import resolve
 
     resolved = resolve(spec)
@@ -108,7 +108,7 @@ def architecture_json(spec: Any) -> dict[str, Any]:
         nodes.append({"name": node.name, "inputs": list(node.inputs), "layer": layer,
                       "output_shape": list(node.output_shape)})
     optimizer = spec.training.optimizer
-    args = dict(KERAS_DEFAULTS[optimizer.name])
+    args = dict(OPTIMIZER_DEFAULTS[optimizer.name])
     args.update({("lr" if k == "learning_rate" else k): v for k, v in optimizer.args.items()})
     return {
         "id": spec.id,

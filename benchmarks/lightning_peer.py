@@ -24,12 +24,12 @@ def train_lightning(spec: Any, images: Any, labels: Any, batch_size: int, epochs
     from torch.utils.data import DataLoader, TensorDataset
 
     from mnistlab.nn.build import build_model, prepare_input
-    from mnistlab.training.optim import KERAS_DEFAULTS
+    from mnistlab.spec.vocabulary import OPTIMIZER_DEFAULTS
 
     torch.manual_seed(seed)
     x = prepare_input(torch.as_tensor(images), spec.input)
     loader = DataLoader(TensorDataset(x, torch.as_tensor(labels).long()), batch_size=batch_size, shuffle=True)
-    args = dict(KERAS_DEFAULTS[spec.training.optimizer.name])
+    args = dict(OPTIMIZER_DEFAULTS[spec.training.optimizer.name])
     args.update({("lr" if k == "learning_rate" else k): v for k, v in spec.training.optimizer.args.items()})
 
     class Module(L.LightningModule):

@@ -53,13 +53,13 @@ def train_dataloader(spec, images, labels, batch_size: int, epochs: int, device:
     from torch.utils.data import DataLoader, TensorDataset
 
     from mnistlab.nn.build import build_model, prepare_input
-    from mnistlab.training.optim import KERAS_DEFAULTS
+    from mnistlab.spec.vocabulary import OPTIMIZER_DEFAULTS
 
     torch.manual_seed(seed)
     x = prepare_input(torch.as_tensor(images), spec.input)  # float in [0, 1], shaped for the model
     loader = DataLoader(TensorDataset(x, torch.as_tensor(labels).long()), batch_size=batch_size, shuffle=True)
     model = build_model(spec, seed=seed).to(device)
-    args = dict(KERAS_DEFAULTS[spec.training.optimizer.name])
+    args = dict(OPTIMIZER_DEFAULTS[spec.training.optimizer.name])
     args.update({("lr" if k == "learning_rate" else k): v for k, v in spec.training.optimizer.args.items()})
     optimizer = make_torch_optimizer(torch, spec.training.optimizer.name, args, model.parameters())
     criterion = nn.CrossEntropyLoss()
@@ -105,7 +105,7 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from mnistlab.spec.model import parse_model
+    from mnistlab.spec.parse import parse_model
 
     torch.set_num_threads(args.threads)
     arch = json.loads(Path(args.arch).read_text())

@@ -19,7 +19,7 @@ from mnistlab.training.engine import fit
 from mnistlab.errors import CheckpointError, MnistlabError
 from mnistlab.experiments.definition import parse_experiment
 from mnistlab.runs.runner import run_experiment
-from mnistlab.spec.model import parse_model
+from mnistlab.spec.parse import parse_model
 from mnistlab.nn.stacked import StackedModel, shared_inputs
 from mnistlab.runs.store import RunStore
 from mnistlab.zoo import get_model, zoo_models

@@ -20,7 +20,7 @@ from mnistlab.training.engine import fit
 from mnistlab.errors import CheckpointError
 from mnistlab.experiments.definition import parse_experiment
 from mnistlab.runs.runner import run_experiment
-from mnistlab.spec.model import parse_model
+from mnistlab.spec.parse import parse_model
 from mnistlab.runs.store import RunStore
 
 from cli_driver import run_cli

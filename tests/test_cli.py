@@ -7,8 +7,8 @@ import pytest
 from cli_driver import run_cli
 from mnistlab import __version__
 from mnistlab.data.datasets import DATASETS
+from mnistlab.spec.parse import parse_model
 from mnistlab.spec.summary import summary_text
-from mnistlab.spec.model import parse_model
 
 # (arguments, words the one error line must hold): each command's bad option, value or argument.
 BAD_USAGE = [

@@ -15,7 +15,7 @@ from mnistlab.training.cost import (ESTIMATE_INCLUDES, Throughput, epoch_images,
 from mnistlab.training.config import TRAIN_EVAL_IMAGES
 from mnistlab.errors import MnistlabError
 from mnistlab.report.reproduction import render_markdown, reproduction_table
-from mnistlab.spec.model import parse_model
+from mnistlab.spec.parse import parse_model
 from mnistlab.runs.store import RunStore
 from mnistlab.zoo import get_model
 

@@ -29,7 +29,8 @@ from mnistlab.trained.folder import load_model_folder, save_trained
 from mnistlab.training.precision import PRECISIONS, run_numerics
 from mnistlab.runs.runner import run_experiment
 from mnistlab.runs.tasks import task_config
-from mnistlab.spec.model import parse_model, resolve
+from mnistlab.spec.parse import parse_model
+from mnistlab.spec.model import resolve
 from mnistlab.runs.store import RunStore
 
 DEVICE = os.environ.get("MNISTLAB_TEST_DEVICE", "cpu")

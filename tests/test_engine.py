@@ -20,7 +20,7 @@ from mnistlab.training.config import TrainConfig
 from mnistlab.training.engine import fit
 from mnistlab.util.machine import usable_cpus
 from mnistlab.errors import MnistlabError
-from mnistlab.spec.model import parse_model
+from mnistlab.spec.parse import parse_model
 from cli_driver import sigkill_after_checkpoint, spawn_cli
 
 from conftest import TINY_CNN, needs_mnist

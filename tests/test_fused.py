@@ -17,7 +17,7 @@ from mnistlab.training.config import TrainConfig
 from mnistlab.training.engine import fit
 from mnistlab.util.machine import usable_cpus
 from mnistlab.nn.fused import FusedBatchNorm, PointwiseConv2d, bn_dropout, bn_dropout_reference, dropout_mask
-from mnistlab.spec.model import parse_model
+from mnistlab.spec.parse import parse_model
 
 CHAIN = """\
 id: chain

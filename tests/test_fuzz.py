@@ -16,7 +16,8 @@ from mnistlab.data.idx import IMAGES_MAGIC, LABELS_MAGIC, parse_idx, read_idx
 from mnistlab.errors import DataError, SpecError
 from mnistlab.experiments.definition import load_experiment
 from mnistlab.training.limits import check_model, dataset_shape
-from mnistlab.spec.model import LAYER_CLASSES, load_spec_file
+from mnistlab.spec.layers import LAYER_CLASSES
+from mnistlab.spec.parse import load_spec_file
 from mnistlab.util.yamlio import parse_yaml
 
 # Bounded so that all fuzz tests together take well under a minute on a 2-core CPU.

@@ -176,7 +176,7 @@ def model_folder(folder: Path) -> Path:
     from mnistlab.nn.build import build_model
     from mnistlab.data.datasets import DATASETS
     from mnistlab.trained.folder import save_model
-    from mnistlab.spec.model import parse_model
+    from mnistlab.spec.parse import parse_model
 
     return save_model(folder / "model", build_model(parse_model({"id": "mlp", "input": [784], "layers": [
         {"type": "Dense", "units": 10, "activation": "softmax"}]})), DATASETS["mnist"], 0, {})

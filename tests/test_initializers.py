@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from mnistlab.nn.build import build_model, fans, init_kernel
-from mnistlab.spec.model import Initializer, parse_model
+from mnistlab.spec.fields import Initializer
+from mnistlab.spec.parse import parse_model
 from mnistlab.zoo import zoo_models
 
 TRUNCNORM_STD = 0.87962566103423978

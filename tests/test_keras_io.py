@@ -12,8 +12,9 @@ import pytest
 
 from cli_driver import run_cli
 from mnistlab import api
-from mnistlab.interop.keras_code_in import specs_yaml
-from mnistlab.spec.model import INPUT_NAME, ModelSpec, load_spec_file, resolve
+from mnistlab.interop.spec_yaml import specs_yaml
+from mnistlab.spec.model import INPUT_NAME, ModelSpec, resolve
+from mnistlab.spec.parse import load_spec_file
 from mnistlab.spec.summary import summary_data
 from mnistlab.zoo import zoo_models
 

@@ -16,7 +16,8 @@ from cli_driver import run_cli  # noqa: E402
 from mnistlab import api
 from mnistlab.interop import keras_weights# noqa: E402
 from mnistlab.nn.build import prepare_input  # noqa: E402
-from mnistlab.spec.model import load_spec_file, resolve  # noqa: E402
+from mnistlab.spec.model import resolve  # noqa: E402
+from mnistlab.spec.parse import load_spec_file  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures" / "keras_weights"
 # cnn_same: 'same' convs 3x3/2, 4x4/2 (even kernel, strided), 2x2/2 with the odd pixel padded

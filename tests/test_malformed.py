@@ -15,7 +15,7 @@ import pytest
 from cli_driver import run_cli
 from mnistlab.errors import MnistlabError
 from mnistlab.experiments.definition import load_experiment
-from mnistlab.spec.model import load_spec_file
+from mnistlab.spec.parse import load_spec_file
 
 FLATTEN = "{type: Flatten}"
 SOFTMAX = "{type: Dense, units: 10, activation: softmax}"

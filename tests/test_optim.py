@@ -20,8 +20,8 @@ from safetensors.torch import save as save_tensors
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from mnistlab.errors import SpecError
+from mnistlab.spec.vocabulary import OPTIMIZER_DEFAULTS
 from mnistlab.training.optim import (
-    KERAS_DEFAULTS,
     OPTIMIZERS,
     KerasAdadelta,
     KerasAdagrad,
@@ -329,7 +329,7 @@ def test_agrees_with_torch_where_the_formulas_coincide(
 
 def test_keras_defaults_table() -> None:
     eps = 1e-7
-    assert KERAS_DEFAULTS == {
+    assert OPTIMIZER_DEFAULTS == {
         "sgd": {"lr": 0.01, "momentum": 0.0, "decay": 0.0, "nesterov": False},
         "rmsprop": {"lr": 0.001, "rho": 0.9, "epsilon": eps, "decay": 0.0},
         "adagrad": {"lr": 0.01, "epsilon": eps, "decay": 0.0},
@@ -350,7 +350,7 @@ def test_constructed_groups_carry_the_keras_defaults(name: str) -> None:
     for optimizer in (OPTIMIZERS[name]([torch.nn.Parameter(torch.zeros(2))]),
                       make_optimizer(name, [torch.nn.Parameter(torch.zeros(2))])):
         group = optimizer.param_groups[0]
-        assert {k: group[k] for k in KERAS_DEFAULTS[name]} == KERAS_DEFAULTS[name]
+        assert {k: group[k] for k in OPTIMIZER_DEFAULTS[name]} == OPTIMIZER_DEFAULTS[name]
         assert group["iterations"] == 0
     assert make_optimizer("adadelta", [torch.nn.Parameter(torch.zeros(1))]).param_groups[0][
         "lr"] == 1.0

@@ -19,7 +19,7 @@ from mnistlab.errors import MnistlabError, SpecError
 from mnistlab.experiments.definition import parse_experiment
 from mnistlab.training.limits import DataShape, Limits, check_model, dataset_shape
 from mnistlab.runs.runner import run_experiment
-from mnistlab.spec.model import parse_model
+from mnistlab.spec.parse import parse_model
 from mnistlab.runs.store import RunStore
 from mnistlab.zoo import get_model
 

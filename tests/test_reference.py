@@ -30,7 +30,7 @@ def test_fewer_images_alone_is_a_different_protocol():
 
 
 def test_a_model_without_a_notebook_has_nothing_to_differ_from_but_the_validation():
-    from mnistlab.spec.model import parse_model
+    from mnistlab.spec.parse import parse_model
 
     spec = parse_model({"id": "mine", "input": [784], "layers": [{"type": "Dense", "units": 10, "activation": "softmax"}]})
     assert protocol_differences(spec, "test", 100, 60_000) == []

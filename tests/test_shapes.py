@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from mnistlab.nn.build import build_model
-from mnistlab.spec.model import parse_model, resolve
+from mnistlab.spec.model import resolve
+from mnistlab.spec.parse import parse_model
 
 KERNELS = [1, 2, 3, 4, 5]
 STRIDES = [1, 2, 3]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from mnistlab.errors import SpecError
-from mnistlab.spec.model import load_spec_file, parse_model
+from mnistlab.spec.parse import load_spec_file, parse_model
 from cli_driver import run_cli
 
 IMAGE = "[28, 28, 1]"

@@ -15,7 +15,9 @@ import torch
 from torch import nn
 
 from mnistlab.nn.build import build_model
-from mnistlab.spec.model import BatchNormalization, Conv2D, Dense, parse_model, resolve
+from mnistlab.spec.layers import BatchNormalization, Conv2D, Dense
+from mnistlab.spec.model import resolve
+from mnistlab.spec.parse import parse_model
 from mnistlab.spec.summary import summary_data
 from mnistlab.zoo import zoo_models
 from cli_driver import run_cli

@@ -22,14 +22,15 @@ from mnistlab.runs.tasks import Placement, RunOutcome
 from mnistlab.runs.runner import run_experiment
 from mnistlab.runs.store import RunStore, open_existing_store
 from mnistlab.util.strict import whole_number
-from mnistlab.spec.model import ModelSpec, parse_model
+from mnistlab.spec.model import ModelSpec
+from mnistlab.spec.parse import parse_model
 from mnistlab.zoo import get_model, zoo_models
 
 if TYPE_CHECKING:
     from mnistlab.nn.build import KerasModel
     from mnistlab.training.cost import Estimate
     from mnistlab.report.reproduction import ModelReproduction
-    from mnistlab.interop.keras_code_in import ImportResult
+    from mnistlab.interop.keras_objects import ImportResult
 
 
 def model_spec(model: str | ModelSpec | dict[str, Any]) -> ModelSpec:

@@ -7,6 +7,27 @@ field where they apply. The CLI prints that line and exits with status 2, never 
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
+
+def close_matches(word: str, choices: Iterable[str], limit: int = 1, ignore_case: bool = True) -> list[str]:
+    """The choices closest to a mistyped word, best first (difflib's ratio, cutoff 0.6).
+
+    The one matcher behind every "did you mean" a user sees. With ``ignore_case`` the match is
+    made on lower-cased text and the choice is returned as spelled, so 'conv2d' finds 'Conv2D'.
+    """
+    if not ignore_case:
+        return difflib.get_close_matches(word, list(choices), n=limit)
+    lowered = {choice.lower(): choice for choice in choices}
+    return [lowered[match] for match in difflib.get_close_matches(word.lower(), list(lowered), n=limit)]
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """A ' (did you mean 'x'?)' suffix when a close choice exists, else ''."""
+    close = close_matches(word, choices)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
 
 class MnistlabError(Exception):
     """A user-facing error with a one-line message."""

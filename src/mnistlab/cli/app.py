@@ -23,7 +23,7 @@ from mnistlab.errors import EnvironmentFailure, MnistlabError
 from mnistlab.training.precision import COMPILE_MODES, PRECISIONS
 from mnistlab.report.progress import LOG_FORMATS
 from mnistlab.util.safetext import clean, one_line, safe_console
-from mnistlab.spec.model import SEED_BOUND
+from mnistlab.spec.fields import SEED_BOUND
 
 app = typer.Typer(
     add_completion=False,
@@ -601,7 +601,7 @@ def import_keras(
     """Translate the Keras models in FILE into mnistlab specs (the code is parsed, never run)."""
     from mnistlab import api
     from mnistlab.util.atomic import check_target, write_text
-    from mnistlab.interop.keras_code_in import specs_yaml
+    from mnistlab.interop.spec_yaml import specs_yaml
 
     if output is not None:
         check_target(output)  # before the work, and again when written

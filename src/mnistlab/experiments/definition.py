@@ -13,10 +13,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation, ValidationError, field_validator, model_validator
 
-from mnistlab.errors import SpecError
+from mnistlab.errors import SpecError, did_you_mean
 from mnistlab.training.precision import Precision
 from mnistlab.experiments.factors import FactorError, level_text, parse_factors, variants
-from mnistlab.spec.model import SEED_BOUND, ModelSpec, PositiveInt, Seed, did_you_mean, parse_model
+from mnistlab.spec.fields import SEED_BOUND, PositiveInt, Seed
+from mnistlab.spec.model import ModelSpec
+from mnistlab.spec.parse import parse_model
 from mnistlab.util.yamlio import line_of, load_yaml
 from mnistlab.zoo import get_model
 

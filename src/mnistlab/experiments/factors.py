@@ -24,9 +24,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mnistlab.errors import SpecError
+from mnistlab.errors import SpecError, did_you_mean
 from mnistlab.training.limits import MAX_LAYERS, MAX_VARIANTS
-from mnistlab.spec.model import ACTIVATIONS, ModelSpec, did_you_mean, parse_model
+from mnistlab.spec.model import ModelSpec
+from mnistlab.spec.parse import parse_model
+from mnistlab.spec.vocabulary import ACTIVATIONS
 
 __all__ = ["EDITS", "Factor", "FactorError", "Level", "Variant", "apply_edits", "level_text", "parse_factors",
            "variant_id", "variants"]

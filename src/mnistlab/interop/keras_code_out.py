@@ -14,8 +14,8 @@ import re
 import textwrap
 
 from mnistlab.errors import MnistlabError
-from mnistlab.spec.model import (
-    INPUT_NAME,
+from mnistlab.spec.fields import Initializer
+from mnistlab.spec.layers import (
     Activation,
     BatchNormalization,
     Concatenate,
@@ -23,21 +23,13 @@ from mnistlab.spec.model import (
     Dense,
     Dropout,
     Flatten,
-    Initializer,
     Layer,
     MaxPooling2D,
-    ModelSpec,
-    N_CLASSES,
-    parse_model,
-    resolve,
 )
+from mnistlab.spec.model import INPUT_NAME, N_CLASSES, ModelSpec, resolve
+from mnistlab.spec.parse import parse_model
+from mnistlab.spec.vocabulary import INITIALIZER_CLASSES, OPTIMIZER_CLASSES, OPTIMIZER_DEFAULTS
 
-_INITIALIZER_CLASSES = {
-    "glorot_uniform": "GlorotUniform", "glorot_normal": "GlorotNormal", "he_normal": "HeNormal",
-    "he_uniform": "HeUniform", "zeros": "Zeros",
-}
-_OPTIMIZER_CLASSES = {"sgd": "SGD", "rmsprop": "RMSprop", "adagrad": "Adagrad", "adadelta": "Adadelta",
-                      "adam": "Adam", "adamax": "Adamax", "nadam": "Nadam"}
 _NADAM_SCHEDULE_DECAY = 0.004  # fixed inside Keras 3's and tf.keras's Nadam
 _RESERVED = {"keras", "layers", "initializers", "optimizers", "model", "inputs", "x_train", "y_train", "x_test",
              "y_test", "loss", "accuracy"}
@@ -53,8 +45,9 @@ def _pair(value: tuple[int, int]) -> str:
 
 def _initializer(init: Initializer) -> str:
     if init.name == "random_normal":
-        return f"initializers.RandomNormal(mean={_number(init.mean)}, stddev={_number(init.stddev)})"
-    return f"initializers.{_INITIALIZER_CLASSES[init.name]}()"
+        arguments = f"mean={_number(init.mean)}, stddev={_number(init.stddev)}"
+        return f"initializers.{INITIALIZER_CLASSES[init.name]}({arguments})"
+    return f"initializers.{INITIALIZER_CLASSES[init.name]}()"
 
 
 def _kernel_arguments(layer: Conv2D | Dense) -> list[str]:
@@ -92,11 +85,9 @@ def _layer_call(layer: Layer, rank: int, name: str | None) -> str:
 
 
 def _optimizer_call(spec: ModelSpec) -> str:
-    from mnistlab.training.optim import KERAS_DEFAULTS
-
     optimizer = spec.training.optimizer
     given = {("lr" if key == "learning_rate" else key): value for key, value in optimizer.args.items()}
-    values = {**KERAS_DEFAULTS[optimizer.name], **given}
+    values = {**OPTIMIZER_DEFAULTS[optimizer.name], **given}
     lr, decay = values.pop("lr"), values.pop("decay", 0.0)
     # Keras 2.2's time-inverse decay, lr / (1 + decay * iterations), is today's InverseTimeDecay.
     learning_rate = (_number(lr) if not decay else
@@ -109,7 +100,7 @@ def _optimizer_call(spec: ModelSpec) -> str:
     args = [f"learning_rate={learning_rate}", *(f"{key}={_number(value)}" for key, value in values.items())]
     if optimizer.name == "adagrad":
         args.append("initial_accumulator_value=0.0")  # Keras 2.2's accumulators start at zero (today: 0.1)
-    return f"optimizers.{_OPTIMIZER_CLASSES[optimizer.name]}({', '.join(args)})"
+    return f"optimizers.{OPTIMIZER_CLASSES[optimizer.name]}({', '.join(args)})"
 
 
 def _variable(name: str, taken: set[str]) -> str:

@@ -20,7 +20,8 @@ import torch
 
 from mnistlab.nn.build import KerasModel, build_model
 from mnistlab.errors import MnistlabError
-from mnistlab.spec.model import BatchNormalization, Concatenate, Conv2D, Dense, Flatten, ModelSpec, Node, resolve
+from mnistlab.spec.layers import BatchNormalization, Concatenate, Conv2D, Dense, Flatten
+from mnistlab.spec.model import ModelSpec, Node, resolve
 
 _WEIGHTED = (Conv2D, Dense, BatchNormalization)
 # Keras array name → the PyTorch tensor it becomes.

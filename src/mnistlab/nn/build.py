@@ -18,7 +18,7 @@ from torch import nn
 
 from mnistlab.nn.fused import fuse_chains
 from mnistlab.nn.rng import SeededDropout
-from mnistlab.spec.model import (
+from mnistlab.spec.layers import (
     Activation,
     BatchNormalization,
     Concatenate,
@@ -26,16 +26,12 @@ from mnistlab.spec.model import (
     Dense,
     Dropout,
     Flatten,
-    Initializer,
-    INPUT_NAME,
     Layer,
     MaxPooling2D,
-    ModelSpec,
-    Node,
-    Resolved,
-    resolve,
     same_padding,
 )
+from mnistlab.spec.fields import Initializer
+from mnistlab.spec.model import INPUT_NAME, ModelSpec, Node, Resolved, resolve
 
 # scipy.stats.truncnorm.std(a=-2, b=2): Keras 2.2.3+ divides by it so that the truncated
 # normal has the intended variance after truncation at two standard deviations.

@@ -33,7 +33,8 @@ from torch import nn
 from mnistlab.data.datasets import DatasetInfo
 from mnistlab.errors import MnistlabError
 from mnistlab.nn.build import KerasModel, build_model
-from mnistlab.spec.model import ModelSpec, parse_model
+from mnistlab.spec.model import ModelSpec
+from mnistlab.spec.parse import parse_model
 from mnistlab.training.history import COMPLETED, DIVERGED, History
 from mnistlab.training.limits import Limits, check_params, check_seed
 from mnistlab.util.atomic import check_target, write_atomically

@@ -39,7 +39,8 @@ from mnistlab.training.limits import FLOAT_BYTES, Limits, activation_bytes_per_i
 from mnistlab.training.optim import make_optimizer
 from mnistlab.training.precision import autocast, compiled, run_numerics
 from mnistlab.nn.rng import dropout_generator, shuffle_order
-from mnistlab.spec.model import SEED_BOUND, ModelSpec, resolve
+from mnistlab.spec.fields import SEED_BOUND
+from mnistlab.spec.model import ModelSpec, resolve
 from mnistlab.nn.stacked import StackedModel, shared_inputs, stack_inputs
 from mnistlab.util.strict import whole_number
 

@@ -34,7 +34,8 @@ from mnistlab.util.machine import describe
 from mnistlab.training.optim import make_optimizer
 from mnistlab.training.precision import run_numerics
 from mnistlab.training.config import NOTEBOOK_PROTOCOL
-from mnistlab.spec.model import Conv2D, Dense, ModelSpec, resolve
+from mnistlab.spec.layers import Conv2D, Dense
+from mnistlab.spec.model import ModelSpec, resolve
 
 # What forward_flops counts, in words, for every output that quotes the figure.
 FLOPS_COUNTED = ("2 FLOPs per multiply-add of Conv2D and Dense layers; bias, activations, pooling, batch norm, "

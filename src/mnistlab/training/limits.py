@@ -23,9 +23,11 @@ from typing import Any
 from mnistlab.util.atomic import check_target
 from mnistlab.data.datasets import DATASETS, Dataset, custom_dataset_info, dataset_info, present_files
 from mnistlab.data.idx import read_image_header
-from mnistlab.errors import MnistlabError, SpecError
+from mnistlab.errors import MnistlabError, SpecError, did_you_mean
 from mnistlab.training.precision import COMPILE_MODES, PRECISIONS
-from mnistlab.spec.model import SEED_BOUND, ModelSpec, Node, _fmt, _layer_label, _where, did_you_mean, resolve
+from mnistlab.spec.fields import SEED_BOUND
+from mnistlab.spec.layers import format_shape
+from mnistlab.spec.model import ModelSpec, Node, layer_label, model_location, resolve
 
 # The largest zoo model (s002-m10) has 38 M parameters; the most activations, 245 MiB a batch
 # (s000-m9 at batch size 128). These leave room for models several times larger while refusing
@@ -107,15 +109,15 @@ def check_model(spec: ModelSpec, data: DataShape, batch_size: int, limits: Limit
     if shape not in data.inputs:
         fits = " or ".join(f"[{', '.join(str(d) for d in s)}]" for s in data.inputs)
         raise SpecError(
-            f"{_where(spec)}: field 'input': {_fmt(shape)} does not fit {data.name}'s "
+            f"{model_location(spec)}: field 'input': {format_shape(shape)} does not fit {data.name}'s "
             f"{data.image[0]}x{data.image[1]} grayscale images; use {fits}"
         )
     resolved = resolve(spec)
     last = resolved.nodes[-1]
     if last.output_shape != (data.classes,):
         raise SpecError(
-            f"{_where(spec, last.index)}: {_layer_label(last.index, last.name, last.layer)}: field 'units': "
-            f"{data.name} has {data.classes} classes, but the model outputs {_fmt(last.output_shape)}"
+            f"{model_location(spec, last.index)}: {layer_label(last.index, last.name, last.layer)}: field 'units': "
+            f"{data.name} has {data.classes} classes, but the model outputs {format_shape(last.output_shape)}"
         )
     check_params(spec, limits)
     mib = activation_bytes_per_image(resolved) * batch_size / 2**20
@@ -123,9 +125,10 @@ def check_model(spec: ModelSpec, data: DataShape, batch_size: int, limits: Limit
         node = _first_past(resolved.nodes, lambda n: math.prod(n.output_shape) * batch_size * FLOAT_BYTES / 2**20,
                            limits.activation_mib - math.prod(shape) * batch_size * FLOAT_BYTES / 2**20)
         raise SpecError(
-            f"{_where(spec, node.index)}: {_layer_label(node.index, node.name, node.layer)}: field '{_size_field(node)}': "
+            f"{model_location(spec, node.index)}: {layer_label(node.index, node.name, node.layer)}: "
+            f"field '{_size_field(node)}': "
             f"one batch of {batch_size} needs {mib:,.0f} MiB of activations (this layer outputs "
-            f"{_fmt(node.output_shape)} per image), over the limit of {limits.activation_mib:,} MiB; "
+            f"{format_shape(node.output_shape)} per image), over the limit of {limits.activation_mib:,} MiB; "
             "shrink the layer, lower batch_size or raise max_activation_mib"
         )
 
@@ -140,7 +143,8 @@ def check_params(spec: ModelSpec, limits: Limits = Limits(), copies: int = 1) ->
         bundle = f" x {copies} seeds in one bundle" if copies > 1 else ""
         fewer = "train fewer seeds together, " if copies > 1 else ""
         raise SpecError(
-            f"{_where(spec, node.index)}: {_layer_label(node.index, node.name, node.layer)}: field '{_size_field(node)}': "
+            f"{model_location(spec, node.index)}: {layer_label(node.index, node.name, node.layer)}: "
+            f"field '{_size_field(node)}': "
             f"the model has {resolved.total_params:,} parameters{bundle} ({node.params:,} in this layer), over the "
             f"limit of {limits.params:,}; {fewer}shrink it or raise max_params"
         )
@@ -152,9 +156,9 @@ def check_bundle(spec: ModelSpec, seeds: int, batch_size: int, limits: Limits = 
     check_params(spec, limits, seeds)
     mib = activation_bytes_per_image(resolve(spec)) * batch_size * seeds / 2**20
     if mib > limits.activation_mib:
-        raise SpecError(f"{_where(spec)}: a bundle of {seeds} seeds needs {mib:,.0f} MiB of activations per batch of "
-                        f"{batch_size}, over the limit of {limits.activation_mib:,} MiB; train fewer seeds together "
-                        "or raise max_activation_mib")
+        raise SpecError(f"{model_location(spec)}: a bundle of {seeds} seeds needs {mib:,.0f} MiB of activations "
+                        f"per batch of {batch_size}, over the limit of {limits.activation_mib:,} MiB; "
+                        "train fewer seeds together or raise max_activation_mib")
 
 
 def _first_past(nodes: tuple[Node, ...], size: Any, limit: float) -> Node:
@@ -205,7 +209,7 @@ def known_dataset(name: str, where: str) -> None:
 def check_fit(spec: ModelSpec, dataset: Dataset, config: Any, epochs: Any, batch_size: Any) -> None:
     """Everything `engine.fit` can check before it builds the model (`config` is its TrainConfig,
     whose fields a Python caller may have set to anything): one line on the first problem."""
-    where = _where(spec)
+    where = model_location(spec)
     check_seed(config.seed, where)
     check_positive(epochs, "epochs", where)
     check_positive(batch_size, "batch_size", where)

@@ -23,8 +23,6 @@ Conventions shared by every optimizer:
 
 from __future__ import annotations
 
-import difflib
-import inspect
 import math
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
@@ -32,10 +30,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from mnistlab.errors import SpecError
-
-# Keras 2.2's K.epsilon(): every optimizer's `epsilon=None` resolves to it (torch uses 1e-8..1e-10).
-KERAS_EPSILON = 1e-7
+from mnistlab.errors import SpecError, close_matches
+from mnistlab.spec.vocabulary import OPTIMIZER_DEFAULTS
 
 Params = Iterable[Tensor] | Iterable[dict[str, Any]]
 Check = Callable[[str, Any], Any]
@@ -91,11 +87,20 @@ def _rms_step_(params: list[Tensor], grads: list[Tensor], accumulators: list[Ten
 class KerasOptimizer(torch.optim.Optimizer):
     """Shared step(): Keras's iteration counter and time-inverse ``decay``; subclasses do the maths.
 
-    Hyperparameters are the keyword arguments of each subclass's ``__init__`` (Keras names), whose
-    defaults are Keras 2.2's; ``_checks`` validates them for every parameter group.
+    Hyperparameters are keyword arguments with Keras's names; what is left out takes Keras 2.2's
+    default from the vocabulary's entry for ``spec_name`` (the one source of those numbers), and
+    ``_checks`` validates them for every parameter group.
     """
 
+    spec_name: ClassVar[str]  # the Keras string name this class transcribes, its vocabulary key
     _checks: ClassVar[dict[str, Check]]
+
+    def __init__(self, params: Params, **hyperparameters: Any) -> None:
+        defaults = OPTIMIZER_DEFAULTS[self.spec_name]
+        for argument in hyperparameters:
+            if argument not in defaults:
+                raise TypeError(f"{type(self).__name__}.__init__() got an unexpected keyword argument {argument!r}")
+        super().__init__(params, {**defaults, **hyperparameters})
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -149,13 +154,9 @@ class KerasSGD(KerasOptimizer):
     old velocity keeps its old learning rate. This class follows Keras.
     """
 
+    spec_name = "sgd"
     _checks = {"lr": _non_negative, "momentum": _non_negative, "decay": _non_negative,
                "nesterov": _flag}
-
-    def __init__(self, params: Params, lr: float = 0.01, momentum: float = 0.0,
-                 decay: float = 0.0, nesterov: bool = False) -> None:
-        super().__init__(params, {"lr": lr, "momentum": momentum, "decay": decay,
-                                  "nesterov": nesterov})
 
     def _update(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor],
                 lr: float, t: int) -> None:
@@ -182,12 +183,9 @@ class KerasRMSprop(KerasOptimizer):
     alpha is 0.99) and epsilon 1e-7 (torch 1e-8).
     """
 
+    spec_name = "rmsprop"
     _checks = {"lr": _non_negative, "rho": _non_negative, "epsilon": _non_negative,
                "decay": _non_negative}
-
-    def __init__(self, params: Params, lr: float = 0.001, rho: float = 0.9,
-                 epsilon: float = KERAS_EPSILON, decay: float = 0.0) -> None:
-        super().__init__(params, {"lr": lr, "rho": rho, "epsilon": epsilon, "decay": decay})
 
     def _update(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor],
                 lr: float, t: int) -> None:
@@ -204,11 +202,8 @@ class KerasAdagrad(KerasOptimizer):
     Its ``decay`` equals torch's ``lr_decay`` form, but torch's epsilon is 1e-10.
     """
 
+    spec_name = "adagrad"
     _checks = {"lr": _non_negative, "epsilon": _non_negative, "decay": _non_negative}
-
-    def __init__(self, params: Params, lr: float = 0.01, epsilon: float = KERAS_EPSILON,
-                 decay: float = 0.0) -> None:
-        super().__init__(params, {"lr": lr, "epsilon": epsilon, "decay": decay})
 
     def _update(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor],
                 lr: float, t: int) -> None:
@@ -225,12 +220,9 @@ class KerasAdadelta(KerasOptimizer):
     rho 0.9 and eps 1e-6 differ). tf.keras and Keras 3 default lr to 0.001.
     """
 
+    spec_name = "adadelta"
     _checks = {"lr": _non_negative, "rho": _non_negative, "epsilon": _non_negative,
                "decay": _non_negative}
-
-    def __init__(self, params: Params, lr: float = 1.0, rho: float = 0.95,
-                 epsilon: float = KERAS_EPSILON, decay: float = 0.0) -> None:
-        super().__init__(params, {"lr": lr, "rho": rho, "epsilon": epsilon, "decay": decay})
 
     def _update(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor],
                 lr: float, t: int) -> None:
@@ -257,14 +249,9 @@ class KerasAdam(KerasOptimizer):
     torch eps reproduces it. With amsgrad, Keras keeps vhat = max(vhat, v) and uses sqrt(vhat).
     """
 
+    spec_name = "adam"
     _checks = {"lr": _non_negative, "beta_1": _fraction, "beta_2": _fraction,
                "epsilon": _non_negative, "decay": _non_negative, "amsgrad": _flag}
-
-    def __init__(self, params: Params, lr: float = 0.001, beta_1: float = 0.9,
-                 beta_2: float = 0.999, epsilon: float = KERAS_EPSILON, decay: float = 0.0,
-                 amsgrad: bool = False) -> None:
-        super().__init__(params, {"lr": lr, "beta_1": beta_1, "beta_2": beta_2,
-                                  "epsilon": epsilon, "decay": decay, "amsgrad": amsgrad})
 
     def _update(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor],
                 lr: float, t: int) -> None:
@@ -290,14 +277,9 @@ class KerasAdamax(KerasOptimizer):
     enters the max and decays with u; Keras adds epsilon once, after the max.
     """
 
+    spec_name = "adamax"
     _checks = {"lr": _non_negative, "beta_1": _fraction, "beta_2": _fraction,
                "epsilon": _non_negative, "decay": _non_negative}
-
-    def __init__(self, params: Params, lr: float = 0.002, beta_1: float = 0.9,
-                 beta_2: float = 0.999, epsilon: float = KERAS_EPSILON,
-                 decay: float = 0.0) -> None:
-        super().__init__(params, {"lr": lr, "beta_1": beta_1, "beta_2": beta_2,
-                                  "epsilon": epsilon, "decay": decay})
 
     def _update(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor],
                 lr: float, t: int) -> None:
@@ -323,16 +305,10 @@ class KerasNadam(KerasOptimizer):
     here with the same time-inverse formula as the others, and its default 0 is exactly Keras.
     """
 
+    spec_name = "nadam"
     _checks = {"lr": _non_negative, "beta_1": _fraction, "beta_2": _fraction,
                "epsilon": _non_negative, "schedule_decay": _non_negative,
                "decay": _non_negative}
-
-    def __init__(self, params: Params, lr: float = 0.002, beta_1: float = 0.9,
-                 beta_2: float = 0.999, epsilon: float = KERAS_EPSILON,
-                 schedule_decay: float = 0.004, decay: float = 0.0) -> None:
-        super().__init__(params, {"lr": lr, "beta_1": beta_1, "beta_2": beta_2,
-                                  "epsilon": epsilon, "schedule_decay": schedule_decay,
-                                  "decay": decay})
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -360,26 +336,13 @@ class KerasNadam(KerasOptimizer):
         torch._foreach_addcdiv_(params, m_bars, denominators, value=-lr)
 
 
+# The transcriptions by the Keras string name each one takes from the vocabulary.
 OPTIMIZERS: dict[str, type[KerasOptimizer]] = {
-    "sgd": KerasSGD,
-    "rmsprop": KerasRMSprop,
-    "adagrad": KerasAdagrad,
-    "adadelta": KerasAdadelta,
-    "adam": KerasAdam,
-    "adamax": KerasAdamax,
-    "nadam": KerasNadam,
+    cls.spec_name: cls
+    for cls in (KerasSGD, KerasRMSprop, KerasAdagrad, KerasAdadelta, KerasAdam, KerasAdamax, KerasNadam)
 }
-
-
-def _keras_defaults(cls: type[KerasOptimizer]) -> dict[str, Any]:
-    """The constructor's keyword defaults: the signature is the single source of the numbers."""
-    parameters = inspect.signature(cls.__init__).parameters.values()
-    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
-
-
-KERAS_DEFAULTS: dict[str, dict[str, Any]] = {
-    name: _keras_defaults(cls) for name, cls in OPTIMIZERS.items()
-}
+if set(OPTIMIZERS) != set(OPTIMIZER_DEFAULTS):  # pragma: no cover - a vocabulary entry without its transcription
+    raise ImportError(f"optimizers without a transcription: {sorted(set(OPTIMIZER_DEFAULTS) ^ set(OPTIMIZERS))}")
 
 # Keras 2.3+, tf.keras and Keras 3 spell lr as learning_rate; specs may use either.
 _ALIASES = {"learning_rate": "lr"}
@@ -388,7 +351,7 @@ _ALIASES = {"learning_rate": "lr"}
 def _unknown(kind: str, given: str, choices: Iterable[str], context: str = "") -> str:
     ordered = sorted(choices)
     # Two suggestions: difflib ranks 'adamax' above 'adam' for the typo 'adma'.
-    close = difflib.get_close_matches(given, ordered, n=2)
+    close = close_matches(given, ordered, limit=2, ignore_case=False)
     hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
     return f"unknown {kind} {given!r}{context}{hint} (valid: {', '.join(ordered)})"
 
@@ -405,7 +368,7 @@ def make_optimizer(name: str, params: Params, **overrides: Any) -> torch.optim.O
     key = name.lower()
     if key not in OPTIMIZERS:
         raise SpecError(_unknown("optimizer", name, OPTIMIZERS))
-    allowed = set(KERAS_DEFAULTS[key]) | set(_ALIASES)
+    allowed = set(OPTIMIZER_DEFAULTS[key]) | set(_ALIASES)
     hyperparameters: dict[str, Any] = {}
     for argument, value in overrides.items():
         if argument not in allowed:

@@ -10,8 +10,9 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from mnistlab.errors import SpecError
-from mnistlab.spec.model import ModelSpec, did_you_mean, load_spec_file
+from mnistlab.errors import SpecError, did_you_mean
+from mnistlab.spec.model import ModelSpec
+from mnistlab.spec.parse import load_spec_file
 
 
 @lru_cache(maxsize=1)
