@@ -18,13 +18,9 @@ import pytest
 
 import mnistlab
 from mnistlab.errors import StoreError
-from mnistlab.runs.store import (
-    SCHEMA_VERSION,
-    RunRecord,
-    RunStore,
-    current_owner,
-    spec_hash,
-)
+from mnistlab.runs.schema import SCHEMA_VERSION
+from mnistlab.runs.records import RunRecord, spec_hash
+from mnistlab.runs.store import RunStore, current_owner
 
 SPEC = {"layers": [{"type": "Dense", "units": 10}], "training": {"epochs": 3}}
 SRC_DIR = str(Path(mnistlab.__file__).resolve().parents[1])

@@ -17,4 +17,4 @@ DEFAULT_SPINCOUNT = "1000"
 if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
     os.environ["GOMP_SPINCOUNT"] = DEFAULT_SPINCOUNT
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

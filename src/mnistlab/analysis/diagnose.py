@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mnistlab.training.history import FINISHED_STATUSES, FIT_KEYS, HISTORY_KEYS
+from mnistlab.training.history import COMPLETED, DIVERGED, FINISHED_STATUSES, FIT_KEYS, HISTORY_KEYS
 
 # --- Diagnosis thresholds -------------------------------------------------------------
 # Tuned for the MNIST family, where any model that learns at all clears 90% within an
@@ -88,7 +88,7 @@ class Diagnosis:
 
 def diagnose(
     history: Mapping[str, Sequence[float]],
-    status: str = "completed",
+    status: str = COMPLETED,
     n_classes: int = 10,
     *,
     min_train_acc: float = UNDERFIT_MIN_TRAIN_ACC,
@@ -242,7 +242,7 @@ def _train_words(series: dict[str, np.ndarray], metric: str) -> str:
 
 def _diverged_rule(series: dict[str, np.ndarray], status: str) -> str:
     reasons = []
-    if status == "diverged":
+    if status == DIVERGED:
         reasons.append("the run's status is 'diverged'")
     for key in HISTORY_KEYS:
         bad = np.flatnonzero(~np.isfinite(series[key]))

@@ -12,6 +12,7 @@ import pandas as pd
 from mnistlab.analysis.compare import McNemarResult, PairedDifference, mcnemar_exact, paired_difference, significance_sentence
 from mnistlab.errors import MnistlabError
 from mnistlab.analysis.multiple import ALPHA, StratifiedMcNemar, holm, mcnemar_detectable, mcnemar_stratified
+from mnistlab.training.history import COMPLETED
 
 # One run's test labels and predicted classes, as read from the store.
 Predictions = tuple[np.ndarray, np.ndarray]
@@ -138,7 +139,7 @@ def best_run(runs: pd.DataFrame, model: str) -> pd.Series:
     Chosen on validation, like the model, so the test figure shown for it is not the maximum
     over seeds of the test accuracy.
     """
-    candidates = runs[(runs["model"] == model) & (runs["status"] == "completed")]
+    candidates = runs[(runs["model"] == model) & (runs["status"] == COMPLETED)]
     if candidates.empty:
         raise MnistlabError(f"model {model} has no completed run")
     key = "val_acc" if candidates["val_acc"].notna().any() else "test_acc"
@@ -159,7 +160,7 @@ def comparison_plan(runs: pd.DataFrame, a: str, b: str) -> tuple[pd.DataFrame, s
 def completed_by_seed(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Each model's completed runs indexed by seed, made once so pairing a hundred models
     does not filter the whole run table a hundred times."""
-    completed = runs[runs["status"] == "completed"].drop_duplicates(["model", "seed"])
+    completed = runs[runs["status"] == COMPLETED].drop_duplicates(["model", "seed"])
     return {str(model): group.set_index("seed")[["run_id", "test_acc"]]
             for model, group in completed.groupby("model", sort=False)}
 

@@ -26,7 +26,8 @@ from mnistlab.report.frame import (FINISHED, comparison_from, experiment_config,
                                    query_frame, runs_frame)
 from mnistlab.analysis.multiple import ALPHA
 from mnistlab.analysis.ranking import comparison_plan, compare_models, mcnemar_on_runs
-from mnistlab.runs.store import RunRecord, RunStore
+from mnistlab.runs.records import RunRecord
+from mnistlab.runs.store import RunStore
 from mnistlab.util.strict import whole_number
 
 __all__ = ["compare_table", "experiment_view", "experiments_table", "models_table", "run_panel", "runs_table"]

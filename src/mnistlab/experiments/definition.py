@@ -41,7 +41,7 @@ class Defaults(BaseModel):
     # Early stopping on val_loss (epochs without a new minimum); the best epoch's weights are
     # restored at the end whether or not it fired. None: train every epoch.
     patience: PositiveInt | None = None
-    # Intra-op CPU threads of every run (None: the usable cores); recorded per run, see engine.py.
+    # Intra-op CPU threads of every run (None: the usable cores); recorded per run, see training/config.py.
     threads: PositiveInt | None = None
 
 

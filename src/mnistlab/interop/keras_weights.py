@@ -211,7 +211,7 @@ def load_keras_weights(spec: ModelSpec, path: str | Path) -> KerasModel:
 
 def write_model_folder(folder: str | Path, network: KerasModel, source: Path) -> Path:
     """Write `network` as a model folder (predict, evaluate and export read it); the format's one
-    home is models_io."""
+    home is trained.folder."""
     from mnistlab.data.datasets import DATASETS
     from mnistlab.trained.folder import save_model
 

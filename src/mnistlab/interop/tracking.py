@@ -19,13 +19,15 @@ from typing import Any
 from mnistlab.util.atomic import check_target
 from mnistlab.errors import MnistlabError
 from mnistlab.util.netcheck import check_reachable, host_port
-from mnistlab.runs.store import RunRecord, RunStore
+from mnistlab.runs.records import RunRecord
+from mnistlab.runs.store import RunStore
+from mnistlab.training.history import COMPLETED, DIVERGED, FAILED, RUNNING
 
 TARGETS = ("tensorboard", "mlflow")
 
 
 def _runs(store: RunStore, experiment: str) -> list[RunRecord]:
-    runs = [run for run in store.runs(experiment) if run.status in ("completed", "diverged", "running", "failed")]
+    runs = [run for run in store.runs(experiment) if run.status in (COMPLETED, DIVERGED, RUNNING, FAILED)]
     if not runs:
         raise MnistlabError(f"{store.path}: no runs of experiment '{experiment}' in this store")
     return runs
@@ -159,7 +161,7 @@ def _to_mlflow(store: RunStore, experiment: str, uri: str) -> list[str]:
         for start in range(0, max(len(metrics), 1), 900):  # MLflow takes at most 1000 entries per batch
             client.log_batch(created.info.run_id, metrics=metrics[start:start + 900],
                              params=params if start == 0 else [], tags=[RunTag("mnistlab.exported", "1")] if start == 0 else [])
-        client.set_terminated(created.info.run_id, "FINISHED" if run.status == "completed" else "FAILED",
+        client.set_terminated(created.info.run_id, "FINISHED" if run.status == COMPLETED else "FAILED",
                               end_time=int(run.ended_at * 1000) if run.ended_at else None)
         ids.append(created.info.run_id)
     return ids

@@ -55,7 +55,7 @@ def load_weights(store: RunStore, run_id: int) -> dict[str, np.ndarray]:
 
     safetensors does not keep the order tensors were saved in, so the order comes from the
     ``weights.json`` written beside it: ``{"layers": ["conv2d_1", ...]}``. Runs that kept their
-    whole model (a model folder, see models_io) give the kernels of that model instead.
+    whole model (a model folder, see trained/folder.py) give the kernels of that model instead.
     """
     folder = store.run_dir(run_id, create=False)
     from mnistlab.trained.folder import is_model_folder, load_model_folder  # torch only when needed

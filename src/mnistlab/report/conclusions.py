@@ -19,6 +19,7 @@ from mnistlab.analysis.compare import accuracy_interval, mean_ci, p_text
 from mnistlab.analysis.effects import METRICS, Effect, FactorStudy
 from mnistlab.analysis.ranking import ModelComparison, Statistics
 from mnistlab.analysis.multiple import ALPHA, POWER
+from mnistlab.training.history import COMPLETED
 
 __all__ = [
     "TEST_PROTOCOL_CAVEAT",
@@ -167,7 +168,7 @@ def effect_sentence(effect: Effect, peeks: bool = False) -> str:
 
 def selection_sentence(best: str, runs: pd.DataFrame, peeks: bool) -> str:
     """How the best model was chosen, and its test figure, reported once."""
-    mine = runs[(runs["model"] == best) & (runs["status"] == "completed")]
+    mine = runs[(runs["model"] == best) & (runs["status"] == COMPLETED)]
     accs = mine["test_acc"].dropna().to_numpy()
     vals = mine["val_acc"].dropna().to_numpy()
     val_text = f"mean final validation accuracy {vals.mean() * 100:.2f}%" if len(vals) else "validation"

@@ -36,6 +36,7 @@ from mnistlab.analysis.ranking import (
     statistics,
 )
 from mnistlab.runs.store import RunStore
+from mnistlab.training.history import COMPLETED, DIVERGED
 
 __all__ = [
     "DEFAULT_DETAIL_MODELS", "TEST_ACC_HEADER", "TEXT_COLUMNS", "BestRun", "Cell", "Plot", "Report",
@@ -250,13 +251,13 @@ def table_rows(table: pd.DataFrame) -> tuple[tuple[Cell, ...], ...]:
 def _facts(data: ExperimentData) -> tuple[tuple[str, str], ...]:
     runs, config = data.runs, data.config
     counts = runs["status"].value_counts()
-    unfinished = int(len(runs) - counts.get("completed", 0) - counts.get("diverged", 0))
+    unfinished = int(len(runs) - counts.get(COMPLETED, 0) - counts.get(DIVERGED, 0))
     seeds = sorted(int(seed) for seed in runs["seed"].unique())
     return (
         ("Dataset", ", ".join(sorted(runs["dataset"].unique())) or str(config.get("dataset", MISSING))),
         ("Models", f"{runs['model'].nunique()}"),
         ("Seeds", ", ".join(str(seed) for seed in seeds) or MISSING),
-        ("Runs", f"{counts.get('completed', 0)} completed, {counts.get('diverged', 0)} diverged, "
+        ("Runs", f"{counts.get(COMPLETED, 0)} completed, {counts.get(DIVERGED, 0)} diverged, "
                  f"{unfinished} not finished (left out)"),
         ("Precision", ", ".join(sorted(runs["precision"].dropna().unique())) or MISSING),
         ("Devices", ", ".join(sorted(runs["device"].dropna().unique())) or MISSING),
@@ -277,7 +278,7 @@ def _curve_epochs(data: ExperimentData) -> pd.DataFrame:
     none completed. A diverged run's NaN epochs would make a mean curve jump where it drops out."""
     finished = data.finished
     completed_models = set(data.completed["model"])
-    chosen = finished[(finished["status"] == "completed") | ~finished["model"].isin(completed_models)]
+    chosen = finished[(finished["status"] == COMPLETED) | ~finished["model"].isin(completed_models)]
     return data.epochs[data.epochs["run_id"].isin(chosen["run_id"])]
 
 

@@ -7,6 +7,7 @@ import json
 import pandas as pd
 
 from mnistlab.analysis.effects import FactorStudy, factor_effects
+from mnistlab.training.history import COMPLETED
 
 __all__ = ["factor_levels", "factor_runs", "factor_study"]
 
@@ -25,7 +26,7 @@ def factor_levels(runs: pd.DataFrame) -> dict[str, tuple[str, ...]]:
 
 def factor_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """The completed runs of factor variants, one column per factor holding the run's level."""
-    chosen = runs[(runs["status"] == "completed") & runs["factors"].notna()]
+    chosen = runs[(runs["status"] == COMPLETED) & runs["factors"].notna()]
     levels = pd.DataFrame([{k: str(v) for k, v in json.loads(text).items()} for text in chosen["factors"]],
                           index=chosen.index)
     return pd.concat([chosen.drop(columns="factors"), levels], axis=1)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mnistlab.training.history import FIT_KEYS, HISTORY_KEYS
+from mnistlab.training.history import COMPLETED, DIVERGED, FIT_KEYS, HISTORY_KEYS
 from mnistlab.analysis.diagnose import ModelDiagnosis, diagnose_seeds
 from mnistlab.analysis.compare import summarise_runs
 from mnistlab.errors import MnistlabError
@@ -94,7 +94,7 @@ class ExperimentData:
 
     @property
     def completed(self) -> pd.DataFrame:
-        return self.runs[self.runs["status"] == "completed"]
+        return self.runs[self.runs["status"] == COMPLETED]
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -230,7 +230,7 @@ def _model_facts(finished: pd.DataFrame) -> pd.DataFrame:
         "description": grouped["description"].first(),
         "params": grouped["params"].max(),
         "epochs": grouped["epochs"].max(),
-        "diverged": grouped["status"].agg(lambda status: int(np.sum(status == "diverged"))),
+        "diverged": grouped["status"].agg(lambda status: int(np.sum(status == DIVERGED))),
         "reference_test_acc": grouped["reference_test_acc"].first(),
         "reference_differences": grouped["reference_differences"].agg(_protocol_differences),
     }).reset_index()

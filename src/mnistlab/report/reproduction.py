@@ -27,8 +27,10 @@ import numpy as np
 
 from mnistlab.analysis.compare import accuracy_interval_text, mean_ci
 from mnistlab.util.safetext import markdown
-from mnistlab.runs.store import RunRecord, RunStore
+from mnistlab.runs.records import RunRecord
+from mnistlab.runs.store import RunStore
 from mnistlab.zoo import zoo_models
+from mnistlab.training.history import COMPLETED, DIVERGED
 
 if TYPE_CHECKING:
     from mnistlab.training.cost import Estimate
@@ -107,9 +109,9 @@ def reproduction_table(stores: list[RunStore]) -> list[ModelReproduction]:
             line = lines.get(run.model_id)
             if line is None or run.seed in seen[run.model_id] or not _under_notebook_protocol(run):
                 continue
-            if run.status == "diverged":
+            if run.status == DIVERGED:
                 line.diverged += 1
-            elif run.status == "completed":
+            elif run.status == COMPLETED:
                 line.accuracies.append(float(run.final["test_acc"]))
                 predictions = store.predictions(run.id)
                 if predictions is not None:

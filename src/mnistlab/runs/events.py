@@ -2,7 +2,8 @@
 
 The runner and both backends (local, Ray) emit, in this order for each run:
 - ``EpochEnded`` once per epoch, right after the epoch is written to the store;
-- ``RunFinished`` once when the run is recorded as completed, diverged or failed;
+- ``RunEnd`` (training/history.py: the record a reporter's ``end_run`` gets too) once when the run is
+  recorded as completed, diverged or failed;
 and the runner emits ``RoundEnded`` when a call of ``run_experiment`` has handed out all its work
 (a study that adds seeds in rounds emits one per round).
 
@@ -18,6 +19,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Union
 
+from mnistlab.training.history import RunEnd
+
 
 @dataclass(frozen=True)
 class EpochEnded:
@@ -32,20 +35,6 @@ class EpochEnded:
 
 
 @dataclass(frozen=True)
-class RunFinished:
-    """A run is recorded as finished: completed, diverged or failed (then ``error`` says why)."""
-
-    run_id: int
-    model: str
-    seed: int
-    status: str
-    epochs: int | None = None
-    test_acc: float | None = None
-    test_loss: float | None = None
-    error: str | None = None
-
-
-@dataclass(frozen=True)
 class RoundEnded:
     """A call of the runner has handed out all its work (some runs may be another process's)."""
 
@@ -55,7 +44,7 @@ class RoundEnded:
     failed: tuple[int, ...] = field(default=())
 
 
-Event = Union[EpochEnded, RunFinished, RoundEnded]
+Event = Union[EpochEnded, RunEnd, RoundEnded]
 Listener = Callable[[Event], None]
 
 

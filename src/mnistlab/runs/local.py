@@ -21,7 +21,8 @@ from mnistlab.errors import CheckpointError, CheckpointWriteError, LeaseLost, Mn
 from mnistlab.experiments.definition import Experiment, Task
 from mnistlab.runs.events import NO_LISTENERS, Events
 from mnistlab.runs.lease import Heartbeat
-from mnistlab.runs.store import RunRecord, RunStore, current_owner
+from mnistlab.runs.records import RunRecord
+from mnistlab.runs.store import RunStore, current_owner
 from mnistlab.runs.tasks import (CHECKPOINT_DIR, Pending, ReporterFor, RunOutcome, cannot_write, execute_task,
                                  finish_task, guard_training, record_epoch, restart, task_config)
 from mnistlab.training.bundle import bundle_capacity, fit_bundle

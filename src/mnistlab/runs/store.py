@@ -20,7 +20,6 @@ than the lease is stale and can be taken over, which is how a killed run gets pi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -29,14 +28,15 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mnistlab.errors import LeaseLost, StoreError, StoreUnavailable
-from mnistlab.training.history import EPOCH_METRICS, FINISHED_STATUSES, PENDING, RUNNING, STATUSES
+from mnistlab.training.history import EPOCH_METRICS, FINISHED_STATUSES, RUNNING, STATUSES
+from mnistlab.runs import schema
+from mnistlab.runs.records import ExperimentRecord, RunRecord, canonical_json, row_json, run_record, spec_hash
 from mnistlab.util.strict import whole_number
 
 __all__ = [
@@ -44,17 +44,10 @@ __all__ = [
     "DEFAULT_HEARTBEAT_SECONDS",
     "DEFAULT_LEASE_SECONDS",
     "DEFAULT_ROOT",
-    "EPOCH_METRICS",
-    "SCHEMA_VERSION",
-    "STATUSES",
-    "ExperimentRecord",
-    "RunRecord",
     "RunStore",
     "current_owner",
-    "spec_hash",
 ]
 
-SCHEMA_VERSION = 2
 DEFAULT_ROOT = Path("mnistlab-runs")
 DB_NAME = "store.sqlite"
 ARTIFACTS_DIR = "artifacts"
@@ -68,10 +61,6 @@ MISSED_HEARTBEATS = 6
 DEFAULT_LEASE_SECONDS = DEFAULT_HEARTBEAT_SECONDS * MISSED_HEARTBEATS
 
 
-# Substrings of the sqlite3 messages for failures the user's environment causes (full disk,
-# read-only files, a corrupt or foreign file, a store held busy too long). Anything else is a bug
-# in this module and propagates unchanged.
-JSON_COLUMNS = ("spec_json", "final_json", "versions_json", "notes_json")  # the runs columns holding JSON
 ENVIRONMENT_FAILURES = (
     "database or disk is full",
     "readonly database",
@@ -90,64 +79,7 @@ UNAVAILABLE_FAILURES = (
     "unable to open database file",
 )
 
-SCHEMA_STATEMENTS = (
-    """CREATE TABLE IF NOT EXISTS meta (
-        key   TEXT PRIMARY KEY,
-        value TEXT NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS experiments (
-        name        TEXT PRIMARY KEY,
-        config_json TEXT NOT NULL,
-        created_at  REAL NOT NULL,
-        updated_at  REAL NOT NULL
-    )""",
-    f"""CREATE TABLE IF NOT EXISTS runs (
-        id             INTEGER PRIMARY KEY,
-        experiment     TEXT NOT NULL REFERENCES experiments(name),
-        model_id       TEXT NOT NULL,
-        spec_json      TEXT NOT NULL,
-        spec_hash      TEXT NOT NULL,
-        seed           INTEGER NOT NULL,
-        dataset        TEXT NOT NULL,
-        protocol       TEXT NOT NULL,
-        epochs_planned INTEGER NOT NULL,
-        status         TEXT NOT NULL DEFAULT '{PENDING}'
-                       CHECK (status IN ({", ".join(f"'{s}'" for s in STATUSES)})),
-        owner          TEXT,
-        heartbeat_at   REAL,
-        device         TEXT,
-        versions_json  TEXT,
-        started_at     REAL,
-        ended_at       REAL,
-        final_json     TEXT,
-        error          TEXT,
-        notes_json     TEXT,
-        UNIQUE (experiment, model_id, spec_hash, seed, dataset, protocol)
-    )""",
-    """CREATE TABLE IF NOT EXISTS epochs (
-        run_id   INTEGER NOT NULL REFERENCES runs(id),
-        epoch    INTEGER NOT NULL,
-        loss     REAL,
-        acc      REAL,
-        val_loss REAL,
-        val_acc  REAL,
-        seconds  REAL,
-        train_eval_loss REAL,
-        train_eval_acc  REAL,
-        PRIMARY KEY (run_id, epoch)
-    )""",
-    """CREATE TABLE IF NOT EXISTS predictions (
-        run_id    INTEGER PRIMARY KEY REFERENCES runs(id),
-        n         INTEGER NOT NULL,
-        labels    BLOB NOT NULL,
-        predicted BLOB NOT NULL
-    )""",
-)
 
-SQL_TABLE_EXISTS = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
-SQL_COUNT_OBJECTS = "SELECT count(*) FROM sqlite_master"
-SQL_GET_VERSION = "SELECT value FROM meta WHERE key = 'schema_version'"
-SQL_SET_VERSION = "UPDATE meta SET value = ? WHERE key = 'schema_version'"
 # version → the statements that bring a store of that version to the next one.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
@@ -156,121 +88,6 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE runs ADD COLUMN notes_json TEXT",
     ),
 }
-SQL_INIT_VERSION = "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)"
-
-SQL_UPSERT_EXPERIMENT = """
-    INSERT INTO experiments (name, config_json, created_at, updated_at) VALUES (?, ?, ?, ?)
-    ON CONFLICT (name) DO UPDATE SET config_json = excluded.config_json,
-                                     updated_at = excluded.updated_at
-"""
-SQL_EXPERIMENT_EXISTS = "SELECT 1 FROM experiments WHERE name = ?"
-SQL_EXPERIMENTS = "SELECT name, config_json, created_at, updated_at FROM experiments ORDER BY name"
-
-RUN_COLUMNS = (
-    "id, experiment, model_id, spec_json, spec_hash, seed, dataset, protocol, epochs_planned, "
-    "status, owner, heartbeat_at, device, versions_json, started_at, ended_at, final_json, error, notes_json"
-)
-SQL_INSERT_RUN = """
-    INSERT OR IGNORE INTO runs
-        (experiment, model_id, spec_json, spec_hash, seed, dataset, protocol, epochs_planned)
-    VALUES (:experiment, :model_id, :spec_json, :spec_hash, :seed, :dataset, :protocol,
-            :epochs_planned)
-"""
-SQL_RUN_BY_IDENTITY = f"""
-    SELECT {RUN_COLUMNS} FROM runs
-    WHERE experiment = :experiment AND model_id = :model_id AND spec_hash = :spec_hash
-      AND seed = :seed AND dataset = :dataset AND protocol = :protocol
-"""
-SQL_RUN_BY_ID = f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"
-# NULL filters match everything, so one statement serves all four filter combinations.
-SQL_RUNS = f"""
-    SELECT {RUN_COLUMNS} FROM runs
-    WHERE (:experiment IS NULL OR experiment = :experiment)
-      AND (:status IS NULL OR status = :status)
-    ORDER BY id
-"""
-SQL_RUNS_BY_PREFIX = f"""
-    SELECT {RUN_COLUMNS} FROM runs
-    WHERE substr(spec_hash, 1, length(:prefix)) = :prefix
-       OR substr(model_id, 1, length(:prefix)) = :prefix
-       OR substr(experiment || '/' || model_id, 1, length(:prefix)) = :prefix
-    ORDER BY id
-"""
-SQL_CLAIM = """
-    UPDATE runs SET status = 'running', owner = ?, heartbeat_at = ?, started_at = ?,
-                    ended_at = NULL, error = NULL
-    WHERE id = ?
-"""
-SQL_HEARTBEAT = "UPDATE runs SET heartbeat_at = ? WHERE id = ? AND owner = ? AND status = 'running'"
-SQL_TOUCH_RUNNING = "UPDATE runs SET heartbeat_at = ? WHERE id = ? AND status = 'running'"
-SQL_OWNER = "SELECT owner, status FROM runs WHERE id = ?"
-SQL_RECORD_EPOCH = f"""
-    INSERT OR REPLACE INTO epochs (run_id, epoch, {", ".join(EPOCH_METRICS)})
-    VALUES (?, ?, {", ".join("?" for _ in EPOCH_METRICS)})
-"""
-SQL_TRUNCATE_EPOCHS = "DELETE FROM epochs WHERE run_id = ? AND epoch > ?"
-SQL_HISTORY = f"SELECT epoch, {', '.join(EPOCH_METRICS)} FROM epochs WHERE run_id = ? ORDER BY epoch"
-SQL_FINISH = """
-    UPDATE runs SET status = ?, final_json = ?, device = ?, versions_json = ?, ended_at = ?,
-                    heartbeat_at = ?, error = NULL
-    WHERE id = ?
-"""
-SQL_SAVE_PREDICTIONS = """
-    INSERT OR REPLACE INTO predictions (run_id, n, labels, predicted) VALUES (?, ?, ?, ?)
-"""
-SQL_SET_NOTES = "UPDATE runs SET notes_json = ? WHERE id = ?"
-SQL_PREDICTIONS = "SELECT n, labels, predicted FROM predictions WHERE run_id = ?"
-# A finished run keeps its result: a failure after it completed (say, while writing a report)
-# must not mark it failed.
-SQL_FAIL = """
-    UPDATE runs SET status = 'failed', error = ?, ended_at = ?
-    WHERE id = ? AND status NOT IN ('completed', 'diverged')
-"""
-
-
-@dataclass(frozen=True)
-class ExperimentRecord:
-    """One stored experiment; ``config`` is the decoded experiment config."""
-
-    name: str
-    config: dict[str, Any]
-    created_at: float
-    updated_at: float
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """One stored run. Times are Unix seconds; JSON columns are decoded (None when unset)."""
-
-    id: int
-    experiment: str
-    model_id: str
-    spec: dict[str, Any]
-    spec_hash: str
-    seed: int
-    dataset: str
-    protocol: str
-    epochs_planned: int
-    status: str
-    owner: str | None
-    heartbeat_at: float | None
-    device: str | None
-    versions: dict[str, Any] | None
-    started_at: float | None
-    ended_at: float | None
-    final: dict[str, Any] | None
-    error: str | None
-    notes: list[str]
-
-
-def canonical_json(value: Any) -> str:
-    """JSON with sorted keys and no whitespace, so equal values give equal text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
-def spec_hash(spec: dict[str, Any]) -> str:
-    """The identity of what was trained: sha256 of the spec's canonical JSON."""
-    return hashlib.sha256(canonical_json(spec).encode("utf-8")).hexdigest()
 
 
 def current_owner() -> str:
@@ -314,46 +131,6 @@ def _as_uint8(name: str, values: np.ndarray) -> np.ndarray:
 def _metric(value: Any) -> float | None:
     # float() also turns numpy scalars, which sqlite3 cannot bind, into Python floats.
     return None if value is None else float(value)
-
-
-def _row_json(row: sqlite3.Row, column: str, kind: type, path: Path | str, what: str) -> Any:
-    """A JSON column of a row (None stays None), or one line naming the row and the field when it
-    was tampered with (not JSON, or not the kind of value the column holds): readers never crash."""
-    text = row[column]
-    if text is None:
-        return None
-    try:
-        value = json.loads(text)
-    except (TypeError, ValueError, RecursionError):
-        value = None
-    if not isinstance(value, kind):
-        raise StoreError(f"{path}: {what}: field '{column}' is damaged (not a JSON {'object' if kind is dict else 'list'}); "
-                         "the store was edited or corrupted")
-    return value
-
-
-def _run_record(row: sqlite3.Row, path: Path | str) -> RunRecord:
-    return RunRecord(
-        id=row["id"],
-        experiment=row["experiment"],
-        model_id=row["model_id"],
-        spec=_row_json(row, "spec_json", dict, path, f"run {row['id']}"),
-        spec_hash=row["spec_hash"],
-        seed=row["seed"],
-        dataset=row["dataset"],
-        protocol=row["protocol"],
-        epochs_planned=row["epochs_planned"],
-        status=row["status"],
-        owner=row["owner"],
-        heartbeat_at=row["heartbeat_at"],
-        device=row["device"],
-        versions=_row_json(row, "versions_json", dict, path, f"run {row['id']}"),
-        started_at=row["started_at"],
-        ended_at=row["ended_at"],
-        final=_row_json(row, "final_json", dict, path, f"run {row['id']}"),
-        error=row["error"],
-        notes=_row_json(row, "notes_json", list, path, f"run {row['id']}") or [],
-    )
 
 
 class RunStore:
@@ -438,35 +215,35 @@ class RunStore:
         if version is None:
             self._create_schema()
             version = self._schema_version()
-        if version is not None and version > SCHEMA_VERSION:
+        if version is not None and version > schema.SCHEMA_VERSION:
             raise StoreError(
                 f"{self.path}: store schema version {version} is newer than this mnistlab "
-                f"supports ({SCHEMA_VERSION}); upgrade mnistlab"
+                f"supports ({schema.SCHEMA_VERSION}); upgrade mnistlab"
             )
         if version in MIGRATIONS:
             self._migrate(version)
             version = self._schema_version()
-        if version != SCHEMA_VERSION:
+        if version != schema.SCHEMA_VERSION:
             raise StoreError(f"{self.path}: store schema version {version} is not recognised")
 
     def _migrate(self, version: int) -> None:
-        """Bring an older store up to SCHEMA_VERSION, one step per transaction; a concurrent
+        """Bring an older store up to schema.SCHEMA_VERSION, one step per transaction; a concurrent
         process may have migrated already, so each step re-reads the version under the lock."""
-        while version < SCHEMA_VERSION:
+        while version < schema.SCHEMA_VERSION:
             with self._write() as conn:
-                current = int(conn.execute(SQL_GET_VERSION).fetchone()["value"])
+                current = int(conn.execute(schema.SQL_GET_VERSION).fetchone()["value"])
                 if current == version:
                     for statement in MIGRATIONS[version]:
                         conn.execute(statement)
-                    conn.execute(SQL_SET_VERSION, (str(version + 1),))
+                    conn.execute(schema.SQL_SET_VERSION, (str(version + 1),))
             version += 1
 
     def _schema_version(self) -> int | None:
         """The stored schema version, or None for a database without the meta table yet."""
         with self._translate():
-            if self._conn.execute(SQL_TABLE_EXISTS, ("meta",)).fetchone() is None:
+            if self._conn.execute(schema.SQL_TABLE_EXISTS, ("meta",)).fetchone() is None:
                 return None
-            row = self._conn.execute(SQL_GET_VERSION).fetchone()
+            row = self._conn.execute(schema.SQL_GET_VERSION).fetchone()
         version = whole_number(row["value"]) if row is not None else None
         if version is None:
             raise StoreError(f"{self.path}: store has no valid schema version")
@@ -476,12 +253,12 @@ class RunStore:
         # Two processes opening a fresh store at once both get here; IF NOT EXISTS and
         # INSERT OR IGNORE under the write lock make the second creation a no-op.
         with self._write() as conn:
-            if conn.execute(SQL_TABLE_EXISTS, ("meta",)).fetchone() is None and \
-                    conn.execute(SQL_COUNT_OBJECTS).fetchone()[0] > 0:
+            if conn.execute(schema.SQL_TABLE_EXISTS, ("meta",)).fetchone() is None and \
+                    conn.execute(schema.SQL_COUNT_OBJECTS).fetchone()[0] > 0:
                 raise StoreError(f"{self.path}: database is not an mnistlab run store")
-            for statement in SCHEMA_STATEMENTS:
+            for statement in schema.SCHEMA_STATEMENTS:
                 conn.execute(statement)
-            conn.execute(SQL_INIT_VERSION, (str(SCHEMA_VERSION),))
+            conn.execute(schema.SQL_INIT_VERSION, (str(schema.SCHEMA_VERSION),))
 
     # -- transactions and errors -----------------------------------------------------------
 
@@ -503,7 +280,7 @@ class RunStore:
 
     def _damaged_json(self) -> str:
         """Which run and field hold text that is not JSON (for a one-line error)."""
-        for column in JSON_COLUMNS:
+        for column in schema.JSON_COLUMNS:
             row = self._conn.execute(f"SELECT id FROM runs WHERE {column} IS NOT NULL AND NOT json_valid({column}) "
                                      "ORDER BY id LIMIT 1").fetchone()
             if row is not None:
@@ -539,15 +316,15 @@ class RunStore:
         skips the check (single-process tools and tests)."""
         if owner is None:
             return
-        if conn.execute(SQL_HEARTBEAT, (time.time(), run_id, owner)).rowcount == 1:
+        if conn.execute(schema.SQL_HEARTBEAT, (time.time(), run_id, owner)).rowcount == 1:
             return
-        row = conn.execute(SQL_OWNER, (run_id,)).fetchone()
+        row = conn.execute(schema.SQL_OWNER, (run_id,)).fetchone()
         now = "gone" if row is None else f"{row['status']}, owner {row['owner']}"
         raise LeaseLost(f"{self.path}: run {run_id} is no longer held by {owner} ({now}); "
                         "its claim went stale and the run was left to its new owner")
 
     def _require_run(self, conn: sqlite3.Connection, run_id: int) -> sqlite3.Row:
-        row = conn.execute(SQL_RUN_BY_ID, (run_id,)).fetchone()
+        row = conn.execute(schema.SQL_RUN_BY_ID, (run_id,)).fetchone()
         if row is None:
             raise StoreError(f"{self.path}: no run with id {run_id}")
         return row
@@ -558,14 +335,14 @@ class RunStore:
         """Insert the experiment, or replace its config if it is already stored."""
         now = time.time()
         with self._write() as conn:
-            conn.execute(SQL_UPSERT_EXPERIMENT, (name, canonical_json(config), now, now))
+            conn.execute(schema.SQL_UPSERT_EXPERIMENT, (name, canonical_json(config), now, now))
 
     def experiments(self) -> list[ExperimentRecord]:
         """All experiments, by name."""
         with self._translate():
-            rows = self._conn.execute(SQL_EXPERIMENTS).fetchall()
+            rows = self._conn.execute(schema.SQL_EXPERIMENTS).fetchall()
         return [
-            ExperimentRecord(row["name"], _row_json(row, "config_json", dict, self.path, f"experiment {row['name']!r}"),
+            ExperimentRecord(row["name"], row_json(row, "config_json", dict, self.path, f"experiment {row['name']!r}"),
                              row["created_at"],
                              row["updated_at"])
             for row in rows
@@ -583,17 +360,17 @@ class RunStore:
             "protocol": protocol, "epochs_planned": int(epochs_planned),
         }
         with self._write() as conn:
-            if conn.execute(SQL_EXPERIMENT_EXISTS, (experiment,)).fetchone() is None:
+            if conn.execute(schema.SQL_EXPERIMENT_EXISTS, (experiment,)).fetchone() is None:
                 raise StoreError(f"{self.path}: experiment {experiment!r} is not in the store")
             # OR IGNORE: the run may exist already, created by an earlier or a concurrent run.
-            conn.execute(SQL_INSERT_RUN, params)
-            row = conn.execute(SQL_RUN_BY_IDENTITY, params).fetchone()
-        return _run_record(row, self.path)
+            conn.execute(schema.SQL_INSERT_RUN, params)
+            row = conn.execute(schema.SQL_RUN_BY_IDENTITY, params).fetchone()
+        return run_record(row, self.path)
 
     def get_run(self, run_id: int) -> RunRecord:
         """The run with this id; StoreError if there is none."""
         with self._translate():
-            return _run_record(self._require_run(self._conn, run_id), self.path)
+            return run_record(self._require_run(self._conn, run_id), self.path)
 
     def runs(self, experiment: str | None = None, status: str | None = None) -> list[RunRecord]:
         """Runs by id, optionally only those of one experiment and/or in one status."""
@@ -601,8 +378,8 @@ class RunStore:
             raise StoreError(f"{self.path}: unknown run status {status!r} "
                              f"(expected one of {', '.join(STATUSES)})")
         with self._translate():
-            rows = self._conn.execute(SQL_RUNS, {"experiment": experiment, "status": status})
-            return [_run_record(row, self.path) for row in rows.fetchall()]
+            rows = self._conn.execute(schema.SQL_RUNS, {"experiment": experiment, "status": status})
+            return [run_record(row, self.path) for row in rows.fetchall()]
 
     def find_runs(self, prefix_or_id: str) -> list[RunRecord]:
         """Runs a CLI argument names: a decimal run id, or else a prefix of the spec hash, of the
@@ -613,10 +390,10 @@ class RunStore:
         with self._translate():
             run_id = whole_number(text)  # ASCII digits within SQLite's range; '²' or 10**20 is no id
             if run_id is not None:
-                row = self._conn.execute(SQL_RUN_BY_ID, (run_id,)).fetchone()
-                return [] if row is None else [_run_record(row, self.path)]
-            rows = self._conn.execute(SQL_RUNS_BY_PREFIX, {"prefix": text}).fetchall()
-        return [_run_record(row, self.path) for row in rows]
+                row = self._conn.execute(schema.SQL_RUN_BY_ID, (run_id,)).fetchone()
+                return [] if row is None else [run_record(row, self.path)]
+            rows = self._conn.execute(schema.SQL_RUNS_BY_PREFIX, {"prefix": text}).fetchall()
+        return [run_record(row, self.path) for row in rows]
 
     # -- claiming ------------------------------------------------------------------------------
 
@@ -631,7 +408,7 @@ class RunStore:
             state = self._require_run(conn, run_id)
             if not self._claimable(state, owner, now):
                 return False
-            conn.execute(SQL_CLAIM, (owner, now, now, run_id))
+            conn.execute(schema.SQL_CLAIM, (owner, now, now, run_id))
         return True
 
     def _claimable(self, state: sqlite3.Row, owner: str, now: float) -> bool:
@@ -650,7 +427,7 @@ class RunStore:
         """Refresh ``owner``'s claim; False when it no longer holds the run (it was taken over
         or finished), in which case the caller should stop training it."""
         with self._write() as conn:
-            return conn.execute(SQL_HEARTBEAT, (time.time(), run_id, owner)).rowcount == 1
+            return conn.execute(schema.SQL_HEARTBEAT, (time.time(), run_id, owner)).rowcount == 1
 
     # -- history -------------------------------------------------------------------------------
 
@@ -667,8 +444,8 @@ class RunStore:
         with self._write() as conn:
             self._require_run(conn, run_id)
             self._assert_owner(conn, run_id, owner)
-            conn.execute(SQL_RECORD_EPOCH, (run_id, int(epoch), *values))
-            conn.execute(SQL_TOUCH_RUNNING, (time.time(), run_id))
+            conn.execute(schema.SQL_RECORD_EPOCH, (run_id, int(epoch), *values))
+            conn.execute(schema.SQL_TOUCH_RUNNING, (time.time(), run_id))
 
     def truncate_epochs(self, run_id: int, after_epoch: int, *, owner: str | None = None) -> None:
         """Delete the epochs after ``after_epoch``: used when resuming from a checkpoint older
@@ -676,14 +453,14 @@ class RunStore:
         only while it holds the run (else LeaseLost)."""
         with self._write() as conn:
             self._assert_owner(conn, run_id, owner)
-            conn.execute(SQL_TRUNCATE_EPOCHS, (run_id, int(after_epoch)))
+            conn.execute(schema.SQL_TRUNCATE_EPOCHS, (run_id, int(after_epoch)))
 
     def history(self, run_id: int) -> dict[str, list[float]]:
         """Per-epoch metrics ordered by epoch, keyed ``epoch`` and EPOCH_METRICS; NaN where a
         metric was not recorded."""
         with self._translate():
             self._require_run(self._conn, run_id)
-            rows = self._conn.execute(SQL_HISTORY, (run_id,)).fetchall()
+            rows = self._conn.execute(schema.SQL_HISTORY, (run_id,)).fetchall()
         result: dict[str, list[float]] = {"epoch": [row["epoch"] for row in rows]}
         for name in EPOCH_METRICS:
             result[name] = [math.nan if row[name] is None else row[name] for row in rows]
@@ -707,10 +484,10 @@ class RunStore:
                 raise StoreError(f"{self.path}: run {run_id} is {current}, not running; "
                                  "claim it before finishing it")
             self._assert_owner(conn, run_id, owner)
-            conn.execute(SQL_FINISH, (status, canonical_json(final), device,
+            conn.execute(schema.SQL_FINISH, (status, canonical_json(final), device,
                                       canonical_json(versions), now, now, run_id))
             if prediction_row is not None:
-                conn.execute(SQL_SAVE_PREDICTIONS, prediction_row)
+                conn.execute(schema.SQL_SAVE_PREDICTIONS, prediction_row)
 
     @staticmethod
     def _prediction_row(run_id: int, labels: np.ndarray | None,
@@ -731,23 +508,23 @@ class RunStore:
         with self._write() as conn:
             self._require_run(conn, run_id)
             if owner is not None:
-                row = conn.execute(SQL_OWNER, (run_id,)).fetchone()
+                row = conn.execute(schema.SQL_OWNER, (run_id,)).fetchone()
                 if row["owner"] != owner:
                     return False
-            return conn.execute(SQL_FAIL, (error, time.time(), run_id)).rowcount == 1
+            return conn.execute(schema.SQL_FAIL, (error, time.time(), run_id)).rowcount == 1
 
     def add_note(self, run_id: int, text: str) -> None:
         """Append a line to the run's notes (what happened to it that its status does not say,
         such as a damaged checkpoint moved aside); notes survive reclaims and finishing."""
         with self._write() as conn:
             notes = _decode_json(self._require_run(conn, run_id)["notes_json"]) or []
-            conn.execute(SQL_SET_NOTES, (canonical_json([*notes, text]), run_id))
+            conn.execute(schema.SQL_SET_NOTES, (canonical_json([*notes, text]), run_id))
 
     def predictions(self, run_id: int) -> tuple[np.ndarray, np.ndarray] | None:
         """The test-set ``(labels, predicted)`` as uint8 arrays, or None if none were stored."""
         with self._translate():
             self._require_run(self._conn, run_id)
-            row = self._conn.execute(SQL_PREDICTIONS, (run_id,)).fetchone()
+            row = self._conn.execute(schema.SQL_PREDICTIONS, (run_id,)).fetchone()
         if row is None:
             return None
         labels = np.frombuffer(row["labels"], dtype=np.uint8).copy()

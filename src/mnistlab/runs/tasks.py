@@ -24,13 +24,14 @@ from mnistlab.data.datasets import Dataset
 from mnistlab.errors import CheckpointWriteError, EnvironmentFailure, MnistlabError, StoreError
 from mnistlab.experiments.definition import Experiment, Task, expand
 from mnistlab.experiments.reference import protocol_differences
-from mnistlab.runs.events import NO_LISTENERS, EpochEnded, Events, RunFinished
-from mnistlab.runs.store import RunRecord, RunStore
+from mnistlab.runs.events import NO_LISTENERS, EpochEnded, Events
+from mnistlab.runs.records import RunRecord
+from mnistlab.runs.store import RunStore
 from mnistlab.spec.model import resolve
 from mnistlab.trained.folder import save_trained
 from mnistlab.training.config import TrainConfig
 from mnistlab.training.engine import fit
-from mnistlab.training.history import DIVERGED, EPOCH_METRICS, FAILED, FINISHED_STATUSES, History, Reporter, RunEnd
+from mnistlab.training.history import DIVERGED, EPOCH_METRICS, FINISHED_STATUSES, History, Reporter, RunEnd
 from mnistlab.training.limits import check_tasks, dataset_shape, shape_of
 from mnistlab.util.machine import package_versions
 from mnistlab.util.netcheck import check_ray_address
@@ -206,9 +207,10 @@ def report_failed(reporter: Reporter | None, task: Task, record: RunRecord, erro
                   events: Events = NO_LISTENERS) -> None:
     """Tell a task's reporter and the listeners that its run failed (recording that in the store is
     the caller's job)."""
+    end = RunEnd.failed(task.model_id, task.seed, error, record.id)
     if reporter is not None:
-        reporter.end_run(RunEnd.failed(task.model_id, task.seed, error, record.id))
-    events.emit(RunFinished(record.id, task.model_id, task.seed, FAILED, error=error))
+        reporter.end_run(end)
+    events.emit(end)
 
 
 def cannot_write(store: RunStore, record: RunRecord, task: Task, exc: BaseException, owner: str) -> EnvironmentFailure:
@@ -245,10 +247,10 @@ def finish_task(store: RunStore, record: RunRecord, task: Task, history: History
     store.finish_run(record.id, history.status, final=final, labels=labels, predicted=predicted,
                      device=history.device, versions=versions, owner=owner)
     shutil.rmtree(work_dir if work_dir is not None else run_dir / CHECKPOINT_DIR, ignore_errors=True)
+    end = RunEnd.of(history, record.id)
     if reporter is not None:
-        reporter.end_run(RunEnd.of(history, record.id))
-    events.emit(RunFinished(record.id, task.model_id, task.seed, history.status, len(history.epochs),
-                            history.test_acc, history.test_loss))
+        reporter.end_run(end)
+    events.emit(end)
 
 
 def guard_training(store: RunStore, claimed: Pending, reporter: Reporter | None, owner: str, outcome: RunOutcome,

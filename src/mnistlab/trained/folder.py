@@ -185,7 +185,7 @@ def save_trained(folder: Path | str, history: History, dataset: DatasetInfo,
     """Keep a finished training's model; None when it diverged (its weights are not finite).
 
     `versions`: as save_model's; None: this process's, on the device the history trained on."""
-    if history.status != "completed" or history.model is None:
+    if history.status != COMPLETED or history.model is None:
         return None
     metrics = {"test_loss": history.test_loss, "test_acc": history.test_acc, "epochs": len(history.epochs),
                "protocol": history.protocol}

@@ -31,7 +31,7 @@ from mnistlab.training.checkpoint import save_checkpoint
 from mnistlab.data.datasets import Dataset
 from mnistlab.training.early_stopping import EarlyStopping
 from mnistlab.training.engine import DeviceData, evaluate, fit, loss_input, place_data, torch_dtype
-from mnistlab.training.history import History, Reporter
+from mnistlab.training.history import COMPLETED, DIVERGED, History, Reporter
 from mnistlab.training.config import TrainConfig, configure_threads, run_threads, eval_batch_size, resolve_device
 from mnistlab.training.resume import checkpoint_identity, maybe_resume
 from mnistlab.errors import CheckpointError, MnistlabError
@@ -309,7 +309,7 @@ def _train_group(spec: ModelSpec, seeds: list[_Seed], data: DeviceData, first_ep
                 seed.train_seconds += trained - started
                 seed.timed_images += n * len(active)
             if not all(math.isfinite(metrics[k]) for k in ("loss", "val_loss")):
-                seed.history.status, seed.history.diverged_epoch = "diverged", epoch
+                seed.history.status, seed.history.diverged_epoch = DIVERGED, epoch
                 leaving.append(seed)
                 continue
             stop = seed.stopper is not None and seed.stopper.update(epoch, metrics["val_loss"], seed.model)
@@ -337,10 +337,10 @@ def _finish(seed: _Seed, data: DeviceData, epochs: int, precision: str) -> Histo
             f"bundle of {seed.bundle_size} seeds, {seed.bundle_size} x images / s; training steps only (no validation), "
             + ("epochs 2+ (the first epoch's warm-up excluded)" if epochs > 1 else "one epoch")
         )
-    if seed.stopper is not None and history.status == "completed":
+    if seed.stopper is not None and history.status == COMPLETED:
         seed.stopper.restore(seed.model)
         history.best_epoch, history.stopped_early = seed.stopper.best_epoch, seed.stopper.stopped
-    if history.status == "completed":
+    if history.status == COMPLETED:
         test_loss, test_correct, predicted = evaluate(seed.model, data.test_x, data.test_y, precision)
         history.test_loss = test_loss.item() / len(data.test_y)
         history.test_acc = test_correct.item() / len(data.test_y)

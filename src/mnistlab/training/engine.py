@@ -29,7 +29,7 @@ from mnistlab.training.checkpoint import save_checkpoint
 from mnistlab.training.config import (TRAIN_EVAL_IMAGES, TrainConfig, configure_threads, eval_batch_size,
                                       resolve_device, run_threads)
 from mnistlab.training.early_stopping import EarlyStopping
-from mnistlab.training.history import History, Reporter
+from mnistlab.training.history import COMPLETED, DIVERGED, History, Reporter
 from mnistlab.training.limits import check_fit
 from mnistlab.training.optim import make_optimizer
 from mnistlab.training.precision import autocast, compiled, run_numerics
@@ -233,7 +233,7 @@ def _fit(
             timed_images += n
         reporter.end_epoch(epoch, epochs, metrics)
         if not all(math.isfinite(metrics[k]) for k in ("loss", "val_loss")):
-            history.status, history.diverged_epoch = "diverged", epoch
+            history.status, history.diverged_epoch = DIVERGED, epoch
             break
         # Before the checkpoint: a resume from it must find this epoch's best weights on disk.
         stop = stopper is not None and stopper.update(epoch, metrics["val_loss"], model)
@@ -253,10 +253,10 @@ def _fit(
             "training steps only (no validation), epochs 2+ (the first epoch's warm-up excluded)"
             if epochs > 1 else "training steps only (no validation), one epoch"
         )
-    if stopper is not None and history.status == "completed":
+    if stopper is not None and history.status == COMPLETED:
         stopper.restore(model)
         history.best_epoch, history.stopped_early = stopper.best_epoch, stopper.stopped
-    if history.status == "completed":
+    if history.status == COMPLETED:
         test_loss, test_correct, predicted = evaluate(model, data.test_x, data.test_y, config.precision)
         history.test_loss = test_loss.item() / len(data.test_y)
         history.test_acc = test_correct.item() / len(data.test_y)

@@ -12,7 +12,7 @@ as it ends, so `mnistlab ls` / `show` show live progress. A finished unit's resu
 final weights) are saved exactly as the local backend saves them.
 
 Faults: a worker that dies is retried by Ray (``max_retries``) and its next attempt resumes from the
-last checkpoint (ray_worker.py fences attempts by folder); an exception raised by the training code
+last checkpoint (worker.py fences attempts by folder); an exception raised by the training code
 (a bad spec, a full disk) is not retried (``retry_exceptions=False``): its runs are marked failed once
 and the study stops submitting, then raises it. A killed coordinator's claims are stale at once on
 this host (its pid is gone; elsewhere after the lease), so running it again resubmits only the runs
@@ -39,7 +39,8 @@ from mnistlab.runs.lease import Heartbeat
 from mnistlab.runs.local import Bundle, group_units
 from mnistlab.runs.ray.env import Connection, import_ray, is_loopback
 from mnistlab.runs.ray.worker import RunResult, WorkItem, checkpoint_root, train_unit
-from mnistlab.runs.store import ARTIFACTS_DIR, RunRecord, RunStore, current_owner
+from mnistlab.runs.store import ARTIFACTS_DIR, RunStore, current_owner
+from mnistlab.runs.records import RunRecord
 from mnistlab.runs.tasks import (Pending, Placement, ReporterFor, RunOutcome, epoch_metrics, finish_task,
                                  report_failed)
 from mnistlab.training.history import Reporter

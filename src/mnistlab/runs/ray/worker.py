@@ -30,7 +30,7 @@ import torch
 
 from mnistlab.training.checkpoint import POINTER, read_checkpoint_info, tensor_file
 from mnistlab.data.datasets import Dataset
-from mnistlab.training.history import History
+from mnistlab.training.history import COMPLETED, History
 from mnistlab.training.config import TrainConfig
 from mnistlab.training.engine import fit
 from mnistlab.errors import CheckpointError, EnvironmentFailure
@@ -205,7 +205,7 @@ def train_unit(items: list[WorkItem], dataset: Dataset, sink: Any, threads: int 
     results = []
     for item, (number, resumed), trained in zip(items, attempts, histories):
         weights = None
-        if trained.status == "completed" and trained.model is not None:
+        if trained.status == COMPLETED and trained.model is not None:
             weights = {key: value.detach().cpu() for key, value in trained.model.state_dict().items()}
         results.append(RunResult(item.run_id, number, resumed, worker, replace(trained, model=None), weights,
                                  package_versions(trained.device)))  # this machine's
