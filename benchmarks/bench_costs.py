@@ -26,7 +26,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_train import machine_info  # noqa: E402  (the benchmarks' one machine description)
+from common import machine_info  # noqa: E402  (the benchmarks' one machine description)
 
 from mnistlab.training.cost import FLOPS_COUNTED, epoch_images, estimate_training, forward_flops, probe_throughput  # noqa: E402
 from mnistlab.util.machine import usable_cpus  # noqa: E402

@@ -32,7 +32,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -54,6 +53,7 @@ try:  # src layout: runnable from a checkout without `pip install -e .`
 except ImportError:
     sys.path.insert(0, str(SRC))
 
+from common import architecture_json, machine_info  # noqa: E402  (shared with cpu_sections.py)
 from mnistlab.util.machine import usable_cpus  # the engine's own count
 
 # --- small helpers shared by the orchestrator and the workers -------------------------------
@@ -91,34 +91,6 @@ def model_facts(spec: Any) -> dict[str, Any]:
         "trainable_params": resolved.trainable_params,
         "forward_macs": flops // 2,
         "train_flops_per_image": TRAIN_STEP_FORWARDS * flops,
-    }
-
-
-def architecture_json(spec: Any) -> dict[str, Any]:
-    """What keras_peer.py needs to rebuild the model: resolved nodes with names and inputs."""
-    from mnistlab.spec.vocabulary import OPTIMIZER_DEFAULTS
-    from mnistlab.spec.model import resolve
-
-    resolved = resolve(spec)
-    nodes = []
-    for node in resolved.nodes:
-        layer = node.layer.model_dump(mode="json", exclude_none=True)
-        for key in ("keras_prefix", "weighted", "name", "inputs"):
-            layer.pop(key, None)
-        nodes.append({"name": node.name, "inputs": list(node.inputs), "layer": layer,
-                      "output_shape": list(node.output_shape)})
-    optimizer = spec.training.optimizer
-    args = dict(OPTIMIZER_DEFAULTS[optimizer.name])
-    args.update({("lr" if k == "learning_rate" else k): v for k, v in optimizer.args.items()})
-    return {
-        "id": spec.id,
-        "input": list(spec.input),
-        "is_graph": resolved.is_graph,
-        "nodes": nodes,
-        "optimizer": {"name": optimizer.name, "args": args},  # Keras 2.2 names and defaults
-        "batch_size": spec.training.batch_size,
-        "total_params": resolved.total_params,
-        "spec": spec.to_dict(),  # for torch_peer.py, which builds through mnistlab.nn.build
     }
 
 
@@ -247,39 +219,6 @@ def run_worker(label: str, command: list[str], threads: int, timeout: float, ver
     result["load_average_before"] = load_before  # > 0.5 means others shared the cores
     result["cpu_busy_before"] = busy_before  # with --wait-idle: others' CPU use just before the start
     return result
-
-
-def machine_info(threads: int) -> dict[str, Any]:
-    import torch
-
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    fields: dict[str, str] = {}
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
-    flags = set(fields.get("flags", "").split())
-    interesting = ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16"]
-    mem_kb = 0
-    if Path("/proc/meminfo").exists():
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem_kb = int(line.split()[1])
-    model = fields.get("model name", platform.processor() or "unknown")
-    if fields.get("cpu family"):
-        model += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
-    return {
-        "cpu": model,
-        "logical_cpus": os.cpu_count(),
-        "usable_cpus": usable_cpus(),
-        "threads_used": threads,
-        "cpu_flags": {flag: flag in flags for flag in interesting},
-        "memory_gib": round(mem_kb / 2**20, 1),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "mkldnn": torch.backends.mkldnn.is_available(),
-        "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
-    }
 
 
 def choose_size(rate: float, batch_size: int, target_seconds: float, max_images: int) -> tuple[int, int]:

@@ -176,7 +176,7 @@ def section_busy(args: argparse.Namespace, threads: int, workdir: Path) -> dict[
     import numpy as np
     import torch
 
-    from bench_train import architecture_json
+    from common import architecture_json
     from mnistlab.data.datasets import load_dataset
     from mnistlab.training.config import TrainConfig
     from mnistlab.training.engine import place_data
@@ -265,7 +265,7 @@ def markdown(section: str, results: dict[str, Any]) -> list[str]:
 def main(args: argparse.Namespace) -> int:
     """Entry from bench_train.py --section."""
     sys.path.insert(0, str(HERE))
-    from bench_train import machine_info, usable_cpus
+    from common import machine_info, usable_cpus
 
     threads = usable_cpus()
     started = time.perf_counter()
