@@ -131,3 +131,56 @@ def test_cluster_options_with_the_local_backend_are_one_line_exit_2(tmp_path, ti
     result = run_cli("run", path, "--address", "127.0.0.1:6379", "--store", tmp_path / "store")
     assert result.exit_code == 2, result
     assert len(result.error_lines) == 1 and "address: only for backend 'ray'" in result.error_lines[0]
+
+
+# Loaded by training, plots and statistics; `ls` and `show` read the store without any of them.
+HEAVY_MODULES = ("torch", "matplotlib", "scipy", "statsmodels", "pandas")
+# Runs `mnistlab ARGS...` in a fresh interpreter, then prints which heavy modules it loaded.
+IMPORTS_PROBE = """
+import json, sys
+from mnistlab.cli.app import main
+sys.argv = ["mnistlab", *sys.argv[1:]]
+code = None
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code
+print(json.dumps({"code": code, "heavy": [name for name in HEAVY if name in sys.modules]}), file=sys.stderr)
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_store(tmp_path_factory):
+    """One experiment with two finished runs of one model, written as the runner writes them."""
+    import numpy as np
+
+    from mnistlab.runs.store import RunStore
+    from test_report import GOOD_HISTORY, MID_HISTORY, add_run
+
+    root = tmp_path_factory.mktemp("tiny") / "store"
+    labels = (np.arange(100) % 10).astype(np.uint8)
+    with RunStore(root) as store:
+        store.save_experiment("tiny", {"name": "tiny", "dataset": "synthetic", "protocol": "split",
+                                       "models": ["m"], "seeds": [0, 1]})
+        add_run(store, "tiny", "m", "a model", None, 0, "completed", 3, GOOD_HISTORY, labels)
+        add_run(store, "tiny", "m", "a model", None, 1, "completed", 5, MID_HISTORY, labels)
+    return root
+
+
+@pytest.mark.parametrize("args", [["ls"], ["show", "1"]], ids=["ls", "show"])
+def test_ls_and_show_load_neither_torch_nor_pandas(args, tiny_store):
+    """A property, not a timing: `ls` and `show` read the store through report.overview, so they start
+    without torch, matplotlib, scipy, statsmodels or pandas (seconds of imports on a small machine)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from cli_driver import SRC
+
+    probe = f"HEAVY = {HEAVY_MODULES!r}\n{IMPORTS_PROBE}"
+    result = subprocess.run([sys.executable, "-c", probe, *args, "--store", str(tiny_store)], capture_output=True,
+                            text=True, env={**os.environ, "PYTHONPATH": str(SRC)}, timeout=120)
+    outcome = json.loads(result.stderr.strip().splitlines()[-1])
+    assert outcome == {"code": 0, "heavy": []}, result.stderr
+    assert ("tiny" if args == ["ls"] else "run 1: m, seed 0") in result.stdout

@@ -18,7 +18,9 @@ from safetensors.numpy import save_file
 from mnistlab.data.synthetic import synthetic_dataset
 from mnistlab.errors import MnistlabError
 from mnistlab.report import (accuracy_figure, comparison_table, confusion_figure, confusion_matrix, epochs_frame, load_weights, loss_figure, misclassified_figure, most_confused_pairs, runs_frame, val_overlay_figure, weights_figure, write_report)
+from mnistlab.analysis.ranking import best_model
 from mnistlab.cli.views import compare_table, experiments_table, run_panel, runs_table
+from mnistlab.report.frame import load_experiment, model_diagnoses
 from mnistlab.report.content import protocol_sentence
 from mnistlab.runs.store import RunStore
 
@@ -392,6 +394,38 @@ def test_experiments_table_chooses_on_validation_not_test(tmp_path, dataset):
         add_run(store, "peek", "m-test", "test winner", None, 0, "completed", 2, BAD_HISTORY, labels)
         text = rendered(experiments_table(store))
     assert "80.00% (m-val, 1 seed)" in text and "m-test" not in text
+
+
+def test_the_terminal_chooses_the_model_the_report_chooses(tmp_path, dataset):
+    """Mean val_acc ties; the report's rule (analysis.choice) breaks it on the lower mean val_loss. `ls` once
+    chose with its own SQL, without that tie-break; now it applies the same rule to the same means."""
+    labels = dataset.test_labels.numpy().astype(np.uint8)
+    low_loss = (GOOD_HISTORY[0], GOOD_HISTORY[1], [0.6, 0.35, 0.30, 0.25], GOOD_HISTORY[3])  # same val_acc
+    with RunStore(tmp_path / "runs") as store:
+        store.save_experiment("tie", {"name": "tie", "dataset": "synthetic", "protocol": "split",
+                                      "models": ["m-first", "m-low-loss"], "seeds": [0]})
+        add_run(store, "tie", "m-first", "higher test acc", None, 0, "completed", 2, GOOD_HISTORY, labels)
+        add_run(store, "tie", "m-low-loss", "lower val_loss", None, 0, "completed", 10, low_loss, labels)
+        table = comparison_table(store, "tie")
+        assert table["val_acc"].nunique() == 1 and best_model(table) == "m-low-loss"
+        text = rendered(experiments_table(store))
+    assert "90.00% (m-low-loss, 1 seed)" in text and "m-first" not in text
+
+
+def test_the_terminal_reads_the_store_as_the_report_does(store):
+    """report.overview (no pandas, for `ls` and `show`) against report.frame: the same chosen model, mean
+    test accuracy and seeds, and the same diagnosis over seeds for every model."""
+    from mnistlab.report.overview import chosen_models, model_diagnosis
+
+    table = comparison_table(store, EXPERIMENT)
+    chosen = chosen_models(store)[EXPERIMENT]
+    row = table.set_index("model").loc[chosen.model]
+    assert chosen.model == best_model(table) and chosen.test_acc_mean == row["test_acc_mean"]
+    assert chosen.seeds == row["n"] - row["diverged"]
+    diagnoses = model_diagnoses(load_experiment(store, EXPERIMENT))
+    for model in MODELS:
+        assert model_diagnosis(store, EXPERIMENT, model) == diagnoses.get(model)
+    assert model_diagnosis(store, EXPERIMENT, "no-such-model") is None
 
 
 def test_run_panel_shows_spec_epochs_final_and_diagnosis(store):

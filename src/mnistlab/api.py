@@ -1,40 +1,84 @@
-"""The Python entry points a notebook uses; the CLI calls exactly these."""
+"""The Python entry points a notebook uses; the CLI calls exactly these.
+
+Importing this module loads neither torch nor pandas: each function imports what it needs when it
+runs, so that the CLI's store commands (`mnistlab ls`, `show`) start fast. The names re-exported
+from heavier modules (`History`, `TrainConfig`, ...) are loaded when first asked for (PEP 562).
+"""
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from mnistlab.trained import export
-from mnistlab.trained import inference
 from mnistlab.util.atomic import check_target, write_text
 from mnistlab.data.datasets import Dataset, load_dataset
-from mnistlab.training.history import History, Reporter, RunEnd
-from mnistlab.training.config import TrainConfig
-from mnistlab.training.engine import fit
-from mnistlab.errors import EnvironmentFailure, MnistlabError
-from mnistlab.experiments.definition import Experiment, Task, load_experiment, parse_experiment
-from mnistlab.trained.inference import Evaluation, ImagesLike, Predictions
-from mnistlab.trained.folder import TrainedModel, load_model_folder, run_model_folder, save_trained
-from mnistlab.runs.tasks import Placement, RunOutcome
-from mnistlab.runs.runner import run_experiment
-from mnistlab.runs.store import RunStore, open_existing_store
+from mnistlab.errors import DataError, EnvironmentFailure, MnistlabError
+from mnistlab.runs.store import DEFAULT_ROOT, RunStore, open_existing_store
 from mnistlab.util.strict import whole_number
-from mnistlab.spec.model import ModelSpec
-from mnistlab.spec.parse import parse_model
-from mnistlab.zoo import get_model, zoo_models
 
 if TYPE_CHECKING:
-    from mnistlab.nn.build import KerasModel
-    from mnistlab.training.cost import Estimate
-    from mnistlab.report.reproduction import ModelReproduction
+    from mnistlab.experiments.definition import Experiment, Task
     from mnistlab.interop.keras_objects import ImportResult
+    from mnistlab.nn.build import KerasModel
+    from mnistlab.report.conclusions import Conclusions
+    from mnistlab.report.reproduction import ModelReproduction
+    from mnistlab.report.writer import ReportPaths
+    from mnistlab.runs.tasks import RunOutcome
+    from mnistlab.spec.model import ModelSpec
+    from mnistlab.trained.folder import TrainedModel
+    from mnistlab.trained.inference import Evaluation, ImagesLike, Predictions
+    from mnistlab.training.cost import Estimate
+    from mnistlab.training.config import TrainConfig
+    from mnistlab.training.history import History, Reporter
+    from mnistlab.zoo import zoo_models
+
+# Names this module used to import at the top, each from its one home: still `api.History` and
+# `from mnistlab.api import TrainConfig`, but loaded (with torch, or pydantic's models) only when asked for.
+_LAZY = {
+    "zoo_models": "mnistlab.zoo",
+    "get_model": "mnistlab.zoo",
+    "ModelSpec": "mnistlab.spec.model",
+    "parse_model": "mnistlab.spec.parse",
+    "Experiment": "mnistlab.experiments.definition",
+    "load_experiment": "mnistlab.experiments.definition",
+    "parse_experiment": "mnistlab.experiments.definition",
+    "History": "mnistlab.training.history",
+    "Reporter": "mnistlab.training.history",
+    "RunEnd": "mnistlab.training.history",
+    "TrainConfig": "mnistlab.training.config",
+    "fit": "mnistlab.training.engine",
+    "Evaluation": "mnistlab.trained.inference",
+    "ImagesLike": "mnistlab.trained.inference",
+    "Predictions": "mnistlab.trained.inference",
+    "TrainedModel": "mnistlab.trained.folder",
+    "load_model_folder": "mnistlab.trained.folder",
+    "run_model_folder": "mnistlab.trained.folder",
+    "save_trained": "mnistlab.trained.folder",
+    "Placement": "mnistlab.runs.tasks",
+    "RunOutcome": "mnistlab.runs.tasks",
+    "run_experiment": "mnistlab.runs.runner",
+    "Task": "mnistlab.experiments.definition",
+}
+_LAZY_MODULES = {"export": "mnistlab.trained.export", "inference": "mnistlab.trained.inference"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_MODULES:
+        return importlib.import_module(_LAZY_MODULES[name])
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'mnistlab.api' has no attribute {name!r}")
 
 
 def model_spec(model: str | ModelSpec | dict[str, Any]) -> ModelSpec:
     """A zoo id, a spec file (`file.yaml[:ID]`), a spec dict, or a ModelSpec → validated ModelSpec."""
+    from mnistlab.spec.model import ModelSpec
+    from mnistlab.spec.parse import parse_model
+    from mnistlab.zoo import get_model
+
     if isinstance(model, ModelSpec):
         # Re-validated: a hand-built spec gets the same checks; a spec read from a file keeps
         # naming it (its errors, and later a bundle's, say which file).
@@ -51,6 +95,8 @@ def train(
     download: bool = False,
     reporter: Reporter | None = None,
     seeds: Sequence[int] | None = None,
+    *,
+    save_history: bool = False,
     **options: Any,
 ) -> Any:
     """Train one model; `options` are TrainConfig fields (epochs, batch_size, seed, device, ...).
@@ -59,7 +105,9 @@ def train(
     per seed; `out_dir` then holds a `seed-N` model folder per seed.
 
     `reporter` (an engine.Reporter; mnistlab.report.progress has the CLI's: `make_reporter`,
-    `JsonLinesReporter`, `LineReporter`) hears every epoch, and `end_run` once per seed trained."""
+    `JsonLinesReporter`, `LineReporter`) hears every epoch, and `end_run` once per seed trained.
+    `save_history`: with `out_dir`, also write each model folder's history.json (`write_history`),
+    after every seed has trained, as `mnistlab train --out` does."""
     spec = model_spec(model)
     if seeds is not None:
         from mnistlab.training.bundle import check_seed_list
@@ -67,7 +115,19 @@ def train(
         check_seed_list(seeds, "seed" in options)
     data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_dir=data_dir, download=download)
     if seeds is not None:
-        return _train_bundle(spec, data, list(seeds), reporter, options)
+        out_dir = options.get("out_dir")
+        histories = _train_bundle(spec, data, list(seeds), reporter, options)
+        if save_history and out_dir is not None:
+            from mnistlab.training.bundle import seed_dir
+
+            for history in histories:
+                write_history(seed_dir(Path(out_dir), history.seed) / "history.json", history)
+        return histories
+    from mnistlab.trained.folder import save_trained
+    from mnistlab.training.config import TrainConfig
+    from mnistlab.training.engine import fit
+    from mnistlab.training.history import RunEnd
+
     if options.get("out_dir") is not None:
         options["out_dir"] = Path(options["out_dir"])
     history = fit(spec, data, TrainConfig(**options), reporter=reporter)
@@ -75,12 +135,17 @@ def train(
         save_trained(options["out_dir"], history, data.info)  # out_dir becomes a model folder
     if reporter is not None:
         reporter.end_run(RunEnd.of(history))
+    if save_history and options.get("out_dir") is not None:
+        write_history(options["out_dir"] / "history.json", history)
     return history
 
 
 def _train_bundle(spec: ModelSpec, data: Dataset, seeds: list[int], reporter: Reporter | None,
                   options: dict[str, Any]) -> list[History]:
+    from mnistlab.trained.folder import save_trained
     from mnistlab.training.bundle import fit_bundle, seed_dir
+    from mnistlab.training.config import TrainConfig
+    from mnistlab.training.history import RunEnd
 
     # Popped even when None (as `train --seeds` without --out passes it): each config gets its own.
     out_dir = options.pop("out_dir", None)
@@ -95,15 +160,23 @@ def _train_bundle(spec: ModelSpec, data: Dataset, seeds: list[int], reporter: Re
     return histories
 
 
-def open_store(root: str | Path = "mnistlab-runs", **leases: float | None) -> RunStore:
+def open_store(root: str | Path = DEFAULT_ROOT, *, create: bool = True, **leases: float | None) -> RunStore:
     """The run store in `root` (created if absent); close it, or use it in a `with` block.
 
-    `leases`: `heartbeat_seconds` and `lease_seconds`, as `mnistlab run` takes them."""
+    `leases`: `heartbeat_seconds` and `lease_seconds`, as `mnistlab run` takes them. `create=False`:
+    the store must exist already (else a one-line StoreError), as the read commands open it, so that
+    a mistyped folder never becomes an empty store."""
+    if not create:
+        if leases:
+            raise ValueError("open_store: leases are for a store opened to train in; create=False opens one to read")
+        return open_existing_store(root)
     return RunStore(root, **leases)
 
 
 def experiment(definition: str | Path | dict[str, Any] | Experiment) -> Experiment:
     """A built-in experiment name, an experiment file, a dict, or an Experiment → validated Experiment."""
+    from mnistlab.experiments.definition import Experiment, load_experiment, parse_experiment
+
     if isinstance(definition, Experiment):
         return parse_experiment(definition.to_dict())
     if isinstance(definition, dict):
@@ -111,9 +184,27 @@ def experiment(definition: str | Path | dict[str, Any] | Experiment) -> Experime
     return load_experiment(definition)[0]
 
 
+def experiment_name(experiment: str | Path) -> str:
+    """The name an experiment is stored under, from that name, a built-in name, or an experiment file."""
+    path = Path(experiment)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        from mnistlab.experiments.definition import load_experiment
+
+        return load_experiment(path)[0].name
+    return str(experiment)
+
+
+def bundle_size(bundle: int | str) -> int | str:
+    """`bundle` as `run` takes it, checked: a whole number of seeds (1 or more) or "auto"; anything
+    else is a one-line MnistlabError (the CLI checks `--bundle` before it reads the experiment)."""
+    from mnistlab.runs.local import parse_bundle
+
+    return parse_bundle(bundle)
+
+
 def run(
     definition: str | Path | dict[str, Any] | Experiment,
-    store: RunStore | str | Path = "mnistlab-runs",
+    store: RunStore | str | Path = DEFAULT_ROOT,
     data_dir: str | Path | None = None,
     dataset: Dataset | None = None,
     bundle: int | str = 1,
@@ -123,6 +214,11 @@ def run(
     cpus_per_task: int | None = None,
     artifacts: str | Path | None = None,
     reporter_for: Callable[[Task], Reporter] | None = None,
+    *,
+    download: bool = False,
+    source: str | None = None,
+    heartbeat_seconds: float | None = None,
+    lease_seconds: float | None = None,
 ) -> RunOutcome:
     """Train every (model, seed) of an experiment not already in the store, resuming interrupted ones.
 
@@ -131,15 +227,122 @@ def run(
     a private one on this machine) while this process alone writes the store; `gpus_per_task` /
     `cpus_per_task` are each task's share, `artifacts` a folder every worker reaches for checkpoints
     (default: the store's). `reporter_for(task)` gives each task's reporter (its epochs, and
-    `end_run` when it finishes); `mnistlab.report.progress.task_reporters` makes the CLI's."""
+    `end_run` when it finishes); `mnistlab.report.progress.task_reporters` makes the CLI's.
+
+    `download`: fetch the dataset if it is not found. `source`: the file the definition was read
+    from, for error messages to name. `heartbeat_seconds` / `lease_seconds`: the claims' timing
+    (`open_store`), for a store this call opens; a RunStore passed in keeps its own."""
+    from mnistlab.runs.runner import run_experiment
+    from mnistlab.runs.tasks import Placement
+
     study = experiment(definition)
     placement = Placement(backend, address, gpus_per_task, cpus_per_task, artifacts)
     placement.check()  # a bad or silent cluster address is refused before a store is opened or created
-    options = dict(data_dir=data_dir, dataset=dataset, bundle=bundle, placement=placement, reporter_for=reporter_for)
+    options: dict[str, Any] = dict(data_dir=data_dir, download=download, dataset=dataset, bundle=bundle,
+                                   placement=placement, reporter_for=reporter_for)
+    if source is not None:
+        options["source"] = source
     if isinstance(store, RunStore):
+        if heartbeat_seconds is not None or lease_seconds is not None:
+            raise ValueError("run: heartbeat_seconds and lease_seconds are for a store run() opens; "
+                             "give them to open_store for a RunStore")
         return run_experiment(study, store, **options)
-    with RunStore(store) as opened:
+    # None: the store's defaults (a heartbeat every DEFAULT_HEARTBEAT_SECONDS, a lease of 6 heartbeats).
+    timing = {"heartbeat_seconds": heartbeat_seconds} if heartbeat_seconds else {}
+    with RunStore(store, lease_seconds=lease_seconds, **timing) as opened:
         return run_experiment(study, opened, **options)
+
+
+def report(experiment: str | Path | Experiment, store: RunStore | str | Path = DEFAULT_ROOT,
+           out: str | Path | None = None, data_dir: str | Path | None = None, *, dataset: str | None = None,
+           settled: Sequence[int] | None = None) -> ReportPaths | None:
+    """Write the experiment's report: one self-contained HTML page and a Markdown file, in `out`
+    (default: STORE/reports). `experiment`: its stored name, a built-in name, its file, or the Experiment.
+
+    `dataset`: the dataset whose test images the misclassified grid shows (default: the Experiment's
+    given one, else the one it was stored with); when it cannot be loaded, the report says the grid
+    needs it. `settled`: write only if none of these runs is pending or running any more
+    (`RunOutcome.run_ids`, asked after this process's last write, as `mnistlab run` does); None is
+    returned otherwise."""
+    from mnistlab.experiments.definition import Experiment
+
+    if isinstance(experiment, Experiment):
+        name, given, dataset = experiment.name, experiment.name, dataset or experiment.dataset
+    else:
+        name, given = experiment_name(experiment), str(experiment)  # a file's errors come before the store's
+    if not isinstance(store, RunStore):
+        with open_existing_store(store) as opened:
+            return _report(opened, name, given, Path(out) if out is not None else Path(store) / "reports",
+                           data_dir, dataset, settled)
+    return _report(store, name, given, Path(out) if out is not None else store.root / "reports",
+                   data_dir, dataset, settled)
+
+
+def _report(store: RunStore, name: str, given: str, out: Path, data_dir: str | Path | None, dataset: str | None,
+            settled: Sequence[int] | None) -> ReportPaths | None:
+    from mnistlab.report.writer import write_report
+
+    config = next((record.config for record in store.experiments() if record.name == name), None)
+    if config is None:
+        raise MnistlabError(f"{store.root}: no experiment '{name}' in this store; "
+                            f"run it first with `mnistlab run {given}`")
+    if settled is not None:
+        from mnistlab.runs.runner import experiment_settled
+
+        if not experiment_settled(store, list(settled)):
+            return None
+    try:
+        images = load_dataset(dataset or config.get("dataset", "mnist"), data_dir=data_dir)
+    except DataError:
+        images = None  # the report says the misclassified grid needs the dataset
+    return write_report(store, name, out, dataset=images)
+
+
+def conclusions(experiment: str | Path, store: RunStore | str | Path = DEFAULT_ROOT) -> Conclusions:
+    """The report's written conclusions (one sentence per finding, Holm-corrected), without a figure."""
+    from mnistlab.report.content import experiment_conclusions
+
+    if not isinstance(store, RunStore):
+        with open_existing_store(store) as opened:
+            return conclusions(experiment, opened)
+    return experiment_conclusions(store, experiment_name(experiment))
+
+
+def find_run(store: RunStore, reference: str) -> int:
+    """The id of the one run `reference` names: a run id, or a prefix of a run's spec hash, model id or
+    `experiment/model_id` (as `mnistlab ls EXPERIMENT` lists them); a one-line MnistlabError otherwise."""
+    matches = store.find_runs(reference)
+    if len(matches) != 1:
+        found = "no run" if not matches else f"{len(matches)} runs"
+        raise MnistlabError(f"{store.path}: {found} match '{reference}'; `mnistlab ls EXPERIMENT` lists run ids")
+    return matches[0].id
+
+
+def find_model(reference: str | Path, store: str | Path = DEFAULT_ROOT, max_params: int | None = None) -> TrainedModel:
+    """The model a reference names, as the CLI's MODEL argument reads it: a model folder (a run's or
+    `train --out`'s), else the run `find_run` finds in `store`."""
+    from mnistlab.runs.store import DB_NAME
+
+    if Path(reference).is_dir():
+        return load_model(Path(reference), max_params=max_params)
+    if not (Path(store) / DB_NAME).is_file():
+        raise MnistlabError(f"{reference}: not a model folder, and {store} holds no run store to find a run in; "
+                            "pass --store DIR or a model folder")
+    with RunStore(store) as run_store:
+        return load_model(run_store, find_run(run_store, str(reference)), max_params=max_params)
+
+
+def check_datasets(data_dir: str | Path | None = None, download: bool = False) -> list[tuple[str, Dataset | DataError]]:
+    """Every registered dataset, loaded and checked (sizes, magic numbers, sha256), or why it could not be."""
+    from mnistlab.data.datasets import DATASETS
+
+    found: list[tuple[str, Dataset | DataError]] = []
+    for name in DATASETS:
+        try:
+            found.append((name, load_dataset(name, data_dir=data_dir, download=download)))
+        except DataError as exc:
+            found.append((name, exc))
+    return found
 
 
 def load_model(source: str | Path | RunStore, run_id: int | str | None = None, device: str = "cpu",
@@ -148,6 +351,8 @@ def load_model(source: str | Path | RunStore, run_id: int | str | None = None, d
     for MLPs) in, probabilities out. `source` is a model folder (a run's artifacts folder or a
     `train --out` folder), or with `run_id` a run store (folder or RunStore). `max_params`: the
     parameter limit its spec is held to (default limits.MAX_PARAMS), for models trained with a raised one."""
+    from mnistlab.trained.folder import load_model_folder, run_model_folder
+
     if isinstance(run_id, str):
         number = whole_number(run_id)
         if number is None:
@@ -164,12 +369,16 @@ def load_model(source: str | Path | RunStore, run_id: int | str | None = None, d
 
 
 def _trained(model: TrainedModel | str | Path) -> TrainedModel:
+    from mnistlab.trained.folder import TrainedModel
+
     return model if isinstance(model, TrainedModel) else load_model(model)
 
 
 def predict(model: TrainedModel | str | Path, images: ImagesLike) -> Predictions:
     """Class probabilities for arrays (uint8 0–255 or float 0–1; [28, 28], [N, 28, 28],
     [N, 28, 28, 1], [N, 784]) or files (PNG/JPEG converted as MNIST was made, .npy, IDX)."""
+    from mnistlab.trained import inference
+
     return inference.predict(_trained(model), images)
 
 
@@ -181,6 +390,8 @@ def evaluate(
 ) -> Evaluation:
     """Test-set accuracy, loss and confusion matrix on `dataset` (default: the one the model was
     trained on); nothing is written anywhere."""
+    from mnistlab.trained import inference
+
     trained = _trained(model)
     if not isinstance(dataset, Dataset):
         dataset = load_dataset(dataset or trained.info.dataset, data_dir=data_dir, download=download)
@@ -190,6 +401,8 @@ def evaluate(
 def export_model(model: TrainedModel | str | Path, path: str | Path, format: str = "onnx") -> Path:
     """Write the model as `format` (onnx, pt2 or safetensors) to `path`; it takes float32 images in
     [0, 1] shaped [N, 28, 28, 1] (or [N, 784] for MLPs), N dynamic, and returns probabilities."""
+    from mnistlab.trained import export
+
     return export.export_model(_trained(model), path, format)
 
 
@@ -202,6 +415,20 @@ def import_keras(path: str | Path) -> "ImportResult":
     from mnistlab.interop.keras_code_in import import_keras_code
 
     return import_keras_code(path)
+
+
+def write_specs(result: ImportResult, output: str | Path | None = None) -> str:
+    """`import_keras`'s specs as one YAML spec file, each import decision recorded; with `output`, also
+    written there, whole or not at all (EnvironmentFailure if it cannot be)."""
+    from mnistlab.interop.spec_yaml import specs_yaml
+
+    text = specs_yaml(result)
+    if output is not None:
+        try:
+            write_text(Path(output), text)
+        except OSError as error:
+            raise EnvironmentFailure(f"{output}: cannot write the specs: {error.strerror or error}") from None
+    return text
 
 
 def export_keras(model: str | ModelSpec | dict[str, Any]) -> str:
@@ -227,7 +454,7 @@ def import_keras_weights(model: str | ModelSpec | dict[str, Any], weights: str |
 
 
 def export_runs(experiment: str, to: str, destination: str | Path,
-                store: RunStore | str | Path = "mnistlab-runs") -> list[Any]:
+                store: RunStore | str | Path = DEFAULT_ROOT) -> list[Any]:
     """An experiment's runs to TensorBoard (`to="tensorboard"`, a folder) or MLflow (`to="mlflow"`,
     a tracking URI or a local mlruns folder): one run per (model, seed), metrics per epoch, hparams."""
     from mnistlab.interop.tracking import TARGETS, to_mlflow, to_tensorboard
@@ -243,9 +470,10 @@ def export_runs(experiment: str, to: str, destination: str | Path,
 
 
 __all__ = [
-    "History", "TrainConfig", "estimate", "evaluate", "experiment", "export_keras", "export_model", "export_runs", "import_keras",
-    "import_keras_weights", "load_dataset", "load_keras_weights", "load_model", "model_spec", "open_store", "predict",
-    "reproduction", "run", "train", "zoo_models",
+    "DEFAULT_ROOT", "History", "TrainConfig", "bundle_size", "check_datasets", "conclusions", "estimate", "evaluate",
+    "experiment", "experiment_name", "export_keras", "export_model", "export_runs", "find_model", "find_run",
+    "import_keras", "import_keras_weights", "load_dataset", "load_keras_weights", "load_model", "model_spec",
+    "open_store", "predict", "report", "reproduction", "run", "train", "write_history", "write_specs", "zoo_models",
 ]
 
 

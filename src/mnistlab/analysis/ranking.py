@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from mnistlab.analysis.choice import candidate, choose_model
 from mnistlab.analysis.compare import McNemarResult, PairedDifference, mcnemar_exact, paired_difference, significance_sentence
 from mnistlab.errors import MnistlabError
 from mnistlab.analysis.multiple import ALPHA, StratifiedMcNemar, holm, mcnemar_detectable, mcnemar_stratified
@@ -122,15 +123,15 @@ def best_model(table: pd.DataFrame) -> str | None:
     optimistic (the choice peeks); the test figure of the chosen model is reported once. Under
     protocol ``test`` validation *is* the test set, and the report says so. Falls back to mean
     test accuracy when no model has a validation figure. None if no model has a test figure.
+
+    ``table`` is a comparison table (``report.frame.comparison_from``); the rule itself is
+    ``analysis.choice.choose_model``'s, which the terminal applies too.
     """
-    ranked = table.dropna(subset=["test_acc_mean"])
-    if ranked.empty:
-        return None
-    if "val_acc" in ranked and ranked["val_acc"].notna().any():
-        ranked = ranked.dropna(subset=["val_acc"])
-        ordered = ranked.sort_values(["val_acc", "val_loss"], ascending=[False, True], kind="stable")
-        return str(ordered["model"].iloc[0])
-    return str(ranked.sort_values("test_acc_mean", ascending=False, kind="stable")["model"].iloc[0])
+    validated = "val_acc" in table
+    columns = [table["model"], table["test_acc_mean"]]
+    if validated:
+        columns += [table["val_acc"], table["val_loss"]]
+    return choose_model(candidate(*cells) for cells in zip(*(column.tolist() for column in columns)))
 
 
 def best_run(runs: pd.DataFrame, model: str) -> pd.Series:

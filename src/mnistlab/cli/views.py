@@ -1,6 +1,10 @@
-"""Rich renderables for the CLI: ``mnistlab ls``, ``show RUN`` and ``compare A B``.
+"""Rich renderables for the CLI: ``mnistlab ls``, ``show RUN``, ``compare A B`` and the other tables.
 
 Each function returns a renderable and prints nothing; the CLI prints it.
+
+What a view needs is imported inside it: ``ls`` and ``show`` read the store through
+``report.overview`` (no pandas, scipy or torch), so they start fast; ``ls EXPERIMENT`` and ``compare``
+import the report's frame and statistics (pandas, scipy) when they run.
 """
 
 from __future__ import annotations
@@ -8,29 +12,30 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from rich import box
 from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from mnistlab.analysis.compare import accuracy_interval_text, mean_ci, paired_difference, significance_sentence
-from mnistlab.analysis.diagnose import diagnose
 from mnistlab.util import safetext
-from mnistlab.errors import MnistlabError
-from mnistlab.report.artifacts import load_predictions
-from mnistlab.report.frame import (FINISHED, comparison_from, experiment_config, load_experiment, model_diagnoses,
-                                   query_frame, runs_frame)
-from mnistlab.analysis.multiple import ALPHA
-from mnistlab.analysis.ranking import comparison_plan, compare_models, mcnemar_on_runs
-from mnistlab.runs.records import RunRecord
-from mnistlab.runs.store import RunStore
+from mnistlab.errors import DataError, MnistlabError
 from mnistlab.util.strict import whole_number
 
-__all__ = ["compare_table", "experiment_view", "experiments_table", "models_table", "run_panel", "runs_table"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mnistlab.data.datasets import Dataset
+    from mnistlab.report.reproduction import ModelReproduction
+    from mnistlab.runs.records import RunRecord
+    from mnistlab.runs.store import RunStore
+    from mnistlab.spec.model import ModelSpec
+    from mnistlab.training.cost import Estimate
+
+__all__ = ["builtin_experiments_table", "compare_table", "datasets_table", "estimate_view", "experiment_view",
+           "experiments_table", "models_table", "reproduction_view", "run_panel", "runs_table", "zoo_table"]
 
 # Outcomes first, then work in progress, then trouble: the order counts are listed in.
 STATUS_STYLES = {"completed": "green", "diverged": "red", "running": "yellow", "pending": "dim", "failed": "red"}
@@ -49,21 +54,6 @@ def _cells(*values: RenderableType) -> list[RenderableType]:
 
 SQL_EXPERIMENT_RUNS = """
     SELECT experiment, status, count(*) AS runs FROM runs GROUP BY experiment, status
-"""
-# SQLite returns the other columns of the row that holds the max() of a group.
-# The model chosen on validation (highest mean final val_acc over its completed runs), and its mean test
-# accuracy: choosing on the test set would be peeking (the report chooses the same way).
-SQL_EXPERIMENT_BEST = """
-    WITH finals AS (
-        SELECT r.experiment, r.model_id, json_extract(r.final_json, '$.test_acc') AS test_acc,
-               (SELECT e.val_acc FROM epochs e WHERE e.run_id = r.id ORDER BY e.epoch DESC LIMIT 1) AS val_acc
-        FROM runs r WHERE r.status = 'completed'),
-    models AS (
-        SELECT experiment, model_id AS model, avg(val_acc) AS val_acc, avg(test_acc) AS test_acc, count(*) AS n
-        FROM finals GROUP BY experiment, model_id)
-    SELECT experiment, model, test_acc, n FROM models m
-    WHERE val_acc = (SELECT max(val_acc) FROM models o WHERE o.experiment = m.experiment)
-    GROUP BY experiment
 """
 SQL_RUN_LIST = """
     SELECT r.id AS run_id, r.experiment, r.model_id AS model, r.seed, r.status, r.epochs_planned,
@@ -102,31 +92,39 @@ def _status_counts(counts: Mapping[str, int]) -> Text:
 
 
 def experiments_table(store: RunStore) -> Table:
-    """Every experiment: dataset, protocol, models, seeds, runs by status, and the model chosen on validation
-    with its mean test accuracy."""
-    counts = query_frame(store, SQL_EXPERIMENT_RUNS)
-    best = query_frame(store, SQL_EXPERIMENT_BEST).set_index("experiment")
+    """Every experiment: dataset, protocol, models, seeds, runs by status, and the model its report
+    chooses on validation (the report's rule, analysis.choice) with its mean test accuracy."""
+    from mnistlab.report.overview import chosen_models
+
+    _, rows = store.read_rows(SQL_EXPERIMENT_RUNS)
+    counts: dict[str, dict[str, int]] = {}
+    for experiment, status, runs in rows:
+        counts.setdefault(experiment, {})[status] = runs
+    chosen = chosen_models(store)
     table = _table(f"Experiments in {store.root}")
     for column, justify in (("experiment", "left"), ("dataset", "left"), ("protocol", "left"),
                             ("models", "right"), ("seeds", "right"), ("runs", "left"),
                             ("chosen on validation: test acc", "right")):
         table.add_column(column, justify=justify)
     for record in store.experiments():
-        mine = counts[counts["experiment"] == record.name]
         best_text = MISSING
-        if record.name in best.index:
-            seeds = int(best.at[record.name, "n"])
-            best_text = (f"{_percent(best.at[record.name, 'test_acc'])} ({best.at[record.name, 'model']}, "
-                         f"{seeds} seed{'s' if seeds > 1 else ''})")
+        if record.name in chosen:
+            best = chosen[record.name]
+            seeds = f"{best.seeds} seed{'s' if best.seeds > 1 else ''}"
+            best_text = f"{_percent(best.test_acc_mean)} ({best.model}, {seeds})"
         table.add_row(*_cells(record.name, str(record.config.get("dataset", MISSING)),
                               str(record.config.get("protocol", MISSING)),
                               str(len(record.config.get("models", []))), str(len(record.config.get("seeds", []))),
-                              _status_counts(dict(zip(mine["status"], mine["runs"]))), best_text))
+                              _status_counts(counts.get(record.name, {})), best_text))
     return table
 
 
 def runs_table(store: RunStore, experiment: str | None = None) -> Table:
     """One row per run (of one experiment, or all): status, epochs done, val and test accuracy."""
+    import pandas as pd
+
+    from mnistlab.report.frame import experiment_config, query_frame
+
     if experiment is not None:
         experiment_config(store, experiment)
     runs = query_frame(store, SQL_RUN_LIST, {"experiment": experiment})
@@ -149,6 +147,9 @@ def runs_table(store: RunStore, experiment: str | None = None) -> Table:
 def models_table(store: RunStore, experiment: str) -> Table:
     """One row per model of the experiment: finished runs, mean test accuracy with its 95% CI, and
     the diagnosis over all its seeds (the report's comparison table, read the same way)."""
+    from mnistlab.analysis.compare import accuracy_interval_text
+    from mnistlab.report.frame import comparison_from, load_experiment
+
     comparison = comparison_from(load_experiment(store, experiment))
     table = _table(f"Models of {experiment}")
     for column, justify in (("model", "left"), ("runs", "right"), ("test acc (mean, 95% CI)", "right"),
@@ -247,7 +248,10 @@ def _final_rows(final: Mapping[str, Any]) -> list[tuple[str, RenderableType]]:
 
 
 def _diagnosis_text(run: RunRecord, history: Mapping[str, Sequence[float]]) -> Text:
-    if run.status not in FINISHED or not history["epoch"]:
+    from mnistlab.analysis.diagnose import diagnose
+    from mnistlab.training.history import FINISHED_STATUSES
+
+    if run.status not in FINISHED_STATUSES or not history["epoch"]:
         return Text("no diagnosis until the run finishes", style="dim")
     text = Text()
     for finding in diagnose(history, status=run.status):
@@ -260,8 +264,9 @@ def _diagnosis_text(run: RunRecord, history: Mapping[str, Sequence[float]]) -> T
 def _model_diagnosis_text(store: RunStore, run: RunRecord) -> Text | None:
     """The diagnosis of the run's model over all its finished seeds in the experiment (as the report
     gives it), when the model has more than this one finished run; None otherwise."""
-    diagnoses = model_diagnoses(load_experiment(store, run.experiment))
-    model = diagnoses.get(run.model_id)
+    from mnistlab.report.overview import model_diagnosis
+
+    model = model_diagnosis(store, run.experiment, run.model_id)
     if model is None or len(model.seeds) < 2:
         return None
     return safetext.text(f"{run.model_id} over its seeds in {run.experiment}: {model.text}", style="bold")
@@ -282,13 +287,16 @@ def run_panel(store: RunStore, run_id: int) -> Panel:
         parts.append(across)
     if run.notes:  # e.g. a damaged checkpoint set aside; Text, so a note is never read as markup
         parts += [Text("Notes", style="bold"), *(safetext.text(f"- {note}") for note in run.notes)]
-    return Panel(Group(*parts), title=safetext.text(f"run {run.id}: {run.model_id}, seed {run.seed}"), title_align="left")
+    return Panel(Group(*parts), title=safetext.text(f"run {run.id}: {run.model_id}, seed {run.seed}"),
+                 title_align="left")
 
 
 # -- mnistlab compare A B ------------------------------------------------------------------------------
 
 
 def _model_experiment(store: RunStore, model: str, experiment: str | None) -> str:
+    from mnistlab.report.frame import experiment_config, query_frame
+
     if experiment is not None:
         experiment_config(store, experiment)
         return experiment
@@ -301,6 +309,8 @@ def _model_experiment(store: RunStore, model: str, experiment: str | None) -> st
 
 
 def _accuracy_cell(runs: pd.DataFrame) -> str:
+    from mnistlab.analysis.compare import accuracy_interval_text, mean_ci
+
     accs = runs["test_acc"].dropna().to_numpy()
     if not len(accs):
         return MISSING
@@ -318,6 +328,8 @@ def _sides_table(title: str, sides: Sequence[tuple[str, pd.DataFrame]]) -> Table
 
 
 def _verdict(sentence: str, b: int, c: int, seed_note: str, names: tuple[str, str], p_value: float) -> Group:
+    from mnistlab.analysis.multiple import ALPHA
+
     style = "bold green" if p_value < ALPHA else "bold"
     detail = (f"McNemar exact test on {seed_note}: {b} test predictions only {names[0]} got right, "
               f"{c} only {names[1]}.")
@@ -325,6 +337,13 @@ def _verdict(sentence: str, b: int, c: int, seed_note: str, names: tuple[str, st
 
 
 def _compare_runs(store: RunStore, a: int, b: int) -> Group:
+    import pandas as pd
+
+    from mnistlab.analysis.compare import paired_difference, significance_sentence
+    from mnistlab.analysis.multiple import ALPHA
+    from mnistlab.analysis.ranking import mcnemar_on_runs
+    from mnistlab.report.artifacts import load_predictions
+
     runs = {run_id: store.get_run(run_id) for run_id in (a, b)}
     for run in runs.values():
         if run.status != "completed":
@@ -342,6 +361,10 @@ def _compare_runs(store: RunStore, a: int, b: int) -> Group:
 
 
 def _compare_models(store: RunStore, a: str, b: str, experiment: str | None) -> Group:
+    from mnistlab.analysis.ranking import comparison_plan, compare_models
+    from mnistlab.report.artifacts import load_predictions
+    from mnistlab.report.frame import runs_frame
+
     experiment = _model_experiment(store, a, experiment)
     runs = runs_frame(store, experiment)
     completed = runs[runs["status"] == "completed"]
@@ -372,3 +395,86 @@ def compare_table(store: RunStore, a: str | int, b: str | int, experiment: str |
     if any(are_ids):
         raise MnistlabError(f"compare two run ids or two model ids, not one of each ({texts[0]}, {texts[1]})")
     return _compare_models(store, texts[0], texts[1], experiment)
+
+
+# -- the other commands' tables ------------------------------------------------------------------------
+
+
+def zoo_table() -> Table:
+    """``mnistlab zoo``: the built-in seed models with their parameter counts and the notebook's test accuracy."""
+    from mnistlab.spec.model import resolve
+    from mnistlab.zoo import zoo_models
+
+    table = Table(title="mnistlab zoo (models from the seed notebooks)")
+    for column in ("id", "params", "optimizer", "epochs", "seed test acc", "description"):
+        table.add_column(column, justify="right" if column in ("params", "epochs", "seed test acc") else "left")
+    for spec in zoo_models().values():
+        reference = spec.reference or {}
+        acc = reference.get("test_acc")
+        table.add_row(
+            spec.id,
+            f"{resolve(spec).total_params:,}",
+            spec.training.optimizer.name,
+            str(spec.training.epochs),
+            f"{acc * 100:.2f}%" if acc is not None else "—",
+            spec.description,
+        )
+    return table
+
+
+def datasets_table(found: Sequence[tuple[str, Dataset | DataError]]) -> Table:
+    """``mnistlab data``: each dataset's state, from ``api.check_datasets`` (a Dataset, or the DataError)."""
+    table = Table(title="datasets")
+    for column in ("name", "status", "train", "test", "folder"):
+        table.add_column(column, overflow="fold")
+    for name, dataset in found:
+        if isinstance(dataset, DataError):
+            table.add_row(name, Text("missing or bad", style="red"), "", "", str(dataset))
+            continue
+        table.add_row(name, Text("ok", style="green"), f"{len(dataset.train_labels):,}",
+                      f"{len(dataset.test_labels):,}", str(dataset.source_dir))
+    return table
+
+
+def builtin_experiments_table() -> Table:
+    """``mnistlab experiments``: the built-in experiments, with factor variants counted among the models."""
+    from mnistlab.experiments.definition import builtin_experiments, expand, load_experiment
+
+    table = Table(title="built-in experiments (mnistlab run NAME)")
+    for column in ("name", "models", "seeds", "protocol", "description"):
+        table.add_column(column)
+    for name in sorted(builtin_experiments()):
+        experiment, source = load_experiment(name)
+        models = len({task.model_id for task in expand(experiment, source)})  # factor variants count too
+        table.add_row(name, str(models), str(len(experiment.seed_list)), experiment.protocol,
+                      experiment.description)
+    return table
+
+
+def reproduction_view(lines: Sequence[ModelReproduction]) -> tuple[Table, Text]:
+    """``mnistlab reproduction``: notebook vs mnistlab per seed model (``api.reproduction``'s lines), and the rule."""
+    from mnistlab.analysis.compare import accuracy_interval_text
+    from mnistlab.report.reproduction import RULE
+
+    table = Table("model", "notebook %", "mnistlab %", "seeds", "verdict")
+    for line in lines:
+        notebook = f"{100 * line.notebook_acc:.2f}" if line.notebook_acc is not None else "-"
+        measured = accuracy_interval_text(line.mean, line.half_width, unit="") if line.seeds else "-"
+        table.add_row(Text(line.model_id), notebook, measured, str(line.seeds), line.verdict)
+    return table, Text(RULE, style="dim")
+
+
+def estimate_view(spec: ModelSpec, cost: Estimate, flops: int) -> tuple[Table, Text]:
+    """``mnistlab estimate``: the estimated training time of one seed, and how the probe measured it."""
+    from mnistlab.training.cost import ESTIMATE_INCLUDES, FLOPS_COUNTED
+
+    speed = cost.throughput
+    table = Table("model", "forward MFLOP/image", f"train img/s ({speed.precision})", "eval img/s", "epochs",
+                  "images/epoch", "est. hours/seed", title="estimated training time (one seed)")
+    table.add_row(Text(spec.id), f"{flops / 1e6:,.1f}", f"{speed.train_images_per_second:,.0f}",
+                  f"{speed.eval_images_per_second:,.0f}", str(cost.epochs), f"{cost.train_images:,}",
+                  f"{cost.hours:,.2f}")
+    warm = "; one step outlasted the probe, so its warm-up is in the figure" if speed.warmup_timed else ""
+    return table, Text(f"on {speed.machine}, {speed.threads} threads, batch {speed.batch_size}: {speed.train_steps} "
+                       f"training steps and {speed.eval_images:,} evaluated images timed in a {speed.seconds:.0f} s "
+                       f"probe{warm}. Counts {ESTIMATE_INCLUDES}. FLOPs: {FLOPS_COUNTED}.", style="dim")

@@ -18,14 +18,19 @@ import urllib.request
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import platformdirs
-import torch
 
 from mnistlab.data.idx import IMAGES_MAGIC, LABELS_MAGIC, IdxHeader, parse_idx, read_bounded
 from mnistlab.errors import DataError
 from mnistlab.util.atomic import write_bytes
+
+# torch is imported by the functions that make tensors, not here: the CLI reads the registry
+# (DATASETS) for its help text at startup, and `mnistlab ls` must start without loading torch.
+if TYPE_CHECKING:
+    import torch
 
 ROLES = ("train_images", "train_labels", "test_images", "test_labels")
 IMAGE_SIZE = 28
@@ -264,6 +269,8 @@ def load_dataset(name: str = "mnist", data_dir: Path | str | None = None,
     ``name`` is a registered dataset, or a folder holding the four standard IDX files of a
     dataset of your own (no published checksum, so only the structure is checked).
     """
+    import torch
+
     if name not in DATASETS and Path(name).is_dir():
         info = custom_dataset_info(Path(name))
         source_dir = Path(name)
@@ -333,6 +340,8 @@ def stratified_split(labels: torch.Tensor, fraction: float,
     Each class sends about ``fraction`` of its members to validation, and the total is exactly
     ``round(fraction * len(labels))``.
     """
+    import torch
+
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"validation fraction must lie in [0, 1], got {fraction}")
     labels = labels.detach().cpu().reshape(-1)

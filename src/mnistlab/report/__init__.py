@@ -2,7 +2,9 @@
 
 The data path: ``frame`` reads the store in bulk through the store's readers; ``mnistlab.analysis``
 judges the runs; ``plots`` draws figures; ``content`` assembles what a report says once; ``html`` and
-``markdown`` render it; ``writer`` writes the files. ``progress`` shows a study while it trains.
+``markdown`` render it; ``writer`` writes the files. ``progress`` shows a study while it trains
+(``log_formats`` names its formats). ``overview`` reads what ``mnistlab ls`` and ``show`` print of a
+store without pandas, the same way ``frame`` does.
 
 The names below are importable from ``mnistlab.report`` itself, but each is loaded only when it is
 first asked for (PEP 562), so importing this package pulls in neither matplotlib nor scipy.

@@ -41,6 +41,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from mnistlab.training.history import Reporter, RunEnd
 from mnistlab.errors import MnistlabError
+from mnistlab.report.log_formats import LOG_FORMATS
 from mnistlab.util.safetext import one_line, safe_console, text
 from mnistlab.training.history import EPOCH_METRICS
 
@@ -49,7 +50,6 @@ if TYPE_CHECKING:
 
 # Reading the running loss syncs with the device; at most this often keeps a GPU busy.
 REFRESH_SECONDS = 0.5
-LOG_FORMATS = ("text", "json")
 LOG_FORMAT_VERSION = 1  # the "format" of every JSON line; see the module docstring
 
 

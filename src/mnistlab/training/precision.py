@@ -21,11 +21,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from typing import Any, Literal, get_args
-
-import torch
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from mnistlab.errors import MnistlabError
+
+# torch is imported by the functions that touch it, not here: PRECISIONS and COMPILE_MODES are the
+# CLI's option choices and experiment files' field values, read where torch is not loaded yet
+# (`mnistlab ls` starts without it); every function here gets a device or module from torch anyway.
+if TYPE_CHECKING:
+    import torch
 
 Precision = Literal["fp32", "tf32", "bf16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
@@ -36,6 +40,8 @@ CUBLAS_DETERMINISTIC_WORKSPACE = ":4096:8"
 
 def autocast(device: torch.device, precision: str) -> Any:
     """The forward pass's autocast context: bf16 autocast, or nothing."""
+    import torch
+
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return nullcontext()
@@ -45,6 +51,8 @@ def compiled(module: torch.nn.Module, setting: bool | str) -> Any:
     """`module` itself, or torch.compile'd in the mode `setting` names (True: the default mode)."""
     if setting is False:
         return module
+    import torch
+
     return torch.compile(module, mode="default" if setting is True else setting)
 
 
@@ -61,6 +69,8 @@ def check_precision(precision: str, device: torch.device, where: str = "") -> No
 def run_numerics(device: torch.device, precision: str, deterministic: bool = False,
                  where: str = "") -> Iterator[None]:
     """Set the run's matmul/convolution precision and kernel determinism; restore both after."""
+    import torch
+
     check_precision(precision, device, where)
     if device.type != "cuda":
         with _deterministic_algorithms(deterministic):
@@ -89,6 +99,8 @@ def _deterministic_algorithms(on: bool) -> Iterator[None]:
     if not on:
         yield
         return
+    import torch
+
     saved = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
