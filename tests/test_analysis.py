@@ -18,7 +18,10 @@ import pytest
 from scipy import stats
 
 from mnistlab.analysis.diagnose import Diagnosis, diagnose, diagnose_seeds
-from mnistlab.analysis.compare import McNemarResult, PairedDifference, accuracy_interval, accuracy_interval_text, binomial_se, mcnemar_exact, mean_ci, paired_difference, significance_sentence, summarise_runs
+from mnistlab.analysis.compare import (
+    McNemarResult, PairedDifference, accuracy_interval, accuracy_interval_text, binomial_se, mcnemar_exact,
+    mean_ci, paired_difference, significance_sentence, summarise_runs,
+)
 
 T_975_2 = 4.302653  # Student's t, 97.5th percentile, 2 degrees of freedom (tables)
 

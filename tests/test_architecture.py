@@ -301,3 +301,16 @@ def test_the_check_finds_imports_upward_and_across_a_layer(tmp_path):
 def test_the_check_refuses_a_package_in_no_layer():
     with pytest.raises(AssertionError, match="in no layer"):
         layer_of(f"{PACKAGE}.nowhere.module")
+
+
+def test_every_name_the_api_offers_resolves_and_importing_it_stays_light():
+    """`mnistlab.api` is the stable surface (CHANGELOG.md): each name in its __all__ resolves, and
+    importing the module itself loads none of the heavy libraries (each function loads what it needs)."""
+    probe = ("import sys, mnistlab.api as api\n"
+             f"heavy = sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))\n"
+             "missing = [name for name in api.__all__ if getattr(api, name, None) is None]\n"
+             "print(heavy, missing)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(SRC)}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[] []"

@@ -67,3 +67,14 @@ def test_every_listener_hears_each_event_in_order():
     for number in range(3):
         events.emit(RoundEnded("study", (number,)))
     assert first == second and [event.run_ids for event in first] == [(0,), (1,), (2,)]
+
+
+def test_api_run_hands_its_listeners_the_study_s_events(tmp_path, tiny_data_dir):
+    from mnistlab import api
+
+    heard = []
+    outcome = api.run(tiny_experiment(tiny_data_dir, name="viaapi", epochs=1, seeds=(0,)), tmp_path / "runs",
+                      listeners=[heard.append])
+    assert [type(event).__name__ for event in heard] == ["EpochEnded", "RunEnd", "EpochEnded", "RunEnd",
+                                                         "RoundEnded"]
+    assert heard[-1].trained == tuple(outcome.trained)

@@ -17,7 +17,10 @@ from safetensors.numpy import save_file
 
 from mnistlab.data.synthetic import synthetic_dataset
 from mnistlab.errors import MnistlabError
-from mnistlab.report import (accuracy_figure, comparison_table, confusion_figure, confusion_matrix, epochs_frame, load_weights, loss_figure, misclassified_figure, most_confused_pairs, runs_frame, val_overlay_figure, weights_figure, write_report)
+from mnistlab.report import (
+    accuracy_figure, comparison_table, confusion_figure, confusion_matrix, epochs_frame, load_weights, loss_figure,
+    misclassified_figure, most_confused_pairs, runs_frame, val_overlay_figure, weights_figure, write_report,
+)
 from mnistlab.analysis.ranking import best_model
 from mnistlab.cli.views import compare_table, experiments_table, run_panel, runs_table
 from mnistlab.report.frame import load_experiment, model_diagnoses

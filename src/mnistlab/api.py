@@ -21,6 +21,7 @@ from mnistlab.util.strict import whole_number
 
 if TYPE_CHECKING:
     from mnistlab.experiments.definition import Experiment, Task
+    from mnistlab.runs.events import Listener
     from mnistlab.interop.keras_objects import ImportResult
     from mnistlab.nn.build import KerasModel
     from mnistlab.report.conclusions import Conclusions
@@ -61,6 +62,10 @@ _LAZY = {
     "RunOutcome": "mnistlab.runs.tasks",
     "run_experiment": "mnistlab.runs.runner",
     "Task": "mnistlab.experiments.definition",
+    "builtin_experiments": "mnistlab.experiments.definition",
+    "summary_text": "mnistlab.spec.summary",
+    "EpochEnded": "mnistlab.runs.events",
+    "RoundEnded": "mnistlab.runs.events",
 }
 _LAZY_MODULES = {"export": "mnistlab.trained.export", "inference": "mnistlab.trained.inference"}
 
@@ -219,6 +224,7 @@ def run(
     source: str | None = None,
     heartbeat_seconds: float | None = None,
     lease_seconds: float | None = None,
+    listeners: Sequence[Listener] = (),
 ) -> RunOutcome:
     """Train every (model, seed) of an experiment not already in the store, resuming interrupted ones.
 
@@ -231,7 +237,9 @@ def run(
 
     `download`: fetch the dataset if it is not found. `source`: the file the definition was read
     from, for error messages to name. `heartbeat_seconds` / `lease_seconds`: the claims' timing
-    (`open_store`), for a store this call opens; a RunStore passed in keeps its own."""
+    (`open_store`), for a store this call opens; a RunStore passed in keeps its own. `listeners`:
+    callables that hear the study's events as they happen (`mnistlab.runs.events`: EpochEnded,
+    RunEnd, RoundEnded)."""
     from mnistlab.runs.runner import run_experiment
     from mnistlab.runs.tasks import Placement
 
@@ -239,7 +247,7 @@ def run(
     placement = Placement(backend, address, gpus_per_task, cpus_per_task, artifacts)
     placement.check()  # a bad or silent cluster address is refused before a store is opened or created
     options: dict[str, Any] = dict(data_dir=data_dir, download=download, dataset=dataset, bundle=bundle,
-                                   placement=placement, reporter_for=reporter_for)
+                                   placement=placement, reporter_for=reporter_for, listeners=listeners)
     if source is not None:
         options["source"] = source
     if isinstance(store, RunStore):
@@ -470,7 +478,8 @@ def export_runs(experiment: str, to: str, destination: str | Path,
 
 
 __all__ = [
-    "DEFAULT_ROOT", "History", "TrainConfig", "bundle_size", "check_datasets", "conclusions", "estimate", "evaluate",
+    "DEFAULT_ROOT", "EpochEnded", "Experiment", "History", "ModelSpec", "Placement", "RoundEnded", "RunEnd",
+    "RunOutcome", "RunStore", "TrainConfig", "TrainedModel", "builtin_experiments", "get_model", "summary_text", "bundle_size", "check_datasets", "conclusions", "estimate", "evaluate",
     "experiment", "experiment_name", "export_keras", "export_model", "export_runs", "find_model", "find_run",
     "import_keras", "import_keras_weights", "load_dataset", "load_keras_weights", "load_model", "model_spec",
     "open_store", "predict", "report", "reproduction", "run", "train", "write_history", "write_specs", "zoo_models",

@@ -10,7 +10,9 @@ import numpy as np
 import pandas as pd
 
 from mnistlab.analysis.choice import candidate, choose_model
-from mnistlab.analysis.compare import McNemarResult, PairedDifference, mcnemar_exact, paired_difference, significance_sentence
+from mnistlab.analysis.compare import (
+    McNemarResult, PairedDifference, mcnemar_exact, paired_difference, significance_sentence,
+)
 from mnistlab.errors import MnistlabError
 from mnistlab.analysis.multiple import ALPHA, StratifiedMcNemar, holm, mcnemar_detectable, mcnemar_stratified
 from mnistlab.training.history import COMPLETED

@@ -13,11 +13,12 @@ from rich.console import Console
 from rich.text import Text
 
 from mnistlab.util.safetext import one_line, safe_console
+from mnistlab.training.history import DIVERGED
 
 if TYPE_CHECKING:
     from mnistlab.trained.folder import TrainedModel
     from mnistlab.trained.inference import Evaluation, Predictions
-    from mnistlab.training.engine import History
+    from mnistlab.training.history import History
 
 __all__ = ["class_label", "console", "err_console", "evaluation_lines", "prediction_lines", "print_error", "say",
            "train_summary"]
@@ -40,7 +41,7 @@ def print_error(message: str) -> None:
 
 def train_summary(history: History, prefix: str = "") -> None:
     """`mnistlab train`'s closing lines for one trained seed."""
-    if history.status == "diverged":
+    if history.status == DIVERGED:
         say(Text.assemble(prefix, ("diverged", "red"),
                           f" at epoch {history.diverged_epoch} (non-finite loss); run stopped"))
     else:

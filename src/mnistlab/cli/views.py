@@ -23,6 +23,7 @@ from rich.text import Text
 from mnistlab.util import safetext
 from mnistlab.errors import DataError, MnistlabError
 from mnistlab.util.strict import whole_number
+from mnistlab.training.history import COMPLETED, DIVERGED, FAILED, PENDING, RUNNING
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,7 +39,7 @@ __all__ = ["builtin_experiments_table", "compare_table", "datasets_table", "esti
            "experiments_table", "models_table", "reproduction_view", "run_panel", "runs_table", "zoo_table"]
 
 # Outcomes first, then work in progress, then trouble: the order counts are listed in.
-STATUS_STYLES = {"completed": "green", "diverged": "red", "running": "yellow", "pending": "dim", "failed": "red"}
+STATUS_STYLES = {COMPLETED: "green", DIVERGED: "red", RUNNING: "yellow", PENDING: "dim", FAILED: "red"}
 MISSING = "—"
 
 
@@ -346,7 +347,7 @@ def _compare_runs(store: RunStore, a: int, b: int) -> Group:
 
     runs = {run_id: store.get_run(run_id) for run_id in (a, b)}
     for run in runs.values():
-        if run.status != "completed":
+        if run.status != COMPLETED:
             raise MnistlabError(f"run {run.id} is {run.status}; only completed runs can be compared")
     result = mcnemar_on_runs(load_predictions(store, list(runs)), a, b)
     acc = [runs[run_id].final["test_acc"] for run_id in (a, b)]
@@ -367,7 +368,7 @@ def _compare_models(store: RunStore, a: str, b: str, experiment: str | None) -> 
 
     experiment = _model_experiment(store, a, experiment)
     runs = runs_frame(store, experiment)
-    completed = runs[runs["status"] == "completed"]
+    completed = runs[runs["status"] == COMPLETED]
     sides = [(model, completed[completed["model"] == model]) for model in (a, b)]
     for model, mine in sides:
         if mine.empty:
