@@ -184,3 +184,44 @@ def test_ls_and_show_load_neither_torch_nor_pandas(args, tiny_store):
     outcome = json.loads(result.stderr.strip().splitlines()[-1])
     assert outcome == {"code": 0, "heavy": []}, result.stderr
     assert ("tiny" if args == ["ls"] else "run 1: m, seed 0") in result.stdout
+
+
+def _cli_process(*args: str, **env: str):
+    import os
+    import subprocess
+    import sys
+
+    from cli_driver import SRC
+
+    clean = {key: value for key, value in os.environ.items() if key not in ("NO_COLOR", "FORCE_COLOR")}
+    return subprocess.run([sys.executable, "-m", "mnistlab", *args], capture_output=True, text=True,
+                          env={**clean, "PYTHONPATH": str(SRC), **env}, timeout=120)
+
+
+COLOUR = r"\x1b\[(?:[0-9;]*;)?(?:3[0-7]|9[0-7]|38;)"  # an SGR sequence that sets a foreground colour
+
+
+def test_no_color_is_respected(tiny_store):
+    """https://no-color.org: with NO_COLOR set, no colour even where colour is forced (FORCE_COLOR)."""
+    import re
+
+    coloured = _cli_process("ls", "tiny", "--store", str(tiny_store), FORCE_COLOR="1")
+    plain = _cli_process("ls", "tiny", "--store", str(tiny_store), FORCE_COLOR="1", NO_COLOR="1")
+    assert coloured.returncode == plain.returncode == 0, coloured.stderr + plain.stderr
+    assert re.search(COLOUR, coloured.stdout), "the control: forced colour shows colour"
+    assert not re.search(COLOUR, plain.stdout)
+    assert "tiny" in plain.stdout
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_shell_completion_scripts_are_offered(shell):
+    """Typer's completion: `--show-completion SHELL` prints the script `--install-completion` installs."""
+    result = _cli_process("--show-completion", shell)
+    assert result.returncode == 0, result.stderr
+    assert "_COMPLETE" in result.stdout and "complete" in result.stdout.lower()
+
+
+def test_help_offers_completion():
+    result = run_cli("--help")
+    assert result.exit_code == 0
+    assert "--install-completion" in result.stdout and "--show-completion" in result.stdout

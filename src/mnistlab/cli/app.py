@@ -29,7 +29,7 @@ from mnistlab.spec.fields import SEED_BOUND
 from mnistlab.training.precision import COMPILE_MODES, PRECISIONS
 
 app = typer.Typer(
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Design, train and compare neural networks on MNIST-family datasets (Keras 2.2 semantics, PyTorch speed).",
