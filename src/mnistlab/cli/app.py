@@ -20,6 +20,7 @@ import typer
 from rich.text import Text
 
 from mnistlab import __version__
+from mnistlab.cli.options import EpochsOverride, JsonOption, ModelsOverride, SeedsOverride, SetOverride, VaryOverride
 from mnistlab.cli.output import console, err_console, print_error, say
 from mnistlab.data.datasets import DATASETS
 from mnistlab.errors import MnistlabError
@@ -233,14 +234,20 @@ def run(
     artifacts: Annotated[Optional[Path], typer.Option(
         help="Checkpoint folder every Ray worker can reach (shared storage); default: the store's artifacts "
              "folder.")] = None,
+    epochs: EpochsOverride = None, seeds: SeedsOverride = None, models: ModelsOverride = None,
+    set_: SetOverride = None, vary: VaryOverride = None,
 ) -> None:
     """Train every (model, seed) of an experiment not already in the store; resume interrupted ones."""
     from mnistlab import api
-    from mnistlab.experiments.definition import expand, load_experiment
+    from mnistlab.experiments.definition import expand
+    from mnistlab.experiments.overrides import load_with_overrides
     from mnistlab.report.progress import task_reporters
 
     bundle_size = api.bundle_size(bundle)
-    study, source = load_experiment(experiment)
+    overrides = api.parse_overrides(epochs, seeds, models, set_ or (), vary or ())
+    study, source = load_with_overrides(experiment, overrides)  # validated before the store is opened
+    if overrides and not quiet:
+        say(f"experiment {study.name}: {source} with overrides; its runs are its own")
     outcome = api.run(study, store, data_dir, bundle=bundle_size, backend=backend.value, address=address,
                       gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, artifacts=artifacts,
                       reporter_for=task_reporters(expand(study, source), console, log_format.value, quiet),
