@@ -273,6 +273,18 @@ def builtin_experiments() -> dict[str, Path]:
     return {entry.name.removesuffix(".yaml"): Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(".yaml")}
 
 
+def builtin_catalogue() -> list[dict[str, Any]]:
+    """Each built-in experiment as `mnistlab experiments` lists it: models (factor variants counted),
+    seeds, dataset, protocol, description and file."""
+    rows = []
+    for name in sorted(builtin_experiments()):
+        experiment, source = load_experiment(name)
+        rows.append({"name": name, "models": len({task.model_id for task in expand(experiment, source)}),
+                     "seeds": experiment.seed_list, "dataset": experiment.dataset, "protocol": experiment.protocol,
+                     "description": experiment.description, "file": source})
+    return rows
+
+
 def experiment_path(name_or_path: str | Path) -> Path:
     """The file of a built-in experiment name, or the experiment file given; a one-line SpecError otherwise."""
     builtins = builtin_experiments()
