@@ -63,6 +63,9 @@ BAD_USAGE = [
     (["run", "quick", "--models", "s002-m2"], ["--models s002-m2", "no model entry"]),
     (["run", "quick", "--set", "defaults.train_limit"], ["--set", "KEY=VALUE"]),
     (["run", "quick", "--vary", "dropout=0.5"], ["--vary dropout", "two or more levels"]),
+    (["zoo", "--json", "extra"], ["mnistlab zoo", "extra"]),
+    (["show", "--json"], ["mnistlab show", "Missing argument"]),
+    (["conclusions", "--json"], ["mnistlab conclusions", "Missing argument"]),
     (["no-such-command"], ["No such command", "no-such-command"]),
 ]
 

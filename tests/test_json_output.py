@@ -125,3 +125,8 @@ def test_zoo_experiments_and_data_json():
 def test_the_commands_that_had_json_keep_their_keys(tiny_spec_file):
     summary = _json("summary", tiny_spec_file)
     assert {"model", "layers", "total_params"} <= set(summary) and summary["model"] == "tiny-cnn"
+
+
+def test_an_error_with_json_is_one_line_and_no_document(trained_store):
+    result = run_cli("show", "99", "--store", trained_store, "--json")
+    assert result.exit_code == 2 and result.stdout == "" and len(result.error_lines) == 1

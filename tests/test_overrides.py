@@ -133,6 +133,14 @@ def test_overridden_runs_and_the_files_own_coexist_without_retraining(tmp_path, 
     assert paths.html.name == f"{derived}.html" and paths.markdown.exists()
 
 
+def test_overrides_create_a_missing_or_empty_defaults(tiny_data_dir):
+    for defaults in (None, "absent"):
+        raw = _study(tiny_data_dir)
+        raw.pop("defaults") if defaults == "absent" else raw.update(defaults=None)
+        derived = derive_experiment(raw, parse_overrides(set=["defaults.train_limit=50"], epochs=2))
+        assert (derived.defaults.epochs, derived.defaults.train_limit) == (2, 50)
+
+
 def test_python_overrides_are_checked_like_the_options(tiny_data_dir):
     with pytest.raises(SpecError, match="--epochs 0"):
         Overrides(epochs=0)

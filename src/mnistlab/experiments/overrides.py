@@ -105,7 +105,9 @@ class Overrides:
         entries = [entry for entry in doc.get("models") or [] if isinstance(entry, dict)] \
             if isinstance(doc.get("models"), list) else []
         if self.epochs is not None:
-            defaults = doc.setdefault("defaults", {})
+            if doc.get("defaults") is None:  # absent, or an empty `defaults:`
+                doc["defaults"] = {}
+            defaults = doc["defaults"]
             if not isinstance(defaults, dict):
                 raise SpecError(f"{source}: --epochs: field 'defaults' is not a mapping")
             defaults["epochs"] = self.epochs
@@ -255,7 +257,9 @@ def _assign(doc: dict[str, Any], path: str, value: Scalar, source: str) -> None:
             if last:
                 node[part] = value
             else:
-                node = node.setdefault(part, {})
+                if node.get(part) is None:  # absent, or an empty `defaults:` (YAML's null)
+                    node[part] = {}
+                node = node[part]
         else:
             raise SpecError(f"{source}: --set {path}: '{'.'.join(parts[:depth])}' is a single value, not a "
                             "mapping or list")
