@@ -109,13 +109,16 @@ class LiveStudyDisplay:
     """One notebook display following a study; pass it as api.run's `progress=` (or "auto" in a notebook).
 
     `surface`: where it is drawn (default NotebookSurface); `bars`: also a tqdm bar per running task;
-    `budget`: the share of wall time its redraws plan to stay within. After the study,
+    `figures`: draw the curves (False: the table alone); `budget`: the share of wall time its redraws
+    plan to stay within; `clock`: seconds, for the measurements. After the study,
     `overhead_seconds` / `wall_seconds` is the display's measured share of the wall time."""
 
-    def __init__(self, surface: Surface | None = None, *, bars: bool = True, budget: float = PLAN_BUDGET,
-                 min_interval: float = MIN_INTERVAL, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(self, surface: Surface | None = None, *, bars: bool = True, figures: bool = True,
+                 budget: float = PLAN_BUDGET, min_interval: float = MIN_INTERVAL,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self.surface = surface
         self.bars = bars
+        self.figures = figures
         self.budget = budget
         self.min_interval = min_interval
         self.clock = clock
@@ -131,6 +134,7 @@ class LiveStudyDisplay:
         self._drawn: dict[str, int] = {}  # model -> its epochs when its figures were last drawn
         self._images: dict[str, list[tuple[str, str]]] = {}
         self._figure_seconds = FIGURE_SECONDS_GUESS
+        self._update_seconds = 0.0  # the last update's cost, figures apart: the table and sending it
         self._started: float | None = None
         self._stopped: float | None = None
         self._last_draw = -math.inf
@@ -251,19 +255,23 @@ class LiveStudyDisplay:
         if self._broken or self.surface is None:
             return
         now = self.clock()
-        stale = [model for model, count in self._model_epochs.items() if self._drawn.get(model) != count]
+        stale = [model for model, count in self._model_epochs.items()
+                 if self.figures and self._drawn.get(model) != count]
         if not force:
             if now - self._last_draw < self.min_interval:
                 return
-            allowance = self.budget * (now - (self._started or now)) - self.overhead_seconds
-            if allowance <= 0:
+            # What may still be spent now: the budget of the wall time so far, less what was spent.
+            allowance = self.budget * self.wall_seconds - self.overhead_seconds
+            if allowance <= self._update_seconds:
                 return
-            stale = stale[:int(allowance // self._figure_seconds)]
+            stale = stale[:int((allowance - self._update_seconds) // max(self._figure_seconds, 1e-3))]
         if stale:
             self._draw_figures(stale)
+        started = self.clock()
         self.surface.update(self._bundle())
-        self.redraws += 1
         self._last_draw = self.clock()
+        self._update_seconds = self._last_draw - started
+        self.redraws += 1
 
     def _draw_figures(self, models: list[str]) -> None:
         import pandas as pd
