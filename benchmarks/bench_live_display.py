@@ -4,8 +4,10 @@ For each model, a study (that model, `--seeds` seeds) runs through `api.run` ins
 kernel (nbclient + ipykernel, as a notebook runs it), with the LiveStudyDisplay that `progress="auto"`
 makes there, passed in so its clock can be read afterwards: `overhead_seconds` is the time spent inside
 the display's code (bookkeeping, figures, HTML, sending it to the notebook), `wall_seconds` the study's
-wall time from the display's start to its last redraw. The tqdm bars are the same in both and not
-counted. Prints a Markdown table for benchmarks/RESULTS.md.
+wall time from the display's start to its last redraw; the tqdm bars are not counted. Each model is
+measured in a fresh kernel twice: "cold", where the display's first figures also load matplotlib,
+pandas and scipy, and "warm", where they are loaded already (as after a History or a report was
+shown in that notebook). Prints a Markdown table for benchmarks/RESULTS.md.
 
     MNISTLAB_DATA_DIR=../shared/datasets PYTHONPATH=src python benchmarks/bench_live_display.py
     python benchmarks/bench_live_display.py --models s004-m1 --epochs 1 --train-limit 1000   # smoke, ~1 min
@@ -24,6 +26,7 @@ from common import machine_info
 
 RESULT = "BENCH-RESULT "
 CELL = """
+{prelude}
 import json
 from mnistlab import api
 from mnistlab.report.study_view import LiveStudyDisplay
@@ -38,12 +41,15 @@ print({result!r} + json.dumps({{"model": "{model}", "runs": len(outcome.trained)
 """
 
 
-def measure(model: str, seeds: int, epochs: int, train_limit: int, store: Path, timeout: int) -> dict:
+PRELUDES = {"cold": "", "warm": "import mnistlab.report.plots  # loaded, as after a History or report was shown"}
+
+
+def measure(model: str, mode: str, seeds: int, epochs: int, train_limit: int, store: Path, timeout: int) -> dict:
     import nbformat
     from nbclient import NotebookClient
 
-    source = CELL.format(model=model, seeds=seeds, epochs=epochs, train_limit=train_limit, store=str(store),
-                         result=RESULT)
+    source = CELL.format(prelude=PRELUDES[mode], model=model, seeds=seeds, epochs=epochs, train_limit=train_limit,
+                         store=str(store), result=RESULT)
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[1] / "src"), *filter(None, [env.get("PYTHONPATH")])])
@@ -53,7 +59,7 @@ def measure(model: str, seeds: int, epochs: int, train_limit: int, store: Path, 
     if errors:
         raise SystemExit(f"{model}: the study failed in the kernel: {errors[0].ename}: {errors[0].evalue}")
     line = next(line for line in text.splitlines() if line.startswith(RESULT))
-    return json.loads(line.removeprefix(RESULT))
+    return {"mode": mode, **json.loads(line.removeprefix(RESULT))}
 
 
 def main() -> None:
@@ -63,6 +69,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4, help="default: the quick study's")
     parser.add_argument("--train-limit", type=int, default=6000, help="default: the quick study's")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds one study may take")
+    parser.add_argument("--modes", nargs="+", choices=sorted(PRELUDES), default=["cold", "warm"])
     args = parser.parse_args()
     try:
         import nbclient  # noqa: F401
@@ -72,17 +79,19 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-live-") as folder:
         for model in args.models:
-            result = measure(model, args.seeds, args.epochs, args.train_limit, Path(folder) / model, args.timeout)
-            rows.append(result)
-            print(json.dumps(result), file=sys.stderr)
+            for mode in args.modes:  # each in a fresh store: the whole study trains each time
+                result = measure(model, mode, args.seeds, args.epochs, args.train_limit,
+                                 Path(folder) / f"{model}-{mode}", args.timeout)
+                rows.append(result)
+                print(json.dumps(result), file=sys.stderr)
     machine = machine_info(threads=0)
     print(f"\nLive display share of wall time ({machine['cpu']}, {machine['usable_cpus']} usable CPUs; "
           f"{args.seeds} seeds x {args.epochs} epochs "
           f"on {args.train_limit:,} images, in a Jupyter kernel):\n")
-    print("| model | runs | wall (s) | display (s) | share | redraws | model figures drawn |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| model | kernel | runs | wall (s) | display (s) | share | redraws | model figures drawn |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for row in rows:
-        print(f"| {row['model']} | {row['runs']} | {row['wall']:.1f} | {row['display']:.2f} | "
+        print(f"| {row['model']} | {row['mode']} | {row['runs']} | {row['wall']:.1f} | {row['display']:.2f} | "
               f"{row['display'] / row['wall']:.2%} | {row['redraws']} | {row['figures']} |")
 
 

@@ -62,13 +62,9 @@ def number(value: Any, digits: int = 4) -> str:
 def curve_images(epochs: Any, model: str) -> list[tuple[str, str]]:
     """(title, data URI) of one model's loss and accuracy figures, the report's own (mean and seed band)."""
     from mnistlab.report import plots
-    from mnistlab.report.content import Plot
 
-    images = []
-    for kind, draw in (("loss", plots.loss_figure), ("accuracy", plots.accuracy_figure)):
-        figure = draw(epochs, model)
-        images.append((figure.axes[0].get_title(), Plot(kind, kind, "", plots.figure_png(figure)).data_uri))
-    return images
+    figures = (plots.loss_figure(epochs, model), plots.accuracy_figure(epochs, model))
+    return [(figure.axes[0].get_title(), plots.png_data_uri(plots.figure_png(figure))) for figure in figures]
 
 
 # -- History ---------------------------------------------------------------------------------------

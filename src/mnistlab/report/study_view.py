@@ -17,6 +17,7 @@ in one line and goes quiet; training goes on.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -49,6 +50,10 @@ MIN_INTERVAL = 2.0  # s between redraws at most this often, however cheap they a
 # What a model's two curve PNGs cost before one is measured: ~0.1 s each on a 2-core Zen 3
 # (report/content.py's DEFAULT_DETAIL_MODELS note); measured ones replace it.
 FIGURE_SECONDS_GUESS = 0.25
+# The first figures also load matplotlib, pandas and scipy, unless something shown before did
+# (a History, a report): about a second on an idle 2-core CPU, budgeted as this much.
+FIRST_IMPORT_GUESS = 1.5
+PLOTS_MODULE = "mnistlab.report.plots"
 COLUMNS = ("model", "seed", "epoch", "status", "val_acc", "test_acc")
 TEXT_COLUMNS = ("model", "status")
 SHOWN_STATUS = {RUNNING: "training", PENDING: "pending"}
@@ -264,7 +269,8 @@ class LiveStudyDisplay:
             allowance = self.budget * self.wall_seconds - self.overhead_seconds
             if allowance <= self._update_seconds:
                 return
-            stale = stale[:int((allowance - self._update_seconds) // max(self._figure_seconds, 1e-3))]
+            spare = allowance - self._update_seconds - (FIRST_IMPORT_GUESS if PLOTS_MODULE not in sys.modules else 0.0)
+            stale = stale[:max(0, int(spare // max(self._figure_seconds, 1e-3)))]
         if stale:
             self._draw_figures(stale)
         started = self.clock()
