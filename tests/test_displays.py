@@ -182,9 +182,12 @@ def test_a_failing_display_never_stops_the_study(tmp_path, tiny_dataset, capsys)
     assert capsys.readouterr().err.count("the live display stopped (the notebook went away)") == 1
 
 
-def test_run_takes_reporter_for_or_progress_not_both(tmp_path, tiny_dataset):
+def test_run_refuses_a_bad_progress_before_it_makes_a_store(tmp_path, tiny_dataset):
     with pytest.raises(ValueError, match="reporter_for or progress"):
         api.run(study(), tmp_path / "runs", dataset=tiny_dataset, progress="lines", reporter_for=lambda task: Reporter())
+    with pytest.raises(MnistlabError, match="^progress 'bars': choose auto, rich, tqdm, lines, json, none or a Reporter$"):
+        api.run(study(), tmp_path / "runs", dataset=tiny_dataset, progress="bars")
+    assert not (tmp_path / "runs").exists()
 
 
 # -- objects that show themselves ----------------------------------------------------------------------

@@ -18,7 +18,8 @@ from mnistlab.data.datasets import Dataset, load_dataset
 from mnistlab.errors import DataError, EnvironmentFailure, MnistlabError
 from mnistlab.runs.store import DEFAULT_ROOT, RunStore, open_existing_store
 from mnistlab.util.strict import whole_number
-import mnistlab.report.notebook  # noqa: F401  (light; registers how History and Conclusions show in a notebook)
+# Light; importing it also registers how History and Conclusions show themselves in a notebook.
+from mnistlab.report.notebook import Comparison, ReportView
 
 if TYPE_CHECKING:
     from mnistlab.experiments.definition import Experiment, Task
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
     from mnistlab.interop.keras_objects import ImportResult
     from mnistlab.nn.build import KerasModel
     from mnistlab.report.conclusions import Conclusions
-    from mnistlab.report.notebook import Comparison, ReportView
     from mnistlab.report.reproduction import ModelReproduction
     from mnistlab.report.writer import ReportPaths
     from mnistlab.runs.tasks import RunOutcome
@@ -251,13 +251,14 @@ def run(
     callables that hear the study's events as they happen (`mnistlab.runs.events`: EpochEnded,
     RunEnd, RoundEnded). `progress` (without `reporter_for`): as `train`'s, a bar per task; "auto" in a
     notebook adds a live display (a LiveStudyDisplay, which may be passed). Returns a StudyOutcome."""
-    from mnistlab.report.study_view import study_progress
+    from mnistlab.report.study_view import check_progress, study_progress
     from mnistlab.runs.runner import run_experiment
     from mnistlab.runs.tasks import Placement
 
     study = experiment(definition)
     placement = Placement(backend, address, gpus_per_task, cpus_per_task, artifacts)
     placement.check()  # a bad or silent cluster address is refused before a store is opened or created
+    check_progress(progress, reporter_for)  # and a bad progress=
     options: dict[str, Any] = dict(data_dir=data_dir, download=download, dataset=dataset, bundle=bundle,
                                    placement=placement)
     if source is not None:
@@ -325,8 +326,6 @@ def _report(store: RunStore, name: str, given: str, out: Path, data_dir: str | P
 def show_report(store: RunStore | str | Path, experiment: str | Path | Experiment, out: str | Path | None = None,
                 data_dir: str | Path | None = None) -> ReportView:
     """Write the experiment's report (as `report`); a notebook shows the page on disk (`.path`) in an iframe."""
-    from mnistlab.report.notebook import ReportView
-
     return ReportView.from_file(report(experiment, store, out, data_dir).html)  # type: ignore[union-attr]
 
 

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["MIN_INTERVAL", "PLAN_BUDGET", "LiveStudyDisplay", "NotebookSurface", "StudyOutcome", "StudyProgress",
-           "study_progress"]
+           "check_progress", "study_progress"]
 
 # The issue allows the display 2% of the wall time; it plans on half, so that the last redraw
 # (always made, whatever it costs) and the bookkeeping between redraws stay inside the 2%.
@@ -425,14 +425,21 @@ class StudyProgress:
         return StudyOutcome.of(outcome, store, experiment)
 
 
+def check_progress(progress: Any, reporter_for: Callable[[Task], Reporter] | None = None) -> None:
+    """A one-line MnistlabError for a `progress` that names nothing, ValueError for both it and `reporter_for`."""
+    if reporter_for is not None and not (isinstance(progress, str) and progress == "auto"):
+        raise ValueError("run: give reporter_for or progress, not both")
+    if not isinstance(progress, (Reporter, LiveStudyDisplay)):
+        progress_mode(progress)
+
+
 def study_progress(progress: Any, study: Experiment, store: RunStore, source: str | None = None,
                    reporter_for: Callable[[Task], Reporter] | None = None,
                    listeners: Sequence[Listener] = ()) -> StudyProgress:
     """What api.run's `progress` means for this study (report.progress.PROGRESS_CHOICES, a Reporter for
     every task, or a LiveStudyDisplay); a `reporter_for` given replaces it ("auto" then adds nothing)."""
+    check_progress(progress, reporter_for)
     if reporter_for is not None:
-        if not (isinstance(progress, str) and progress == "auto"):
-            raise ValueError("run: give reporter_for or progress, not both")
         return StudyProgress(reporter_for, listeners)
     if isinstance(progress, Reporter):
         return StudyProgress(lambda task: progress, listeners)
