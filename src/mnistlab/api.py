@@ -18,6 +18,8 @@ from mnistlab.data.datasets import Dataset, load_dataset
 from mnistlab.errors import DataError, EnvironmentFailure, MnistlabError
 from mnistlab.runs.store import DEFAULT_ROOT, RunStore, open_existing_store
 from mnistlab.util.strict import whole_number
+# Light; importing it also registers how History and Conclusions show themselves in a notebook.
+from mnistlab.report.notebook import Comparison, ReportView
 
 if TYPE_CHECKING:
     from mnistlab.experiments.definition import Experiment, Task
@@ -69,6 +71,7 @@ _LAZY = {
     "summary_text": "mnistlab.spec.summary",
     "EpochEnded": "mnistlab.runs.events",
     "RoundEnded": "mnistlab.runs.events",
+    "LiveStudyDisplay": "mnistlab.report.study_view", "StudyOutcome": "mnistlab.report.study_view",
 }
 _LAZY_MODULES = {"export": "mnistlab.trained.export", "inference": "mnistlab.trained.inference"}
 
@@ -105,6 +108,7 @@ def train(
     seeds: Sequence[int] | None = None,
     *,
     save_history: bool = False,
+    progress: Any = "auto",
     **options: Any,
 ) -> Any:
     """Train one model; `options` are TrainConfig fields (epochs, batch_size, seed, device, ...).
@@ -115,12 +119,17 @@ def train(
     `reporter` (an engine.Reporter; mnistlab.report.progress has the CLI's: `make_reporter`,
     `JsonLinesReporter`, `LineReporter`) hears every epoch, and `end_run` once per seed trained.
     `save_history`: with `out_dir`, also write each model folder's history.json (`write_history`),
-    after every seed has trained, as `mnistlab train --out` does."""
+    after every seed has trained, as `mnistlab train --out` does. `progress` (when no `reporter`):
+    "auto" (bars in a notebook, rich on a terminal, nothing in a pipe or under pytest), "rich",
+    "tqdm", "lines", "json" or "none" (report.progress.train_reporter)."""
+    from mnistlab.report.progress import train_reporter
+
     spec = model_spec(model)
     if seeds is not None:
         from mnistlab.training.bundle import check_seed_list
 
         check_seed_list(seeds, "seed" in options)
+    reporter = train_reporter(reporter, progress, spec.id, seeds, options.get("seed", 0))
     data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_dir=data_dir, download=download)
     if seeds is not None:
         out_dir = options.get("out_dir")
@@ -228,6 +237,7 @@ def run(
     heartbeat_seconds: float | None = None,
     lease_seconds: float | None = None,
     listeners: Sequence[Listener] = (),
+    progress: Any = "auto",
     overrides: Overrides | None = None,
 ) -> RunOutcome:
     """Train every (model, seed) of an experiment not already in the store, resuming interrupted ones.
@@ -243,28 +253,36 @@ def run(
     from, for error messages to name. `heartbeat_seconds` / `lease_seconds`: the claims' timing
     (`open_store`), for a store this call opens; a RunStore passed in keeps its own. `listeners`:
     callables that hear the study's events as they happen (`mnistlab.runs.events`: EpochEnded,
-    RunEnd, RoundEnded). `overrides` (`Overrides(epochs=20, seeds=range(5), ...)`, experiments/overrides.py):
-    train the derived experiment `NAME+epochs=20...`, whose runs are its own."""
+    RunEnd, RoundEnded). `progress` (without `reporter_for`): as `train`'s, a bar per task; "auto" in a
+    notebook adds a live display (a LiveStudyDisplay, which may be passed). Returns a StudyOutcome.
+    `overrides` (`Overrides(epochs=20, seeds=range(5), ...)`, experiments/overrides.py): train the
+    derived experiment `NAME+epochs=20...`, whose runs are its own."""
     from mnistlab.experiments.overrides import load_with_overrides
+    from mnistlab.report.study_view import check_progress, study_progress
     from mnistlab.runs.runner import run_experiment
     from mnistlab.runs.tasks import Placement
 
     study = load_with_overrides(definition, overrides)[0] if overrides else experiment(definition)
     placement = Placement(backend, address, gpus_per_task, cpus_per_task, artifacts)
     placement.check()  # a bad or silent cluster address is refused before a store is opened or created
+    check_progress(progress, reporter_for)  # and a bad progress=
     options: dict[str, Any] = dict(data_dir=data_dir, download=download, dataset=dataset, bundle=bundle,
-                                   placement=placement, reporter_for=reporter_for, listeners=listeners)
+                                   placement=placement)
     if source is not None:
         options["source"] = source
+
+    def train_in(opened: RunStore) -> RunOutcome:  # with progress= as asked; the outcome with the best model
+        with study_progress(progress, study, opened, source, reporter_for, listeners) as watch:
+            return watch.finish(run_experiment(study, opened, **options, **watch.options()), opened, study.name)
     if isinstance(store, RunStore):
         if heartbeat_seconds is not None or lease_seconds is not None:
             raise ValueError("run: heartbeat_seconds and lease_seconds are for a store run() opens; "
                              "give them to open_store for a RunStore")
-        return run_experiment(study, store, **options)
+        return train_in(store)
     # None: the store's defaults (a heartbeat every DEFAULT_HEARTBEAT_SECONDS, a lease of 6 heartbeats).
     timing = {"heartbeat_seconds": heartbeat_seconds} if heartbeat_seconds else {}
     with RunStore(store, lease_seconds=lease_seconds, **timing) as opened:
-        return run_experiment(study, opened, **options)
+        return train_in(opened)
 
 
 def report(experiment: str | Path | Experiment, store: RunStore | str | Path = DEFAULT_ROOT,
@@ -310,6 +328,22 @@ def _report(store: RunStore, name: str, given: str, out: Path, data_dir: str | P
     except DataError:
         images = None  # the report says the misclassified grid needs the dataset
     return write_report(store, name, out, dataset=images)
+
+
+def show_report(store: RunStore | str | Path, experiment: str | Path | Experiment, out: str | Path | None = None,
+                data_dir: str | Path | None = None) -> ReportView:
+    """Write the experiment's report (as `report`); a notebook shows the page on disk (`.path`) in an iframe."""
+    return ReportView.from_file(report(experiment, store, out, data_dir).html)  # type: ignore[union-attr]
+
+
+def comparison(experiment: str | Path, store: RunStore | str | Path = DEFAULT_ROOT) -> Comparison:
+    """The comparison table (`.table`, a DataFrame) and its best model; a notebook shows it as the report does."""
+    from mnistlab.report.notebook import comparison_of
+
+    if not isinstance(store, RunStore):
+        with open_existing_store(store) as opened:
+            return comparison(experiment, opened)
+    return comparison_of(store, experiment_name(experiment))
 
 
 def conclusions(experiment: str | Path, store: RunStore | str | Path = DEFAULT_ROOT) -> Conclusions:
@@ -484,11 +518,13 @@ def export_runs(experiment: str, to: str, destination: str | Path,
 
 
 __all__ = [
-    "DEFAULT_ROOT", "EpochEnded", "Experiment", "History", "ModelSpec", "Overrides", "Placement", "RoundEnded", "RunEnd",
-    "RunOutcome", "RunStore", "TrainConfig", "TrainedModel", "builtin_experiments", "get_model", "summary_text", "bundle_size", "check_datasets", "conclusions", "estimate", "evaluate",
+    "DEFAULT_ROOT", "EpochEnded", "Experiment", "History", "LiveStudyDisplay", "ModelSpec", "Overrides", "Placement",
+    "RoundEnded", "RunEnd", "RunOutcome", "RunStore", "StudyOutcome", "TrainConfig", "TrainedModel", "builtin_experiments",
+    "get_model", "summary_text", "bundle_size", "check_datasets", "comparison", "conclusions", "estimate", "evaluate",
     "experiment", "experiment_name", "export_keras", "export_model", "export_runs", "find_model", "find_run",
     "import_keras", "import_keras_weights", "load_dataset", "load_keras_weights", "load_model", "model_spec",
-    "open_store", "parse_overrides", "predict", "report", "reproduction", "run", "train", "write_history", "write_specs", "zoo_models",
+    "open_store", "parse_overrides", "predict", "report", "reproduction", "run", "show_report", "train", "write_history",
+    "write_specs", "zoo_models",
 ]
 
 

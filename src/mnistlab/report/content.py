@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import math
 import re
 import time
@@ -61,7 +60,7 @@ class Plot:
 
     @property
     def data_uri(self) -> str:
-        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
+        return plots.png_data_uri(self.png)
 
 
 @dataclass(frozen=True)
