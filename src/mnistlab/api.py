@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from mnistlab.report.conclusions import Conclusions
     from mnistlab.report.reproduction import ModelReproduction
     from mnistlab.report.writer import ReportPaths
+    from mnistlab.runs.sequential import SequentialOutcome
     from mnistlab.runs.tasks import RunOutcome
     from mnistlab.spec.model import ModelSpec
     from mnistlab.trained.folder import TrainedModel
@@ -261,6 +262,36 @@ def run(
         return run_experiment(study, opened, **options)
 
 
+def run_until_decided(definition: str | Path | dict[str, Any] | Experiment, store: RunStore | str | Path = DEFAULT_ROOT,
+                      *, max_seeds: int | None = None, margin: float | None = None, budget: str | float | None = None,
+                      per_round: int | None = None, estimate: Callable[[Task], float] | None = None,
+                      on_round: Callable[..., None] | None = None, heartbeat_seconds: float | None = None,
+                      lease_seconds: float | None = None, **run_options: Any) -> SequentialOutcome:
+    """Train in rounds until every comparison with the reference is decided (mnistlab.runs.sequential).
+
+    `max_seeds` (default 10), `margin` (equivalence, points; default 0.2), `budget` ("30m", or seconds);
+    `per_round`: seeds added per round (default: the `bundle` size when it is a number, else 1);
+    `run_options`: `run`'s (bundle, backend, reporter_for, listeners, data_dir, ...), used for every
+    round; `estimate(task)`: a run's seconds for the budget (default: a short probe per model);
+    `on_round(record, state)`: hears each round. Returns the rounds, why it stopped and the state."""
+    from mnistlab.runs import sequential
+
+    study = experiment(definition)
+    bundle = run_options.get("bundle", 1)
+    chosen = {"max_seeds": max_seeds, "margin": margin, "budget_seconds": sequential.parse_budget(budget),
+              "per_round": per_round or (bundle if isinstance(bundle, int) and not isinstance(bundle, bool) else 1)}
+    settings = sequential.UntilDecided(**{name: value for name, value in chosen.items() if value is not None})
+    settings.check()
+    if not isinstance(store, RunStore):
+        timing = {"heartbeat_seconds": heartbeat_seconds} if heartbeat_seconds else {}
+        with RunStore(store, lease_seconds=lease_seconds, **timing) as opened:
+            return run_until_decided(study, opened, max_seeds=settings.max_seeds, margin=settings.margin,
+                                     budget=settings.budget_seconds, per_round=settings.per_round, estimate=estimate,
+                                     on_round=on_round, **run_options)
+    return sequential.run_until_decided(study, store, lambda sub, opened: run(sub, opened, **run_options), settings,
+                                        run_options.get("source") or "<python>", estimate, on_round=on_round)
+
+
 def report(experiment: str | Path | Experiment, store: RunStore | str | Path = DEFAULT_ROOT,
            out: str | Path | None = None, data_dir: str | Path | None = None, *, dataset: str | None = None,
            settled: Sequence[int] | None = None) -> ReportPaths | None:
@@ -482,7 +513,7 @@ __all__ = [
     "RunOutcome", "RunStore", "TrainConfig", "TrainedModel", "builtin_experiments", "get_model", "summary_text", "bundle_size", "check_datasets", "conclusions", "estimate", "evaluate",
     "experiment", "experiment_name", "export_keras", "export_model", "export_runs", "find_model", "find_run",
     "import_keras", "import_keras_weights", "load_dataset", "load_keras_weights", "load_model", "model_spec",
-    "open_store", "predict", "report", "reproduction", "run", "train", "write_history", "write_specs", "zoo_models",
+    "open_store", "predict", "report", "reproduction", "run", "run_until_decided", "train", "write_history", "write_specs", "zoo_models",
 ]
 
 

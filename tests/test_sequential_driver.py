@@ -1,0 +1,132 @@
+"""The until-decided driver (runs/sequential.py) on a synthetic study: a fake trainer writes runs
+with chosen accuracies into a real store, so rounds, scheduling, stopping and the budget are tested
+without training; one test goes through the real runner on tiny generated data."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+
+from mnistlab.analysis.sequential import DIFFERENT, EQUIVALENT
+from mnistlab.errors import MnistlabError
+from mnistlab.experiments.definition import Experiment, expand
+from mnistlab.runs.sequential import (CONFIG_KEY, STOP_BUDGET, STOP_DECIDED, STOP_MAX_SEEDS, UntilDecided,
+                                      parse_budget, run_until_decided, seed_schedule, stored_settings, study_state)
+from mnistlab.runs.store import RunStore
+from mnistlab.runs.tasks import RunOutcome, stored_runs
+from mnistlab.training.history import COMPLETED
+
+TEST_IMAGES = 10_000
+
+
+def fake_trainer(means: dict[str, float], spread: float = 0.0005, log: list | None = None):
+    """A train_round that 'trains' every pending task at once: test_acc = mean + seeded noise."""
+
+    def train(sub: Experiment, store: RunStore) -> RunOutcome:
+        tasks = expand(sub)
+        outcome, pending = stored_runs(sub, store, tasks)
+        for task, record in pending:
+            rng = np.random.default_rng(zlib.crc32(f"{task.model_id}/{task.seed}".encode()))
+            acc = means[task.model_id] + spread * rng.standard_normal()
+            store.claim_run(record.id, "fake")
+            store.record_epoch(record.id, 1, {"val_acc": acc + 0.0002 * rng.standard_normal(), "val_loss": 1 - acc},
+                               owner="fake")
+            store.finish_run(record.id, COMPLETED, {"test_acc": acc}, None, None, "cpu", {}, owner="fake")
+            outcome.trained.append(record.id)
+            if log is not None:
+                log.append((task.model_id, task.seed))
+        return outcome
+
+    return train
+
+
+def study(models=("s004-m1", "s004-m2", "s004-m3"), repeats: int = 2) -> Experiment:
+    return Experiment.model_validate({"name": "seq", "models": [{"model": m} for m in models], "repeats": repeats})
+
+
+MEANS = {"s004-m1": 0.985, "s004-m2": 0.95, "s004-m3": 0.98499}  # m2 far off; m3 within 0.01 points of m1
+
+
+def test_decides_and_adds_seeds_only_to_open_comparisons(tmp_path):
+    log: list = []
+    with RunStore(tmp_path / "store") as store:
+        outcome = run_until_decided(study(), store, fake_trainer(MEANS, log=log), UntilDecided(max_seeds=10))
+        assert outcome.stopped == STOP_DECIDED
+        state = outcome.state
+        assert state.reference == "s004-m1"
+        decisions = {q.other: q.decision for q in state.questions}
+        assert decisions == {"s004-m2": DIFFERENT, "s004-m3": EQUIVALENT}
+        seeds = {model: sorted(seed for m, seed in log if m == model) for model in MEANS}
+        assert seeds["s004-m1"] == seeds["s004-m3"] == list(range(len(seeds["s004-m1"])))
+        assert len(seeds["s004-m2"]) < len(seeds["s004-m3"]) < 10  # the far model stopped first; fewer than max
+        # Recomputed from the store alone, the same story.
+        settings = stored_settings(store, "seq")
+        again = study_state(store, "seq", list(MEANS), settings)
+        assert [(q.other, q.decision, q.trace.looks) for q in again.questions] == \
+               [(q.other, q.decision, q.trace.looks) for q in state.questions]
+        config = next(r.config for r in store.experiments() if r.name == "seq")
+        assert len(config["models"]) == 3 and config["seeds"] == seeds["s004-m1"]  # the whole study, not a round's
+
+
+def test_stops_at_max_seeds_when_still_open(tmp_path):
+    noisy = {"s004-m1": 0.985, "s004-m2": 0.9835}  # 0.15 points apart with a 0.3-point spread: undecidable in 4
+    with RunStore(tmp_path / "store") as store:
+        outcome = run_until_decided(study(("s004-m1", "s004-m2")), store, fake_trainer(noisy, spread=0.003),
+                                    UntilDecided(max_seeds=4))
+        assert outcome.stopped == STOP_MAX_SEEDS
+        assert [q.decision for q in outcome.state.questions] == [None]
+        assert len(store.runs("seq")) == 8
+
+
+def test_budget_never_starts_a_run_that_cannot_finish(tmp_path):
+    now = [0.0]
+    log: list = []
+    trainer = fake_trainer(MEANS, log=log)
+
+    def timed(sub, store):
+        outcome = trainer(sub, store)
+        now[0] += 10.0 * len(outcome.trained)  # each run 'takes' its estimate
+        return outcome
+
+    with RunStore(tmp_path / "store") as store:
+        outcome = run_until_decided(study(), store, timed, UntilDecided(max_seeds=10, budget_seconds=45.0),
+                                    estimate=lambda task: 10.0, clock=lambda: now[0])
+        assert outcome.stopped == STOP_BUDGET
+        assert len(log) == 4 and now[0] <= 45.0  # round 1 needs 6 runs (60 s): the 4 that fit, then stop
+        assert outcome.state.reference is None  # round 1 unfinished: no reference, every question open
+
+
+def test_factor_grid_schedules_open_variants_through_subset(tmp_path):
+    grid = Experiment.model_validate({"name": "seq", "repeats": 2, "models": [
+        {"model": "s004-m1", "vary": {"dropout": {"off": {"dropout": 0.0}, "on": {"dropout": 0.2}}}},
+        {"model": "s004-m2"}]})
+    ids = [task.model_id for task in expand(grid) if task.seed == 0]
+    means = {ids[0]: 0.985, ids[1]: 0.98499, ids[2]: 0.95}
+    log: list = []
+    with RunStore(tmp_path / "store") as store:
+        outcome = run_until_decided(grid, store, fake_trainer(means, log=log), UntilDecided(max_seeds=10))
+        assert outcome.stopped == STOP_DECIDED
+        assert {q.other for q in outcome.state.questions} == set(ids) - {outcome.state.reference}
+        assert sum(1 for m, _ in log if m == ids[2]) < sum(1 for m, _ in log if m == ids[1])
+
+
+def test_settings_and_budget_parsing():
+    assert parse_budget("30m") == 1800 and parse_budget("1h30m") == 5400 and parse_budget("90s") == 90
+    assert parse_budget("20") == 1200 and parse_budget(None) is None
+    for bad in ("soon", "0m", "-5", "m"):
+        with pytest.raises(MnistlabError, match="--budget"):
+            parse_budget(bad)
+    with pytest.raises(MnistlabError, match="--max-seeds"):
+        UntilDecided(max_seeds=1).check()
+    with pytest.raises(MnistlabError, match="--margin"):
+        UntilDecided(margin=-0.1).check()
+    assert seed_schedule([5, 2], 5) == [5, 2, 6, 7, 8]
+    assert seed_schedule([0], 1) == [0, 1]  # at least two seeds
+
+
+def test_one_model_is_refused(tmp_path):
+    with RunStore(tmp_path / "store") as store, pytest.raises(MnistlabError, match="only one"):
+        run_until_decided(study(("s004-m1",)), store, fake_trainer(MEANS), UntilDecided())
+    assert CONFIG_KEY == "until_decided"
