@@ -58,6 +58,10 @@ BAD_USAGE = [
     (["run", "quick", "--bundle", "x"], ["--bundle", "'x'"]),
     (["train", "s004-m1", "--log-format", "xml"], ["mnistlab train", "--log-format", "xml"]),
     (["run", "quick", "--log-format", "xml"], ["mnistlab run", "--log-format", "xml"]),
+    (["run", "quick", "--max-seeds", "4"], ["--max-seeds", "only with --until-decided"]),
+    (["run", "quick", "--until-decided", "--budget", "soon"], ["--budget", "soon"]),
+    (["run", "quick", "--until-decided", "--max-seeds", "1"], ["mnistlab run", "--max-seeds"]),
+    (["run", "quick", "--until-decided", "--margin", "-1"], ["mnistlab run", "--margin"]),
     (["no-such-command"], ["No such command", "no-such-command"]),
 ]
 

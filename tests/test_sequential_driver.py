@@ -130,3 +130,21 @@ def test_one_model_is_refused(tmp_path):
     with RunStore(tmp_path / "store") as store, pytest.raises(MnistlabError, match="only one"):
         run_until_decided(study(("s004-m1",)), store, fake_trainer(MEANS), UntilDecided())
     assert CONFIG_KEY == "until_decided"
+
+
+def test_cli_until_decided_trains_through_the_real_runner(tiny_data_dir, tmp_path):
+    from cli_driver import run_cli
+    from test_runner import tiny_experiment, write_experiment
+
+    path = write_experiment(tmp_path, tiny_experiment(tiny_data_dir, name="tiny-seq", epochs=1, seeds=(0, 1)))
+    result = run_cli("run", path, "--store", tmp_path / "store", "--until-decided", "--max-seeds", "3",
+                     "--margin", "50", "--quiet", "--no-report")
+    assert result.exit_code == 0, result.stderr
+    with RunStore(tmp_path / "store") as store:
+        runs = store.runs("tiny-seq")
+        assert {run.status for run in runs} == {COMPLETED}
+        assert 4 <= len(runs) <= 6 and {run.seed for run in runs} <= {0, 1, 2}
+        settings = stored_settings(store, "tiny-seq")
+        assert settings["max_seeds"] == 3 and settings["margin"] == 50
+        state = study_state(store, "tiny-seq", ["tiny-mlp", "tiny-cnn"], settings)
+        assert state.reference in ("tiny-mlp", "tiny-cnn") and len(state.questions) == 1

@@ -233,6 +233,14 @@ def run(
     artifacts: Annotated[Optional[Path], typer.Option(
         help="Checkpoint folder every Ray worker can reach (shared storage); default: the store's artifacts "
              "folder.")] = None,
+    until_decided: Annotated[bool, typer.Option(
+        help="Train in rounds, adding seeds only where a comparison with the reference is still open.")] = False,
+    max_seeds: Annotated[Optional[int], typer.Option(
+        min=2, help="With --until-decided: the most seeds per model (default 10).")] = None,
+    budget: Annotated[Optional[str], typer.Option(
+        help="With --until-decided: a time budget (30m, 2h, 90s); no run starts that cannot finish in it.")] = None,
+    margin: Annotated[Optional[float], typer.Option(
+        min=0.0, help="With --until-decided: the equivalence margin in points (default 0.2).")] = None,
 ) -> None:
     """Train every (model, seed) of an experiment not already in the store; resume interrupted ones."""
     from mnistlab import api
@@ -240,19 +248,36 @@ def run(
     from mnistlab.report.progress import task_reporters
 
     bundle_size = api.bundle_size(bundle)
+    if not until_decided and (max_seeds, budget, margin) != (None, None, None):
+        raise MnistlabError("--max-seeds, --budget and --margin: only with --until-decided")
     study, source = load_experiment(experiment)
-    outcome = api.run(study, store, data_dir, bundle=bundle_size, backend=backend.value, address=address,
-                      gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, artifacts=artifacts,
-                      reporter_for=task_reporters(expand(study, source), console, log_format.value, quiet),
-                      download=download, source=source, heartbeat_seconds=heartbeat_seconds,
-                      lease_seconds=lease_seconds)
+    options: dict = dict(bundle=bundle_size, backend=backend.value, address=address, gpus_per_task=gpus_per_task,
+                         cpus_per_task=cpus_per_task, artifacts=artifacts, download=download, source=source,
+                         reporter_for=task_reporters(expand(study, source), console, log_format.value, quiet),
+                         heartbeat_seconds=heartbeat_seconds, lease_seconds=lease_seconds)
+    if until_decided:
+        from mnistlab.report.progress import make_reporter
+        from mnistlab.runs.sequential import round_text
+
+        # Rounds add seeds beyond the file's: each run's label names it, without a place among all.
+        options["reporter_for"] = lambda task: make_reporter(console, log_format.value, quiet, model=task.model_id,
+                                                             seed=task.seed, label=f"{task.model_id} seed {task.seed} ")
+        found = api.run_until_decided(study, store, data_dir=data_dir, max_seeds=max_seeds, budget=budget,
+                                      margin=margin, on_round=None if quiet else lambda *got: say(round_text(*got)),
+                                      **options)
+        run_ids, summary = found.run_ids, (f"{study.name}: trained {len(found.trained)} in {len(found.rounds)} "
+                                           f"round(s), stopped: {found.stopped}")
+    else:
+        outcome = api.run(study, store, data_dir, **options)
+        run_ids = outcome.run_ids
+        summary = (f"{study.name}: trained {len(outcome.trained)}, already done {len(outcome.skipped_finished)}, "
+                   f"left to another process {len(outcome.skipped_claimed) + len(outcome.lost)}")
     if not quiet:
-        say(f"{study.name}: trained {len(outcome.trained)}, already done {len(outcome.skipped_finished)}, "
-            f"left to another process {len(outcome.skipped_claimed) + len(outcome.lost)}  (store: {store})")
+        say(f"{summary}  (store: {store})")
     if not report:
         return
     # Whichever process finds, after its own last write, that no run is left writes the report.
-    paths = api.report(study, store, store / "reports", data_dir, settled=outcome.run_ids)
+    paths = api.report(study, store, store / "reports", data_dir, settled=run_ids)
     if paths is None and not quiet:
         say(f"report: left to the process still training; or later: mnistlab report {study.name}")
     elif paths is not None and not quiet:

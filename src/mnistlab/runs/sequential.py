@@ -48,6 +48,7 @@ __all__ = [
     "StudyState",
     "UntilDecided",
     "parse_budget",
+    "round_text",
     "run_until_decided",
     "seed_schedule",
     "study_state",
@@ -240,6 +241,19 @@ class SequentialOutcome:
     run_ids: list[int] = field(default_factory=list)
     trained: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
+
+
+def round_text(record: RoundRecord, state: StudyState) -> str:
+    """One line about a round: what it trained, and what is decided and open after it."""
+    seeds = ", ".join(str(seed) for seed in record.seeds)
+    decided = [f"{q.other} {q.decision} ({q.seeds} seeds)" for q in state.questions if q.decision is not None]
+    parts = [f"round {record.number}: seed(s) {seeds} for {len(record.models)} model(s), {record.trained} trained"]
+    if state.reference is not None:
+        parts.append(f"reference {state.reference}")
+    if decided:
+        parts.append("decided: " + "; ".join(decided))
+    parts.append(f"open: {', '.join(record.open_after) if record.open_after else 'none'}")
+    return "; ".join(parts)
 
 
 TrainRound = Callable[[Experiment, RunStore], RunOutcome]
