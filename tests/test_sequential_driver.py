@@ -29,11 +29,15 @@ def fake_trainer(means: dict[str, float], spread: float = 0.0005, log: list | No
         outcome, pending = stored_runs(sub, store, tasks)
         for task, record in pending:
             rng = np.random.default_rng(zlib.crc32(f"{task.model_id}/{task.seed}".encode()))
-            acc = means[task.model_id] + spread * rng.standard_normal()
+            errors = int(round((1 - means[task.model_id] - spread * rng.standard_normal()) * TEST_IMAGES))
+            acc = 1 - errors / TEST_IMAGES
+            labels = (np.arange(TEST_IMAGES) % 10).astype(np.uint8)
+            predicted = labels.copy()
+            predicted[:errors] = (predicted[:errors] + 1) % 10
             store.claim_run(record.id, "fake")
             store.record_epoch(record.id, 1, {"val_acc": acc + 0.0002 * rng.standard_normal(), "val_loss": 1 - acc},
                                owner="fake")
-            store.finish_run(record.id, COMPLETED, {"test_acc": acc}, None, None, "cpu", {}, owner="fake")
+            store.finish_run(record.id, COMPLETED, {"test_acc": acc}, labels, predicted, "cpu", {}, owner="fake")
             outcome.trained.append(record.id)
             if log is not None:
                 log.append((task.model_id, task.seed))
@@ -148,3 +152,43 @@ def test_cli_until_decided_trains_through_the_real_runner(tiny_data_dir, tmp_pat
         assert settings["max_seeds"] == 3 and settings["margin"] == 50
         state = study_state(store, "tiny-seq", ["tiny-mlp", "tiny-cnn"], settings)
         assert state.reference in ("tiny-mlp", "tiny-cnn") and len(state.questions) == 1
+
+
+def test_report_tells_the_story(tmp_path):
+    from mnistlab import api
+    from mnistlab.report.sequential import until_decided_section
+
+    two = {"s004-m1": MEANS["s004-m1"], "s004-m2": MEANS["s004-m2"]}
+    with RunStore(tmp_path / "store") as store:
+        run_until_decided(study(tuple(two)), store, fake_trainer(two), UntilDecided(max_seeds=10))
+    paths = api.report("seq", tmp_path / "store")
+    text = paths.markdown.read_text()
+    section = text[text.index("## Until decided"):text.index("## Comparison")]
+    assert "every decision below is right" in section and "however many" in section
+    assert "| s004-m1 vs s004-m2 | different | 2 | 3 |" in section  # decided at round 2, on 3 seeds
+    assert "every question was decided" in section
+    assert "P(s004-m1 &gt; s004-m2) = 100%" in text  # beside the mean difference (the page escapes ">")
+    html = paths.html.read_text()
+    assert 'id="until-decided"' in html and "Wilson" in html
+    with RunStore(tmp_path / "fixed") as store:  # a fixed-seed study has no such section
+        fake_trainer(two)(study(tuple(two)), store)
+        assert until_decided_section(store, "seq") is None
+
+
+def test_report_names_what_stayed_open(tmp_path):
+    from mnistlab.report.sequential import until_decided_section
+
+    with RunStore(tmp_path / "store") as store:
+        run_until_decided(study(), store, fake_trainer(MEANS, spread=0.002), UntilDecided(max_seeds=3))
+        section = until_decided_section(store, "seq")
+    decisions = {row[0]: row[1] for row in section.rows}
+    assert decisions == {"s004-m1 vs s004-m2": "different", "s004-m1 vs s004-m3": "open"}
+    assert "maximum number of seeds" in section.open_note and "Still open: s004-m3" in section.open_note
+
+
+def test_outperform_counts_ties_half_and_stays_in_bounds():
+    from mnistlab.analysis.outperform import outperform
+
+    result = outperform("a", "b", [0.9, 0.8, 0.7, 0.5], [0.8, 0.8, 0.9, 0.4])
+    assert result.wins == 2.5 and result.share == 0.625 and 0 <= result.low < result.share < result.high <= 1
+    assert outperform("a", "b", [1.0, 1.0], [0.0, 0.0]).high == 1.0

@@ -51,6 +51,8 @@ __all__ = [
     "round_text",
     "run_until_decided",
     "seed_schedule",
+    "stop_reason",
+    "stored_settings",
     "study_state",
 ]
 
@@ -208,6 +210,15 @@ def study_state(store: RunStore, experiment: str, models: Sequence[str], setting
     return StudyState(design, reference, tuple(questions), tuple(models), schedule)
 
 
+def stop_reason(state: StudyState, seeds_used: int) -> str:
+    """Why a study stands where it does, from its state and the seeds it used (recomputable)."""
+    if state.reference is None:
+        return STOP_NO_REFERENCE
+    if state.settled:
+        return STOP_DECIDED
+    return STOP_MAX_SEEDS if seeds_used >= len(state.schedule) else STOP_BUDGET
+
+
 def stored_settings(store: RunStore, experiment: str) -> dict[str, Any] | None:
     """The until-decided settings stored with the experiment, or None for a fixed-seed study."""
     for record in store.experiments():
@@ -357,7 +368,7 @@ def run_until_decided(experiment: Experiment, store: RunStore, train_round: Trai
     first = max(2, len(experiment.seed_list))
     if first > settings.max_seeds:
         raise MnistlabError(f"--max-seeds {settings.max_seeds}: below the experiment's {first} seeds")
-    stored = {**settings.to_json(first), "schedule": schedule}
+    stored = {**settings.to_json(first), "schedule": schedule, "models": models}
     if estimate is None and settings.budget_seconds is not None:
         estimate = probe_estimator(experiment.dataset)
     started = clock()
