@@ -192,3 +192,25 @@ def test_outperform_counts_ties_half_and_stays_in_bounds():
     result = outperform("a", "b", [0.9, 0.8, 0.7, 0.5], [0.8, 0.8, 0.9, 0.4])
     assert result.wins == 2.5 and result.share == 0.625 and 0 <= result.low < result.share < result.high <= 1
     assert outperform("a", "b", [1.0, 1.0], [0.0, 0.0]).high == 1.0
+
+
+def test_split_per_seed_is_part_of_the_run_identity():
+    from mnistlab.runs.tasks import task_config
+
+    base = {"name": "s", "models": [{"model": "s004-m1"}], "seeds": [0, 3]}
+    fixed = expand(Experiment.model_validate(base))
+    per_seed = expand(Experiment.model_validate({**base, "split": "per-seed"}))
+    assert [t.split_seed for t in fixed] == [None, None] and "split_seed" not in fixed[0].run_config()
+    assert [t.split_seed for t in per_seed] == [0, 3]
+    assert [task_config(t, None).split_seed for t in per_seed] == [0, 3]
+    assert [task_config(t, None).split_seed for t in fixed] == [0, 0]  # today's split, unchanged
+    assert per_seed[1].run_config() != fixed[1].run_config()  # another split, another run
+    with pytest.raises(ValueError, match="protocol: split"):
+        Experiment.model_validate({**base, "split": "per-seed", "protocol": "test"})
+
+
+def test_split_seeds_draw_different_validation_sets(tiny_dataset):
+    from mnistlab.data.datasets import stratified_split
+
+    first, second = (stratified_split(tiny_dataset.train_labels, 0.1, seed)[1] for seed in (0, 3))
+    assert len(first) == len(second) and not bool((first == second).all())

@@ -263,6 +263,9 @@ def _facts(data: ExperimentData) -> tuple[tuple[str, str], ...]:
         ("Seeds", ", ".join(str(seed) for seed in seeds) or MISSING),
         ("Runs", f"{counts.get(COMPLETED, 0)} completed, {counts.get(DIVERGED, 0)} diverged, "
                  f"{unfinished} not finished (left out)"),
+        ("Validation split", "none: validation is the test set" if config.get("protocol") == "test"
+         else "per seed (each seed draws its own, seeded by the run's seed)" if config.get("split") == "per-seed"
+         else "fixed (the same for every model and seed)"),
         ("Precision", ", ".join(sorted(runs["precision"].dropna().unique())) or MISSING),
         ("Devices", ", ".join(sorted(runs["device"].dropna().unique())) or MISSING),
         ("Generated", f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by mnistlab {mnistlab.__version__}"),
