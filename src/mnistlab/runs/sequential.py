@@ -59,6 +59,9 @@ __all__ = [
 CONFIG_KEY = "until_decided"  # the stored experiment config's key for the study's settings
 DEFAULT_MAX_SEEDS = 10
 POINTS = 100.0  # stored accuracies are fractions; questions are asked in points
+# A model's first estimate, before any of its runs finished: a probe this long (training/cost.py). Short,
+# because it is spent from the budget for every model, and a probe's rate settles within a few seconds.
+BUDGET_PROBE_SECONDS = 3.0
 STOP_DECIDED, STOP_MAX_SEEDS, STOP_BUDGET, STOP_NO_REFERENCE = "decided", "max-seeds", "budget", "no-reference"
 
 
@@ -310,7 +313,7 @@ def measured_seconds(store: RunStore, experiment: str) -> dict[str, float]:
 
 def probe_estimator(dataset: str) -> Estimator:
     """Seconds one task takes here, from a short probe per model (training/cost.py), cached."""
-    from mnistlab.training.cost import DEFAULT_PROBE_SECONDS, epoch_images, estimate_training, probe_throughput
+    from mnistlab.training.cost import epoch_images, estimate_training, probe_throughput
 
     cache: dict[str, float] = {}
 
@@ -318,7 +321,7 @@ def probe_estimator(dataset: str) -> Estimator:
         if task.model_id not in cache:
             train, val, test = epoch_images(dataset, task.protocol, task.val_fraction, task.train_limit)
             throughput = probe_throughput(task.spec, precision=task.precision, threads=task.threads,
-                                          device=task.device, seconds=DEFAULT_PROBE_SECONDS)
+                                          device=task.device, seconds=BUDGET_PROBE_SECONDS)
             cache[task.model_id] = estimate_training(throughput, epochs=task.spec.training.epochs, train_images=train,
                                                      val_images=val, test_images=test).seconds
         return cache[task.model_id]
