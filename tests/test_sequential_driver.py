@@ -112,8 +112,16 @@ def test_factor_grid_schedules_open_variants_through_subset(tmp_path):
     with RunStore(tmp_path / "store") as store:
         outcome = run_until_decided(grid, store, fake_trainer(means, log=log), UntilDecided(max_seeds=10))
         assert outcome.stopped == STOP_DECIDED
-        assert {q.other for q in outcome.state.questions} == set(ids) - {outcome.state.reference}
+        models = [q for q in outcome.state.questions if q.kind == "model"]
+        assert {q.other for q in models} == set(ids) - {outcome.state.reference}
+        (effect,) = [q for q in outcome.state.questions if q.kind == "factor"]
+        assert (effect.reference, effect.other, effect.decision) == ("dropout=on", "dropout=off", EQUIVALENT)
+        assert outcome.state.design.family == 3  # two model comparisons and one main effect
         assert sum(1 for m, _ in log if m == ids[2]) < sum(1 for m, _ in log if m == ids[1])
+        # The effect's differences are the grid's level means per seed, over every seed all variants share.
+        accuracies = {(r.model_id, r.seed): r.final["test_acc"] * 100 for r in store.runs("seq")}
+        shared = [s for s in outcome.state.schedule if (ids[0], s) in accuracies and (ids[1], s) in accuracies]
+        assert effect.differences == pytest.approx([accuracies[(ids[1], s)] - accuracies[(ids[0], s)] for s in shared])
 
 
 def test_settings_and_budget_parsing():
@@ -183,7 +191,7 @@ def test_report_names_what_stayed_open(tmp_path):
         section = until_decided_section(store, "seq")
     decisions = {row[0]: row[1] for row in section.rows}
     assert decisions == {"s004-m1 vs s004-m2": "different", "s004-m1 vs s004-m3": "open"}
-    assert "maximum number of seeds" in section.open_note and "Still open: s004-m3" in section.open_note
+    assert "maximum number of seeds" in section.open_note and "Still open: s004-m1 vs s004-m3;" in section.open_note
 
 
 def test_outperform_counts_ties_half_and_stays_in_bounds():
@@ -214,3 +222,20 @@ def test_split_seeds_draw_different_validation_sets(tiny_dataset):
 
     first, second = (stratified_split(tiny_dataset.train_labels, 0.1, seed)[1] for seed in (0, 3))
     assert len(first) == len(second) and not bool((first == second).all())
+
+
+def test_main_effects_of_a_two_factor_grid_average_over_the_other_factor(tmp_path):
+    grid = Experiment.model_validate({"name": "seq", "repeats": 3, "models": [
+        {"model": "s004-m1", "vary": {"dropout": {"off": {"dropout": 0.0}, "on": {"dropout": 0.2}},
+                                      "width": [128, 256]}}]})
+    tasks = [task for task in expand(grid) if task.seed == 0]
+    # Additive means: dropout on costs 1 point, width 256 gains 0.5, whatever the other factor.
+    means = {t.model_id: 0.97 - 0.01 * (dict(t.factors)["dropout"] == "on") + 0.005 * (dict(t.factors)["width"] == "256")
+             for t in tasks}
+    with RunStore(tmp_path / "store") as store:
+        outcome = run_until_decided(grid, store, fake_trainer(means, spread=0.0002), UntilDecided(max_seeds=6))
+    effects = {q.reference: q for q in outcome.state.questions if q.kind == "factor"}
+    assert set(effects) == {"dropout=on", "width=256"}
+    assert effects["dropout=on"].decision == effects["width=256"].decision == DIFFERENT
+    assert abs(effects["dropout=on"].trace.looks[-1].mean + 1.0) < 0.1  # -1 point, averaged over width
+    assert abs(effects["width=256"].trace.looks[-1].mean - 0.5) < 0.1

@@ -11,12 +11,11 @@ from mnistlab.analysis.sequential import guarantee_sentence
 from mnistlab.runs.sequential import (STOP_BUDGET, STOP_DECIDED, STOP_MAX_SEEDS, StudyState, stop_reason,
                                       stored_settings, study_state)
 from mnistlab.runs.store import RunStore
-from mnistlab.training.history import COMPLETED
 
 __all__ = ["HEADERS", "UntilDecidedSection", "until_decided_section"]
 
-HEADERS = ("Question", "Decision", "Decided at round", "Seeds", "Mean difference (points)", "Interval (points)",
-           "P(reference > other)")
+HEADERS = ("Question (A vs B)", "Decision", "Decided at round", "Seeds", "Mean difference A − B (points)",
+           "Interval (points)", "P(A > B)")
 REASONS = {
     STOP_DECIDED: "every question was decided",
     STOP_MAX_SEEDS: "the maximum number of seeds was reached",
@@ -32,26 +31,14 @@ class UntilDecidedSection:
     open_note: str
 
 
-def _accuracies(store: RunStore, experiment: str) -> dict[str, dict[int, float]]:
-    found: dict[str, dict[int, float]] = {}
-    for record in store.runs(experiment):
-        test = (record.final or {}).get("test_acc")
-        if record.status == COMPLETED and isinstance(test, (int, float)):
-            found.setdefault(record.model_id, {})[record.seed] = float(test)
-    return found
-
-
-def _rows(store: RunStore, experiment: str, state: StudyState) -> tuple[tuple[str, ...], ...]:
-    accuracies = _accuracies(store, experiment)
+def _rows(state: StudyState) -> tuple[tuple[str, ...], ...]:
     rows = []
     for question in state.questions:
-        mine, theirs = accuracies.get(question.reference, {}), accuracies.get(question.other, {})
-        seeds = [seed for seed in state.schedule if seed in mine and seed in theirs]
-        wins = outperform(question.reference, question.other, [mine[s] for s in seeds], [theirs[s] for s in seeds]) \
-            if seeds else None
+        wins = outperform(question.reference, question.other, question.differences,
+                          [0.0] * question.seeds) if question.seeds else None
         last = question.trace.looks[-1] if question.trace.looks else None
         rows.append((
-            f"{question.reference} vs {question.other}",
+            question.label,
             question.decision or "open",
             str(last.round) if question.decision is not None and last is not None else "—",
             str(question.seeds),
@@ -74,16 +61,18 @@ def until_decided_section(store: RunStore, experiment: str) -> UntilDecidedSecti
     looks = ", ".join(str(size) for size in design.looks)
     reference = state.reference or "not chosen (a model did not finish round 1)"
     note = (f"Trained in rounds until decided. Reference: {reference}, chosen on validation after round 1 "
-            f"({design.first} seeds) and frozen; the family is it against each of the {design.family} other "
-            f"model(s), on the paired per-seed difference in test accuracy. Looks planned at {looks} seeds; "
+            f"({design.first} seeds) and frozen; the family of {design.family} question(s) is it against each "
+            "other model, and each factor level against its factor's first level (a full grid's main effect, "
+            "averaged over the other factors), on the paired per-seed difference in test accuracy. Looks "
+            f"planned at {looks} seeds; "
             f"a question is 'different' when its interval excludes 0 and 'equivalent' when it lies within "
             f"±{design.margin:g} points, and gets no more seeds once decided. The interval shown is the one "
             "of its last look (its decision's, if decided). Holm's step-down cannot lower the divisor here "
             "(each question keeps a hypothesis that may be true until it is decided both ways), so the "
-            "family is split Bonferroni-wise (mnistlab.analysis.sequential). P(reference > other) is the "
-            "share of paired seeds the reference won (ties half), with its 95% Wilson interval.")
-    still_open = [question.other for question in state.open]
+            "family is split Bonferroni-wise (mnistlab.analysis.sequential). P(A > B) is the share of paired "
+            "seeds on which A won (ties half), with its 95% Wilson interval.")
+    still_open = [question.label for question in state.open]
     open_note = f"The study stopped because {REASONS.get(reason, 'round 1 did not finish for every model')}."
     if still_open:
         open_note += f" Still open: {', '.join(still_open)}; more seeds (or a larger budget) would decide them."
-    return UntilDecidedSection(guarantee_sentence(design), note, _rows(store, experiment, state), open_note)
+    return UntilDecidedSection(guarantee_sentence(design), note, _rows(state), open_note)

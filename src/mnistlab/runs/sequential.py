@@ -128,16 +128,32 @@ def seed_schedule(first_seeds: Sequence[int], max_seeds: int) -> list[int]:
 
 @dataclass(frozen=True)
 class Question:
-    """The reference against one model: its trace of looks (analysis.sequential.QuestionTrace)."""
+    """One question of the family: the reference model against another (``kind`` "model"), or a
+    factor's main effect, level ``reference`` against the factor's first level ``other`` (``kind``
+    "factor", written ``factor=level``), averaged over the grid's other factors. ``differences``:
+    reference minus other per seed, in points, in seed-schedule order; ``needs``: the models that
+    must train for it to move on."""
 
     reference: str
     other: str
     trace: QuestionTrace
-    seeds: int  # common completed seeds so far
+    differences: tuple[float, ...]
+    needs: tuple[str, ...]
+    kind: str = "model"
 
     @property
     def decision(self) -> str | None:
         return self.trace.decision
+
+    @property
+    def seeds(self) -> int:
+        return len(self.differences)
+
+    @property
+    def label(self) -> str:
+        if self.kind == "factor":
+            return f"{self.reference} vs {self.other} (main effect)"
+        return f"{self.reference} vs {self.other}"
 
 
 @dataclass(frozen=True)
@@ -190,8 +206,10 @@ def study_state(store: RunStore, experiment: str, models: Sequence[str], setting
     """Recompute the study from its runs: the reference chosen on validation over round 1's seeds
     (analysis.choice, the report's one rule), then each question's looks in seed-schedule order."""
     first, max_seeds = int(settings["first"]), int(settings["max_seeds"])
+    grids = [_grid_contrasts(grid) for grid in settings.get("grids", [])]
+    family = len(models) - 1 + sum(len(contrasts) for contrasts, _ in grids)
     design = Design(first=first, per_round=int(settings["per_round"]), max_seeds=max_seeds,
-                    family=max(len(models) - 1, 1), margin=float(settings["margin"]), alpha=float(settings["alpha"]))
+                    family=max(family, 1), margin=float(settings["margin"]), alpha=float(settings["alpha"]))
     schedule = tuple(int(seed) for seed in settings["schedule"])
     results = _results(store, experiment)
     round_one = schedule[:first]
@@ -208,9 +226,36 @@ def study_state(store: RunStore, experiment: str, models: Sequence[str], setting
             if other == reference:
                 continue
             mine, theirs = results.get(reference, {}), results.get(other, {})
-            differences = [mine[seed].test - theirs[seed].test for seed in schedule if seed in mine and seed in theirs]
-            questions.append(Question(reference, other, trace_question(design, differences), len(differences)))
+            differences = tuple(mine[seed].test - theirs[seed].test for seed in schedule
+                                if seed in mine and seed in theirs)
+            questions.append(Question(reference, other, trace_question(design, differences), differences,
+                                      (reference, other)))
+        for contrasts, variants in grids:
+            complete = [seed for seed in schedule if all(seed in results.get(model, {}) for model in variants)]
+            for label, first_level, plus, minus in contrasts:
+                differences = tuple(_mean([results[m][seed].test for m in plus]) - _mean([results[m][seed].test
+                                                                                          for m in minus])
+                                    for seed in complete)
+                questions.append(Question(label, first_level, trace_question(design, differences), differences,
+                                          tuple(variants), kind="factor"))
     return StudyState(design, reference, tuple(questions), tuple(models), schedule)
+
+
+def _grid_contrasts(grid: Mapping[str, Mapping[str, str]]) -> tuple[list[tuple[str, str, list[str], list[str]]],
+                                                                    list[str]]:
+    """A full factor grid's main-effect contrasts, each level against its factor's first level:
+    (``factor=level``, ``factor=first``, the variants at that level, the variants at the first), and
+    the grid's variants. In a full grid each level's variants cover every combination of the other
+    factors once, so the difference of their means is the main effect averaged with equal weight."""
+    variants = list(grid)
+    contrasts = []
+    factors = list(next(iter(grid.values()))) if grid else []
+    for factor in factors:
+        levels = list(dict.fromkeys(grid[model][factor] for model in variants))
+        at = {level: [model for model in variants if grid[model][factor] == level] for level in levels}
+        for level in levels[1:]:
+            contrasts.append((f"{factor}={level}", f"{factor}={levels[0]}", at[level], at[levels[0]]))
+    return contrasts, variants
 
 
 def stop_reason(state: StudyState, seeds_used: int) -> str:
@@ -260,7 +305,7 @@ class SequentialOutcome:
 def round_text(record: RoundRecord, state: StudyState) -> str:
     """One line about a round: what it trained, and what is decided and open after it."""
     seeds = ", ".join(str(seed) for seed in record.seeds)
-    decided = [f"{q.other} {q.decision} ({q.seeds} seeds)" for q in state.questions if q.decision is not None]
+    decided = [f"{q.label} {q.decision} ({q.seeds} seeds)" for q in state.questions if q.decision is not None]
     parts = [f"round {record.number}: seed(s) {seeds} for {len(record.models)} model(s), {record.trained} trained"]
     if state.reference is not None:
         parts.append(f"reference {state.reference}")
@@ -283,6 +328,13 @@ def _entry_models(experiment: Experiment, source: str) -> list[tuple[int, str, d
         for task in expand(one, source):
             found.append((index, task.model_id, dict(task.factors)))
     return found
+
+
+def _full_grids(experiment: Experiment, entries: list[tuple[int, str, dict[str, str]]]) -> list[dict[str, dict]]:
+    """Each full factor grid's variants and their levels; a grid cut by ``subset`` is left out, since
+    its levels no longer cover every combination and a main effect would need a model to average."""
+    return [{model: levels for at, model, levels in entries if at == index}
+            for index, entry in enumerate(experiment.models) if entry.vary is not None and entry.subset is None]
 
 
 def _sub_experiment(experiment: Experiment, entries: list[tuple[int, str, dict[str, str]]], models: set[str],
@@ -371,7 +423,8 @@ def run_until_decided(experiment: Experiment, store: RunStore, train_round: Trai
     first = max(2, len(experiment.seed_list))
     if first > settings.max_seeds:
         raise MnistlabError(f"--max-seeds {settings.max_seeds}: below the experiment's {first} seeds")
-    stored = {**settings.to_json(first), "schedule": schedule, "models": models}
+    stored = {**settings.to_json(first), "schedule": schedule, "models": models,
+              "grids": _full_grids(experiment, entries)}
     if estimate is None and settings.budget_seconds is not None:
         estimate = probe_estimator(experiment.dataset)
     started = clock()
@@ -395,7 +448,7 @@ def run_until_decided(experiment: Experiment, store: RunStore, train_round: Trai
         store.save_experiment(experiment.name, {**experiment.to_dict(), "seeds": used, CONFIG_KEY: stored})
         state = study_state(store, experiment.name, models, stored)
         record = RoundRecord(len(outcome.rounds) + 1, tuple(seeds), tuple(sorted(wanted)), trained,
-                             tuple(question.other for question in state.open))
+                             tuple(question.label for question in state.open))
         outcome.rounds.append(record)
         if on_round is not None:
             on_round(record, state)
@@ -412,7 +465,7 @@ def run_until_decided(experiment: Experiment, store: RunStore, train_round: Trai
         if position >= len(schedule):
             outcome.stopped = STOP_MAX_SEEDS
             break
-        wanted = {state.reference, *(question.other for question in state.open)}
+        wanted = {state.reference, *(model for question in state.open for model in question.needs)}
         seeds = schedule[position:position + settings.per_round]
     outcome.run_ids = [record.id for record in store.runs(experiment.name)]
     return outcome
