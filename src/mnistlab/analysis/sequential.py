@@ -3,7 +3,9 @@ looked at, the decisions drawn from them, and the simulation that chose the meth
 
 The question. A study asks a family of m questions fixed after its first round: the reference
 model (chosen on validation after round 1, then frozen) against each other model, on the paired
-per-seed difference d_s = acc_ref(s) - acc_other(s) of test accuracy, in points. Its looks are
+per-seed difference d_s = acc_ref(s) - acc_other(s) of test accuracy, in points; and for a full
+factor grid each main effect, d_s = the seed's mean over a level's variants minus its mean over the
+factor's first level's (runs/sequential.py builds the questions; this module only sees the d_s). Its looks are
 fixed in advance by the design: after n_1 = ``first`` seeds, then every ``per_round`` seeds more,
 up to ``max_seeds`` (K looks at n_1 < n_2 < ... < n_K = max_seeds).
 
