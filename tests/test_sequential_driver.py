@@ -239,3 +239,46 @@ def test_main_effects_of_a_two_factor_grid_average_over_the_other_factor(tmp_pat
     assert effects["dropout=on"].decision == effects["width=256"].decision == DIFFERENT
     assert abs(effects["dropout=on"].trace.looks[-1].mean + 1.0) < 0.1  # -1 point, averaged over width
     assert abs(effects["width=256"].trace.looks[-1].mean - 0.5) < 0.1
+
+
+def test_budget_estimates_come_from_a_probe_then_from_measured_runs(tmp_path, monkeypatch):
+    from mnistlab.runs import sequential
+    from mnistlab.training import cost
+
+    probed = []
+
+    def fake_probe(spec, **options):
+        probed.append((spec.id, options["seconds"]))
+        return cost.Throughput(spec.id, "fp32", "test", 1, 128, 60_000.0, 10, 80_000.0, 1000, False, 0.1)
+
+    monkeypatch.setattr(cost, "probe_throughput", fake_probe)
+    estimate = sequential.probe_estimator("mnist")
+    task = expand(study(("s004-m1", "s004-m2")))[0]
+    seconds = estimate(task)
+    assert seconds == estimate(task) and probed == [("s004-m1", sequential.BUDGET_PROBE_SECONDS)]  # cached
+    # 54,000 training images at 60,000/s plus the evaluations, per epoch: about a second an epoch
+    assert task.spec.training.epochs * 0.9 < seconds < task.spec.training.epochs * 1.5
+    with RunStore(tmp_path / "store") as store:  # once a model has finished runs, their durations count
+        fake_trainer(MEANS)(study(("s004-m1", "s004-m2")), store)
+        assert set(sequential.measured_seconds(store, "seq")) == {"s004-m1", "s004-m2"}
+
+
+def test_a_rerun_continues_where_the_budget_stopped(tmp_path):
+    log: list = []
+    with RunStore(tmp_path / "store") as store:
+        first = run_until_decided(study(), store, fake_trainer(MEANS, log=log),
+                                  UntilDecided(max_seeds=10, budget_seconds=25.0), estimate=lambda task: 10.0)
+        assert first.stopped == STOP_BUDGET and len(log) == 2
+        again = run_until_decided(study(), store, fake_trainer(MEANS, log=log), UntilDecided(max_seeds=10))
+        assert again.stopped == STOP_DECIDED
+        assert len(log) == len(set(log))  # nothing trained twice
+
+
+def test_api_checks_settings_before_any_training(tmp_path):
+    from mnistlab import api
+
+    for options, words in ((dict(budget="soon"), "--budget"), (dict(max_seeds=1), "--max-seeds"),
+                           (dict(margin=-1), "--margin")):
+        with pytest.raises(MnistlabError, match=words):
+            api.run_until_decided("quick", tmp_path / "store", **options)
+    assert not (tmp_path / "store").exists()
