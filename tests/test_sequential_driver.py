@@ -282,3 +282,11 @@ def test_api_checks_settings_before_any_training(tmp_path):
         with pytest.raises(MnistlabError, match=words):
             api.run_until_decided("quick", tmp_path / "store", **options)
     assert not (tmp_path / "store").exists()
+
+
+def test_budget_on_a_dataset_folder_says_why_it_cannot_estimate(tmp_path):
+    from mnistlab.runs.sequential import probe_estimator
+
+    task = expand(Experiment.model_validate({"name": "s", "dataset": str(tmp_path), "models": [{"model": "s004-m1"}]}))[0]
+    with pytest.raises(MnistlabError, match="--budget: cannot estimate model 's004-m1'"):
+        probe_estimator(str(tmp_path))(task)

@@ -371,7 +371,10 @@ def probe_estimator(dataset: str) -> Estimator:
 
     def estimate(task: Task) -> float:
         if task.model_id not in cache:
-            train, val, test = epoch_images(dataset, task.protocol, task.val_fraction, task.train_limit)
+            try:
+                train, val, test = epoch_images(dataset, task.protocol, task.val_fraction, task.train_limit)
+            except MnistlabError as exc:
+                raise MnistlabError(f"--budget: cannot estimate model '{task.model_id}' before its first run: {exc}") from None
             throughput = probe_throughput(task.spec, precision=task.precision, threads=task.threads,
                                           device=task.device, seconds=BUDGET_PROBE_SECONDS)
             cache[task.model_id] = estimate_training(throughput, epochs=task.spec.training.epochs, train_images=train,
