@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from contextlib import nullcontext
 from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from mnistlab.util.strict import whole_number
 
 if TYPE_CHECKING:
     from mnistlab.experiments.definition import Experiment, Task
+    from mnistlab.experiments.overrides import Overrides
     from mnistlab.runs.events import Listener
     from mnistlab.interop.keras_objects import ImportResult
     from mnistlab.nn.build import KerasModel
@@ -63,6 +65,8 @@ _LAZY = {
     "RunOutcome": "mnistlab.runs.tasks",
     "run_experiment": "mnistlab.runs.runner",
     "Task": "mnistlab.experiments.definition",
+    "Overrides": "mnistlab.experiments.overrides",
+    "parse_overrides": "mnistlab.experiments.overrides",
     "builtin_experiments": "mnistlab.experiments.definition",
     "summary_text": "mnistlab.spec.summary",
     "EpochEnded": "mnistlab.runs.events",
@@ -226,6 +230,7 @@ def run(
     heartbeat_seconds: float | None = None,
     lease_seconds: float | None = None,
     listeners: Sequence[Listener] = (),
+    overrides: Overrides | None = None,
 ) -> RunOutcome:
     """Train every (model, seed) of an experiment not already in the store, resuming interrupted ones.
 
@@ -240,11 +245,13 @@ def run(
     from, for error messages to name. `heartbeat_seconds` / `lease_seconds`: the claims' timing
     (`open_store`), for a store this call opens; a RunStore passed in keeps its own. `listeners`:
     callables that hear the study's events as they happen (`mnistlab.runs.events`: EpochEnded,
-    RunEnd, RoundEnded)."""
+    RunEnd, RoundEnded). `overrides` (`Overrides(epochs=20, seeds=range(5), ...)`, experiments/overrides.py):
+    train the derived experiment `NAME+epochs=20...`, whose runs are its own."""
+    from mnistlab.experiments.overrides import load_with_overrides
     from mnistlab.runs.runner import run_experiment
     from mnistlab.runs.tasks import Placement
 
-    study = experiment(definition)
+    study = load_with_overrides(definition, overrides)[0] if overrides else experiment(definition)
     placement = Placement(backend, address, gpus_per_task, cpus_per_task, artifacts)
     placement.check()  # a bad or silent cluster address is refused before a store is opened or created
     options: dict[str, Any] = dict(data_dir=data_dir, download=download, dataset=dataset, bundle=bundle,
@@ -265,32 +272,26 @@ def run(
 def run_until_decided(definition: str | Path | dict[str, Any] | Experiment, store: RunStore | str | Path = DEFAULT_ROOT,
                       *, max_seeds: int | None = None, margin: float | None = None, budget: str | float | None = None,
                       per_round: int | None = None, estimate: Callable[[Task], float] | None = None,
-                      on_round: Callable[..., None] | None = None, heartbeat_seconds: float | None = None,
-                      lease_seconds: float | None = None, **run_options: Any) -> SequentialOutcome:
-    """Train in rounds until every comparison with the reference is decided (mnistlab.runs.sequential).
-
-    `max_seeds` (default 10), `margin` (equivalence, points; default 0.2), `budget` ("30m", or seconds);
-    `per_round`: seeds added per round (default: the `bundle` size when it is a number, else 1);
-    `run_options`: `run`'s (bundle, backend, reporter_for, listeners, data_dir, ...), used for every
-    round; `estimate(task)`: a run's seconds for the budget (default: a short probe per model);
-    `on_round(record, state)`: hears each round. Returns the rounds, why it stopped and the state."""
+                      on_round: Callable[..., None] | None = None, **run_options: Any) -> SequentialOutcome:
+    """Train in rounds until every question is decided (mnistlab.runs.sequential): `max_seeds` (10),
+    `margin` (points, 0.2), `budget` ("30m" or seconds), `per_round` (default: `bundle` if a number, else
+    1); `run_options` are `run`'s, for every round (`overrides` apply once, to the study);
+    `estimate(task)`: a run's seconds for the budget (default: a probe); `on_round(record, state)`."""
+    from mnistlab.experiments.overrides import load_with_overrides
     from mnistlab.runs import sequential
 
-    study = experiment(definition)
+    overrides = run_options.pop("overrides", None)
+    study = load_with_overrides(definition, overrides)[0] if overrides else experiment(definition)
     bundle = run_options.get("bundle", 1)
     chosen = {"max_seeds": max_seeds, "margin": margin, "budget_seconds": sequential.parse_budget(budget),
               "per_round": per_round or (bundle if isinstance(bundle, int) and not isinstance(bundle, bool) else 1)}
     settings = sequential.UntilDecided(**{name: value for name, value in chosen.items() if value is not None})
     settings.check()
-    if not isinstance(store, RunStore):
-        timing = {"heartbeat_seconds": heartbeat_seconds} if heartbeat_seconds else {}
-        with RunStore(store, lease_seconds=lease_seconds, **timing) as opened:
-            return run_until_decided(study, opened, max_seeds=settings.max_seeds, margin=settings.margin,
-                                     budget=settings.budget_seconds, per_round=settings.per_round, estimate=estimate,
-                                     on_round=on_round, **run_options)
-    return sequential.run_until_decided(study, store, lambda sub, opened: run(sub, opened, **run_options), settings,
-                                        run_options.get("source") or "<python>", estimate, on_round=on_round)
-
+    timing = {key: value for key in ("heartbeat_seconds", "lease_seconds")
+              if (value := run_options.pop(key, None)) is not None}
+    with (nullcontext(store) if isinstance(store, RunStore) else open_store(store, **timing)) as opened:
+        return sequential.run_until_decided(study, opened, lambda sub, into: run(sub, into, **run_options), settings,
+                                            run_options.get("source") or "<python>", estimate, on_round=on_round)
 
 def report(experiment: str | Path | Experiment, store: RunStore | str | Path = DEFAULT_ROOT,
            out: str | Path | None = None, data_dir: str | Path | None = None, *, dataset: str | None = None,
@@ -509,11 +510,12 @@ def export_runs(experiment: str, to: str, destination: str | Path,
 
 
 __all__ = [
-    "DEFAULT_ROOT", "EpochEnded", "Experiment", "History", "ModelSpec", "Placement", "RoundEnded", "RunEnd",
+    "DEFAULT_ROOT", "EpochEnded", "Experiment", "History", "ModelSpec", "Overrides", "Placement", "RoundEnded", "RunEnd",
     "RunOutcome", "RunStore", "TrainConfig", "TrainedModel", "builtin_experiments", "get_model", "summary_text", "bundle_size", "check_datasets", "conclusions", "estimate", "evaluate",
     "experiment", "experiment_name", "export_keras", "export_model", "export_runs", "find_model", "find_run",
     "import_keras", "import_keras_weights", "load_dataset", "load_keras_weights", "load_model", "model_spec",
-    "open_store", "predict", "report", "reproduction", "run", "run_until_decided", "train", "write_history", "write_specs", "zoo_models",
+    "open_store", "parse_overrides", "predict", "report", "reproduction", "run", "run_until_decided", "train", "write_history",
+    "write_specs", "zoo_models",
 ]
 
 

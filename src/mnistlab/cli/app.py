@@ -10,7 +10,6 @@ are built from (no torch, pandas or matplotlib), so `mnistlab ls` and `--help` s
 
 from __future__ import annotations
 
-import json
 import sys
 from enum import Enum
 from pathlib import Path
@@ -20,6 +19,9 @@ import typer
 from rich.text import Text
 
 from mnistlab import __version__
+from mnistlab.cli.json_output import print_json
+from mnistlab.cli.options import (BudgetOption, EpochsOverride, JsonOption, MarginOption, MaxSeedsOption, ModelsOverride,
+                                  SeedsOverride, SetOverride, UntilDecidedOption, VaryOverride)
 from mnistlab.cli.output import console, err_console, print_error, say
 from mnistlab.data.datasets import DATASETS
 from mnistlab.errors import MnistlabError
@@ -81,10 +83,13 @@ LogFormatOption = Annotated[LogFormat, typer.Option(
 
 
 @app.command()
-def zoo() -> None:
+def zoo(as_json: JsonOption = False) -> None:
     """List the built-in seed models with their parameter counts and the notebook's test accuracy."""
     from mnistlab.cli.views import zoo_table
+    from mnistlab.zoo import zoo_catalogue
 
+    if as_json:
+        return print_json({"models": zoo_catalogue()}, indent=1)
     console.print(zoo_table())
 
 
@@ -92,14 +97,19 @@ def zoo() -> None:
 def data(
     data_dir: DataDirOption = None,
     download: Annotated[bool, typer.Option(help="Download missing datasets into the cache.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Show where each dataset is found and check its files (sizes, magic numbers, sha256)."""
     from mnistlab import api
     from mnistlab.cli.views import datasets_table
+    from mnistlab.data.datasets import dataset_status
     from mnistlab.errors import DataError
 
     found = api.check_datasets(data_dir=data_dir, download=download)
-    console.print(datasets_table(found))
+    if as_json:  # the same exit status as the table: 1 when no dataset is usable
+        print_json({"datasets": [dataset_status(name, dataset) for name, dataset in found]}, indent=1)
+    else:
+        console.print(datasets_table(found))
     if all(isinstance(dataset, DataError) for _, dataset in found):
         raise typer.Exit(1)
 
@@ -116,7 +126,7 @@ def summary(
 
     spec = model_spec(model)
     if as_json:
-        print(json.dumps(summary_data(spec), indent=2))
+        print_json(summary_data(spec), indent=2)
     else:
         print(clean(summary_text(spec)))  # ids and layer names are user text: no control characters
 
@@ -186,7 +196,7 @@ def train(
         max_activation_mib=max_activation_mib, patience=patience, threads=threads, deterministic=deterministic)
     for history in trained if bundled else [trained]:
         if as_json:
-            print(json.dumps(history.to_json()))
+            print_json(history.to_json())
         elif not quiet:
             train_summary(history, prefix=f"seed {history.seed}: " if bundled else "")
 
@@ -196,10 +206,13 @@ StoreOption = Annotated[Path, typer.Option("--store", envvar="MNISTLAB_STORE", h
 
 
 @app.command()
-def experiments() -> None:
+def experiments(as_json: JsonOption = False) -> None:
     """List the built-in experiments."""
     from mnistlab.cli.views import builtin_experiments_table
+    from mnistlab.experiments.definition import builtin_catalogue
 
+    if as_json:
+        return print_json({"experiments": builtin_catalogue()}, indent=1)
     console.print(builtin_experiments_table())
 
 
@@ -233,47 +246,29 @@ def run(
     artifacts: Annotated[Optional[Path], typer.Option(
         help="Checkpoint folder every Ray worker can reach (shared storage); default: the store's artifacts "
              "folder.")] = None,
-    until_decided: Annotated[bool, typer.Option(
-        help="Train in rounds, adding seeds only where a comparison with the reference is still open.")] = False,
-    max_seeds: Annotated[Optional[int], typer.Option(
-        min=2, help="With --until-decided: the most seeds per model (default 10).")] = None,
-    budget: Annotated[Optional[str], typer.Option(
-        help="With --until-decided: a time budget (30m, 2h, 90s); no run starts that cannot finish in it.")] = None,
-    margin: Annotated[Optional[float], typer.Option(
-        min=0.0, help="With --until-decided: the equivalence margin in points (default 0.2).")] = None,
+    until_decided: UntilDecidedOption = False, max_seeds: MaxSeedsOption = None, budget: BudgetOption = None,
+    margin: MarginOption = None,
+    epochs: EpochsOverride = None, seeds: SeedsOverride = None, models: ModelsOverride = None,
+    set_: SetOverride = None, vary: VaryOverride = None,
 ) -> None:
     """Train every (model, seed) of an experiment not already in the store; resume interrupted ones."""
     from mnistlab import api
-    from mnistlab.experiments.definition import expand, load_experiment
+    from mnistlab.experiments.definition import expand
+    from mnistlab.experiments.overrides import load_with_overrides
     from mnistlab.report.progress import task_reporters
 
     bundle_size = api.bundle_size(bundle)
-    if not until_decided and (max_seeds, budget, margin) != (None, None, None):
-        raise MnistlabError("--max-seeds, --budget and --margin: only with --until-decided")
-    study, source = load_experiment(experiment)
+    overrides = api.parse_overrides(epochs, seeds, models, set_ or (), vary or ())
+    study, source = load_with_overrides(experiment, overrides)  # validated before the store is opened
+    if overrides and not quiet:
+        say(f"experiment {study.name}: {source} with overrides; its runs are its own")
     options: dict = dict(bundle=bundle_size, backend=backend.value, address=address, gpus_per_task=gpus_per_task,
                          cpus_per_task=cpus_per_task, artifacts=artifacts, download=download, source=source,
                          reporter_for=task_reporters(expand(study, source), console, log_format.value, quiet),
                          heartbeat_seconds=heartbeat_seconds, lease_seconds=lease_seconds)
-    if until_decided:
-        from mnistlab.report.progress import make_reporter
-        from mnistlab.runs.sequential import round_text
-
-        # Rounds add seeds beyond the file's: each run's label names it, without a place among all.
-        options["reporter_for"] = lambda task: make_reporter(console, log_format.value, quiet, model=task.model_id,
-                                                             seed=task.seed, label=f"{task.model_id} seed {task.seed} ")
-        found = api.run_until_decided(study, store, data_dir=data_dir, max_seeds=max_seeds, budget=budget,
-                                      margin=margin, on_round=None if quiet else lambda *got: say(round_text(*got)),
-                                      **options)
-        run_ids, summary = found.run_ids, (f"{study.name}: trained {len(found.trained)} in {len(found.rounds)} "
-                                           f"round(s), stopped: {found.stopped}")
-    else:
-        outcome = api.run(study, store, data_dir, **options)
-        run_ids = outcome.run_ids
-        summary = (f"{study.name}: trained {len(outcome.trained)}, already done {len(outcome.skipped_finished)}, "
-                   f"left to another process {len(outcome.skipped_claimed) + len(outcome.lost)}")
-    if not quiet:
-        say(f"{summary}  (store: {store})")
+    from mnistlab.cli.rounds import run_study  # once, or in rounds --until-decided; it says the summary
+    run_ids = run_study(study, store, data_dir, options, log_format.value, quiet, until_decided=until_decided,
+                        max_seeds=max_seeds, budget=budget, margin=margin)
     if not report:
         return
     # Whichever process finds, after its own last write, that no run is left writes the report.
@@ -303,11 +298,14 @@ def report(
 def conclusions(
     experiment: Annotated[str, typer.Argument(help="Experiment name (as stored) or file.")],
     store: StoreOption = DEFAULT_ROOT,
+    as_json: JsonOption = False,
 ) -> None:
     """Print the report's written conclusions: one sentence per finding, Holm-corrected."""
     from mnistlab import api
 
     found = api.conclusions(experiment, store)
+    if as_json:
+        return print_json({"experiment": api.experiment_name(experiment), **found.to_json()}, indent=1)
     for sentence in found.sentences:
         say(f"- {sentence}")
     say(Text(found.method, style="dim"))
@@ -322,12 +320,17 @@ def reproduction(
     estimate_seconds: Annotated[Optional[float], typer.Option(
         help="With --out: probe each model not run yet for this many seconds here (fp32) and give its "
              "estimated hours per seed in the document.")] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Seed notebooks vs mnistlab under each notebook's protocol: mean ± 95% CI over seeds and a verdict."""
     from mnistlab import api
     from mnistlab.cli.views import reproduction_view
+    from mnistlab.report.reproduction import reproduction_json
 
-    table, rule = reproduction_view(api.reproduction(store, out, estimate_seconds))
+    lines = api.reproduction(store, out, estimate_seconds)
+    if as_json:  # stdout holds the document alone; --out still writes the Markdown
+        return print_json(reproduction_json(lines), indent=1)
+    table, rule = reproduction_view(lines)
     console.print(table)
     say(rule)
     if out is not None:
@@ -364,7 +367,7 @@ def estimate(
                         probe_seconds=probe_seconds, batch_size=batch_size, threads=threads, device=device)
     flops = forward_flops(spec)
     if as_json:
-        print(json.dumps({**cost.to_json(), "forward_flops_per_image": flops}))
+        print_json({**cost.to_json(), "forward_flops_per_image": flops})
         return
     for part in estimate_view(spec, cost, flops):
         console.print(part)
@@ -388,13 +391,18 @@ def ls_(
 def show(
     run_id: Annotated[str, typer.Argument(help="A run id (from mnistlab ls EXPERIMENT).")],
     store: StoreOption = DEFAULT_ROOT,
+    as_json: JsonOption = False,
 ) -> None:
     """One run: its spec, status, per-epoch metrics, final metrics and diagnosis."""
     from mnistlab import api
     from mnistlab.cli.views import run_panel
+    from mnistlab.report.overview import run_json
 
     with api.open_store(store, create=False) as run_store:
-        console.print(run_panel(run_store, api.find_run(run_store, run_id)))
+        found = api.find_run(run_store, run_id)
+        if as_json:
+            return print_json(run_json(run_store, found), indent=1)
+        console.print(run_panel(run_store, found))
 
 
 @app.command()
@@ -403,13 +411,17 @@ def compare(
     b: Annotated[str, typer.Argument(help="Run id, or model id (with --experiment when several hold it).")],
     experiment: Annotated[Optional[str], typer.Option(help="The experiment whose runs model ids refer to.")] = None,
     store: StoreOption = DEFAULT_ROOT,
+    as_json: JsonOption = False,
 ) -> None:
     """Two runs (or two models) side by side, with McNemar's exact test on their test predictions."""
     from mnistlab import api
     from mnistlab.cli.views import compare_table
+    from mnistlab.report.pair import compare_pair
 
     with api.open_store(store, create=False) as run_store:
         named = api.experiment_name(experiment) if experiment else None
+        if as_json:
+            return print_json(compare_pair(run_store, a, b, experiment=named).to_json(), indent=1)
         console.print(compare_table(run_store, a, b, experiment=named))
 
 
@@ -428,7 +440,7 @@ def predict(
     model: ModelArgument,
     inputs: Annotated[list[Path], typer.Argument(help="PNG/JPEG pictures (any size), .npy arrays or IDX image files.")],
     top: Annotated[int, typer.Option(min=1, help="How many of the likeliest classes to print per image.")] = 3,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    as_json: JsonOption = False,
     max_params: MaxParamsOption = None,
     store: StoreOption = DEFAULT_ROOT,
 ) -> None:
@@ -440,10 +452,7 @@ def predict(
     result = api.predict(trained, inputs)
     top = min(top, len(trained.class_names))
     if as_json:
-        about = {"id": trained.spec.id, "seed": trained.info.seed, "dataset": trained.info.dataset,
-                 "source": str(trained.source)}
-        print(json.dumps({"model": about, "predictions": result.to_json(top)}, indent=1))
-        return
+        return print_json({"model": trained.about(), "predictions": result.to_json(top)}, indent=1)
     prediction_lines(trained, result, top)
 
 
@@ -455,7 +464,7 @@ def evaluate(
         min=1, help="CPU threads for the whole run (default: usable cores; on --resume, the checkpoint's).")] = None,
     data_dir: DataDirOption = None,
     download: Annotated[bool, typer.Option(help="Download the dataset if it is not found.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    as_json: JsonOption = False,
     max_params: MaxParamsOption = None,
     store: StoreOption = DEFAULT_ROOT,
 ) -> None:
@@ -466,8 +475,7 @@ def evaluate(
     trained = api.find_model(model, store, max_params)
     result = api.evaluate(trained, dataset, data_dir=data_dir, download=download)
     if as_json:
-        print(json.dumps(result.to_json(), indent=1))
-        return
+        return print_json(result.to_json(), indent=1)
     evaluation_lines(trained, result)
 
 
