@@ -14,12 +14,14 @@ uses (mnistlab.analysis.sequential). The fixed design is one t test at 5% on 20 
 from __future__ import annotations
 
 import argparse
+import math
 
 from mnistlab.analysis.sequential import DEFAULT_MARGIN, INTERIM_SHARE, Design, fixed_power, simulate
 
 FIRST, PER_ROUND, MAX_SEEDS = 3, 1, 20
 SPREAD = 0.1  # points: a typical seed-to-seed spread of a paired difference of two MNIST CNNs
 EFFECTS = (0.06, 0.08, 0.10, 0.12, 0.15)
+AT_MARGIN_SPREAD = 0.3  # wide enough that "different" is not reached first, the worst case for "equivalent"
 SPENDINGS = ("final-heavy", "uniform", "naive")
 
 
@@ -45,6 +47,11 @@ def main() -> None:
         print(f"| {spending} | {normal.different:.4f} ± {normal.different_se:.4f} | "
               f"{heavy.different:.4f} ± {heavy.different_se:.4f} | {margin.different:.4f} "
               f"({margin.equivalent:.3f}; mean seeds {margin.mean_seeds:.1f}) |")
+    print(f"\nAt the margin (true difference {DEFAULT_MARGIN}, spread {AT_MARGIN_SPREAD}): share wrongly decided "
+          "'equivalent' (± 1 SE)")
+    for index, spending in enumerate(SPENDINGS):
+        edge = simulate(design(spending, DEFAULT_MARGIN), DEFAULT_MARGIN, AT_MARGIN_SPREAD, studies, seed=50 + index)
+        print(f"- {spending}: {edge.equivalent:.4f} ± {math.sqrt(edge.equivalent * (1 - edge.equivalent) / studies):.4f}")
     print("\nUnder alternatives (no margin): power, and seeds used as a share of the fixed design's")
     print("| effect (points) | fixed design power | final-heavy power | final-heavy seeds | uniform power | "
           "uniform seeds |")
