@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from contextlib import nullcontext
 from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from mnistlab.report.conclusions import Conclusions
     from mnistlab.report.reproduction import ModelReproduction
     from mnistlab.report.writer import ReportPaths
+    from mnistlab.runs.sequential import SequentialOutcome
     from mnistlab.runs.tasks import RunOutcome
     from mnistlab.spec.model import ModelSpec
     from mnistlab.trained.folder import TrainedModel
@@ -285,6 +287,30 @@ def run(
         return train_in(opened)
 
 
+def run_until_decided(definition: str | Path | dict[str, Any] | Experiment, store: RunStore | str | Path = DEFAULT_ROOT,
+                      *, max_seeds: int | None = None, margin: float | None = None, budget: str | float | None = None,
+                      per_round: int | None = None, estimate: Callable[[Task], float] | None = None,
+                      on_round: Callable[..., None] | None = None, **run_options: Any) -> SequentialOutcome:
+    """Train in rounds until every question is decided (mnistlab.runs.sequential): `max_seeds` (10),
+    `margin` (points, 0.2), `budget` ("30m" or seconds), `per_round` (default: `bundle` if a number, else
+    1); `run_options` are `run`'s, for every round (`overrides` apply once, to the study);
+    `estimate(task)`: a run's seconds for the budget (default: a probe); `on_round(record, state)`."""
+    from mnistlab.experiments.overrides import load_with_overrides
+    from mnistlab.runs import sequential
+
+    overrides = run_options.pop("overrides", None)
+    study = load_with_overrides(definition, overrides)[0] if overrides else experiment(definition)
+    bundle = run_options.get("bundle", 1)
+    chosen = {"max_seeds": max_seeds, "margin": margin, "budget_seconds": sequential.parse_budget(budget),
+              "per_round": per_round or (bundle if isinstance(bundle, int) and not isinstance(bundle, bool) else 1)}
+    settings = sequential.UntilDecided(**{name: value for name, value in chosen.items() if value is not None})
+    settings.check()
+    timing = {key: value for key in ("heartbeat_seconds", "lease_seconds")
+              if (value := run_options.pop(key, None)) is not None}
+    with (nullcontext(store) if isinstance(store, RunStore) else open_store(store, **timing)) as opened:
+        return sequential.run_until_decided(study, opened, lambda sub, into: run(sub, into, **run_options), settings,
+                                            run_options.get("source") or "<python>", estimate, on_round=on_round)
+
 def report(experiment: str | Path | Experiment, store: RunStore | str | Path = DEFAULT_ROOT,
            out: str | Path | None = None, data_dir: str | Path | None = None, *, dataset: str | None = None,
            settled: Sequence[int] | None = None) -> ReportPaths | None:
@@ -523,7 +549,8 @@ __all__ = [
     "get_model", "summary_text", "bundle_size", "check_datasets", "comparison", "conclusions", "estimate", "evaluate",
     "experiment", "experiment_name", "export_keras", "export_model", "export_runs", "find_model", "find_run",
     "import_keras", "import_keras_weights", "load_dataset", "load_keras_weights", "load_model", "model_spec",
-    "open_store", "parse_overrides", "predict", "report", "reproduction", "run", "show_report", "train", "write_history",
+    "open_store", "parse_overrides", "predict", "report", "reproduction", "run", "run_until_decided", "show_report", "train",
+    "write_history",
     "write_specs", "zoo_models",
 ]
 

@@ -20,7 +20,8 @@ from rich.text import Text
 
 from mnistlab import __version__
 from mnistlab.cli.json_output import print_json
-from mnistlab.cli.options import EpochsOverride, JsonOption, ModelsOverride, SeedsOverride, SetOverride, VaryOverride
+from mnistlab.cli.options import (BudgetOption, EpochsOverride, JsonOption, MarginOption, MaxSeedsOption, ModelsOverride,
+                                  SeedsOverride, SetOverride, UntilDecidedOption, VaryOverride)
 from mnistlab.cli.output import console, err_console, print_error, say
 from mnistlab.data.datasets import DATASETS
 from mnistlab.errors import MnistlabError
@@ -245,6 +246,8 @@ def run(
     artifacts: Annotated[Optional[Path], typer.Option(
         help="Checkpoint folder every Ray worker can reach (shared storage); default: the store's artifacts "
              "folder.")] = None,
+    until_decided: UntilDecidedOption = False, max_seeds: MaxSeedsOption = None, budget: BudgetOption = None,
+    margin: MarginOption = None,
     epochs: EpochsOverride = None, seeds: SeedsOverride = None, models: ModelsOverride = None,
     set_: SetOverride = None, vary: VaryOverride = None,
 ) -> None:
@@ -259,18 +262,17 @@ def run(
     study, source = load_with_overrides(experiment, overrides)  # validated before the store is opened
     if overrides and not quiet:
         say(f"experiment {study.name}: {source} with overrides; its runs are its own")
-    outcome = api.run(study, store, data_dir, bundle=bundle_size, backend=backend.value, address=address,
-                      gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, artifacts=artifacts,
-                      reporter_for=task_reporters(expand(study, source), console, log_format.value, quiet),
-                      download=download, source=source, heartbeat_seconds=heartbeat_seconds,
-                      lease_seconds=lease_seconds)
-    if not quiet:
-        say(f"{study.name}: trained {len(outcome.trained)}, already done {len(outcome.skipped_finished)}, "
-            f"left to another process {len(outcome.skipped_claimed) + len(outcome.lost)}  (store: {store})")
+    options: dict = dict(bundle=bundle_size, backend=backend.value, address=address, gpus_per_task=gpus_per_task,
+                         cpus_per_task=cpus_per_task, artifacts=artifacts, download=download, source=source,
+                         reporter_for=task_reporters(expand(study, source), console, log_format.value, quiet),
+                         heartbeat_seconds=heartbeat_seconds, lease_seconds=lease_seconds)
+    from mnistlab.cli.rounds import run_study  # once, or in rounds --until-decided; it says the summary
+    run_ids = run_study(study, store, data_dir, options, log_format.value, quiet, until_decided=until_decided,
+                        max_seeds=max_seeds, budget=budget, margin=margin)
     if not report:
         return
     # Whichever process finds, after its own last write, that no run is left writes the report.
-    paths = api.report(study, store, store / "reports", data_dir, settled=outcome.run_ids)
+    paths = api.report(study, store, store / "reports", data_dir, settled=run_ids)
     if paths is None and not quiet:
         say(f"report: left to the process still training; or later: mnistlab report {study.name}")
     elif paths is not None and not quiet:

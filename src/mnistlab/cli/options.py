@@ -1,4 +1,5 @@
-"""Options that several commands share or that would crowd app.py: `--json`, and `run`'s overrides.
+"""Options that several commands share or that would crowd app.py: `--json`, `run`'s overrides, and
+`run --until-decided` with its settings (runs/sequential.py has their rules).
 
 Their rules live elsewhere (experiments/overrides.py reads the override strings, cli/json_output.py
 shapes a --json document); here only how Typer offers them.
@@ -10,7 +11,8 @@ from typing import Annotated, Optional
 
 import typer
 
-__all__ = ["EpochsOverride", "JsonOption", "ModelsOverride", "SeedsOverride", "SetOverride", "VaryOverride"]
+__all__ = ["BudgetOption", "EpochsOverride", "JsonOption", "MarginOption", "MaxSeedsOption", "ModelsOverride",
+           "SeedsOverride", "SetOverride", "UntilDecidedOption", "VaryOverride"]
 
 JsonOption = Annotated[bool, typer.Option(
     "--json", help="Print one JSON document on stdout (its first key, \"format\", is the JSON format version).")]
@@ -27,3 +29,12 @@ SetOverride = Annotated[Optional[list[str]], typer.Option(
 VaryOverride = Annotated[Optional[list[str]], typer.Option(
     "--vary", help="Override: add or replace a factor on every model entry, FACTOR=L1,L2 (dropout=0,0.5). "
                    "Repeatable.")]
+
+UntilDecidedOption = Annotated[bool, typer.Option(
+    "--until-decided", help="Train in rounds, adding seeds only where a comparison with the reference is still open.")]
+MaxSeedsOption = Annotated[Optional[int], typer.Option(
+    "--max-seeds", min=2, help="With --until-decided: the most seeds per model (default 10).")]
+BudgetOption = Annotated[Optional[str], typer.Option(
+    "--budget", help="With --until-decided: a time budget (30m, 2h, 90s); no run starts that cannot finish in it.")]
+MarginOption = Annotated[Optional[float], typer.Option(
+    "--margin", min=0.0, help="With --until-decided: the equivalence margin in points (default 0.2).")]
