@@ -506,3 +506,21 @@ def test_sqrt_is_correctly_rounded_for_every_kind_of_value() -> None:
     # A tensor that is not plain CPU float32/64 memory still gets torch's own sqrt.
     half = [torch.tensor([4.0, 9.0], dtype=torch.bfloat16)]
     assert torch.equal(correctly_rounded_sqrt(half)[0], torch.tensor([2.0, 3.0], dtype=torch.bfloat16))
+
+
+def test_the_optimizers_never_import_dynamo() -> None:
+    # torch.optim.Optimizer's torch._disable_dynamo wrappers import torch._dynamo (2-4 s) on first use;
+    # the Keras optimizers call the plain methods, so a training process never pays for it.
+    import subprocess
+    import sys
+
+    probe = ("import sys, torch\n"
+             "from mnistlab.training.optim import OPTIMIZERS\n"
+             "for name in OPTIMIZERS:\n"
+             "    p = [torch.nn.Parameter(torch.ones(3))]\n"
+             "    o = OPTIMIZERS[name](p); p[0].grad = torch.ones(3); o.step(); o.zero_grad()\n"
+             "    o.load_state_dict(o.state_dict())\n"
+             "    assert p[0].grad is None\n"
+             "print('torch._dynamo' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "False"
