@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from mnistlab.report.conclusions import Conclusions
     from mnistlab.report.reproduction import ModelReproduction
     from mnistlab.report.writer import ReportPaths
+    from mnistlab.runs.archive import ExportSummary, ImportSummary
     from mnistlab.runs.tasks import RunOutcome
     from mnistlab.spec.model import ModelSpec
     from mnistlab.trained.folder import TrainedModel
@@ -467,8 +468,10 @@ def export_runs(experiment: str, to: str, destination: str | Path,
     a tracking URI or a local mlruns folder): one run per (model, seed), metrics per epoch, hparams."""
     from mnistlab.interop.tracking import TARGETS, to_mlflow, to_tensorboard
 
+    if to == "archive":  # a portable run archive (`export_archive`), without model folders
+        return [export_archive(experiment, destination, store).path]
     if to not in TARGETS:
-        raise MnistlabError(f"export-runs: unknown target '{to}'; choose {' or '.join(TARGETS)}")
+        raise MnistlabError(f"export-runs: unknown target '{to}'; choose {', '.join(TARGETS)} or archive")
     if not isinstance(store, RunStore):
         with open_existing_store(store) as opened:
             return export_runs(experiment, to, destination, opened)
@@ -477,10 +480,34 @@ def export_runs(experiment: str, to: str, destination: str | Path,
     return to_mlflow(store, experiment, str(destination))
 
 
+def export_archive(experiment: str | Path, path: str | Path, store: RunStore | str | Path = DEFAULT_ROOT, *,
+                   with_models: bool = False) -> ExportSummary:
+    """The experiment's completed, diverged and failed runs as one portable archive (`.tar.xz` or `.tar.gz`,
+    runs/archive.py): spec, history, final metrics, test predictions, machine, notes; `with_models`: model folders."""
+    from mnistlab.runs.archive import export_archive as export
+
+    if not isinstance(store, RunStore):
+        with open_existing_store(store) as opened:
+            return export(opened, experiment_name(experiment), path, with_models=with_models)
+    return export(store, experiment_name(experiment), path, with_models=with_models)
+
+
+def import_archive(path: str | Path, store: RunStore | str | Path = DEFAULT_ROOT) -> ImportSummary:
+    """Bring an archive's runs into `store` (created if absent) in one transaction: runs already there are
+    skipped, a conflicting one refuses the archive, and the archive is checked whole before the store is opened."""
+    from mnistlab.runs.archive import import_archive as bring, read_archive
+
+    archive = read_archive(path)
+    if not isinstance(store, RunStore):
+        with RunStore(store) as opened:
+            return bring(opened, archive)
+    return bring(store, archive)
+
+
 __all__ = [
     "DEFAULT_ROOT", "EpochEnded", "Experiment", "History", "ModelSpec", "Placement", "RoundEnded", "RunEnd",
     "RunOutcome", "RunStore", "TrainConfig", "TrainedModel", "builtin_experiments", "get_model", "summary_text", "bundle_size", "check_datasets", "conclusions", "estimate", "evaluate",
-    "experiment", "experiment_name", "export_keras", "export_model", "export_runs", "find_model", "find_run",
+    "experiment", "experiment_name", "export_archive", "export_keras", "export_model", "export_runs", "find_model", "find_run",
     "import_keras", "import_keras_weights", "load_dataset", "load_keras_weights", "load_model", "model_spec",
     "open_store", "predict", "report", "reproduction", "run", "train", "write_history", "write_specs", "zoo_models",
 ]
@@ -521,33 +548,38 @@ def estimate(
                              val_images=val, test_images=test)
 
 
-def reproduction(stores: list[str | Path] | str | Path,
-                 out: str | Path | None = None,
-                 estimate_seconds: float | None = None) -> list["ModelReproduction"]:
-    """Each seed model's notebook figure against mnistlab's runs under the notebook's protocol in ``stores``;
-    with ``out``, also write the Markdown document (docs/REPRODUCTION.md is made this way). With
-    ``estimate_seconds``, every model not run yet is probed that long here (fp32) and the document
-    gives its estimated hours per seed under its notebook's protocol."""
+def reproduction(stores: list[str | Path] | str | Path = (), out: str | Path | None = None,
+                 estimate_seconds: float | None = None, archives: Sequence[str | Path] = ()) -> list["ModelReproduction"]:
+    """Each seed model's notebook figure against mnistlab's runs under the notebook's protocol in ``stores`` and
+    run ``archives`` (any mix; a seed in several counts once); with ``out``, also write the Markdown document
+    (docs/REPRODUCTION.md is made this way). With ``estimate_seconds``, every model not run yet is probed that
+    long here (fp32) and the document gives its estimated hours per seed under its notebook's protocol."""
+    import tempfile
+
+    from mnistlab.runs.archive import archive_store
     from mnistlab.training.cost import check_probe_seconds
     from mnistlab.report.reproduction import render_markdown, reproduction_table
 
     roots = [stores] if isinstance(stores, (str, Path)) else list(stores)
     if out is not None:
         check_target(out)
-    if not roots:
-        raise MnistlabError("reproduction: give at least one run store")
+    if not roots and not archives:
+        raise MnistlabError("mnistlab reproduction: give at least one run store (--store DIR) or archive (--archive FILE)")
     if estimate_seconds is not None:
         check_probe_seconds(estimate_seconds, "reproduction: estimate_seconds")
-    opened = [open_existing_store(root) for root in roots]
-    try:
-        lines = reproduction_table(opened)
-    finally:
-        for store in opened:
-            store.close()
+    with tempfile.TemporaryDirectory(prefix="mnistlab-archives-") as scratch:
+        opened = []
+        try:
+            opened += [open_existing_store(root) for root in roots]
+            opened += [archive_store(path, Path(scratch) / str(n)) for n, path in enumerate(archives)]
+            lines = reproduction_table(opened)
+        finally:
+            for store in opened:
+                store.close()
     if out is not None:
         estimates = {line.model_id: estimate(line.model_id, probe_seconds=estimate_seconds, device="cpu")
                      for line in lines if line.verdict == "not run"} if estimate_seconds is not None else None
-        text = render_markdown(lines, [str(root) for root in roots], estimates)
+        text = render_markdown(lines, [str(source) for source in [*roots, *archives]], estimates)
         try:
             write_text(Path(out), text)
         except OSError as error:

@@ -290,8 +290,10 @@ def conclusions(
 
 @app.command()
 def reproduction(
-    store: Annotated[list[Path], typer.Option("--store", envvar="MNISTLAB_STORE",
-                                              help="Run store folder(s) to read; repeat for several.")],
+    store: Annotated[Optional[list[Path]], typer.Option("--store", envvar="MNISTLAB_STORE",
+                                                        help="Run store folder(s) to read; repeat for several.")] = None,
+    archive: Annotated[Optional[list[Path]], typer.Option(
+        "--archive", help="Run archive(s) (export-runs --to archive) to read too; repeat for several.")] = None,
     out: Annotated[Optional[Path], typer.Option(
         help="Write the Markdown table here (e.g. docs/REPRODUCTION.md).")] = None,
     estimate_seconds: Annotated[Optional[float], typer.Option(
@@ -302,7 +304,7 @@ def reproduction(
     from mnistlab import api
     from mnistlab.cli.views import reproduction_view
 
-    table, rule = reproduction_view(api.reproduction(store, out, estimate_seconds))
+    table, rule = reproduction_view(api.reproduction(store or [], out, estimate_seconds, archive or []))
     console.print(table)
     say(rule)
     if out is not None:
@@ -518,21 +520,44 @@ def import_keras_weights(
 class RunsTarget(str, Enum):
     tensorboard = "tensorboard"
     mlflow = "mlflow"
+    archive = "archive"
 
 
 @app.command("export-runs")
 def export_runs(
     experiment: Annotated[str, typer.Argument(help="Experiment name (as stored) or file.")],
     destination: Annotated[str, typer.Argument(
-        help="TensorBoard: a folder. MLflow: a tracking URI or a local mlruns folder.")],
+        help="TensorBoard: a folder. MLflow: a tracking URI or a local mlruns folder. Archive: a .tar.xz or "
+             ".tar.gz file.")],
     to: Annotated[RunsTarget, typer.Option("--to", help="Where the runs go.")],
+    with_models: Annotated[bool, typer.Option(
+        "--with-models", help="Archive: also carry each completed run's model folder (weights).")] = False,
     store: StoreOption = DEFAULT_ROOT,
 ) -> None:
-    """Export an experiment's runs to TensorBoard event files or MLflow (one run per model and seed)."""
+    """Export an experiment's runs to TensorBoard, MLflow (one run per model and seed) or a portable archive."""
     from mnistlab import api
 
+    if to == RunsTarget.archive:
+        done = api.export_archive(experiment, destination, store, with_models=with_models)
+        say(f"archived {done.runs} run(s) ({done.with_models} with model folders) in {done.path}: "
+            f"{done.bytes / 1e6:.2f} MB")
+        return
+    if with_models:
+        raise MnistlabError("export-runs: --with-models is for --to archive")
     written = api.export_runs(api.experiment_name(experiment), to.value, destination, store)
     say(f"exported {len(written)} run(s) to {to.value} at {destination}")
+
+
+@app.command("import-runs")
+def import_runs(
+    archive: Annotated[Path, typer.Argument(help="A run archive (export-runs --to archive).")],
+    store: StoreOption = DEFAULT_ROOT,
+) -> None:
+    """Bring an archive's runs into a store (created if absent): already-present runs are skipped, all or nothing."""
+    from mnistlab import api
+
+    done = api.import_archive(archive, store)
+    say(f"imported {len(done.imported)} run(s), skipped {len(done.skipped)} already in {store}")
 
 
 INTERRUPTED = 130
