@@ -42,6 +42,8 @@ BAD_USAGE = [
     (["import-keras-weights", "s000-m1", "w.h5"], ["mnistlab import-keras-weights", "--output"]),
     (["export-runs", "quick", "out"], ["mnistlab export-runs", "--to"]),
     (["export-runs", "quick", "out", "--to", "wandb"], ["--to", "wandb"]),
+    (["import-runs"], ["mnistlab import-runs", "Missing argument"]),
+    (["import-runs", "runs.tar.xz", "--bogus"], ["mnistlab import-runs", "--bogus"]),
     (["conclusions"], ["mnistlab conclusions", "Missing argument"]),
     (["reproduction"], ["mnistlab reproduction", "--store"]),
     (["estimate", "s004-m1", "--epochs", "0"], ["mnistlab estimate", "--epochs"]),
