@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from mnistlab.report.reproduction import ModelReproduction
     from mnistlab.report.writer import ReportPaths
     from mnistlab.runs.archive import ExportSummary, ImportSummary
+    from mnistlab.runs.dry_run import DryRun
     from mnistlab.runs.tasks import RunOutcome
     from mnistlab.spec.model import ModelSpec
     from mnistlab.trained.folder import TrainedModel
@@ -229,8 +230,8 @@ def run(
 ) -> RunOutcome:
     """Train every (model, seed) of an experiment not already in the store, resuming interrupted ones.
 
-    `bundle`: train up to this many seeds of a model together as one seed bundle ("auto": as many
-    as fit in memory; 1: one run at a time). `backend="ray"` trains on a Ray cluster (`address`, or
+    `bundle`: train up to this many seeds of a model together as one seed bundle ("auto": the size a short
+    probe here finds fastest, 1 unless a bundle is faster; 1: one run at a time). `backend="ray"` trains on a Ray cluster (`address`, or
     a private one on this machine) while this process alone writes the store; `gpus_per_task` /
     `cpus_per_task` are each task's share, `artifacts` a folder every worker reaches for checkpoints
     (default: the store's). `reporter_for(task)` gives each task's reporter (its epochs, and
@@ -506,7 +507,7 @@ def import_archive(path: str | Path, store: RunStore | str | Path = DEFAULT_ROOT
 
 __all__ = [
     "DEFAULT_ROOT", "EpochEnded", "Experiment", "History", "ModelSpec", "Placement", "RoundEnded", "RunEnd",
-    "RunOutcome", "RunStore", "TrainConfig", "TrainedModel", "builtin_experiments", "get_model", "summary_text", "bundle_size", "check_datasets", "conclusions", "estimate", "evaluate",
+    "RunOutcome", "RunStore", "TrainConfig", "TrainedModel", "builtin_experiments", "get_model", "summary_text", "bundle_size", "check_datasets", "conclusions", "dry_run", "estimate", "evaluate",
     "experiment", "experiment_name", "export_archive", "export_keras", "export_model", "export_runs", "find_model", "find_run",
     "import_keras", "import_keras_weights", "load_dataset", "load_keras_weights", "load_model", "model_spec",
     "open_store", "predict", "report", "reproduction", "run", "train", "write_history", "write_specs", "zoo_models",
@@ -554,11 +555,8 @@ def reproduction(stores: list[str | Path] | str | Path = (), out: str | Path | N
     run ``archives`` (any mix; a seed in several counts once); with ``out``, also write the Markdown document
     (docs/REPRODUCTION.md is made this way). With ``estimate_seconds``, every model not run yet is probed that
     long here (fp32) and the document gives its estimated hours per seed under its notebook's protocol."""
-    import tempfile
-
-    from mnistlab.runs.archive import archive_store
     from mnistlab.training.cost import check_probe_seconds
-    from mnistlab.report.reproduction import render_markdown, reproduction_table
+    from mnistlab.report.reproduction import render_markdown, reproduction_from
 
     roots = [stores] if isinstance(stores, (str, Path)) else list(stores)
     if out is not None:
@@ -567,15 +565,7 @@ def reproduction(stores: list[str | Path] | str | Path = (), out: str | Path | N
         raise MnistlabError("mnistlab reproduction: give at least one run store (--store DIR) or archive (--archive FILE)")
     if estimate_seconds is not None:
         check_probe_seconds(estimate_seconds, "reproduction: estimate_seconds")
-    with tempfile.TemporaryDirectory(prefix="mnistlab-archives-") as scratch:
-        opened = []
-        try:
-            opened += [open_existing_store(root) for root in roots]
-            opened += [archive_store(path, Path(scratch) / str(n)) for n, path in enumerate(archives)]
-            lines = reproduction_table(opened)
-        finally:
-            for store in opened:
-                store.close()
+    lines = reproduction_from(roots, archives)
     if out is not None:
         estimates = {line.model_id: estimate(line.model_id, probe_seconds=estimate_seconds, device="cpu")
                      for line in lines if line.verdict == "not run"} if estimate_seconds is not None else None
@@ -585,6 +575,19 @@ def reproduction(stores: list[str | Path] | str | Path = (), out: str | Path | N
         except OSError as error:
             raise EnvironmentFailure(f"{out}: cannot write the reproduction table: {error.strerror or error}") from None
     return lines
+
+
+def dry_run(definition: str | Path | dict[str, Any] | Experiment, store: RunStore | str | Path = DEFAULT_ROOT, *,
+            probe_seconds: float | None = None) -> DryRun:
+    """What `run(definition, store)` would train (models × seeds not finished in `store`) and how long it would
+    take here, each model's step time measured by a short probe (`estimate`'s, `probe_seconds` long); nothing
+    is trained or written, and a store that does not exist is not created."""
+    from mnistlab.experiments.definition import load_experiment
+    from mnistlab.runs.dry_run import dry_run as plan
+    from mnistlab.training.cost import DEFAULT_PROBE_SECONDS
+
+    study, source = load_experiment(definition) if isinstance(definition, (str, Path)) else (experiment(definition), "<python>")
+    return plan(study, store, source, probe_seconds=probe_seconds or DEFAULT_PROBE_SECONDS)
 
 
 def write_history(path: str | Path, history: History) -> Path:

@@ -220,7 +220,8 @@ def run(
         min=0.0, envvar="MNISTLAB_LEASE_SECONDS",
         help="Take a run over from another process only after its claim is this old (default: 6 heartbeats).")] = None,
     bundle: Annotated[str, typer.Option(
-        help="Train up to K seeds of a model together as one seed bundle; auto: as many as fit in memory.")] = "1",
+        help="Train up to K seeds of a model together as one seed bundle; auto: the K a short probe here finds "
+             "fastest (1 unless a bundle is faster).")] = "1",
     backend: Annotated[Backend, typer.Option(
         help="Where tasks train: here, or on a Ray cluster (needs the ray extra).")] = Backend.local,
     address: Annotated[Optional[str], typer.Option(
@@ -233,6 +234,10 @@ def run(
     artifacts: Annotated[Optional[Path], typer.Option(
         help="Checkpoint folder every Ray worker can reach (shared storage); default: the store's artifacts "
              "folder.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the models × seeds not done yet with an estimated "
+                                          "time here (a short probe of each model); train and write nothing.")] = False,
+    probe_seconds: Annotated[Optional[float], typer.Option(
+        help="With --dry-run: how long each model's probe measures (default 10, at most 30).")] = None,
 ) -> None:
     """Train every (model, seed) of an experiment not already in the store; resume interrupted ones."""
     from mnistlab import api
@@ -240,6 +245,10 @@ def run(
     from mnistlab.report.progress import task_reporters
 
     bundle_size = api.bundle_size(bundle)
+    if dry_run:
+        from mnistlab.cli.views import dry_run_view
+
+        return console.print(dry_run_view(api.dry_run(experiment, store, probe_seconds=probe_seconds)))
     study, source = load_experiment(experiment)
     outcome = api.run(study, store, data_dir, bundle=bundle_size, backend=backend.value, address=address,
                       gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, artifacts=artifacts,

@@ -44,7 +44,16 @@ from mnistlab.spec.model import ModelSpec, resolve
 from mnistlab.nn.stacked import StackedModel, shared_inputs, stack_inputs
 from mnistlab.util.strict import whole_number
 
-__all__ = ["bundle_capacity", "check_seed_list", "fit_bundle", "seed_dir"]
+__all__ = ["AUTO_MIN_GAIN", "AUTO_PROBE_SECONDS", "BundleChoice", "bundle_capacity", "check_seed_list", "choose_bundle",
+           "fit_bundle", "seed_dir", "train_bundle_epoch"]
+
+# --bundle auto: bundle sizes probed (besides the most that fit), and the gain over one seed at a time a
+# bundle must show on the probe to be chosen. On a CPU a bundle's wider GEMMs rarely pay (2-core AMD EPYC
+# Zen 3, s000-m7: 0.57-0.64x one seed at a time, benchmarks/RESULTS.md); the margin keeps the probe's noise
+# on a loaded machine from choosing a bundle that is no faster.
+AUTO_CANDIDATES = (2, 4, 8, 16, 32, 64)
+AUTO_MIN_GAIN = 1.10
+AUTO_PROBE_SECONDS = 2.0  # per bundle size probed
 
 # Fields in which the configs of one bundle may differ (everything else is shared training).
 PER_SEED_FIELDS = ("seed", "out_dir", "resume")
@@ -208,7 +217,7 @@ def _unstack(stacked: StackedModel, optimizer: torch.optim.Optimizer, seeds: lis
 # --- training ------------------------------------------------------------------------------
 
 
-def _train_epoch(stacked: StackedModel, optimizer: torch.optim.Optimizer, data: DeviceData, orders: torch.Tensor,
+def train_bundle_epoch(stacked: StackedModel, optimizer: torch.optim.Optimizer, data: DeviceData, orders: torch.Tensor,
                  batch_size: int, precision: str, dtype: torch.dtype,
                  on_step: Callable[..., None] | None) -> tuple[torch.Tensor, torch.Tensor]:
     """One epoch of every seed; (K,) device tensors of summed loss and correct counts."""
@@ -278,7 +287,7 @@ def _train_group(spec: ModelSpec, seeds: list[_Seed], data: DeviceData, first_ep
         stacked.generators = [dropout_generator(seed.config.seed, epoch, device) for seed in active]
         orders = torch.stack([shuffle_order(n, seed.config.seed, epoch) for seed in active]).to(device)
         try:
-            loss_sum, correct = _train_epoch(step_model, optimizer, data, orders, batch_size, base.precision, dtype,
+            loss_sum, correct = train_bundle_epoch(step_model, optimizer, data, orders, batch_size, base.precision, dtype,
                                              reporter.step if reporter.wants_steps() else None)
             loss_sum.sum().item()  # wait for the device: the training time must not include validation
             trained = time.perf_counter()
@@ -348,6 +357,36 @@ def _finish(seed: _Seed, data: DeviceData, epochs: int, precision: str) -> Histo
         history.test_labels = data.test_y.cpu().tolist()
     history.model = seed.model
     return history
+
+
+@dataclass(frozen=True)
+class BundleChoice:
+    """What --bundle auto chose for one model, and the probe it chose from (for the run's notes)."""
+
+    k: int
+    rates: dict[int, float]  # bundle size → training images/s, all its seeds together
+    capacity: int  # the most seeds memory allows (bundle_capacity)
+
+    def note(self) -> str:
+        if not self.rates:
+            return f"bundle auto: K = {self.k} (one seed pending, or memory allows one; nothing probed)"
+        rates = ", ".join(f"K={k}: {rate:,.0f}" for k, rate in sorted(self.rates.items()))
+        return (f"bundle auto: probe of training images/s (all seeds together) {rates}; chose K = {self.k} "
+                f"(a bundle must be {AUTO_MIN_GAIN:g}x one seed at a time; memory allows {self.capacity})")
+
+
+def choose_bundle(seeds: int, capacity: int, probe: Callable[[int], float]) -> BundleChoice:
+    """K for `--bundle auto`: the bundle size whose probed training rate (`probe(k)`: images/s of k seeds
+    trained together) is highest, but only a bundle at least AUTO_MIN_GAIN times one seed at a time's
+    rate; else 1, so auto never trains slower than one seed at a time by more than the probe's noise."""
+    limit = max(1, min(seeds, capacity))
+    if limit == 1:
+        return BundleChoice(1, {}, capacity)
+    rates = {1: probe(1)}
+    for k in sorted({k for k in AUTO_CANDIDATES if k < limit} | {limit}):
+        rates[k] = probe(k)
+    best = max(rates, key=lambda k: rates[k])
+    return BundleChoice(best if rates[best] >= AUTO_MIN_GAIN * rates[1] else 1, rates, capacity)
 
 
 def bundle_capacity(spec: ModelSpec, dataset: Dataset, config: TrainConfig) -> int:
