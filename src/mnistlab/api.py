@@ -587,7 +587,7 @@ def dry_run(definition: str | Path | dict[str, Any] | Experiment, store: RunStor
     from mnistlab.training.cost import DEFAULT_PROBE_SECONDS
 
     study, source = load_experiment(definition) if isinstance(definition, (str, Path)) else (experiment(definition), "<python>")
-    return plan(study, store, source, probe_seconds=probe_seconds or DEFAULT_PROBE_SECONDS)
+    return plan(study, store, source, probe_seconds=DEFAULT_PROBE_SECONDS if probe_seconds is None else probe_seconds)
 
 
 def write_history(path: str | Path, history: History) -> Path:

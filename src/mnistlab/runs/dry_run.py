@@ -18,7 +18,8 @@ from mnistlab.runs.local import unit_key
 from mnistlab.runs.records import spec_hash
 from mnistlab.runs.store import DB_NAME, RunStore, open_existing_store
 from mnistlab.runs.tasks import experiment_tasks
-from mnistlab.training.cost import DEFAULT_PROBE_SECONDS, Estimate, epoch_images, estimate_training, probe_throughput
+from mnistlab.training.cost import (DEFAULT_PROBE_SECONDS, Estimate, check_probe_seconds, epoch_images, estimate_training,
+                                    probe_throughput)
 from mnistlab.training.history import FINISHED_STATUSES
 
 __all__ = ["DryRun", "PlannedModel", "dry_run"]
@@ -76,6 +77,7 @@ def dry_run(experiment: Experiment, store: RunStore | Path | str | None, source:
             probe_seconds: float = DEFAULT_PROBE_SECONDS) -> DryRun:
     """The tasks of `experiment` that `store` has not finished, each model probed `probe_seconds` here (the
     experiment's dataset must be a registered one: its image counts are known without loading it)."""
+    check_probe_seconds(probe_seconds, f"{source}: experiment '{experiment.name}'")  # before any work
     tasks = experiment_tasks(experiment, source, None)
     finished = _finished(store, experiment.name)
     pending = [task for task in tasks if _identity(task) not in finished]
