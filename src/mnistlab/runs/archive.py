@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 import mnistlab
-from mnistlab.errors import MnistlabError
+from mnistlab.errors import EnvironmentFailure, MnistlabError
 from mnistlab.runs.archive_format import (ARCHIVED_STATUSES, EPOCHS, FORMAT, FORMAT_VERSION, HISTORY_COLUMNS,
                                           MANIFEST, MODEL_FILES, MODEL_JSON, MODEL_TENSORS, PREDICTIONS, RUN_JSON,
                                           Archive, ArchiveError, ArchivedRun, compression, npy_bytes, read_archive)
@@ -50,7 +50,7 @@ class ImportSummary:
 # -- writing -----------------------------------------------------------------------------------
 
 
-def _run_record(store: RunStore, run: RunRecord, predictions: bool, model: bool) -> dict[str, Any]:
+def _run_record(run: RunRecord, predictions: bool, model: bool) -> dict[str, Any]:
     return {
         "identity": {"experiment": run.experiment, "model_id": run.model_id, "spec_hash": run.spec_hash,
                      "seed": run.seed, "dataset": run.dataset, "protocol": run.protocol},
@@ -82,7 +82,7 @@ def export_archive(store: RunStore, experiment: str, path: Path | str, *, with_m
         stored = store.predictions(run.id)
         folder = store.run_dir(run.id, create=False)
         model = with_models and (folder / MODEL_JSON).is_file() and (folder / MODEL_TENSORS).is_file()
-        record = _run_record(store, run, stored is not None, model)
+        record = _run_record(run, stored is not None, model)
         members += [(f"runs/{index:05d}/{RUN_JSON}", canonical_json(record).encode()),
                     (f"runs/{index:05d}/{EPOCHS}", npy_bytes(epochs))]
         if stored is not None:
@@ -105,7 +105,7 @@ def export_archive(store: RunStore, experiment: str, path: Path | str, *, with_m
     try:
         write_atomically(path, write)
     except OSError as error:
-        raise MnistlabError(f"{path}: cannot write the archive: {error.strerror or error}") from None
+        raise EnvironmentFailure(f"{path}: cannot write the archive: {error.strerror or error}") from None
     return ExportSummary(path, len(runs), models, path.stat().st_size)
 
 
