@@ -17,6 +17,7 @@ gradients), see tests/test_bundle.py.
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -53,7 +54,11 @@ __all__ = ["AUTO_MIN_GAIN", "AUTO_PROBE_SECONDS", "BundleChoice", "bundle_capaci
 # on a loaded machine from choosing a bundle that is no faster.
 AUTO_CANDIDATES = (2, 4, 8, 16, 32, 64)
 AUTO_MIN_GAIN = 1.10
-AUTO_PROBE_SECONDS = 2.0  # per bundle size probed
+# Each size is probed AUTO_ROUNDS times, the sizes interleaved, and judged by its median: on a loaded
+# machine one probe of a few steps swings by tens of per cent (s000-m7, 8 seeds, load 7: single probes of
+# 0.94x to 1.55x one seed at a time, in no order of K), and load that comes and goes hits every size alike.
+AUTO_ROUNDS = 3
+AUTO_PROBE_SECONDS = 1.0  # per probe; a size whose one step takes longer is measured by that step
 
 # Fields in which the configs of one bundle may differ (everything else is shared training).
 PER_SEED_FIELDS = ("seed", "out_dir", "resume")
@@ -364,29 +369,35 @@ class BundleChoice:
     """What --bundle auto chose for one model, and the probe it chose from (for the run's notes)."""
 
     k: int
-    rates: dict[int, float]  # bundle size → training images/s, all its seeds together
+    rates: dict[int, float]  # bundle size → median training images/s over the rounds, all its seeds together
     capacity: int  # the most seeds memory allows (bundle_capacity)
+    rounds: int = AUTO_ROUNDS
 
     def note(self) -> str:
         if not self.rates:
             return f"bundle auto: K = {self.k} (one seed pending, or memory allows one; nothing probed)"
         rates = ", ".join(f"K={k}: {rate:,.0f}" for k, rate in sorted(self.rates.items()))
-        return (f"bundle auto: probe of training images/s (all seeds together) {rates}; chose K = {self.k} "
-                f"(a bundle must be {AUTO_MIN_GAIN:g}x one seed at a time; memory allows {self.capacity})")
+        return (f"bundle auto: probe of training images/s (all seeds together, median of {self.rounds} interleaved "
+                f"probes) {rates}; chose K = {self.k} (a bundle must be {AUTO_MIN_GAIN:g}x one seed at a time; "
+                f"memory allows {self.capacity})")
 
 
-def choose_bundle(seeds: int, capacity: int, probe: Callable[[int], float]) -> BundleChoice:
+def choose_bundle(seeds: int, capacity: int, probe: Callable[[int], float], rounds: int = AUTO_ROUNDS) -> BundleChoice:
     """K for `--bundle auto`: the bundle size whose probed training rate (`probe(k)`: images/s of k seeds
-    trained together) is highest, but only a bundle at least AUTO_MIN_GAIN times one seed at a time's
-    rate; else 1, so auto never trains slower than one seed at a time by more than the probe's noise."""
+    trained together; median of `rounds` probes, sizes interleaved) is highest, but only a bundle at least
+    AUTO_MIN_GAIN times one seed at a time's rate; else 1, so auto never trains slower than one seed at a
+    time by more than the probe's noise."""
     limit = max(1, min(seeds, capacity))
     if limit == 1:
-        return BundleChoice(1, {}, capacity)
-    rates = {1: probe(1)}
-    for k in sorted({k for k in AUTO_CANDIDATES if k < limit} | {limit}):
-        rates[k] = probe(k)
+        return BundleChoice(1, {}, capacity, rounds)
+    sizes = [1, *sorted({k for k in AUTO_CANDIDATES if k < limit} | {limit})]
+    measured: dict[int, list[float]] = {k: [] for k in sizes}
+    for _ in range(rounds):
+        for k in sizes:
+            measured[k].append(probe(k))
+    rates = {k: float(statistics.median(values)) for k, values in measured.items()}
     best = max(rates, key=lambda k: rates[k])
-    return BundleChoice(best if rates[best] >= AUTO_MIN_GAIN * rates[1] else 1, rates, capacity)
+    return BundleChoice(best if rates[best] >= AUTO_MIN_GAIN * rates[1] else 1, rates, capacity, rounds)
 
 
 def bundle_capacity(spec: ModelSpec, dataset: Dataset, config: TrainConfig) -> int:
