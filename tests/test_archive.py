@@ -309,6 +309,7 @@ def test_links_and_stray_members_are_refused(archive, tmp_path):
 def test_a_bad_archive_name_or_missing_file_is_one_line(source, tmp_path):
     result = run_cli("export-runs", EXPERIMENT, tmp_path / "runs.zip", "--to", "archive", "--store", source)
     assert result.exit_code == 2 and "an archive's name ends in" in result.stderr and not (tmp_path / "runs.zip").exists()
+    assert api.export_runs(EXPERIMENT, "archive", tmp_path / "api.tar.gz", source) == [tmp_path / "api.tar.gz"]
     result = run_cli("import-runs", tmp_path / "none.tar.xz", "--store", tmp_path / "s")
     assert result.exit_code == 2 and "no such archive file" in result.stderr and not (tmp_path / "s").exists()
 
@@ -321,3 +322,15 @@ def test_a_hundred_runs_without_models_are_far_below_5_mb(tmp_path):
             add_run(store, "s004-m1", seed, "completed", 10 + seed % 30, MACHINE_A)
         summary = api.export_archive(EXPERIMENT, tmp_path / "hundred.tar.xz", store)
     assert summary.runs == 100 and summary.bytes < 1_000_000  # measured ~60 kB with 1,000 test images a run
+
+
+def test_a_failed_import_into_a_new_store_leaves_no_store(archive, tmp_path, monkeypatch):
+    from mnistlab.errors import StoreUnavailable
+
+    def full(*args, **kwargs):
+        raise StoreUnavailable("database or disk is full")
+
+    monkeypatch.setattr(RunStore, "finish_run", full)
+    with pytest.raises(StoreUnavailable):
+        api.import_archive(archive, tmp_path / "fresh")
+    assert not (tmp_path / "fresh").exists()

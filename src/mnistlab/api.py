@@ -465,8 +465,8 @@ def import_keras_weights(model: str | ModelSpec | dict[str, Any], weights: str |
 
 def export_runs(experiment: str, to: str, destination: str | Path,
                 store: RunStore | str | Path = DEFAULT_ROOT) -> list[Any]:
-    """An experiment's runs to TensorBoard (`to="tensorboard"`, a folder) or MLflow (`to="mlflow"`,
-    a tracking URI or a local mlruns folder): one run per (model, seed), metrics per epoch, hparams."""
+    """An experiment's runs to TensorBoard (`to="tensorboard"`, a folder), MLflow (`to="mlflow"`, a tracking URI
+    or a local mlruns folder: one run per (model, seed), metrics per epoch, hparams) or a run archive (`to="archive"`)."""
     from mnistlab.interop.tracking import TARGETS, to_mlflow, to_tensorboard
 
     if to == "archive":  # a portable run archive (`export_archive`), without model folders
@@ -496,13 +496,9 @@ def export_archive(experiment: str | Path, path: str | Path, store: RunStore | s
 def import_archive(path: str | Path, store: RunStore | str | Path = DEFAULT_ROOT) -> ImportSummary:
     """Bring an archive's runs into `store` (created if absent) in one transaction: runs already there are
     skipped, a conflicting one refuses the archive, and the archive is checked whole before the store is opened."""
-    from mnistlab.runs.archive import import_archive as bring, read_archive
+    from mnistlab.runs.archive import import_archive as bring, import_into
 
-    archive = read_archive(path)
-    if not isinstance(store, RunStore):
-        with RunStore(store) as opened:
-            return bring(opened, archive)
-    return bring(store, archive)
+    return bring(store, path) if isinstance(store, RunStore) else import_into(store, path)
 
 
 __all__ = [

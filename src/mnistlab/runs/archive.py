@@ -31,7 +31,7 @@ from mnistlab.runs.store import ARTIFACTS_DIR, RunStore, current_owner
 from mnistlab.training.history import COMPLETED, DIVERGED, FAILED, PENDING
 from mnistlab.util.atomic import check_target, write_atomically
 
-__all__ = ["ExportSummary", "ImportSummary", "archive_store", "export_archive", "import_archive"]
+__all__ = ["ExportSummary", "ImportSummary", "archive_store", "export_archive", "import_archive", "import_into"]
 
 @dataclass(frozen=True)
 class ExportSummary:
@@ -171,6 +171,12 @@ def _write_run(store: RunStore, archive: Archive, run: ArchivedRun, owner: str) 
         store.record_epoch(stored.id, int(row[0]), metrics)
     for note in record["notes"]:
         store.add_note(stored.id, note)
+    # Tags and user notes go to the store's own writers for them once it keeps them; until then they are
+    # kept as notes, so an archive that carries them loses nothing.
+    for note in record["user_notes"]:
+        store.add_note(stored.id, f"user note: {note}")
+    if record["tags"]:
+        store.add_note(stored.id, "tags: " + ", ".join(record["tags"]))
     store.add_note(stored.id, _import_note(archive, run))
     if record["status"] == FAILED:
         store.fail_run(stored.id, record["error"] or "failed (no error recorded)")
@@ -247,6 +253,22 @@ def import_archive(store: RunStore, archive: Archive | Path | str) -> ImportSumm
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
     return summary
+
+
+def import_into(root: Path | str, path: Path | str) -> ImportSummary:
+    """`import_archive` into the store at `root`, created if absent. The archive is checked whole before the
+    store is opened, and an import that fails in a store it created removes that store again: a failure
+    leaves no store behind where there was none."""
+    archive = read_archive(path)
+    root = Path(root)
+    existed = root.exists()
+    try:
+        with RunStore(root) as store:
+            return import_archive(store, archive)
+    except BaseException:
+        if not existed:
+            shutil.rmtree(root, ignore_errors=True)
+        raise
 
 
 def archive_store(path: Path | str, folder: Path | str) -> RunStore:
