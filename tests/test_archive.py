@@ -11,7 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rich.console import Console
+
 from cli_driver import run_cli
+from mnistlab.cli.views import run_panel
 from mnistlab import api
 from mnistlab.errors import MnistlabError
 from mnistlab.report.artifacts import load_weights
@@ -111,6 +114,10 @@ def test_export_then_import_gives_the_same_report_conclusions_and_reproduction(s
         assert runs[("s004-m1", 3)].status == "failed" and "out of memory" in runs[("s004-m1", 3)].error
         assert runs[("s004-m2", 0)].notes[0] == "a note the run made" and "imported from archive" in runs[("s004-m2", 0)].notes[1]
         assert np.isnan(copy.history(runs[("s004-m2", 3)].id)["loss"][-1])
+        console = Console(file=io.StringIO(), width=200)
+        console.print(run_panel(copy, runs[("s004-m2", 1)].id))
+        shown = console.file.getvalue()
+        assert "trained on" in shown and MACHINE_B in shown  # `mnistlab show` keeps saying where it trained
     # The reproduction table reads the archive itself as well as the store, a seed in both counted once.
     from_archive = api.reproduction(archives=[archive])
     assert from_archive == api.reproduction([source]) == api.reproduction([source], archives=[archive])

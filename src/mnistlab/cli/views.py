@@ -211,6 +211,7 @@ def _spec_rows(run: RunRecord) -> list[tuple[str, RenderableType]]:
         ("params", f"{int(params):,}" if params is not None else MISSING),
         ("status", _status(run.status)),
         ("device", run.device or MISSING),
+        ("trained on", safetext.text(str((run.versions or {}).get("machine") or MISSING))),  # kept by archives
     ]
     if run.error:
         rows.append(("error", safetext.text(run.error, style="red")))
