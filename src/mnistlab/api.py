@@ -21,6 +21,7 @@ from mnistlab.util.strict import whole_number
 
 if TYPE_CHECKING:
     from mnistlab.experiments.definition import Experiment, Task
+    from mnistlab.experiments.overrides import Overrides
     from mnistlab.runs.events import Listener
     from mnistlab.interop.keras_objects import ImportResult
     from mnistlab.nn.build import KerasModel
@@ -64,6 +65,8 @@ _LAZY = {
     "RunOutcome": "mnistlab.runs.tasks",
     "run_experiment": "mnistlab.runs.runner",
     "Task": "mnistlab.experiments.definition",
+    "Overrides": "mnistlab.experiments.overrides",
+    "parse_overrides": "mnistlab.experiments.overrides",
     "builtin_experiments": "mnistlab.experiments.definition",
     "summary_text": "mnistlab.spec.summary",
     "EpochEnded": "mnistlab.runs.events",
@@ -227,6 +230,7 @@ def run(
     heartbeat_seconds: float | None = None,
     lease_seconds: float | None = None,
     listeners: Sequence[Listener] = (),
+    overrides: Overrides | None = None,
 ) -> RunOutcome:
     """Train every (model, seed) of an experiment not already in the store, resuming interrupted ones.
 
@@ -241,11 +245,13 @@ def run(
     from, for error messages to name. `heartbeat_seconds` / `lease_seconds`: the claims' timing
     (`open_store`), for a store this call opens; a RunStore passed in keeps its own. `listeners`:
     callables that hear the study's events as they happen (`mnistlab.runs.events`: EpochEnded,
-    RunEnd, RoundEnded)."""
+    RunEnd, RoundEnded). `overrides` (`Overrides(epochs=20, seeds=range(5), ...)`, experiments/overrides.py):
+    train the derived experiment `NAME+epochs=20...`, whose runs are its own."""
+    from mnistlab.experiments.overrides import load_with_overrides
     from mnistlab.runs.runner import run_experiment
     from mnistlab.runs.tasks import Placement
 
-    study = experiment(definition)
+    study = load_with_overrides(definition, overrides)[0] if overrides else experiment(definition)
     placement = Placement(backend, address, gpus_per_task, cpus_per_task, artifacts)
     placement.check()  # a bad or silent cluster address is refused before a store is opened or created
     options: dict[str, Any] = dict(data_dir=data_dir, download=download, dataset=dataset, bundle=bundle,
@@ -502,11 +508,11 @@ def import_archive(path: str | Path, store: RunStore | str | Path = DEFAULT_ROOT
 
 
 __all__ = [
-    "DEFAULT_ROOT", "EpochEnded", "Experiment", "History", "ModelSpec", "Placement", "RoundEnded", "RunEnd",
+    "DEFAULT_ROOT", "EpochEnded", "Experiment", "History", "ModelSpec", "Overrides", "Placement", "RoundEnded", "RunEnd",
     "RunOutcome", "RunStore", "TrainConfig", "TrainedModel", "builtin_experiments", "get_model", "summary_text", "bundle_size", "check_datasets", "conclusions", "dry_run", "estimate", "evaluate",
     "experiment", "experiment_name", "export_archive", "export_keras", "export_model", "export_runs", "find_model", "find_run",
     "import_keras", "import_keras_weights", "load_dataset", "load_keras_weights", "load_model", "model_spec",
-    "open_store", "predict", "report", "reproduction", "run", "train", "write_history", "write_specs", "zoo_models",
+    "open_store", "parse_overrides", "predict", "report", "reproduction", "run", "train", "write_history", "write_specs", "zoo_models",
 ]
 
 
@@ -580,10 +586,9 @@ def dry_run(definition: str | Path | dict[str, Any] | Experiment, store: RunStor
     is trained or written, and a store that does not exist is not created."""
     from mnistlab.experiments.definition import load_experiment
     from mnistlab.runs.dry_run import dry_run as plan
-    from mnistlab.training.cost import DEFAULT_PROBE_SECONDS
 
     study, source = load_experiment(definition) if isinstance(definition, (str, Path)) else (experiment(definition), "<python>")
-    return plan(study, store, source, probe_seconds=DEFAULT_PROBE_SECONDS if probe_seconds is None else probe_seconds)
+    return plan(study, store, source, probe_seconds=probe_seconds)
 
 
 def write_history(path: str | Path, history: History) -> Path:

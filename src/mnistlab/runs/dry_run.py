@@ -74,9 +74,11 @@ def _finished(store: RunStore | Path | str | None, experiment: str) -> set[tuple
 
 
 def dry_run(experiment: Experiment, store: RunStore | Path | str | None, source: str = "<python>", *,
-            probe_seconds: float = DEFAULT_PROBE_SECONDS) -> DryRun:
-    """The tasks of `experiment` that `store` has not finished, each model probed `probe_seconds` here (the
+            probe_seconds: float | None = None) -> DryRun:
+    """The tasks of `experiment` that `store` has not finished, each model probed `probe_seconds` (default
+    cost.DEFAULT_PROBE_SECONDS) here (the
     experiment's dataset must be a registered one: its image counts are known without loading it)."""
+    probe_seconds = DEFAULT_PROBE_SECONDS if probe_seconds is None else probe_seconds
     check_probe_seconds(probe_seconds, f"{source}: experiment '{experiment.name}'")  # before any work
     tasks = experiment_tasks(experiment, source, None)
     finished = _finished(store, experiment.name)

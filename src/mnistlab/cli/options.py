@@ -1,0 +1,45 @@
+"""Options that several commands share or that would crowd app.py: `--json`, `run`'s overrides, its dry run,
+and the run archives' options.
+
+Their rules live elsewhere (experiments/overrides.py reads the override strings, cli/json_output.py
+shapes a --json document); here only how Typer offers them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+__all__ = ["ArchivesOption", "DryRunOption", "StoreOption", "EpochsOverride", "JsonOption", "ModelsOverride", "ProbeSecondsOption",
+           "SeedsOverride", "SetOverride", "VaryOverride", "WithModelsOption"]
+
+# Defaults to runs/store.py's DEFAULT_ROOT, the one home of the folder's name, which --help shows.
+StoreOption = Annotated[Path, typer.Option("--store", envvar="MNISTLAB_STORE", help="Run store folder.")]
+
+JsonOption = Annotated[bool, typer.Option(
+    "--json", help="Print one JSON document on stdout (its first key, \"format\", is the JSON format version).")]
+
+EpochsOverride = Annotated[Optional[int], typer.Option(
+    "--epochs", min=1, help="Override: every model trains N epochs (a derived experiment NAME+epochs=N).")]
+SeedsOverride = Annotated[Optional[str], typer.Option(
+    "--seeds", help="Override: the seeds, START:STOP as Python's range (0:5 is 0 to 4) or a list (0,1,2).")]
+ModelsOverride = Annotated[Optional[str], typer.Option(
+    "--models", help="Override: only the file's entries with these model ids (s002-m1,s004-m1).")]
+SetOverride = Annotated[Optional[list[str]], typer.Option(
+    "--set", help="Override any field of the file: PATH=VALUE, list items by index from 0 "
+                  "(defaults.train_limit=5000, models.1.epochs=3); the value is read as YAML. Repeatable.")]
+VaryOverride = Annotated[Optional[list[str]], typer.Option(
+    "--vary", help="Override: add or replace a factor on every model entry, FACTOR=L1,L2 (dropout=0,0.5). "
+                   "Repeatable.")]
+
+DryRunOption = Annotated[bool, typer.Option(
+    "--dry-run", help="List the models × seeds not done yet with an estimated time here (a short probe of each "
+                      "model); train and write nothing.")]
+ProbeSecondsOption = Annotated[Optional[float], typer.Option(
+    "--probe-seconds", help="With --dry-run: how long each model's probe measures (default 10, at most 30).")]
+WithModelsOption = Annotated[bool, typer.Option(
+    "--with-models", help="Archive: also carry each completed run's model folder (weights).")]
+ArchivesOption = Annotated[Optional[list[Path]], typer.Option(
+    "--archive", help="Run archive(s) (export-runs --to archive) to read too; repeat for several.")]
