@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from mnistlab.report.conclusions import Conclusions
     from mnistlab.report.reproduction import ModelReproduction
     from mnistlab.report.writer import ReportPaths
+    from mnistlab.runs.archive import ExportSummary, ImportSummary
+    from mnistlab.runs.dry_run import DryRun
     from mnistlab.runs.sequential import SequentialOutcome
     from mnistlab.runs.tasks import RunOutcome
     from mnistlab.spec.model import ModelSpec
@@ -244,8 +246,8 @@ def run(
 ) -> RunOutcome:
     """Train every (model, seed) of an experiment not already in the store, resuming interrupted ones.
 
-    `bundle`: train up to this many seeds of a model together as one seed bundle ("auto": as many
-    as fit in memory; 1: one run at a time). `backend="ray"` trains on a Ray cluster (`address`, or
+    `bundle`: train up to this many seeds of a model together as one seed bundle ("auto": the size a short
+    probe here finds fastest, 1 unless a bundle is faster; 1: one run at a time). `backend="ray"` trains on a Ray cluster (`address`, or
     a private one on this machine) while this process alone writes the store; `gpus_per_task` /
     `cpus_per_task` are each task's share, `artifacts` a folder every worker reaches for checkpoints
     (default: the store's). `reporter_for(task)` gives each task's reporter (its epochs, and
@@ -529,12 +531,14 @@ def import_keras_weights(model: str | ModelSpec | dict[str, Any], weights: str |
 
 def export_runs(experiment: str, to: str, destination: str | Path,
                 store: RunStore | str | Path = DEFAULT_ROOT) -> list[Any]:
-    """An experiment's runs to TensorBoard (`to="tensorboard"`, a folder) or MLflow (`to="mlflow"`,
-    a tracking URI or a local mlruns folder): one run per (model, seed), metrics per epoch, hparams."""
+    """An experiment's runs to TensorBoard (`to="tensorboard"`, a folder), MLflow (`to="mlflow"`, a tracking URI
+    or a local mlruns folder: one run per (model, seed), metrics per epoch, hparams) or a run archive (`to="archive"`)."""
     from mnistlab.interop.tracking import TARGETS, to_mlflow, to_tensorboard
 
+    if to == "archive":  # a portable run archive (`export_archive`), without model folders
+        return [export_archive(experiment, destination, store).path]
     if to not in TARGETS:
-        raise MnistlabError(f"export-runs: unknown target '{to}'; choose {' or '.join(TARGETS)}")
+        raise MnistlabError(f"export-runs: unknown target '{to}'; choose {', '.join(TARGETS)} or archive")
     if not isinstance(store, RunStore):
         with open_existing_store(store) as opened:
             return export_runs(experiment, to, destination, opened)
@@ -543,11 +547,32 @@ def export_runs(experiment: str, to: str, destination: str | Path,
     return to_mlflow(store, experiment, str(destination))
 
 
+def export_archive(experiment: str | Path, path: str | Path, store: RunStore | str | Path = DEFAULT_ROOT, *,
+                   with_models: bool = False) -> ExportSummary:
+    """The experiment's completed, diverged and failed runs as one portable archive (`.tar.xz` or `.tar.gz`,
+    runs/archive.py): spec, history, final metrics, test predictions, machine, notes; `with_models`: model folders."""
+    from mnistlab.runs.archive import export_archive as export
+
+    if not isinstance(store, RunStore):
+        with open_existing_store(store) as opened:
+            return export(opened, experiment_name(experiment), path, with_models=with_models)
+    return export(store, experiment_name(experiment), path, with_models=with_models)
+
+
+def import_archive(path: str | Path, store: RunStore | str | Path = DEFAULT_ROOT) -> ImportSummary:
+    """Bring an archive's runs into `store` (created if absent) in one transaction: runs already there are
+    skipped, a conflicting one refuses the archive, and the archive is checked whole before the store is opened."""
+    from mnistlab.runs.archive import import_archive as bring, import_into
+
+    return bring(store, path) if isinstance(store, RunStore) else import_into(store, path)
+
+
 __all__ = [
     "DEFAULT_ROOT", "EpochEnded", "Experiment", "History", "LiveStudyDisplay", "ModelSpec", "Overrides", "Placement",
     "RoundEnded", "RunEnd", "RunOutcome", "RunStore", "StudyOutcome", "TrainConfig", "TrainedModel", "builtin_experiments",
-    "get_model", "summary_text", "bundle_size", "check_datasets", "comparison", "conclusions", "estimate", "evaluate",
-    "experiment", "experiment_name", "export_keras", "export_model", "export_runs", "find_model", "find_run",
+    "get_model", "summary_text", "bundle_size", "check_datasets", "comparison", "conclusions", "dry_run", "estimate",
+    "evaluate", "experiment", "experiment_name", "export_archive", "export_keras", "export_model", "export_runs",
+    "find_model", "find_run",
     "import_keras", "import_keras_weights", "load_dataset", "load_keras_weights", "load_model", "model_spec",
     "open_store", "parse_overrides", "predict", "report", "reproduction", "run", "run_until_decided", "show_report", "train",
     "write_history",
@@ -590,38 +615,44 @@ def estimate(
                              val_images=val, test_images=test)
 
 
-def reproduction(stores: list[str | Path] | str | Path,
-                 out: str | Path | None = None,
-                 estimate_seconds: float | None = None) -> list["ModelReproduction"]:
-    """Each seed model's notebook figure against mnistlab's runs under the notebook's protocol in ``stores``;
-    with ``out``, also write the Markdown document (docs/REPRODUCTION.md is made this way). With
-    ``estimate_seconds``, every model not run yet is probed that long here (fp32) and the document
-    gives its estimated hours per seed under its notebook's protocol."""
+def reproduction(stores: list[str | Path] | str | Path = (), out: str | Path | None = None,
+                 estimate_seconds: float | None = None, archives: Sequence[str | Path] = ()) -> list["ModelReproduction"]:
+    """Each seed model's notebook figure against mnistlab's runs under the notebook's protocol in ``stores`` and
+    run ``archives`` (any mix; a seed in several counts once); with ``out``, also write the Markdown document
+    (docs/REPRODUCTION.md is made this way). With ``estimate_seconds``, every model not run yet is probed that
+    long here (fp32) and the document gives its estimated hours per seed under its notebook's protocol."""
     from mnistlab.training.cost import check_probe_seconds
-    from mnistlab.report.reproduction import render_markdown, reproduction_table
+    from mnistlab.report.reproduction import render_markdown, reproduction_from
 
     roots = [stores] if isinstance(stores, (str, Path)) else list(stores)
     if out is not None:
         check_target(out)
-    if not roots:
-        raise MnistlabError("reproduction: give at least one run store")
+    if not roots and not archives:
+        raise MnistlabError("mnistlab reproduction: give at least one run store (--store DIR) or archive (--archive FILE)")
     if estimate_seconds is not None:
         check_probe_seconds(estimate_seconds, "reproduction: estimate_seconds")
-    opened = [open_existing_store(root) for root in roots]
-    try:
-        lines = reproduction_table(opened)
-    finally:
-        for store in opened:
-            store.close()
+    lines = reproduction_from(roots, archives)
     if out is not None:
         estimates = {line.model_id: estimate(line.model_id, probe_seconds=estimate_seconds, device="cpu")
                      for line in lines if line.verdict == "not run"} if estimate_seconds is not None else None
-        text = render_markdown(lines, [str(root) for root in roots], estimates)
+        text = render_markdown(lines, [str(source) for source in [*roots, *archives]], estimates)
         try:
             write_text(Path(out), text)
         except OSError as error:
             raise EnvironmentFailure(f"{out}: cannot write the reproduction table: {error.strerror or error}") from None
     return lines
+
+
+def dry_run(definition: str | Path | dict[str, Any] | Experiment, store: RunStore | str | Path = DEFAULT_ROOT, *,
+            probe_seconds: float | None = None) -> DryRun:
+    """What `run(definition, store)` would train (models × seeds not finished in `store`) and how long it would
+    take here, each model's step time measured by a short probe (`estimate`'s, `probe_seconds` long); nothing
+    is trained or written, and a store that does not exist is not created."""
+    from mnistlab.experiments.definition import load_experiment
+    from mnistlab.runs.dry_run import dry_run as plan
+
+    study, source = load_experiment(definition) if isinstance(definition, (str, Path)) else (experiment(definition), "<python>")
+    return plan(study, store, source, probe_seconds=probe_seconds)
 
 
 def write_history(path: str | Path, history: History) -> Path:

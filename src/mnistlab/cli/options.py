@@ -1,5 +1,5 @@
-"""Options that several commands share or that would crowd app.py: `--json`, `run`'s overrides, and
-`run --until-decided` with its settings (runs/sequential.py has their rules).
+"""Options that several commands share or that would crowd app.py: `--json`, `run`'s overrides, its dry run,
+`run --until-decided` with its settings (runs/sequential.py has their rules), and the run archives' options.
 
 Their rules live elsewhere (experiments/overrides.py reads the override strings, cli/json_output.py
 shapes a --json document); here only how Typer offers them.
@@ -7,12 +7,17 @@ shapes a --json document); here only how Typer offers them.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-__all__ = ["BudgetOption", "EpochsOverride", "JsonOption", "MarginOption", "MaxSeedsOption", "ModelsOverride",
-           "SeedsOverride", "SetOverride", "UntilDecidedOption", "VaryOverride"]
+__all__ = ["ArchivesOption", "BudgetOption", "DryRunOption", "EpochsOverride", "JsonOption", "MarginOption",
+           "MaxSeedsOption", "ModelsOverride", "ProbeSecondsOption", "SeedsOverride", "SetOverride", "StoreOption",
+           "UntilDecidedOption", "VaryOverride", "WithModelsOption"]
+
+# Defaults to runs/store.py's DEFAULT_ROOT, the one home of the folder's name, which --help shows.
+StoreOption = Annotated[Path, typer.Option("--store", envvar="MNISTLAB_STORE", help="Run store folder.")]
 
 JsonOption = Annotated[bool, typer.Option(
     "--json", help="Print one JSON document on stdout (its first key, \"format\", is the JSON format version).")]
@@ -38,3 +43,12 @@ BudgetOption = Annotated[Optional[str], typer.Option(
     "--budget", help="With --until-decided: a time budget (30m, 2h, 90s); no run starts that cannot finish in it.")]
 MarginOption = Annotated[Optional[float], typer.Option(
     "--margin", min=0.0, help="With --until-decided: the equivalence margin in points (default 0.2).")]
+DryRunOption = Annotated[bool, typer.Option(
+    "--dry-run", help="List the models × seeds not done yet with an estimated time here (a short probe of each "
+                      "model); train and write nothing.")]
+ProbeSecondsOption = Annotated[Optional[float], typer.Option(
+    "--probe-seconds", help="With --dry-run: how long each model's probe measures (default 10, at most 30).")]
+WithModelsOption = Annotated[bool, typer.Option(
+    "--with-models", help="Archive: also carry each completed run's model folder (weights).")]
+ArchivesOption = Annotated[Optional[list[Path]], typer.Option(
+    "--archive", help="Run archive(s) (export-runs --to archive) to read too; repeat for several.")]

@@ -28,12 +28,13 @@ if TYPE_CHECKING:
     from mnistlab.data.datasets import Dataset
     from mnistlab.report.pair import Pair, Side
     from mnistlab.report.reproduction import ModelReproduction
+    from mnistlab.runs.dry_run import DryRun
     from mnistlab.runs.records import RunRecord
     from mnistlab.runs.store import RunStore
     from mnistlab.spec.model import ModelSpec
     from mnistlab.training.cost import Estimate
 
-__all__ = ["builtin_experiments_table", "compare_table", "datasets_table", "estimate_view", "experiment_view",
+__all__ = ["builtin_experiments_table", "compare_table", "datasets_table", "dry_run_view", "estimate_view", "experiment_view",
            "experiments_table", "models_table", "reproduction_view", "run_panel", "runs_table", "zoo_table"]
 
 # Outcomes first, then work in progress, then trouble: the order counts are listed in.
@@ -207,6 +208,7 @@ def _spec_rows(run: RunRecord) -> list[tuple[str, RenderableType]]:
         ("params", f"{int(params):,}" if params is not None else MISSING),
         ("status", _status(run.status)),
         ("device", run.device or MISSING),
+        ("trained on", safetext.text(str((run.versions or {}).get("machine") or MISSING))),  # kept by archives
     ]
     if run.error:
         rows.append(("error", safetext.text(run.error, style="red")))
@@ -405,3 +407,21 @@ def estimate_view(spec: ModelSpec, cost: Estimate, flops: int) -> tuple[Table, T
     return table, Text(f"on {speed.machine}, {speed.threads} threads, batch {speed.batch_size}: {speed.train_steps} "
                        f"training steps and {speed.eval_images:,} evaluated images timed in a {speed.seconds:.0f} s "
                        f"probe{warm}. Counts {ESTIMATE_INCLUDES}. FLOPs: {FLOPS_COUNTED}.", style="dim")
+
+
+def dry_run_view(plan: DryRun) -> Table:
+    """`mnistlab run --dry-run`: each model with seeds still to train, and the estimated time here."""
+    from mnistlab.training.cost import ESTIMATE_INCLUDES
+
+    table = Table("model", "seeds to train", "epochs", "train img/s", "est. minutes/seed", "est. hours",
+                  title=f"{plan.experiment}: {plan.runs} run(s) to train, {plan.done} already done; "
+                        f"estimated {plan.hours:,.2f} hours here")
+    for model in plan.planned:
+        table.add_row(Text(model.model_id), ", ".join(str(seed) for seed in model.seeds), str(model.estimate.epochs),
+                      f"{model.estimate.throughput.train_images_per_second:,.0f}",
+                      f"{model.estimate.seconds / 60:,.1f}", f"{model.seconds / 3600:,.2f}")
+    machines = sorted({model.estimate.throughput.machine for model in plan.planned})
+    table.caption = Text(f"on {'; '.join(machines) or 'this machine'}, one seed at a time, from a short probe of each "
+                         f"model's real training steps; counts {ESTIMATE_INCLUDES}. Nothing was trained or written.",
+                         style="dim")
+    return table

@@ -209,8 +209,8 @@ COLUMNS: tuple[tuple[str, Callable[[Any], Cell]], ...] = (
     ("Val acc", lambda r: Cell(_percent(r.val_acc), _sort_value(r.val_acc))),
     (TEST_ACC_HEADER, lambda r: Cell(_mean_ci_text(r.test_acc_mean, r.test_acc_ci95),
                                      _sort_value(r.test_acc_mean))),
-    ("Runs", lambda r: Cell(f"{int(r.n)}" + (f" ({int(r.diverged)} diverged)" if r.diverged else ""),
-                            int(r.n))),
+    ("Runs", lambda r: Cell(f"{int(r.n)}" + (f" ({int(r.diverged)} diverged)" if r.diverged else "")
+                            + (f"; trained on {r.trained_on}" if r.trained_on else ""), int(r.n))),
     ("Best epoch", lambda r: Cell(_number(r.best_epoch, 0 if float(r.best_epoch).is_integer() else 1),
                                   _sort_value(r.best_epoch))),
     ("s/epoch", lambda r: Cell(_number(r.seconds_per_epoch, 2), _sort_value(r.seconds_per_epoch))),

@@ -63,7 +63,8 @@ def run_experiment(
     """Train every (model, seed) of `experiment` not already finished; resume interrupted ones.
 
     `bundle`: train up to this many seeds of one model and configuration as one seed bundle
-    ("auto": as many as fit in memory; 1: one run at a time). `placement`: this process (the
+    ("auto": the size a short probe finds fastest, never slower than one at a time: local.auto_bundle; 1: one
+    run at a time). `placement`: this process (the
     default) or a Ray cluster (`Placement(backend="ray", ...)`; a unit of work is a bundle there
     too; see mnistlab.runs.ray.coordinator). `listeners`: callables that receive the study's events
     (events.py) as they happen."""

@@ -151,6 +151,7 @@ class RunStore:
         self.heartbeat_seconds = float(heartbeat_seconds)
         self.lease_seconds = (self.heartbeat_seconds * MISSED_HEARTBEATS if lease_seconds is None
                               else float(lease_seconds))
+        self._outer = False  # inside atomically()
         self._make_root()
         self._conn = self._connect()
         try:
@@ -297,8 +298,24 @@ class RunStore:
         return ""
 
     @contextmanager
+    def atomically(self) -> Iterator[None]:
+        """Every write made inside is one transaction, applied whole or not at all (an archive's
+        import: a failure anywhere leaves the store as it was). Not re-entrant."""
+        if self._outer:
+            raise ValueError("atomically() is already open on this store")
+        with self._write():
+            self._outer = True
+            try:
+                yield
+            finally:
+                self._outer = False
+
+    @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: committed whole on success, rolled back whole on any error."""
+        if self._outer:  # inside atomically(): its transaction holds this write too
+            yield self._conn
+            return
         with self._translate("; the change was rolled back and the store is unchanged"):
             self._conn.execute("BEGIN IMMEDIATE")
             try:

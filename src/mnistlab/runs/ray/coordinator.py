@@ -284,7 +284,7 @@ class Coordinator:
 class RayBackend:
     """Trains on a Ray cluster (tasks.Backend): `placement.address` (None: a private instance on this
     machine). A unit of work (one Ray task) is one run, or with `bundle` up to that many seeds of one
-    model trained as a seed bundle ("auto": sized by this machine's memory).
+    model trained as a seed bundle ("auto": chosen by local.auto_bundle's probe on this, the coordinator's, machine).
 
     Checkpoints go under `placement.artifacts` (default: the store's artifacts folder, which must then
     be reachable by every worker for a retried task to resume; otherwise it restarts from epoch 1)."""
