@@ -540,6 +540,16 @@ INTERRUPTED = 130
 
 def main() -> None:
     """Console-script entry point: one-line errors, exit 2; Ctrl-C exits 130."""
+    from mnistlab.util.provenance import set_invocation
+
+    set_invocation(["mnistlab", *sys.argv[1:]])  # the command line each run it trains records
+    try:
+        _main()
+    finally:
+        set_invocation(None)  # a later API call in this interpreter is an API call
+
+
+def _main() -> None:
     try:
         code = app(standalone_mode=False, prog_name="mnistlab")
     except typer.TyperException as exc:

@@ -10,6 +10,7 @@ import the report's frame and statistics (pandas, scipy) when they run.
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -185,6 +186,10 @@ def _optimizer_text(optimizer: Any) -> str:
     return str(optimizer)
 
 
+def _when(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(seconds))
+
+
 def _facts_grid(rows: Sequence[tuple[str, RenderableType]]) -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
@@ -194,7 +199,7 @@ def _facts_grid(rows: Sequence[tuple[str, RenderableType]]) -> Table:
     return grid
 
 
-def _spec_rows(run: RunRecord) -> list[tuple[str, RenderableType]]:
+def _spec_rows(run: RunRecord, tags: Sequence[str] = ()) -> list[tuple[str, RenderableType]]:
     model = run.spec.get("model", {})
     training = model.get("training", {})
     final = run.final or {}
@@ -211,6 +216,8 @@ def _spec_rows(run: RunRecord) -> list[tuple[str, RenderableType]]:
         ("status", _status(run.status)),
         ("device", run.device or MISSING),
     ]
+    if tags:
+        rows.append(("tags", ", ".join(tags)))
     if run.error:
         rows.append(("error", safetext.text(run.error, style="red")))
     return rows
@@ -273,11 +280,47 @@ def _model_diagnosis_text(store: RunStore, run: RunRecord) -> Text | None:
     return safetext.text(f"{run.model_id} over its seeds in {run.experiment}: {model.text}", style="bold")
 
 
+NOT_RECORDED = "not recorded"
+# The CPU flags `show` names (the ones that pick kernels); the store keeps them all.
+NUMERIC_FLAG_PREFIXES = ("avx", "amx", "fma", "f16c", "sse4", "neon", "asimd", "sve")
+
+
+def _source_text(source: Mapping[str, Any]) -> str:
+    if source.get("commit") is None:
+        return f"{source.get('file')} ({source.get('reason') or 'no commit'})"
+    state = "dirty" if source.get("dirty") else "clean"
+    untracked = ", the file itself untracked" if source.get("tracked") is False else ""
+    return f"{source.get('file')}: commit {str(source['commit'])[:12]} ({state}{untracked}) in {source.get('repository')}"
+
+
+def _provenance_rows(provenance: Mapping[str, Any] | None) -> list[tuple[str, RenderableType]]:
+    """What produced a run, as `show` lists it; one "not recorded" line for runs trained before it was."""
+    if provenance is None:
+        return [("provenance", Text(f"{NOT_RECORDED} (trained before mnistlab recorded it)", style="dim"))]
+    env = provenance.get("environment") or {}
+    flags = [flag for flag in env.get("cpu_flags") or [] if flag.startswith(NUMERIC_FLAG_PREFIXES)]
+    packages = provenance.get("distributions") or {}
+    sources = provenance.get("sources") or []
+    rows: list[tuple[str, RenderableType]] = [
+        ("command", str((provenance.get("command") or {}).get("command", NOT_RECORDED))),
+        *[("source", _source_text(source)) for source in sources],
+        ("libraries", f"torch {env.get('torch') or NOT_RECORDED}, CUDA {env.get('cuda') or 'none'}, "
+                      f"cuDNN {env.get('cudnn') or 'none'}, oneDNN {env.get('onednn') or 'none'}, "
+                      f"kernels {env.get('cpu_capability') or NOT_RECORDED}"),
+        ("cpu", f"{env.get('cpu') or NOT_RECORDED} on {provenance.get('host') or NOT_RECORDED}; "
+                f"flags {' '.join(flags) or 'none listed'} ({len(env.get('cpu_flags') or [])} in all)"),
+        ("packages", f"{len(packages)} distributions, sha256 {str(provenance.get('distributions_sha256'))[:16]}"),
+    ]
+    if not sources:
+        rows.insert(1, ("source", "no experiment or spec file (defined in Python)"))
+    return rows
+
+
 def run_panel(store: RunStore, run_id: int) -> Panel:
-    """One run: spec summary, status, per-epoch table, final metrics and diagnosis."""
+    """One run: spec summary, status, tags, per-epoch table, final metrics, diagnosis, provenance and notes."""
     run = store.get_run(run_id)
     history = store.history(run_id)
-    parts: list[RenderableType] = [_facts_grid(_spec_rows(run))]
+    parts: list[RenderableType] = [_facts_grid(_spec_rows(run, store.tags(run_id)))]
     if history["epoch"]:
         parts.append(_epochs_table(history))
     if run.final:
@@ -286,8 +329,12 @@ def run_panel(store: RunStore, run_id: int) -> Panel:
     across = _model_diagnosis_text(store, run)
     if across is not None:
         parts.append(across)
-    if run.notes:  # e.g. a damaged checkpoint set aside; Text, so a note is never read as markup
-        parts += [Text("Notes", style="bold"), *(safetext.text(f"- {note}") for note in run.notes)]
+    parts += [Text("Provenance", style="bold"), _facts_grid(_provenance_rows(store.provenance(run_id)))]
+    user_notes = store.user_notes(run_id)
+    if run.notes or user_notes:  # Text, so a note is never read as markup
+        parts += [Text("Notes", style="bold"),
+                  *(safetext.text(f"- {note}") for note in run.notes),  # the system's: e.g. a checkpoint set aside
+                  *(safetext.text(f"- (user, {_when(note.created_at)}) {note.text}") for note in user_notes)]
     return Panel(Group(*parts), title=safetext.text(f"run {run.id}: {run.model_id}, seed {run.seed}"),
                  title_align="left")
 
@@ -337,6 +384,22 @@ def _verdict(sentence: str, b: int, c: int, seed_note: str, names: tuple[str, st
     return Group(safetext.text(detail, style="dim"), safetext.text(sentence, style=style))
 
 
+def _environment_note(store: RunStore, a: int, b: int) -> Text:
+    """Whether the two runs were produced in the same environment (libraries, CPU, packages)."""
+    from mnistlab.util.provenance import environment_differences
+
+    provenances = {run_id: store.provenance(run_id) for run_id in (a, b)}
+    missing = [str(run_id) for run_id, provenance in provenances.items() if provenance is None]
+    if missing:
+        return Text(f"Environment: {NOT_RECORDED} for run {' and '.join(missing)}; cannot tell whether they differ.",
+                    style="dim")
+    differences = environment_differences(provenances[a], provenances[b])
+    if not differences:
+        return Text("Environment: the same libraries, CPU and installed packages.", style="dim")
+    return safetext.text(f"Environments differ: {'; '.join(differences)}. Bit-for-bit differences may come from "
+                         "that, not only from the models.", style="yellow")
+
+
 def _compare_runs(store: RunStore, a: int, b: int) -> Group:
     import pandas as pd
 
@@ -356,7 +419,7 @@ def _compare_runs(store: RunStore, a: int, b: int) -> Group:
     sides = [(name, pd.DataFrame({"seed": [runs[run_id].seed], "test_acc": [runs[run_id].final["test_acc"]]}))
              for name, run_id in zip(names, (a, b))]
     seeds = "the same seed" if runs[a].seed == runs[b].seed else f"seeds {runs[a].seed} and {runs[b].seed}"
-    return Group(_sides_table("Runs compared", sides),
+    return Group(_sides_table("Runs compared", sides), _environment_note(store, a, b),
                  _verdict(significance_sentence(names[0], names[1], result, difference, ALPHA),
                           result.b, result.c, seeds, names, result.p_value))
 
