@@ -58,6 +58,17 @@ BAD_USAGE = [
     (["run", "quick", "--bundle", "x"], ["--bundle", "'x'"]),
     (["train", "s004-m1", "--log-format", "xml"], ["mnistlab train", "--log-format", "xml"]),
     (["run", "quick", "--log-format", "xml"], ["mnistlab run", "--log-format", "xml"]),
+    (["tag", "1"], ["mnistlab tag", "Missing argument"]),
+    (["untag", "1"], ["mnistlab untag", "Missing argument"]),
+    (["note", "1"], ["mnistlab note", "Missing argument"]),
+    (["rm"], ["rm: name runs, or --experiment NAME"]),
+    (["rm", "1", "--experiment", "quick"], ["rm: name runs, or --experiment NAME, not both"]),
+    (["rm", "--bogus"], ["mnistlab rm", "--bogus"]),
+    (["gc", "--bogus"], ["mnistlab gc", "--bogus"]),
+    (["gc", "extra"], ["mnistlab gc", "extra"]),
+    (["ls", "--status", "done"], ["mnistlab ls", "--status", "done"]),
+    (["ls", "--where", "1=1; DROP TABLE runs"], ["--where", "';' at column 4"]),
+    (["ls", "--where", "status == completed"], ["--where", "quote text values"]),
     (["no-such-command"], ["No such command", "no-such-command"]),
 ]
 

@@ -20,7 +20,9 @@ import typer
 from rich.text import Text
 
 from mnistlab import __version__
+from mnistlab.cli.options import StoreOption
 from mnistlab.cli.output import console, err_console, print_error, say
+from mnistlab.cli.store_commands import register_store_commands
 from mnistlab.data.datasets import DATASETS
 from mnistlab.errors import MnistlabError
 from mnistlab.report.log_formats import LOG_FORMATS
@@ -191,10 +193,6 @@ def train(
             train_summary(history, prefix=f"seed {history.seed}: " if bundled else "")
 
 
-# Defaults to runs/store.py's DEFAULT_ROOT, the one home of the folder's name, which --help shows.
-StoreOption = Annotated[Path, typer.Option("--store", envvar="MNISTLAB_STORE", help="Run store folder.")]
-
-
 @app.command()
 def experiments() -> None:
     """List the built-in experiments."""
@@ -343,20 +341,6 @@ def estimate(
         return
     for part in estimate_view(spec, cost, flops):
         console.print(part)
-
-
-@app.command("ls")
-def ls_(
-    experiment: Annotated[Optional[str], typer.Argument(help="Show this experiment's runs.")] = None,
-    store: StoreOption = DEFAULT_ROOT,
-) -> None:
-    """List the stored experiments, or one experiment's runs and models (diagnosis over all seeds)."""
-    from mnistlab import api
-    from mnistlab.cli.views import experiment_view, experiments_table
-
-    with api.open_store(store, create=False) as run_store:
-        console.print(experiment_view(run_store, api.experiment_name(experiment)) if experiment
-                      else experiments_table(run_store))
 
 
 @app.command()
@@ -534,6 +518,8 @@ def export_runs(
     written = api.export_runs(api.experiment_name(experiment), to.value, destination, store)
     say(f"exported {len(written)} run(s) to {to.value} at {destination}")
 
+
+register_store_commands(app)  # ls, tag, untag, note, rm, gc
 
 INTERRUPTED = 130
 

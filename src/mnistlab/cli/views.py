@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     from mnistlab.training.cost import Estimate
 
 __all__ = ["builtin_experiments_table", "compare_table", "datasets_table", "estimate_view", "experiment_view",
-           "experiments_table", "models_table", "reproduction_view", "run_panel", "runs_table", "zoo_table"]
+           "experiments_table", "models_table", "reproduction_view", "run_panel", "run_rows_table", "runs_table",
+           "zoo_table"]
 
 # Outcomes first, then work in progress, then trouble: the order counts are listed in.
 STATUS_STYLES = {COMPLETED: "green", DIVERGED: "red", RUNNING: "yellow", PENDING: "dim", FAILED: "red"}
@@ -56,14 +57,6 @@ def _cells(*values: RenderableType) -> list[RenderableType]:
 
 SQL_EXPERIMENT_RUNS = """
     SELECT experiment, status, count(*) AS runs FROM runs GROUP BY experiment, status
-"""
-SQL_RUN_LIST = """
-    SELECT r.id AS run_id, r.experiment, r.model_id AS model, r.seed, r.status, r.epochs_planned,
-           r.device, json_extract(r.final_json, '$.test_acc') AS test_acc,
-           (SELECT count(*) FROM epochs e WHERE e.run_id = r.id) AS epochs,
-           (SELECT e.val_acc FROM epochs e WHERE e.run_id = r.id ORDER BY e.epoch DESC LIMIT 1) AS val_acc,
-           (SELECT avg(e.seconds) FROM epochs e WHERE e.run_id = r.id) AS seconds_per_epoch
-    FROM runs r WHERE (:experiment IS NULL OR r.experiment = :experiment) ORDER BY r.id
 """
 SQL_MODEL_EXPERIMENTS = "SELECT DISTINCT experiment FROM runs WHERE model_id = ? ORDER BY experiment"
 
@@ -123,25 +116,32 @@ def experiments_table(store: RunStore) -> Table:
 
 def runs_table(store: RunStore, experiment: str | None = None) -> Table:
     """One row per run (of one experiment, or all): status, epochs done, val and test accuracy."""
-    import pandas as pd
-
-    from mnistlab.report.frame import experiment_config, query_frame
+    from mnistlab.report.frame import experiment_config
+    from mnistlab.runs.listing import list_runs
 
     if experiment is not None:
         experiment_config(store, experiment)
-    runs = query_frame(store, SQL_RUN_LIST, {"experiment": experiment})
-    table = _table(f"Runs of {experiment}" if experiment else f"Runs in {store.root}")
-    columns = [("id", "right")] + ([("experiment", "left")] if experiment is None else [])
+    return run_rows_table(list_runs(store, experiment), f"Runs of {experiment}" if experiment else f"Runs in {store.root}",
+                          with_experiment=experiment is None)
+
+
+def run_rows_table(rows: Sequence[Mapping[str, Any]], title: str, with_experiment: bool = True) -> Table:
+    """`ls`'s runs (runs.listing rows, filtered or not): status, epochs done, accuracies, tags."""
+    table = _table(title)
+    columns = [("id", "right")] + ([("experiment", "left")] if with_experiment else [])
     columns += [("model", "left"), ("seed", "right"), ("status", "left"), ("epochs", "right"),
                 ("val acc", "right"), ("test acc", "right"), ("s/epoch", "right"), ("device", "left")]
+    tagged = any(row["tags"] for row in rows)
+    columns += [("tags", "left")] if tagged else []
     for column, justify in columns:
         # Only the free-text columns may wrap, so statuses and numbers stay whole.
-        table.add_column(column, justify=justify, no_wrap=column not in ("experiment", "device"))
-    for row in runs.itertuples(index=False):
-        cells: list[RenderableType] = [str(row.run_id)] + ([row.experiment] if experiment is None else [])
-        cells += [row.model, str(row.seed), _status(row.status), f"{row.epochs}/{row.epochs_planned}",
-                  _percent(row.val_acc), _percent(row.test_acc), _number(row.seconds_per_epoch, 2),
-                  MISSING if pd.isna(row.device) else row.device]
+        table.add_column(column, justify=justify, no_wrap=column not in ("experiment", "device", "tags"))
+    for row in rows:
+        cells: list[RenderableType] = [str(row["id"])] + ([row["experiment"]] if with_experiment else [])
+        cells += [row["model"], str(row["seed"]), _status(row["status"]), f"{row['epochs']}/{row['epochs_planned']}",
+                  _percent(row["val_acc"]), _percent(row["test_acc"]), _number(row["seconds_per_epoch"], 2),
+                  row["device"] or MISSING]
+        cells += [", ".join(row["tags"])] if tagged else []
         table.add_row(*_cells(*cells))
     return table
 

@@ -311,7 +311,10 @@ SQL_RECORD_REMOVAL = """
 """
 
 
-SQL_REMOVALS_PENDING = "SELECT run_id FROM removed_runs WHERE files_done = 0 ORDER BY run_id"
+SQL_REMOVALS_PENDING = "SELECT run_id, experiment FROM removed_runs WHERE files_done = 0 ORDER BY run_id"
+
+
+SQL_REMOVED_RUN = "SELECT run_id, experiment FROM removed_runs WHERE run_id = ? OR experiment = ? ORDER BY run_id"
 
 
 SQL_REMOVAL_DONE = "UPDATE removed_runs SET files_done = 1 WHERE run_id = ?"
@@ -324,3 +327,19 @@ SQL_DELETE_EXPERIMENT = "DELETE FROM experiments WHERE name = ?"
 
 
 SQL_RUN_IDS = "SELECT id FROM runs ORDER BY id"
+
+
+# -- `ls`: one row per run (runs/listing.py decodes final_json: it may hold NaN, which json_extract refuses)
+
+SQL_RUN_SUMMARIES = """
+    SELECT r.id, r.experiment, r.model_id AS model, r.seed, r.status, r.dataset, r.protocol, r.epochs_planned,
+           r.device, r.started_at, r.ended_at, r.final_json,
+           (SELECT count(*) FROM epochs e WHERE e.run_id = r.id) AS epochs,
+           (SELECT e.val_acc FROM epochs e WHERE e.run_id = r.id ORDER BY e.epoch DESC LIMIT 1) AS val_acc,
+           (SELECT avg(e.seconds) FROM epochs e WHERE e.run_id = r.id) AS seconds_per_epoch
+    FROM runs r
+    WHERE (:experiment IS NULL OR r.experiment = :experiment)
+      AND (:status IS NULL OR r.status = :status)
+      AND (:model IS NULL OR r.model_id = :model)
+    ORDER BY r.id
+"""

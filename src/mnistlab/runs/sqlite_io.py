@@ -4,14 +4,16 @@ causes, and the values it binds (metrics, prediction rows); store.py runs the st
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 __all__ = ["BUSY_TIMEOUT_SECONDS", "ENVIRONMENT_FAILURES", "UNAVAILABLE_FAILURES", "metric", "prediction_row",
-           "set_journal_mode"]
+           "read_only_hint", "set_journal_mode"]
 
 BUSY_TIMEOUT_SECONDS = 30.0
 WAL_RETRY_SECONDS = 0.01
@@ -36,6 +38,16 @@ UNAVAILABLE_FAILURES = (
     "disk i/o error",
     "unable to open database file",
 )
+
+
+def read_only_hint(root: Path, path: Path) -> str:
+    """SQLite says "unable to open database file" when it cannot create its WAL files: say why."""
+    if root.is_dir() and not os.access(root, os.W_OK | os.X_OK):
+        return (" (the store folder is read-only, and SQLite must write its -wal and -shm files beside the "
+                "database even to read it; copy the store to a writable folder)")
+    if path.exists() and not os.access(path, os.W_OK):
+        return " (the database file is read-only; copy the store to a writable folder)"
+    return ""
 
 
 def set_journal_mode(conn: sqlite3.Connection, mode: str) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -37,7 +36,7 @@ from mnistlab.training.history import EPOCH_METRICS, FINISHED_STATUSES, RUNNING,
 from mnistlab.runs import schema
 from mnistlab.runs.owners import current_owner, owner_is_dead
 from mnistlab.runs.sqlite_io import (BUSY_TIMEOUT_SECONDS, ENVIRONMENT_FAILURES, UNAVAILABLE_FAILURES, metric,
-                                     prediction_row, set_journal_mode)
+                                     prediction_row, read_only_hint, set_journal_mode)
 from mnistlab.runs.records import (ExperimentRecord, RunRecord, UserNote, canonical_json, check_note, check_tag, row_json,
                                    run_record, spec_hash)
 from mnistlab.util.strict import whole_number
@@ -105,9 +104,7 @@ class RunStore:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StoreUnavailable(
-                f"{self.root}: cannot create the run store folder: {exc.strerror}"
-            ) from exc
+            raise StoreUnavailable(f"{self.root}: cannot create the run store folder: {exc.strerror}") from exc
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: the sqlite3 module opens no transactions of its own; _write()
@@ -188,7 +185,7 @@ class RunStore:
                 raise
             unavailable = any(marker in message.lower() for marker in UNAVAILABLE_FAILURES)
             kind = StoreUnavailable if unavailable else StoreError
-            raise kind(f"{self.path}: {message}{self._read_only_hint()}{consequence}") from exc
+            raise kind(f"{self.path}: {message}{read_only_hint(self.root, self.path)}{consequence}") from exc
 
     def _damaged_json(self) -> str:
         """Which run and field hold text that is not JSON (for a one-line error)."""
@@ -198,15 +195,6 @@ class RunStore:
             if row is not None:
                 return f"run {row[0]}: field '{column}'"
         return "a stored JSON field"
-
-    def _read_only_hint(self) -> str:
-        """SQLite says "unable to open database file" when it cannot create its WAL files: say why."""
-        if self.root.is_dir() and not os.access(self.root, os.W_OK | os.X_OK):
-            return (" (the store folder is read-only, and SQLite must write its -wal and -shm files beside the "
-                    "database even to read it; copy the store to a writable folder)")
-        if self.path.exists() and not os.access(self.path, os.W_OK):
-            return " (the database file is read-only; copy the store to a writable folder)"
-        return ""
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -528,8 +516,9 @@ class RunStore:
             records = [run_record(row, self.path) for row in rows]
             live = [str(record.id) for record in records if self.is_live(record)]
             if live:
-                raise StoreError(f"{self.path}: run{'s' if len(live) > 1 else ''} {', '.join(live)} "
-                                 "being trained by a live process; stop it first (or wait), nothing was removed")
+                raise StoreError(f"{self.path}: {'runs' if len(live) > 1 else 'run'} {', '.join(live)} "
+                                 f"{'are' if len(live) > 1 else 'is'} being trained by a live process; stop it first "
+                                 "(or wait), nothing was removed")
             now = time.time()
             for record in records:
                 conn.execute(schema.SQL_RECORD_REMOVAL, (record.id, record.experiment, record.model_id, now))
@@ -540,10 +529,25 @@ class RunStore:
                 conn.execute(schema.SQL_DELETE_EXPERIMENT, (experiment,))
         return records
 
-    def pending_removals(self) -> list[int]:
-        """Ids of removed runs whose artifacts folders may still exist (a removal was interrupted)."""
+    def pending_removals(self) -> list[tuple[int, str]]:
+        """(id, experiment) of removed runs whose artifacts folders may still exist (a removal was
+        interrupted); ``removed(run_id=..)`` or ``removed(experiment=..)`` also lists the finished ones."""
         with self._translate():
-            return [row["run_id"] for row in self._conn.execute(schema.SQL_REMOVALS_PENDING)]
+            return [(row["run_id"], row["experiment"]) for row in self._conn.execute(schema.SQL_REMOVALS_PENDING)]
+
+    def removed(self, run_id: int | None = None, experiment: str | None = None) -> list[tuple[int, str]]:
+        """(id, experiment) of the removed runs with this id or of this experiment."""
+        with self._translate():
+            rows = self._conn.execute(schema.SQL_REMOVED_RUN, (run_id, experiment)).fetchall()
+        return [(row["run_id"], row["experiment"]) for row in rows]
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the store's write lock for the block: no run is created, claimed or removed meanwhile
+        (gc moves folders aside under it). Keep the block short: other writers wait at most
+        BUSY_TIMEOUT_SECONDS."""
+        with self._write():
+            yield
 
     def removal_done(self, run_id: int) -> None:
         """Note that a removed run's artifacts folder is gone."""
