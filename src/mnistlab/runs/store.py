@@ -35,6 +35,7 @@ from mnistlab.errors import LeaseLost, StoreError, StoreUnavailable
 from mnistlab.training.history import EPOCH_METRICS, FINISHED_STATUSES, RUNNING, STATUSES
 from mnistlab.runs import schema
 from mnistlab.runs.owners import current_owner, owner_is_dead
+from mnistlab.runs.shared import hold_writer_lock, network_filesystem
 from mnistlab.runs.sqlite_io import (BUSY_TIMEOUT_SECONDS, ENVIRONMENT_FAILURES, UNAVAILABLE_FAILURES, metric,
                                      prediction_row, read_only_hint, set_journal_mode)
 from mnistlab.runs.records import (ExperimentRecord, RunRecord, UserNote, canonical_json, check_note, check_tag, row_json,
@@ -78,19 +79,24 @@ class RunStore:
         self.lease_seconds = (self.heartbeat_seconds * MISSED_HEARTBEATS if lease_seconds is None
                               else float(lease_seconds))
         self._make_root()
-        self.journal_mode = "wal"
+        # A network filesystem: the rollback journal and one writer at a time (shared.py says why).
+        self.network = network_filesystem(self.root)
+        self.journal_mode, self._lock = ("delete" if self.network else "wal"), None
         self._conn = self._connect()
         try:
             self._init_schema()
         except BaseException:
-            self._conn.close()
+            self.close()
             raise
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the connection; safe to call twice."""
+        """Close the connection (and give the writer lock back); safe to call twice."""
         self._conn.close()
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
 
     def __enter__(self) -> RunStore:
         return self
@@ -199,6 +205,8 @@ class RunStore:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: committed whole on success, rolled back whole on any error."""
+        if self.network is not None:  # one writer at a time there, by a lock of our own
+            self._lock = hold_writer_lock(self._lock, self.root, self.network)
         with self._translate("; the change was rolled back and the store is unchanged"):
             self._conn.execute("BEGIN IMMEDIATE")
             try:
