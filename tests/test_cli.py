@@ -178,7 +178,8 @@ def tiny_store(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("args", [["ls"], ["show", "1"]], ids=["ls", "show"])
+@pytest.mark.parametrize("args", [["ls"], ["show", "1"], ["ls", "--json", "--where", "seed >= 0"]],
+                         ids=["ls", "show", "ls --json --where"])
 def test_ls_and_show_load_neither_torch_nor_pandas(args, tiny_store):
     """A property, not a timing: `ls` and `show` read the store through report.overview, so they start
     without torch, matplotlib, scipy, statsmodels or pandas (seconds of imports on a small machine)."""
@@ -194,7 +195,7 @@ def test_ls_and_show_load_neither_torch_nor_pandas(args, tiny_store):
                             text=True, env={**os.environ, "PYTHONPATH": str(SRC)}, timeout=120)
     outcome = json.loads(result.stderr.strip().splitlines()[-1])
     assert outcome == {"code": 0, "heavy": []}, result.stderr
-    assert ("tiny" if args == ["ls"] else "run 1: m, seed 0") in result.stdout
+    assert ("tiny" if args[0] == "ls" else "run 1: m, seed 0") in result.stdout
 
 
 def _cli_process(*args: str, **env: str):

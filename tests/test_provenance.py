@@ -41,9 +41,9 @@ def repository(tmp_path):
     (folder / "README").write_text("a study\n")
     git(folder, "add", "README")
     git(folder, "commit", "-qm", "first")
-    provenance._repository_state.cache_clear()  # each test's repository is a fresh one
+    provenance.forget()  # each test's repository is a fresh one
     yield folder
-    provenance._repository_state.cache_clear()
+    provenance.forget()
 
 
 @needs_git
@@ -55,26 +55,26 @@ def test_git_state_sees_a_dirty_tree_and_an_untracked_file(repository):
     assert untracked["tracked"] is False and untracked["dirty"] is True  # the file is not in the commit
     git(repository, "add", "study.yaml")
     git(repository, "commit", "-qm", "study")
-    provenance._repository_state.cache_clear()
+    provenance.forget()
     clean = git_state(study)
     assert clean["dirty"] is False and clean["tracked"] is True
     study.write_text("name: y\n")
-    provenance._repository_state.cache_clear()
+    provenance.forget()
     assert git_state(study)["dirty"] is True
 
 
 def test_git_state_outside_a_repository_and_without_git(tmp_path, monkeypatch):
     lone = tmp_path / "lone.yaml"
     lone.write_text("x")
-    provenance._repository_state.cache_clear()
+    provenance.forget()
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
     if shutil.which("git"):
         assert git_state(lone) == {"file": str(lone.resolve()), "repository": None, "commit": None, "dirty": None,
                                    "reason": "not in a git repository"}
-    provenance._repository_state.cache_clear()
+    provenance.forget()
     monkeypatch.setenv("PATH", str(tmp_path))  # no git anywhere: recorded as such, never an error
     assert git_state(lone)["reason"] == "git not found"
-    provenance._repository_state.cache_clear()
+    provenance.forget()
 
 
 @needs_git
@@ -87,7 +87,6 @@ def test_a_run_records_its_provenance_and_show_prints_it(repository, tiny_data_d
     result = run_cli("run", path, "--store", store_root, "--quiet", "--no-report")
     assert result.exit_code == 0, result
     path.write_text(path.read_text().replace("seeds:\n- 0", "seeds:\n- 0\n- 1"))  # now the tree is dirty
-    provenance._repository_state.cache_clear()
     assert run_cli("run", path, "--store", store_root, "--quiet", "--no-report").exit_code == 0
     with RunStore(store_root) as store:
         first, second = (store.provenance(run.id) for run in store.runs())

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["PROVENANCE_FORMAT", "GIT_TIMEOUT_SECONDS", "collect", "distributions", "environment_differences",
-           "git_state", "invocation", "set_invocation"]
+           "forget", "git_state", "invocation", "set_invocation"]
 
 PROVENANCE_FORMAT = 1  # raised when a key changes meaning; readers say "not recorded" for what is absent
 GIT_TIMEOUT_SECONDS = 5.0
@@ -41,6 +41,13 @@ def invocation() -> dict[str, Any]:
     return {"entry": "api", "command": shlex.join([sys.executable, *sys.argv])}
 
 
+def forget() -> None:
+    """Drop what was read once per study (git states, the distributions): the runner calls it as each
+    study starts, so a long-lived process (a notebook) records the tree and packages as they are now."""
+    _repository_state.cache_clear()
+    distributions.cache_clear()
+
+
 def _git(folder: Path, *args: str) -> str | None:
     try:
         done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True,
@@ -50,7 +57,7 @@ def _git(folder: Path, *args: str) -> str | None:
     return done.stdout if done.returncode == 0 else None
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=64)  # per study (forget): a study's runs record its start's state, for one git call each
 def _repository_state(folder: Path) -> tuple[str | None, str | None, bool | None, str]:
     """(repository root, commit, dirty, why not) of the repository holding ``folder``."""
     try:
