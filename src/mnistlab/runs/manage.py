@@ -89,7 +89,7 @@ class Removal:
 
     removed: list[RunRecord] = field(default_factory=list)
     finished: list[int] = field(default_factory=list)
-    experiment: str | None = None  # the experiment removed with its runs
+    experiment: str | None = None  # the experiment removed with its runs (None: none was)
     already: list[int] = field(default_factory=list)  # named runs an earlier rm removed
 
 
@@ -152,6 +152,8 @@ def _remove(store: RunStore, references: list[str | int], experiment: str | None
                 continue
             run_ids.append(find_run(store, reference))
     outcome.removed = store.remove_runs(run_ids, experiment=experiment)
+    if experiment is not None and experiment in {record.name for record in store.experiments()}:
+        outcome.experiment = None  # a run was added meanwhile: the experiment stays, with it
     for record in outcome.removed:
         delete_path(_run_folder(store, record.id))
         store.removal_done(record.id)

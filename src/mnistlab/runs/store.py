@@ -2,7 +2,7 @@
 
 Layout of a store folder (``./mnistlab-runs/`` by default; the caller passes it)::
 
-    <root>/store.sqlite          the database (WAL mode, so also -wal and -shm files)
+    <root>/store.sqlite          the database (WAL mode: also -wal and -shm files; network filesystems: shared.py)
     <root>/artifacts/<run_id>/   checkpoints and other files of one run, made by ``run_dir``
 
 The store must survive a SIGKILL at any point and two ``mnistlab run`` processes writing it at
