@@ -342,3 +342,23 @@ def test_where_names_the_field_and_the_column():
         api.list_runs("unused", where="test_ac > 1")
     with pytest.raises(MnistlabError, match="';' at column 4"):
         api.list_runs("unused", where="1=1; DROP TABLE runs")
+
+
+def test_the_readers_and_writers_an_importer_uses_carry_given_values(tmp_path):
+    """Archives (another issue) carry tags, user notes and provenance: the store takes them with their
+    original times and gives them back, per run and in batch."""
+    root = varied_store(tmp_path / "store")
+    with RunStore(root) as store:
+        store.add_tags(3, ["imported"], created_at=1000.0)
+        note = store.add_user_note(3, "from the archive", created_at=2000.0)
+        store.set_provenance(3, {"format": 1, "command": {"entry": "cli", "command": "mnistlab run x"}})
+        assert note.created_at == 2000.0 and store.user_notes(3) == [note]
+        assert store.all_tags() == {1: ["baseline", "best"], 3: ["imported"], 4: ["baseline"]}
+        assert store.all_user_notes() == {3: [note]}
+        assert store.all_provenance() == {3: {"format": 1, "command": {"entry": "cli", "command": "mnistlab run x"}}}
+        assert store.provenance(3)["command"]["command"] == "mnistlab run x" and store.provenance(2) is None
+        with pytest.raises(MnistlabError, match="no run with id 99"):
+            store.set_provenance(99, {})
+        store._conn.execute("UPDATE run_provenance SET provenance_json = 'not json' WHERE run_id = 3")
+        with pytest.raises(MnistlabError, match="run 3: field 'provenance_json' is damaged"):
+            store.provenance(3)
