@@ -281,8 +281,6 @@ def _model_diagnosis_text(store: RunStore, run: RunRecord) -> Text | None:
 
 
 NOT_RECORDED = "not recorded"
-# The CPU flags `show` names (the ones that pick kernels); the store keeps them all.
-NUMERIC_FLAG_PREFIXES = ("avx", "amx", "fma", "f16c", "sse4", "neon", "asimd", "sve")
 
 
 def _source_text(source: Mapping[str, Any]) -> str:
@@ -298,6 +296,8 @@ def _provenance_rows(provenance: Mapping[str, Any] | None) -> list[tuple[str, Re
     if provenance is None:
         return [("provenance", Text(f"{NOT_RECORDED} (trained before mnistlab recorded it)", style="dim"))]
     env = provenance.get("environment") or {}
+    from mnistlab.util.provenance import NUMERIC_FLAG_PREFIXES
+
     flags = [flag for flag in env.get("cpu_flags") or [] if flag.startswith(NUMERIC_FLAG_PREFIXES)]
     packages = provenance.get("distributions") or {}
     sources = provenance.get("sources") or []

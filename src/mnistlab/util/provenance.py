@@ -16,12 +16,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PROVENANCE_FORMAT", "GIT_TIMEOUT_SECONDS", "collect", "distributions", "environment_differences",
+__all__ = ["PROVENANCE_FORMAT", "GIT_TIMEOUT_SECONDS", "NUMERIC_FLAG_PREFIXES", "collect", "distributions", "environment_differences",
            "forget", "git_state", "invocation", "set_invocation"]
 
 PROVENANCE_FORMAT = 1  # raised when a key changes meaning; readers say "not recorded" for what is absent
 GIT_TIMEOUT_SECONDS = 5.0
 # The keys of a provenance's "environment" that `compare` sets side by side (machine.numerics_environment).
+# The CPU flags that pick kernels (so change numerics): what `show` names; the provenance keeps every flag.
+NUMERIC_FLAG_PREFIXES = ("avx", "amx", "fma", "f16c", "sse4", "neon", "asimd", "sve")
 ENVIRONMENT_KEYS = ("torch", "cuda", "cudnn", "onednn", "cpu_capability", "python", "cpu", "cpu_flags")
 
 _invocation: dict[str, Any] | None = None
