@@ -362,3 +362,13 @@ def test_the_readers_and_writers_an_importer_uses_carry_given_values(tmp_path):
         store._conn.execute("UPDATE run_provenance SET provenance_json = 'not json' WHERE run_id = 3")
         with pytest.raises(MnistlabError, match="run 3: field 'provenance_json' is damaged"):
             store.provenance(3)
+
+
+def test_ls_json_holds_no_nan_and_hand_edited_metrics_compare_as_missing(tmp_path):
+    root = varied_store(tmp_path / "store")
+    with RunStore(root) as store:
+        store._conn.execute("""UPDATE runs SET final_json = '{"test_acc": "high", "test_loss": NaN}' WHERE id = 3""")
+    result = run_cli("ls", "--json", "--where", "test_acc > 0.5 or test_loss == null", "--store", root)
+    assert result.exit_code == 0, result
+    row = next(row for row in json.loads(result.stdout)["runs"] if row["id"] == 3)
+    assert row["test_acc"] is None and row["test_loss"] is None

@@ -31,8 +31,12 @@ FIELDS: dict[str, str] = {
 FROM_FINAL = ("test_acc", "test_loss", "params")  # read from the run's final metrics
 
 
-def _finite(value: Any) -> Any:
-    """NaN and infinity (a diverged run's loss) as None: JSON has no such numbers."""
+def _value(kind: str, value: Any) -> Any:
+    """A row's value as its field's kind says, so `--where` compares like with like: NaN and infinity
+    (a diverged run's loss) as None (JSON has no such numbers), and a hand-edited final metric that is
+    not a number as None."""
+    if kind == "number" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        return None
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
@@ -46,7 +50,7 @@ def _row(store: RunStore, columns: list[str], values: tuple[Any, ...], tags: dic
         raise StoreError(f"{store.path}: run {raw['id']}: field 'final_json' is damaged (not a JSON object); "
                          "the store was edited or corrupted")
     row = {**raw, **{key: final.get(key) for key in FROM_FINAL}, "tags": tags.get(raw["id"], [])}
-    return {key: _finite(row[key]) for key in FIELDS}
+    return {key: _value(kind, row[key]) for key, kind in FIELDS.items()}
 
 
 def list_runs(store: RunStore | str | Path = DEFAULT_ROOT, experiment: str | None = None, *,
