@@ -154,3 +154,27 @@ def test_compare_says_when_two_runs_differ_in_environment(tmp_path):
         store.set_provenance(b, {**same, "environment": {"torch": "2.4", "cpu_flags": ["avx2", "amx_tile"]}})
     text = " ".join(run_cli("compare", "1", "2", "--store", tmp_path / "store").stdout.split())
     assert "Environments differ: CPU flags (only the first: none; only the second: amx_tile)" in text
+
+
+def test_show_and_compare_json_carry_provenance_tags_notes_and_the_environment(tmp_path):
+    import json
+
+    import numpy as np
+
+    from test_report import GOOD_HISTORY, MID_HISTORY, add_run
+
+    labels = (np.arange(100) % 10).astype(np.uint8)
+    root = tmp_path / "store"
+    with RunStore(root) as store:
+        store.save_experiment("e", {})
+        a = add_run(store, "e", "m", "a model", None, 0, "completed", 3, GOOD_HISTORY, labels)
+        add_run(store, "e", "m", "a model", None, 1, "completed", 5, MID_HISTORY, labels)
+        store.set_provenance(a, {"environment": {"torch": "2.4"}, "distributions": {}, "distributions_sha256": "h"})
+        store.add_tags(a, ["keep"])
+        store.add_user_note(a, "look again", created_at=5.0)
+    shown = json.loads(run_cli("show", "1", "--json", "--store", root).stdout)
+    assert shown["tags"] == ["keep"] and shown["user_notes"] == [{"text": "look again", "created_at": 5.0}]
+    assert shown["provenance"]["environment"] == {"torch": "2.4"}
+    assert json.loads(run_cli("show", "2", "--json", "--store", root).stdout)["provenance"] is None
+    compared = json.loads(run_cli("compare", "1", "2", "--json", "--store", root).stdout)
+    assert compared["environment"] == {"recorded": False, "differences": None}

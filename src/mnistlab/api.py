@@ -22,6 +22,7 @@ from mnistlab.util.strict import whole_number
 
 if TYPE_CHECKING:
     from mnistlab.experiments.definition import Experiment, Task
+    from mnistlab.experiments.overrides import Overrides
     from mnistlab.runs.events import Listener
     from mnistlab.interop.keras_objects import ImportResult
     from mnistlab.nn.build import KerasModel
@@ -63,6 +64,8 @@ _LAZY = {
     "RunOutcome": "mnistlab.runs.tasks",
     "run_experiment": "mnistlab.runs.runner",
     "Task": "mnistlab.experiments.definition",
+    "Overrides": "mnistlab.experiments.overrides",
+    "parse_overrides": "mnistlab.experiments.overrides",
     "builtin_experiments": "mnistlab.experiments.definition",
     "summary_text": "mnistlab.spec.summary",
     "EpochEnded": "mnistlab.runs.events",
@@ -233,6 +236,7 @@ def run(
     heartbeat_seconds: float | None = None,
     lease_seconds: float | None = None,
     listeners: Sequence[Listener] = (),
+    overrides: Overrides | None = None,
 ) -> RunOutcome:
     """Train every (model, seed) of an experiment not already in the store, resuming interrupted ones.
 
@@ -247,11 +251,13 @@ def run(
     from, for error messages to name. `heartbeat_seconds` / `lease_seconds`: the claims' timing
     (`open_store`), for a store this call opens; a RunStore passed in keeps its own. `listeners`:
     callables that hear the study's events as they happen (`mnistlab.runs.events`: EpochEnded,
-    RunEnd, RoundEnded)."""
+    RunEnd, RoundEnded). `overrides` (`Overrides(epochs=20, seeds=range(5), ...)`, experiments/overrides.py):
+    train the derived experiment `NAME+epochs=20...`, whose runs are its own."""
+    from mnistlab.experiments.overrides import load_with_overrides
     from mnistlab.runs.runner import run_experiment
     from mnistlab.runs.tasks import Placement
 
-    study = experiment(definition)
+    study = load_with_overrides(definition, overrides)[0] if overrides else experiment(definition)
     placement = Placement(backend, address, gpus_per_task, cpus_per_task, artifacts)
     placement.check()  # a bad or silent cluster address is refused before a store is opened or created
     options: dict[str, Any] = dict(data_dir=data_dir, download=download, dataset=dataset, bundle=bundle,
@@ -476,11 +482,11 @@ def export_runs(experiment: str, to: str, destination: str | Path,
 
 
 __all__ = [
-    "DEFAULT_ROOT", "EpochEnded", "Experiment", "History", "ModelSpec", "Placement", "RoundEnded", "RunEnd",
+    "DEFAULT_ROOT", "EpochEnded", "Experiment", "History", "ModelSpec", "Overrides", "Placement", "RoundEnded", "RunEnd",
     "RunOutcome", "RunStore", "TrainConfig", "TrainedModel", "builtin_experiments", "get_model", "summary_text", "bundle_size", "check_datasets", "conclusions", "estimate", "evaluate",
     "experiment", "experiment_name", "export_keras", "export_model", "export_runs", "find_model", "find_run", "gc", "list_runs", "note", "remove_runs", "tag", "untag",
     "import_keras", "import_keras_weights", "load_dataset", "load_keras_weights", "load_model", "model_spec",
-    "open_store", "predict", "report", "reproduction", "run", "train", "write_history", "write_specs", "zoo_models",
+    "open_store", "parse_overrides", "predict", "report", "reproduction", "run", "train", "write_history", "write_specs", "zoo_models",
 ]
 
 

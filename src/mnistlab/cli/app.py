@@ -10,7 +10,6 @@ are built from (no torch, pandas or matplotlib), so `mnistlab ls` and `--help` s
 
 from __future__ import annotations
 
-import json
 import sys
 from enum import Enum
 from pathlib import Path
@@ -20,7 +19,9 @@ import typer
 from rich.text import Text
 
 from mnistlab import __version__
-from mnistlab.cli.options import StoreOption
+from mnistlab.cli.json_output import print_json
+from mnistlab.cli.options import (EpochsOverride, JsonOption, ModelsOverride, SeedsOverride, SetOverride, StoreOption,
+                                  VaryOverride)
 from mnistlab.cli.output import console, err_console, print_error, say
 from mnistlab.cli.store_commands import register_store_commands
 from mnistlab.data.datasets import DATASETS
@@ -83,10 +84,13 @@ LogFormatOption = Annotated[LogFormat, typer.Option(
 
 
 @app.command()
-def zoo() -> None:
+def zoo(as_json: JsonOption = False) -> None:
     """List the built-in seed models with their parameter counts and the notebook's test accuracy."""
     from mnistlab.cli.views import zoo_table
+    from mnistlab.zoo import zoo_catalogue
 
+    if as_json:
+        return print_json({"models": zoo_catalogue()}, indent=1)
     console.print(zoo_table())
 
 
@@ -94,14 +98,19 @@ def zoo() -> None:
 def data(
     data_dir: DataDirOption = None,
     download: Annotated[bool, typer.Option(help="Download missing datasets into the cache.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Show where each dataset is found and check its files (sizes, magic numbers, sha256)."""
     from mnistlab import api
     from mnistlab.cli.views import datasets_table
+    from mnistlab.data.datasets import dataset_status
     from mnistlab.errors import DataError
 
     found = api.check_datasets(data_dir=data_dir, download=download)
-    console.print(datasets_table(found))
+    if as_json:  # the same exit status as the table: 1 when no dataset is usable
+        print_json({"datasets": [dataset_status(name, dataset) for name, dataset in found]}, indent=1)
+    else:
+        console.print(datasets_table(found))
     if all(isinstance(dataset, DataError) for _, dataset in found):
         raise typer.Exit(1)
 
@@ -118,7 +127,7 @@ def summary(
 
     spec = model_spec(model)
     if as_json:
-        print(json.dumps(summary_data(spec), indent=2))
+        print_json(summary_data(spec), indent=2)
     else:
         print(clean(summary_text(spec)))  # ids and layer names are user text: no control characters
 
@@ -188,16 +197,19 @@ def train(
         max_activation_mib=max_activation_mib, patience=patience, threads=threads, deterministic=deterministic)
     for history in trained if bundled else [trained]:
         if as_json:
-            print(json.dumps(history.to_json()))
+            print_json(history.to_json())
         elif not quiet:
             train_summary(history, prefix=f"seed {history.seed}: " if bundled else "")
 
 
 @app.command()
-def experiments() -> None:
+def experiments(as_json: JsonOption = False) -> None:
     """List the built-in experiments."""
     from mnistlab.cli.views import builtin_experiments_table
+    from mnistlab.experiments.definition import builtin_catalogue
 
+    if as_json:
+        return print_json({"experiments": builtin_catalogue()}, indent=1)
     console.print(builtin_experiments_table())
 
 
@@ -231,14 +243,20 @@ def run(
     artifacts: Annotated[Optional[Path], typer.Option(
         help="Checkpoint folder every Ray worker can reach (shared storage); default: the store's artifacts "
              "folder.")] = None,
+    epochs: EpochsOverride = None, seeds: SeedsOverride = None, models: ModelsOverride = None,
+    set_: SetOverride = None, vary: VaryOverride = None,
 ) -> None:
     """Train every (model, seed) of an experiment not already in the store; resume interrupted ones."""
     from mnistlab import api
-    from mnistlab.experiments.definition import expand, load_experiment
+    from mnistlab.experiments.definition import expand
+    from mnistlab.experiments.overrides import load_with_overrides
     from mnistlab.report.progress import task_reporters
 
     bundle_size = api.bundle_size(bundle)
-    study, source = load_experiment(experiment)
+    overrides = api.parse_overrides(epochs, seeds, models, set_ or (), vary or ())
+    study, source = load_with_overrides(experiment, overrides)  # validated before the store is opened
+    if overrides and not quiet:
+        say(f"experiment {study.name}: {source} with overrides; its runs are its own")
     outcome = api.run(study, store, data_dir, bundle=bundle_size, backend=backend.value, address=address,
                       gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, artifacts=artifacts,
                       reporter_for=task_reporters(expand(study, source), console, log_format.value, quiet),
@@ -276,11 +294,14 @@ def report(
 def conclusions(
     experiment: Annotated[str, typer.Argument(help="Experiment name (as stored) or file.")],
     store: StoreOption = DEFAULT_ROOT,
+    as_json: JsonOption = False,
 ) -> None:
     """Print the report's written conclusions: one sentence per finding, Holm-corrected."""
     from mnistlab import api
 
     found = api.conclusions(experiment, store)
+    if as_json:
+        return print_json({"experiment": api.experiment_name(experiment), **found.to_json()}, indent=1)
     for sentence in found.sentences:
         say(f"- {sentence}")
     say(Text(found.method, style="dim"))
@@ -295,12 +316,17 @@ def reproduction(
     estimate_seconds: Annotated[Optional[float], typer.Option(
         help="With --out: probe each model not run yet for this many seconds here (fp32) and give its "
              "estimated hours per seed in the document.")] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Seed notebooks vs mnistlab under each notebook's protocol: mean ± 95% CI over seeds and a verdict."""
     from mnistlab import api
     from mnistlab.cli.views import reproduction_view
+    from mnistlab.report.reproduction import reproduction_json
 
-    table, rule = reproduction_view(api.reproduction(store, out, estimate_seconds))
+    lines = api.reproduction(store, out, estimate_seconds)
+    if as_json:  # stdout holds the document alone; --out still writes the Markdown
+        return print_json(reproduction_json(lines), indent=1)
+    table, rule = reproduction_view(lines)
     console.print(table)
     say(rule)
     if out is not None:
@@ -337,7 +363,7 @@ def estimate(
                         probe_seconds=probe_seconds, batch_size=batch_size, threads=threads, device=device)
     flops = forward_flops(spec)
     if as_json:
-        print(json.dumps({**cost.to_json(), "forward_flops_per_image": flops}))
+        print_json({**cost.to_json(), "forward_flops_per_image": flops})
         return
     for part in estimate_view(spec, cost, flops):
         console.print(part)
@@ -347,13 +373,18 @@ def estimate(
 def show(
     run_id: Annotated[str, typer.Argument(help="A run id (from mnistlab ls EXPERIMENT).")],
     store: StoreOption = DEFAULT_ROOT,
+    as_json: JsonOption = False,
 ) -> None:
     """One run: its spec, status, per-epoch metrics, final metrics and diagnosis."""
     from mnistlab import api
     from mnistlab.cli.views import run_panel
+    from mnistlab.report.overview import run_json
 
     with api.open_store(store, create=False) as run_store:
-        console.print(run_panel(run_store, api.find_run(run_store, run_id)))
+        found = api.find_run(run_store, run_id)
+        if as_json:
+            return print_json(run_json(run_store, found), indent=1)
+        console.print(run_panel(run_store, found))
 
 
 @app.command()
@@ -362,13 +393,21 @@ def compare(
     b: Annotated[str, typer.Argument(help="Run id, or model id (with --experiment when several hold it).")],
     experiment: Annotated[Optional[str], typer.Option(help="The experiment whose runs model ids refer to.")] = None,
     store: StoreOption = DEFAULT_ROOT,
+    as_json: JsonOption = False,
 ) -> None:
     """Two runs (or two models) side by side, with McNemar's exact test on their test predictions."""
     from mnistlab import api
     from mnistlab.cli.views import compare_table
+    from mnistlab.report.pair import compare_pair
+    from mnistlab.runs.listing import environment_json
 
     with api.open_store(store, create=False) as run_store:
         named = api.experiment_name(experiment) if experiment else None
+        if as_json:
+            pair = compare_pair(run_store, a, b, experiment=named)
+            extra = {"environment": environment_json(run_store, pair.sides[0].run_ids[0], pair.sides[1].run_ids[0])} \
+                if pair.kind == "runs" else {}
+            return print_json({**pair.to_json(), **extra}, indent=1)
         console.print(compare_table(run_store, a, b, experiment=named))
 
 
@@ -387,7 +426,7 @@ def predict(
     model: ModelArgument,
     inputs: Annotated[list[Path], typer.Argument(help="PNG/JPEG pictures (any size), .npy arrays or IDX image files.")],
     top: Annotated[int, typer.Option(min=1, help="How many of the likeliest classes to print per image.")] = 3,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    as_json: JsonOption = False,
     max_params: MaxParamsOption = None,
     store: StoreOption = DEFAULT_ROOT,
 ) -> None:
@@ -399,10 +438,7 @@ def predict(
     result = api.predict(trained, inputs)
     top = min(top, len(trained.class_names))
     if as_json:
-        about = {"id": trained.spec.id, "seed": trained.info.seed, "dataset": trained.info.dataset,
-                 "source": str(trained.source)}
-        print(json.dumps({"model": about, "predictions": result.to_json(top)}, indent=1))
-        return
+        return print_json({"model": trained.about(), "predictions": result.to_json(top)}, indent=1)
     prediction_lines(trained, result, top)
 
 
@@ -414,7 +450,7 @@ def evaluate(
         min=1, help="CPU threads for the whole run (default: usable cores; on --resume, the checkpoint's).")] = None,
     data_dir: DataDirOption = None,
     download: Annotated[bool, typer.Option(help="Download the dataset if it is not found.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    as_json: JsonOption = False,
     max_params: MaxParamsOption = None,
     store: StoreOption = DEFAULT_ROOT,
 ) -> None:
@@ -425,8 +461,7 @@ def evaluate(
     trained = api.find_model(model, store, max_params)
     result = api.evaluate(trained, dataset, data_dir=data_dir, download=download)
     if as_json:
-        print(json.dumps(result.to_json(), indent=1))
-        return
+        return print_json(result.to_json(), indent=1)
     evaluation_lines(trained, result)
 
 

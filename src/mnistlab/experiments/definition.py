@@ -23,6 +23,9 @@ from mnistlab.util.yamlio import line_of, load_yaml
 from mnistlab.zoo import get_model
 
 
+NAME_PATTERN = r"^[A-Za-z0-9_.-]+(\+[^\x00-\x1f\x7f]+)?$"
+
+
 class Defaults(BaseModel):
     """Settings applied to every model unless a model entry overrides them."""
 
@@ -87,7 +90,8 @@ class Experiment(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+    # Letters, digits, '.', '_', '-'; a derived experiment (overrides.py) adds `+key=value` parts.
+    name: Annotated[str, Field(min_length=1, pattern=NAME_PATTERN)]
     description: str = ""
     dataset: str = "mnist"
     protocol: Literal["split", "test"] = "split"
@@ -244,7 +248,8 @@ def parse_experiment(raw: Any, source: str | Path = "<python>") -> Experiment:
         field = ".".join(str(p) for p in err["loc"]) or "?"
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            message = "unknown field"
+            known = {"defaults": Defaults, "models": ModelEntry}.get(str(err["loc"][0]))
+            message = "unknown field" + (did_you_mean(str(err["loc"][-1]), list(known.model_fields)) if known else "")
         elif err["loc"][:1] == ("seeds",) and len(err["loc"]) == 2:
             message = f"seeds must be whole numbers from 0 to {SEED_BOUND - 1} (they seed torch's generators), got {err['input']!r}"
         elif err["loc"][-1:] == ("device",):
@@ -268,17 +273,34 @@ def builtin_experiments() -> dict[str, Path]:
     return {entry.name.removesuffix(".yaml"): Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(".yaml")}
 
 
-def load_experiment(name_or_path: str | Path) -> tuple[Experiment, str]:
-    """A built-in experiment by name, or an experiment file; returns it with its source path."""
+def builtin_catalogue() -> list[dict[str, Any]]:
+    """Each built-in experiment as `mnistlab experiments` lists it: models (factor variants counted),
+    seeds, dataset, protocol, description and file."""
+    rows = []
+    for name in sorted(builtin_experiments()):
+        experiment, source = load_experiment(name)
+        rows.append({"name": name, "models": len({task.model_id for task in expand(experiment, source)}),
+                     "seeds": experiment.seed_list, "dataset": experiment.dataset, "protocol": experiment.protocol,
+                     "description": experiment.description, "file": source})
+    return rows
+
+
+def experiment_path(name_or_path: str | Path) -> Path:
+    """The file of a built-in experiment name, or the experiment file given; a one-line SpecError otherwise."""
     builtins = builtin_experiments()
     if str(name_or_path) in builtins:
-        path = builtins[str(name_or_path)]
-    else:
-        path = Path(name_or_path)
-        if not path.exists():
-            names = sorted(builtins)
-            raise SpecError(
-                f"unknown experiment '{name_or_path}'{did_you_mean(str(name_or_path), names)}: "
-                f"not a file, nor a built-in ({', '.join(names)})"
-            )
+        return builtins[str(name_or_path)]
+    path = Path(name_or_path)
+    if not path.exists():
+        names = sorted(builtins)
+        raise SpecError(
+            f"unknown experiment '{name_or_path}'{did_you_mean(str(name_or_path), names)}: "
+            f"not a file, nor a built-in ({', '.join(names)})"
+        )
+    return path
+
+
+def load_experiment(name_or_path: str | Path) -> tuple[Experiment, str]:
+    """A built-in experiment by name, or an experiment file; returns it with its source path."""
+    path = experiment_path(name_or_path)
     return parse_experiment(load_yaml(path), path), str(path)

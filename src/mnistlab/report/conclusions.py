@@ -45,6 +45,9 @@ class Conclusions:
     def text(self) -> str:
         return "\n".join(self.sentences)
 
+    def to_json(self) -> dict[str, object]:
+        return {"sentences": list(self.sentences), "method": self.method}
+
 
 def _with_caveat(sentence: str, peeks: bool) -> str:
     if not peeks:

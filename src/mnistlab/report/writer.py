@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from mnistlab.util.atomic import replace_folder, write_text
 from mnistlab.data.datasets import Dataset
 from mnistlab.errors import EnvironmentFailure
-from mnistlab.report.content import DEFAULT_DETAIL_MODELS, build_report, slug
+from mnistlab.report.content import DEFAULT_DETAIL_MODELS, build_report
 from mnistlab.report.html import render_html
 from mnistlab.report.markdown import render_markdown
 from mnistlab.runs.store import RunStore
 
-__all__ = ["ReportPaths", "write_report"]
+__all__ = ["ReportPaths", "report_stem", "write_report"]
+
+# Characters a report's file name keeps from the experiment's name: safe on every common file system,
+# and enough to keep a derived experiment's `+key=a,b` apart from the file's own (`:`, `/`, spaces go).
+_UNSAFE_IN_FILE_NAMES = re.compile(r"[^A-Za-z0-9._+=,-]+")
+
+
+def report_stem(experiment: str) -> str:
+    """The file name (without suffix) of an experiment's report: `study+epochs=20` stays itself."""
+    return _UNSAFE_IN_FILE_NAMES.sub("-", experiment).strip("-.") or "experiment"
 
 
 @dataclass(frozen=True)
@@ -33,7 +43,7 @@ def write_report(store: RunStore, experiment: str, out_dir: Path, dataset: Datas
     """
     report = build_report(store, experiment, dataset, detail_models)
     out_dir = Path(out_dir)
-    stem = slug(experiment)
+    stem = report_stem(experiment)
     files_dir = f"{stem}-files"
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from mnistlab.runs.store import DEFAULT_ROOT, RunStore
 from mnistlab.runs.where import compile_where
 from mnistlab.training.history import STATUSES
 
-__all__ = ["FIELDS", "list_runs"]
+__all__ = ["FIELDS", "environment_json", "list_runs"]
 
 # key → kind ("number", "text" or "list"), in the order `ls --json` gives them.
 FIELDS: dict[str, str] = {
@@ -72,3 +72,13 @@ def list_runs(store: RunStore | str | Path = DEFAULT_ROOT, experiment: str | Non
         return [row for row in rows if (tag is None or tag in row["tags"]) and (holds is None or holds(row))]
 
     return opened(store, work)
+
+
+def environment_json(store: RunStore, a: int, b: int) -> dict[str, Any]:
+    """Whether runs ``a`` and ``b`` were produced in the same environment, as `compare --json` gives it:
+    ``recorded`` (both have provenance) and ``differences`` (one phrase each, util.provenance)."""
+    from mnistlab.util.provenance import environment_differences
+
+    provenances = [store.provenance(a), store.provenance(b)]
+    recorded = all(provenance is not None for provenance in provenances)
+    return {"recorded": recorded, "differences": environment_differences(*provenances) if recorded else None}
