@@ -49,7 +49,9 @@ def machine_info(threads: int) -> dict[str, Any]:
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
         fields.setdefault(key.strip(), value.strip())
-    flags = set(fields.get("flags", "").split())
+    from mnistlab.util.machine import cpu_flags  # the one reader of the CPU's flags
+
+    flags = set(cpu_flags())
     interesting = ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16"]
     mem_kb = 0
     if Path("/proc/meminfo").exists():

@@ -75,6 +75,17 @@ BAD_USAGE = [
     (["zoo", "--json", "extra"], ["mnistlab zoo", "extra"]),
     (["show", "--json"], ["mnistlab show", "Missing argument"]),
     (["conclusions", "--json"], ["mnistlab conclusions", "Missing argument"]),
+    (["tag", "1"], ["mnistlab tag", "Missing argument"]),
+    (["untag", "1"], ["mnistlab untag", "Missing argument"]),
+    (["note", "1"], ["mnistlab note", "Missing argument"]),
+    (["rm"], ["rm: name runs, or --experiment NAME"]),
+    (["rm", "1", "--experiment", "quick"], ["rm: name runs, or --experiment NAME, not both"]),
+    (["rm", "--bogus"], ["mnistlab rm", "--bogus"]),
+    (["gc", "--bogus"], ["mnistlab gc", "--bogus"]),
+    (["gc", "extra"], ["mnistlab gc", "extra"]),
+    (["ls", "--status", "done"], ["mnistlab ls", "--status", "done"]),
+    (["ls", "--where", "1=1; DROP TABLE runs"], ["--where", "';' at column 4"]),
+    (["ls", "--where", "status == completed"], ["--where", "quote text values"]),
     (["no-such-command"], ["No such command", "no-such-command"]),
 ]
 
@@ -184,7 +195,8 @@ def tiny_store(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("args", [["ls"], ["show", "1"]], ids=["ls", "show"])
+@pytest.mark.parametrize("args", [["ls"], ["show", "1"], ["ls", "--json", "--where", "seed >= 0"]],
+                         ids=["ls", "show", "ls --json --where"])
 def test_ls_and_show_load_neither_torch_nor_pandas(args, tiny_store):
     """A property, not a timing: `ls` and `show` read the store through report.overview, so they start
     without torch, matplotlib, scipy, statsmodels or pandas (seconds of imports on a small machine)."""
@@ -200,7 +212,7 @@ def test_ls_and_show_load_neither_torch_nor_pandas(args, tiny_store):
                             text=True, env={**os.environ, "PYTHONPATH": str(SRC)}, timeout=120)
     outcome = json.loads(result.stderr.strip().splitlines()[-1])
     assert outcome == {"code": 0, "heavy": []}, result.stderr
-    assert ("tiny" if args == ["ls"] else "run 1: m, seed 0") in result.stdout
+    assert ("tiny" if args[0] == "ls" else "run 1: m, seed 0") in result.stdout
 
 
 def _cli_process(*args: str, **env: str):

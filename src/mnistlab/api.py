@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from mnistlab.util.atomic import check_target, write_text
 from mnistlab.data.datasets import Dataset, load_dataset
 from mnistlab.errors import DataError, EnvironmentFailure, MnistlabError
+from mnistlab.runs.manage import find_run
 from mnistlab.runs.store import DEFAULT_ROOT, RunStore, open_existing_store
 from mnistlab.util.strict import whole_number
 # Light; importing it also registers how History and Conclusions show themselves in a notebook.
@@ -74,6 +75,13 @@ _LAZY = {
     "builtin_experiments": "mnistlab.experiments.definition",
     "summary_text": "mnistlab.spec.summary",
     "EpochEnded": "mnistlab.runs.events",
+    # Run management (runs/manage.py) and gc (report/garbage.py: it knows the report's file names too).
+    "tag": "mnistlab.runs.manage",
+    "untag": "mnistlab.runs.manage",
+    "note": "mnistlab.runs.manage",
+    "remove_runs": "mnistlab.runs.manage",
+    "gc": "mnistlab.report.garbage",
+    "list_runs": "mnistlab.runs.listing",
     "RoundEnded": "mnistlab.runs.events",
     "LiveStudyDisplay": "mnistlab.report.study_view", "StudyOutcome": "mnistlab.report.study_view",
 }
@@ -384,16 +392,6 @@ def conclusions(experiment: str | Path, store: RunStore | str | Path = DEFAULT_R
     return experiment_conclusions(store, experiment_name(experiment))
 
 
-def find_run(store: RunStore, reference: str) -> int:
-    """The id of the one run `reference` names: a run id, or a prefix of a run's spec hash, model id or
-    `experiment/model_id` (as `mnistlab ls EXPERIMENT` lists them); a one-line MnistlabError otherwise."""
-    matches = store.find_runs(reference)
-    if len(matches) != 1:
-        found = "no run" if not matches else f"{len(matches)} runs"
-        raise MnistlabError(f"{store.path}: {found} match '{reference}'; `mnistlab ls EXPERIMENT` lists run ids")
-    return matches[0].id
-
-
 def find_model(reference: str | Path, store: str | Path = DEFAULT_ROOT, max_params: int | None = None) -> TrainedModel:
     """The model a reference names, as the CLI's MODEL argument reads it: a model folder (a run's or
     `train --out`'s), else the run `find_run` finds in `store`."""
@@ -572,7 +570,7 @@ __all__ = [
     "RoundEnded", "RunEnd", "RunOutcome", "RunStore", "StudyOutcome", "TrainConfig", "TrainedModel", "builtin_experiments",
     "get_model", "summary_text", "bundle_size", "check_datasets", "comparison", "conclusions", "dry_run", "estimate",
     "evaluate", "experiment", "experiment_name", "export_archive", "export_keras", "export_model", "export_runs",
-    "find_model", "find_run",
+    "find_model", "find_run", "gc", "list_runs", "note", "remove_runs", "tag", "untag",
     "import_keras", "import_keras_weights", "load_dataset", "load_keras_weights", "load_model", "model_spec",
     "open_store", "parse_overrides", "predict", "report", "reproduction", "run", "run_until_decided", "show_report", "train",
     "write_history",

@@ -25,6 +25,7 @@ from mnistlab.cli.options import (ArchivesOption, BudgetOption, DryRunOption, Ep
                                   StoreOption, UntilDecidedOption, VaryOverride)
 from mnistlab.cli.runs_io import export_runs, import_runs
 from mnistlab.cli.output import console, err_console, print_error, say
+from mnistlab.cli.store_commands import register_store_commands
 from mnistlab.data.datasets import DATASETS
 from mnistlab.errors import MnistlabError
 from mnistlab.report.log_formats import LOG_FORMATS
@@ -378,20 +379,6 @@ def estimate(
         console.print(part)
 
 
-@app.command("ls")
-def ls_(
-    experiment: Annotated[Optional[str], typer.Argument(help="Show this experiment's runs.")] = None,
-    store: StoreOption = DEFAULT_ROOT,
-) -> None:
-    """List the stored experiments, or one experiment's runs and models (diagnosis over all seeds)."""
-    from mnistlab import api
-    from mnistlab.cli.views import experiment_view, experiments_table
-
-    with api.open_store(store, create=False) as run_store:
-        console.print(experiment_view(run_store, api.experiment_name(experiment)) if experiment
-                      else experiments_table(run_store))
-
-
 @app.command()
 def show(
     run_id: Annotated[str, typer.Argument(help="A run id (from mnistlab ls EXPERIMENT).")],
@@ -422,11 +409,15 @@ def compare(
     from mnistlab import api
     from mnistlab.cli.views import compare_table
     from mnistlab.report.pair import compare_pair
+    from mnistlab.runs.listing import environment_json
 
     with api.open_store(store, create=False) as run_store:
         named = api.experiment_name(experiment) if experiment else None
         if as_json:
-            return print_json(compare_pair(run_store, a, b, experiment=named).to_json(), indent=1)
+            pair = compare_pair(run_store, a, b, experiment=named)
+            extra = {"environment": environment_json(run_store, pair.sides[0].run_ids[0], pair.sides[1].run_ids[0])} \
+                if pair.kind == "runs" else {}
+            return print_json({**pair.to_json(), **extra}, indent=1)
         console.print(compare_table(run_store, a, b, experiment=named))
 
 
@@ -558,11 +549,23 @@ app.command("export-runs")(export_runs)
 app.command("import-runs")(import_runs)
 
 
+register_store_commands(app)  # ls, tag, untag, note, rm, gc
+
 INTERRUPTED = 130
 
 
 def main() -> None:
     """Console-script entry point: one-line errors, exit 2; Ctrl-C exits 130."""
+    from mnistlab.util.provenance import set_invocation
+
+    set_invocation(["mnistlab", *sys.argv[1:]])  # the command line each run it trains records
+    try:
+        _main()
+    finally:
+        set_invocation(None)  # a later API call in this interpreter is an API call
+
+
+def _main() -> None:
     try:
         code = app(standalone_mode=False, prog_name="mnistlab")
     except typer.TyperException as exc:

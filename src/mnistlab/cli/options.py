@@ -1,8 +1,8 @@
-"""Options that several commands share or that would crowd app.py: `--json`, `run`'s overrides, its dry run,
-`run --until-decided` with its settings (runs/sequential.py has their rules), and the run archives' options.
+"""Options that several commands share or that would crowd app.py: `--store`, `--json`, `run`'s overrides, its
+dry run, `run --until-decided` with its settings (runs/sequential.py has their rules), and the run archives' options.
 
 Their rules live elsewhere (experiments/overrides.py reads the override strings, cli/json_output.py
-shapes a --json document); here only how Typer offers them.
+shapes a --json document); here only how Typer offers them. app.py and store_commands.py both use them.
 """
 
 from __future__ import annotations

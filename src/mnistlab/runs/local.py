@@ -24,7 +24,7 @@ from mnistlab.runs.lease import Heartbeat
 from mnistlab.runs.records import RunRecord
 from mnistlab.runs.store import RunStore, current_owner
 from mnistlab.runs.tasks import (CHECKPOINT_DIR, Pending, ReporterFor, RunOutcome, cannot_write, execute_task,
-                                 finish_task, guard_training, record_epoch, restart, task_config)
+                                 claim_task, finish_task, guard_training, record_epoch, restart, task_config)
 from mnistlab.training.bundle import AUTO_PROBE_SECONDS, BundleChoice, bundle_capacity, choose_bundle, fit_bundle
 from mnistlab.training.cost import probe_bundle
 from mnistlab.training.checkpoint import read_checkpoint_info
@@ -53,6 +53,7 @@ class LocalBackend:
 
     def __init__(self, bundle: Bundle = 1) -> None:
         self.bundle = bundle
+        self.source: str | None = None  # the experiment file, for the runs' provenance
 
     def check(self, experiment: Experiment, source: str) -> None:
         """Nothing to check before the tasks are expanded: the device is checked in the session."""
@@ -63,11 +64,12 @@ class LocalBackend:
             resolve_device(experiment.defaults.device)
         except MnistlabError as exc:
             raise MnistlabError(f"{source}: experiment '{experiment.name}': field 'defaults.device': {exc}") from None
+        self.source = source
         yield
 
     def train(self, store: RunStore, pending: Pending, data: Dataset, reporter_for: ReporterFor | None,
               outcome: RunOutcome, events: Events) -> None:
-        run_units(store, pending, data, self.bundle, reporter_for, current_owner(), outcome, events)
+        run_units(store, pending, data, self.bundle, reporter_for, current_owner(), outcome, events, self.source)
 
 
 def unit_key(task: Task) -> str:
@@ -119,13 +121,13 @@ def execute_unit(tasks: list[Task], dataset: Dataset, work_dirs: list[Path], rep
 
 def run_units(store: RunStore, pending: Pending, dataset: Dataset, bundle: Bundle,
               reporter_for: ReporterFor | None, owner: str, outcome: RunOutcome,
-              events: Events = NO_LISTENERS) -> None:
-    """Claim and train each unit in turn, filling in `outcome`."""
+              events: Events = NO_LISTENERS, source: str | None = None) -> None:
+    """Claim and train each unit in turn, filling in `outcome`; `source`: the experiment file (provenance)."""
     notes: dict[int, str] = {}
     for unit in group_units(pending, bundle, dataset, notes):
         claimed: Pending = []
         for task, record in unit:
-            if store.claim_run(record.id, owner):
+            if claim_task(store, task, record, owner, source):
                 claimed.append((task, record))
                 if record.id in notes:  # what --bundle auto measured, on the run it chose for
                     store.add_note(record.id, notes[record.id])

@@ -24,6 +24,7 @@ from mnistlab.runs.local import LocalBackend, parse_bundle
 from mnistlab.runs.store import RunStore
 from mnistlab.runs.tasks import Backend, Placement, ReporterFor, RunOutcome, experiment_tasks, stored_runs
 from mnistlab.training.history import PENDING, RUNNING
+from mnistlab.util.provenance import forget as forget_provenance
 
 __all__ = ["backend_for", "experiment_settled", "run_experiment"]
 
@@ -70,6 +71,7 @@ def run_experiment(
     (events.py) as they happen."""
     backend = backend_for(placement or Placement(), bundle)
     events = Events(listeners)
+    forget_provenance()  # git states and packages as they are now, not as a previous study in this process saw them
     backend.check(experiment, source)
     tasks = experiment_tasks(experiment, source, dataset)
     with backend.session(experiment, source):
