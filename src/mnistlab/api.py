@@ -66,6 +66,8 @@ _LAZY = {
     "summary_text": "mnistlab.spec.summary",
     "EpochEnded": "mnistlab.runs.events",
     "RoundEnded": "mnistlab.runs.events",
+    "LiveReport": "mnistlab.report.live",  # the report rewritten as a study runs (a listener for run)
+    "watch_report": "mnistlab.report.live",  # the same for a store another process is writing
 }
 _LAZY_MODULES = {"export": "mnistlab.trained.export", "inference": "mnistlab.trained.inference"}
 
@@ -225,6 +227,7 @@ def run(
     heartbeat_seconds: float | None = None,
     lease_seconds: float | None = None,
     listeners: Sequence[Listener] = (),
+    log_to: Sequence[str] = (),
 ) -> RunOutcome:
     """Train every (model, seed) of an experiment not already in the store, resuming interrupted ones.
 
@@ -239,13 +242,15 @@ def run(
     from, for error messages to name. `heartbeat_seconds` / `lease_seconds`: the claims' timing
     (`open_store`), for a store this call opens; a RunStore passed in keeps its own. `listeners`:
     callables that hear the study's events as they happen (`mnistlab.runs.events`: EpochEnded,
-    RunEnd, RoundEnded)."""
-    from mnistlab.runs.runner import run_experiment
+    RunEnd, RoundEnded). `log_to`: stream each epoch as it ends to `tensorboard:DIR` or `mlflow:URI`
+    (a tracking URI or an mlruns folder), as `export-runs` writes them (interop/live_log.py)."""
+    from mnistlab.interop.live_log import parse_log_to
     from mnistlab.runs.tasks import Placement
 
     study = experiment(definition)
     placement = Placement(backend, address, gpus_per_task, cpus_per_task, artifacts)
     placement.check()  # a bad or silent cluster address is refused before a store is opened or created
+    targets = [parse_log_to(value) for value in log_to]  # so is a bad --log-to: nothing is written
     options: dict[str, Any] = dict(data_dir=data_dir, download=download, dataset=dataset, bundle=bundle,
                                    placement=placement, reporter_for=reporter_for, listeners=listeners)
     if source is not None:
@@ -254,11 +259,20 @@ def run(
         if heartbeat_seconds is not None or lease_seconds is not None:
             raise ValueError("run: heartbeat_seconds and lease_seconds are for a store run() opens; "
                              "give them to open_store for a RunStore")
-        return run_experiment(study, store, **options)
+        return _run_logged(study, store, targets, options)
     # None: the store's defaults (a heartbeat every DEFAULT_HEARTBEAT_SECONDS, a lease of 6 heartbeats).
     timing = {"heartbeat_seconds": heartbeat_seconds} if heartbeat_seconds else {}
     with RunStore(store, lease_seconds=lease_seconds, **timing) as opened:
-        return run_experiment(study, opened, **options)
+        return _run_logged(study, opened, targets, options)
+
+
+def _run_logged(study: Experiment, store: RunStore, targets: list[Any], options: dict[str, Any]) -> RunOutcome:
+    from mnistlab.interop.live_log import LiveLog
+    from mnistlab.runs.runner import run_experiment
+
+    # First: a listener of the caller's that hears an epoch finds it logged already. No targets: it does nothing.
+    with LiveLog(targets, store) as live:
+        return run_experiment(study, store, **{**options, "listeners": [live, *options["listeners"]]})
 
 
 def report(experiment: str | Path | Experiment, store: RunStore | str | Path = DEFAULT_ROOT,
@@ -288,22 +302,15 @@ def report(experiment: str | Path | Experiment, store: RunStore | str | Path = D
 
 def _report(store: RunStore, name: str, given: str, out: Path, data_dir: str | Path | None, dataset: str | None,
             settled: Sequence[int] | None) -> ReportPaths | None:
-    from mnistlab.report.writer import write_report
+    from mnistlab.report.writer import experiment_config, report_images, write_report
 
-    config = next((record.config for record in store.experiments() if record.name == name), None)
-    if config is None:
-        raise MnistlabError(f"{store.root}: no experiment '{name}' in this store; "
-                            f"run it first with `mnistlab run {given}`")
+    config = experiment_config(store, name, given)
     if settled is not None:
         from mnistlab.runs.runner import experiment_settled
 
         if not experiment_settled(store, list(settled)):
             return None
-    try:
-        images = load_dataset(dataset or config.get("dataset", "mnist"), data_dir=data_dir)
-    except DataError:
-        images = None  # the report says the misclassified grid needs the dataset
-    return write_report(store, name, out, dataset=images)
+    return write_report(store, name, out, dataset=report_images(dataset or config.get("dataset", "mnist"), data_dir))
 
 
 def conclusions(experiment: str | Path, store: RunStore | str | Path = DEFAULT_ROOT) -> Conclusions:
@@ -481,8 +488,9 @@ __all__ = [
     "DEFAULT_ROOT", "EpochEnded", "Experiment", "History", "ModelSpec", "Placement", "RoundEnded", "RunEnd",
     "RunOutcome", "RunStore", "TrainConfig", "TrainedModel", "builtin_experiments", "get_model", "summary_text", "bundle_size", "check_datasets", "conclusions", "estimate", "evaluate",
     "experiment", "experiment_name", "export_keras", "export_model", "export_runs", "find_model", "find_run",
-    "import_keras", "import_keras_weights", "load_dataset", "load_keras_weights", "load_model", "model_spec",
-    "open_store", "predict", "report", "reproduction", "run", "train", "write_history", "write_specs", "zoo_models",
+    "import_keras", "import_keras_weights", "LiveReport", "load_dataset", "load_keras_weights", "load_model", "model_spec",
+    "open_store", "predict", "report", "reproduction", "run", "train", "watch_report", "write_history", "write_specs",
+    "zoo_models",
 ]
 
 

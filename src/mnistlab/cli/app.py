@@ -233,26 +233,37 @@ def run(
     artifacts: Annotated[Optional[Path], typer.Option(
         help="Checkpoint folder every Ray worker can reach (shared storage); default: the store's artifacts "
              "folder.")] = None,
+    log_to: Annotated[Optional[list[str]], typer.Option(
+        help="Stream each epoch's metrics as it ends to tensorboard:DIR or mlflow:URI (a tracking URI or an "
+             "mlruns folder), as export-runs writes them; repeat for several.")] = None,
 ) -> None:
-    """Train every (model, seed) of an experiment not already in the store; resume interrupted ones."""
+    """Train every (model, seed) of an experiment not already in the store; resume interrupted ones.
+
+    With --report (the default) the report is rewritten as runs finish, marked in progress and
+    reloading itself in an open browser tab, and is the final report at the end."""
+    from contextlib import nullcontext
+
     from mnistlab import api
     from mnistlab.experiments.definition import expand, load_experiment
     from mnistlab.report.progress import task_reporters
 
     bundle_size = api.bundle_size(bundle)
     study, source = load_experiment(experiment)
-    outcome = api.run(study, store, data_dir, bundle=bundle_size, backend=backend.value, address=address,
-                      gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, artifacts=artifacts,
-                      reporter_for=task_reporters(expand(study, source), console, log_format.value, quiet),
-                      download=download, source=source, heartbeat_seconds=heartbeat_seconds,
-                      lease_seconds=lease_seconds)
+    warn = lambda line: say(line, to=err_console)  # noqa: E731  (a live report that fails: one line)
+    with api.LiveReport(store, study.name, dataset=study.dataset, data_dir=data_dir, on_error=warn) if report \
+            else nullcontext() as live:  # leaving it (an error, Ctrl-C) stops the report's thread
+        outcome = api.run(study, store, data_dir, bundle=bundle_size, backend=backend.value, address=address,
+                          gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, artifacts=artifacts,
+                          reporter_for=task_reporters(expand(study, source), console, log_format.value, quiet),
+                          download=download, source=source, heartbeat_seconds=heartbeat_seconds,
+                          lease_seconds=lease_seconds, listeners=[live] if live else [], log_to=log_to or [])
     if not quiet:
         say(f"{study.name}: trained {len(outcome.trained)}, already done {len(outcome.skipped_finished)}, "
             f"left to another process {len(outcome.skipped_claimed) + len(outcome.lost)}  (store: {store})")
     if not report:
         return
-    # Whichever process finds, after its own last write, that no run is left writes the report.
-    paths = api.report(study, store, store / "reports", data_dir, settled=outcome.run_ids)
+    # Whichever process finds, after its own last write, that no run is left writes the final report.
+    paths = live.finish()
     if paths is None and not quiet:
         say(f"report: left to the process still training; or later: mnistlab report {study.name}")
     elif paths is not None and not quiet:
@@ -266,11 +277,22 @@ def report(
     out: Annotated[Optional[Path], typer.Option(
         help="Folder for the HTML and Markdown (default: STORE/reports).")] = None,
     data_dir: DataDirOption = None,
+    watch: Annotated[bool, typer.Option(
+        "--watch", help="For a study another process or Ray is training: rewrite the report (marked in progress, "
+                        "reloading itself) as runs finish, until none is left or Ctrl-C.")] = False,
+    every: Annotated[float, typer.Option(
+        min=0.1, help="With --watch: how often to look at the store, and how often the page reloads (seconds).")] = 5.0,
 ) -> None:
     """Write the comparison report (one self-contained HTML page and a Markdown file)."""
     from mnistlab import api
 
-    paths = api.report(experiment, store, out, data_dir)
+    if not watch:
+        paths = api.report(experiment, store, out, data_dir)
+    else:
+        paths = api.watch_report(store, api.experiment_name(experiment), out, data_dir=data_dir, poll_seconds=every,
+                                 on_error=lambda line: say(line, to=err_console))
+        if paths is None:  # Ctrl-C
+            return say("stopped watching; the report stays as it was last written")
     say(f"report: {paths.html}  and  {paths.markdown}")
 
 

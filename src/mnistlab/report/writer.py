@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mnistlab.util.atomic import replace_folder, write_text
-from mnistlab.data.datasets import Dataset
-from mnistlab.errors import EnvironmentFailure
-from mnistlab.report.content import DEFAULT_DETAIL_MODELS, build_report, slug
+from mnistlab.data.datasets import Dataset, load_dataset
+from mnistlab.errors import DataError, EnvironmentFailure, MnistlabError
+from mnistlab.report.content import DEFAULT_DETAIL_MODELS, InProgress, build_report, slug
 from mnistlab.report.html import render_html
 from mnistlab.report.markdown import render_markdown
 from mnistlab.runs.store import RunStore
 
-__all__ = ["ReportPaths", "write_report"]
+__all__ = ["REPORTS_DIR", "ReportPaths", "experiment_config", "report_images", "write_report"]
+
+REPORTS_DIR = "reports"  # in the store folder: where `run` and `report` write unless told otherwise
 
 
 @dataclass(frozen=True)
@@ -23,13 +26,14 @@ class ReportPaths:
 
 
 def write_report(store: RunStore, experiment: str, out_dir: Path, dataset: Dataset | None = None,
-                 detail_models: int = DEFAULT_DETAIL_MODELS) -> ReportPaths:
+                 detail_models: int = DEFAULT_DETAIL_MODELS, live: InProgress | None = None) -> ReportPaths:
     """Write ``<experiment>.html`` (self-contained) and ``<experiment>.md`` with its figures in
     ``<experiment>-files/`` into ``out_dir``.
 
     ``dataset`` supplies the test images for the grid of misclassified images (left out, and
     the page says why, when None). ``detail_models`` caps the per-model curve plots to the top
-    models by mean test accuracy. MnistlabError when the experiment has no completed run.
+    models by mean test accuracy. `live`: the study is still running (report/live.py): the page says
+    how far it is and reloads itself. MnistlabError when the experiment has no completed run.
     """
     report = build_report(store, experiment, dataset, detail_models)
     out_dir = Path(out_dir)
@@ -38,11 +42,30 @@ def write_report(store: RunStore, experiment: str, out_dir: Path, dataset: Datas
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         replace_folder(out_dir / files_dir, {f"{plot.name}.png": plot.png for plot in report.plots})
-        markdown = write_text(out_dir / f"{stem}.md", render_markdown(report, files_dir))
-        html = write_text(out_dir / f"{stem}.html", render_html(report))
+        markdown = write_text(out_dir / f"{stem}.md", render_markdown(report, files_dir, live))
+        html = write_text(out_dir / f"{stem}.html", render_html(report, live))
     except OSError as error:
         # Each file is replaced whole, so what is there is the previous report or the new one.
         where = error.filename or out_dir
         raise EnvironmentFailure(f"{where}: cannot write the report: {error.strerror or error}; "
                                  "free space or choose another --out") from None
     return ReportPaths(html=html, markdown=markdown)
+
+
+def report_images(dataset: str, data_dir: Path | str | None = None) -> Dataset | None:
+    """The dataset whose test images a report shows, or None when it cannot be loaded (the report
+    then says the grid of misclassified images needs it)."""
+    try:
+        return load_dataset(dataset, data_dir=data_dir)
+    except DataError:
+        return None
+
+
+def experiment_config(store: RunStore, experiment: str, given: str | None = None) -> dict[str, Any]:
+    """The stored config of `experiment`; a one-line MnistlabError naming `given` (what the user
+    typed: a name or a file) when the store has no such experiment."""
+    config = next((record.config for record in store.experiments() if record.name == experiment), None)
+    if config is None:
+        raise MnistlabError(f"{store.root}: no experiment '{experiment}' in this store; "
+                            f"run it first with `mnistlab run {given or experiment}`")
+    return config
