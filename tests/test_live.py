@@ -32,6 +32,7 @@ from mnistlab.training.history import COMPLETED, RunEnd
 
 LIMIT = 120.0  # seconds: only a broken build waits this long
 MODELS = ("tiny-a", "tiny-b", "tiny-c")
+LOOK_EVERY_MS = 500  # how often the browser test looks at the page (each look costs the browser CPU)
 
 
 def study(data_dir: Path, name: str, models: tuple[str, ...] = MODELS, seeds=(0,), epochs: int = 1) -> dict:
@@ -40,12 +41,12 @@ def study(data_dir: Path, name: str, models: tuple[str, ...] = MODELS, seeds=(0,
             "seeds": list(seeds), "models": [{"spec": {**TINY_MLP, "id": model}} for model in models]}
 
 
-def eventually(check: Callable[[], bool], what: str, limit: float = LIMIT) -> None:
+def eventually(check: Callable[[], bool], what: str, limit: float = LIMIT, every: float = 0.05) -> None:
     deadline = time.monotonic() + limit
     while not check():
         if time.monotonic() > deadline:
             raise AssertionError(f"never happened: {what}")
-        time.sleep(0.05)
+        time.sleep(every)
 
 
 class Background:
@@ -115,7 +116,7 @@ def test_the_live_page_follows_a_study_without_a_reload(tmp_path, tiny_data_dir)
             def shows(text: str, models: list[str]) -> Callable[[], bool]:
                 def check() -> bool:
                     state = page_state(page)
-                    page.wait_for_timeout(100)
+                    page.wait_for_timeout(LOOK_EVERY_MS)  # the page goes on reloading meanwhile
                     return state is not None and text in state[0] and state[1] == models and state[2] == 1
                 return check
 
@@ -127,7 +128,7 @@ def test_the_live_page_follows_a_study_without_a_reload(tmp_path, tiny_data_dir)
 
             def final() -> bool:
                 state = page_state(page)
-                page.wait_for_timeout(100)
+                page.wait_for_timeout(LOOK_EVERY_MS)
                 return state is not None and state[0] == "" and sorted(state[1]) == list(MODELS) and state[2] == 0
             eventually(final, "the final report")
             page.screenshot(path=str(artifacts_dir(tmp_path) / "live-report-final.png"), full_page=True)
@@ -169,21 +170,28 @@ def test_a_report_that_cannot_be_written_is_one_line_and_training_goes_on(tmp_pa
 
 def test_an_injected_failing_writer_loses_no_run(tmp_path, tiny_data_dir):
     root = tmp_path / "runs"
-    calls: list[int] = []
+    called = threading.Semaphore(0)
 
     def broken(*args: object) -> None:
-        calls.append(1)
+        called.release()
         raise RuntimeError("the writer broke")
+
+    def after_the_write(event: object) -> None:  # each run's report is tried before the next run trains
+        if isinstance(event, RunEnd):
+            assert called.acquire(timeout=LIMIT)
 
     lines: list[str] = []
     with LiveReport(root, "broken", tmp_path / "out", min_interval=0, on_error=lines.append, writer=broken) as live:
-        outcome = api.run(study(tiny_data_dir, "broken", models=MODELS[:2]), root, listeners=[live])
-    assert len(outcome.trained) == 2 and not (tmp_path / "out").exists()
-    assert all(line.endswith("(the writer broke); training goes on") for line in lines) and len(lines) <= 1
+        outcome = api.run(study(tiny_data_dir, "broken", models=MODELS[:2]), root, listeners=[live, after_the_write])
+        with pytest.raises(RuntimeError, match="the writer broke"):
+            live.finish()
+    assert len(outcome.trained) == 2
+    assert lines == [f"live report {tmp_path / 'out'}: not written (the writer broke); training goes on"]
 
 
-def hand_store(root: Path, dataset) -> tuple[int, int]:
-    """A store as another process leaves it mid-study: one completed run and one still pending."""
+def hand_store(root: Path, dataset, finished: bool = False) -> int:
+    """A store as another process leaves it mid-study: one completed run and one still pending
+    (whose id is returned), or with `finished` both completed."""
     from test_report import GOOD_HISTORY, add_run, model_spec
 
     labels = dataset.test_labels.numpy().astype(np.uint8)
@@ -193,12 +201,23 @@ def hand_store(root: Path, dataset) -> tuple[int, int]:
         pending = store.ensure_run("watched", "m-next", spec={"model": model_spec("m-next", "next"), "precision": "fp32",
                                                              "train_limit": None, "val_fraction": 0.1},
                                    seed=0, dataset="synthetic", protocol="split", epochs_planned=4)
-    return done, pending.id
+    if finished:
+        finish_elsewhere(root, pending.id, labels)
+    return pending.id
+
+
+def finish_elsewhere(root: Path, run_id: int, labels: np.ndarray) -> None:
+    """What the other process does: claim the run, train an epoch, record it finished."""
+    with RunStore(root) as store:
+        assert store.claim_run(run_id, "elsewhere:1")
+        store.record_epoch(run_id, 1, {"loss": 1.0, "acc": 0.5, "val_loss": 1.1, "val_acc": 0.5}, owner="elsewhere:1")
+        store.finish_run(run_id, "completed", final={"test_acc": 0.5, "test_loss": 1.0}, labels=labels,
+                         predicted=labels, device="cpu", versions={"torch": "test"}, owner="elsewhere:1")
 
 
 def test_watch_follows_a_store_another_process_writes(tmp_path, tiny_dataset):
     root, out = tmp_path / "runs", tmp_path / "reports"
-    _, pending = hand_store(root, tiny_dataset)
+    pending = hand_store(root, tiny_dataset)
     writes: list[tuple[bool, str]] = []
     wrote = threading.Event()
 
@@ -211,13 +230,7 @@ def test_watch_follows_a_store_another_process_writes(tmp_path, tiny_dataset):
     assert wrote.wait(LIMIT)
     final, html = writes[0]
     assert not final and '<meta http-equiv="refresh" content="2">' in html and "in progress: 1 of 2 runs" in html
-    # the other process trains the pending run and records it
-    with RunStore(root) as store:
-        assert store.claim_run(pending, "elsewhere:1")
-        store.record_epoch(pending, 1, {"loss": 1.0, "acc": 0.5, "val_loss": 1.1, "val_acc": 0.5}, owner="elsewhere:1")
-        labels = tiny_dataset.test_labels.numpy().astype(np.uint8)
-        store.finish_run(pending, "completed", final={"test_acc": 0.5, "test_loss": 1.0}, labels=labels,
-                         predicted=labels, device="cpu", versions={"torch": "test"}, owner="elsewhere:1")
+    finish_elsewhere(root, pending, tiny_dataset.test_labels.numpy().astype(np.uint8))
     paths = watching.result()
     final, html = writes[-1]
     assert final and paths is not None and paths.html.read_text() == html
@@ -226,12 +239,13 @@ def test_watch_follows_a_store_another_process_writes(tmp_path, tiny_dataset):
 
 def test_report_watch_on_a_finished_study_writes_the_final_report(tmp_path, tiny_dataset):
     root = tmp_path / "runs"
-    hand_store(root, tiny_dataset)
+    hand_store(root, tiny_dataset, finished=True)
     result = run_cli("report", "watched", "--store", root, "--watch", "--every", "0.1")
-    assert result.exit_code == 0 and "report: " in result.stdout and "in progress" not in result.stdout
-    # m-next is still pending: until it ends this is a page in progress, written once
+    assert result.exit_code == 0 and result.stdout.startswith("report: "), result
     html = (root / "reports" / "watched.html").read_text()
-    assert "in progress: 1 of 2 runs" in html or "http-equiv" not in html
+    assert "http-equiv" not in html and "in progress" not in html and "m-next" in html
+    result = run_cli("report", "nope", "--store", root, "--watch")
+    assert result.exit_code == 2 and "no experiment 'nope' in this store" in result.stderr
 
 
 # -- live export ----------------------------------------------------------------------------------
@@ -363,3 +377,82 @@ def test_a_missing_extra_is_one_line(monkeypatch):
     for kind in ("tensorboard", "mlflow"):
         with pytest.raises(MnistlabError, match=rf"^--log-to {kind} needs mnistlab\[{kind}\]: pip install"):
             parse_log_to(f"{kind}:somewhere")
+
+
+class FakeRay:
+    """Ray's surface the coordinator and its workers use, in this process and synchronously: a task
+    runs when submitted, its events wait in the sink until the coordinator drains them. It shows the
+    coordinator's listener wiring without a cluster (tests/test_ray_backend.py runs the real one)."""
+
+    class exceptions:  # noqa: N801  (ray.exceptions)
+        class RayError(Exception):
+            pass
+
+        class RayTaskError(RayError):
+            pass
+
+    class _Call:
+        def __init__(self, target: Any) -> None:
+            self.target = target
+
+        def options(self, **_: Any) -> FakeRay._Call:
+            return self
+
+        def remote(self, *args: Any) -> Any:
+            made = self.target(*args)
+            return _Actor(made) if isinstance(self.target, type) else _Done(made)
+
+    def remote(self, target: Any) -> FakeRay._Call:
+        return FakeRay._Call(target)
+
+    def put(self, value: Any) -> Any:
+        return value
+
+    def get(self, ref: Any) -> Any:
+        return ref.value if isinstance(ref, _Done) else ref
+
+    def wait(self, refs: list, num_returns: int = 1, timeout: float | None = None) -> tuple[list, list]:
+        return refs[:num_returns], refs[num_returns:]
+
+    def is_initialized(self) -> bool:
+        return True
+
+    def cluster_resources(self) -> dict[str, float]:
+        return {"CPU": 1.0}
+
+
+class _Done:
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+class _Actor:
+    def __init__(self, instance: Any) -> None:
+        self.instance = instance
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.instance, name)
+        return type("Method", (), {"remote": staticmethod(lambda *args: method(*args))})()
+
+
+def test_the_ray_coordinator_streams_to_the_live_logs_as_the_local_runner_does(tmp_path, tiny_data_dir, monkeypatch):
+    """Without starting Ray: the coordinator's events (drained from its workers) reach the live logger."""
+    pytest.importorskip("tensorboard")
+    from mnistlab.runs.ray import coordinator, env
+    from mnistlab.runs.tasks import Placement
+
+    fake = FakeRay()
+    monkeypatch.setattr(coordinator, "import_ray", lambda loopback: fake)
+    monkeypatch.setattr(env, "import_ray", lambda loopback: fake)
+    heard: list[object] = []
+    root, tb = tmp_path / "runs", tmp_path / "tb"
+    outcome = api.run(study(tiny_data_dir, "onray", models=MODELS[:1], seeds=(0, 1), epochs=2), root, backend="ray",
+                      log_to=[f"tensorboard:{tb}"], listeners=[heard.append])
+    assert len(outcome.trained) == 2
+    assert [type(event).__name__ for event in heard].count("EpochEnded") == 4
+    assert [type(event).__name__ for event in heard].count("RunEnd") == 2
+    with RunStore(root) as store:
+        assert all(run.final["ray"]["attempt"] == 1 for run in store.runs("onray"))  # the coordinator's path
+    api.export_runs("onray", "tensorboard", tmp_path / "tb-export", store=root)
+    live = tensorboard_scalars(tb)
+    assert sorted(live) == ["tiny-a-seed0", "tiny-a-seed1"] and live == tensorboard_scalars(tmp_path / "tb-export")

@@ -35,21 +35,27 @@ def write_report(store: RunStore, experiment: str, out_dir: Path, dataset: Datas
     models by mean test accuracy. `live`: the study is still running (report/live.py): the page says
     how far it is and reloads itself. MnistlabError when the experiment has no completed run.
     """
-    report = build_report(store, experiment, dataset, detail_models)
     out_dir = Path(out_dir)
     stem = slug(experiment)
     files_dir = f"{stem}-files"
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir.mkdir(parents=True, exist_ok=True)  # first: a folder that cannot be made costs no figures
+    except OSError as error:
+        raise _cannot_write(error, out_dir) from None
+    report = build_report(store, experiment, dataset, detail_models)
+    try:
         replace_folder(out_dir / files_dir, {f"{plot.name}.png": plot.png for plot in report.plots})
         markdown = write_text(out_dir / f"{stem}.md", render_markdown(report, files_dir, live))
         html = write_text(out_dir / f"{stem}.html", render_html(report, live))
     except OSError as error:
         # Each file is replaced whole, so what is there is the previous report or the new one.
-        where = error.filename or out_dir
-        raise EnvironmentFailure(f"{where}: cannot write the report: {error.strerror or error}; "
-                                 "free space or choose another --out") from None
+        raise _cannot_write(error, out_dir) from None
     return ReportPaths(html=html, markdown=markdown)
+
+
+def _cannot_write(error: OSError, out_dir: Path) -> EnvironmentFailure:
+    return EnvironmentFailure(f"{error.filename or out_dir}: cannot write the report: {error.strerror or error}; "
+                              "free space or choose another --out")
 
 
 def report_images(dataset: str, data_dir: Path | str | None = None) -> Dataset | None:
