@@ -210,7 +210,8 @@ def run(
     store: StoreOption = DEFAULT_ROOT,
     data_dir: DataDirOption = None,
     download: Annotated[bool, typer.Option(help="Download the dataset if it is not found.")] = False,
-    report: Annotated[bool, typer.Option(help="Write the report when done.")] = True,
+    report: Annotated[bool, typer.Option(
+        help="Write the report: rewritten as runs finish (it reloads itself in a browser), final when done.")] = True,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
     log_format: LogFormatOption = LogFormat.text,
     heartbeat_seconds: Annotated[Optional[float], typer.Option(
@@ -237,10 +238,7 @@ def run(
         help="Stream each epoch's metrics as it ends to tensorboard:DIR or mlflow:URI (a tracking URI or an "
              "mlruns folder), as export-runs writes them; repeat for several.")] = None,
 ) -> None:
-    """Train every (model, seed) of an experiment not already in the store; resume interrupted ones.
-
-    With --report (the default) the report is rewritten as runs finish, marked in progress and
-    reloading itself in an open browser tab, and is the final report at the end."""
+    """Train every (model, seed) of an experiment not already in the store; resume interrupted ones."""
     from contextlib import nullcontext
 
     from mnistlab import api
@@ -280,8 +278,9 @@ def report(
     watch: Annotated[bool, typer.Option(
         "--watch", help="For a study another process or Ray is training: rewrite the report (marked in progress, "
                         "reloading itself) as runs finish, until none is left or Ctrl-C.")] = False,
-    every: Annotated[float, typer.Option(
-        min=0.1, help="With --watch: how often to look at the store, and how often the page reloads (seconds).")] = 5.0,
+    every: Annotated[Optional[float], typer.Option(
+        min=0.1, help="With --watch: how often to look at the store, and how often the page reloads (seconds; "
+                      "default 5).")] = None,
 ) -> None:
     """Write the comparison report (one self-contained HTML page and a Markdown file)."""
     from mnistlab import api
@@ -289,8 +288,8 @@ def report(
     if not watch:
         paths = api.report(experiment, store, out, data_dir)
     else:
-        paths = api.watch_report(store, api.experiment_name(experiment), out, data_dir=data_dir, poll_seconds=every,
-                                 on_error=lambda line: say(line, to=err_console))
+        paths = api.watch_report(store, api.experiment_name(experiment), out, data_dir=data_dir,
+                                 on_error=lambda line: say(line, to=err_console), **({"poll_seconds": every} if every else {}))
         if paths is None:  # Ctrl-C
             return say("stopped watching; the report stays as it was last written")
     say(f"report: {paths.html}  and  {paths.markdown}")

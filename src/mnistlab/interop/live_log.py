@@ -138,8 +138,11 @@ class LiveLog:
         self.store, self.on_error = store, on_error
         self.sinks: list[tuple[LogTarget, Any]] = []
         for target in targets:
-            self._guard(target, None, lambda target=target: self.sinks.append(
-                (target, _TensorBoard(target.where) if target.kind == "tensorboard" else _Mlflow(target.where))))
+            try:
+                self.sinks.append((target, _TensorBoard(target.where) if target.kind == "tensorboard"
+                                   else _Mlflow(target.where)))
+            except Exception as error:  # noqa: BLE001  (a destination gone since it was checked)
+                self._stopped(target, error)
         self.logged: dict[int, int] = {}  # run id -> the last epoch logged
 
     def __call__(self, event: Event) -> None:
@@ -166,37 +169,37 @@ class LiveLog:
     def _end(self, run_id: int) -> None:
         if run_id not in self.logged:
             self._start(run_id)  # a run that failed before its first epoch still gets its run
-        else:
-            # epochs stored without an event (the diverging epoch) come along before the end
-            late = [item for item in tracking.stored_epochs(self.store, self.store.get_run(run_id))
-                    if item[0] > self.logged[run_id]]
-            if late:
-                self._each(lambda sink: sink.epochs(run_id, late))
         run = self.store.get_run(run_id)
+        # epochs stored without an event (a diverged run's last one) come along before the end
+        late = [item for item in tracking.stored_epochs(self.store, run) if item[0] > self.logged[run_id]]
+        if late:
+            self._each(lambda sink: sink.epochs(run_id, late))
         self._each(lambda sink: sink.end(run))
         del self.logged[run_id]
 
     def _each(self, call: Callable[[Any], None]) -> None:
         for target, sink in list(self.sinks):
-            self._guard(target, sink, lambda sink=sink: call(sink))
-
-    def _guard(self, target: LogTarget, sink: Any, call: Callable[[], None]) -> None:
-        try:
-            call()
-        except Exception as error:  # noqa: BLE001  (whatever a logger raises, training goes on)
-            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            self.on_error(f"{FLAG} {target}: stopped logging ({message}); training goes on")
-            self.sinks = [(t, s) for t, s in self.sinks if s is not sink or sink is None]
-            if sink is not None:
+            try:
+                call(sink)
+            except Exception as error:  # noqa: BLE001  (whatever a logger raises, training goes on)
+                self._stopped(target, error)
+                self.sinks = [(t, s) for t, s in self.sinks if s is not sink]
                 try:
                     sink.close()
-                except Exception:  # noqa: BLE001  (it failed already; the line above said so)
+                except Exception:  # noqa: BLE001  (it failed already, and the line said so)
                     pass
 
+    def _stopped(self, target: LogTarget, error: BaseException) -> None:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        self.on_error(f"{FLAG} {target}: stopped logging ({message}); training goes on")
+
     def close(self) -> None:
-        for target, sink in self.sinks:
-            self._guard(target, None, sink.close)
-        self.sinks = []
+        sinks, self.sinks = self.sinks, []
+        for target, sink in sinks:
+            try:
+                sink.close()
+            except Exception as error:  # noqa: BLE001  (the study is over or stopping: one line)
+                self._stopped(target, error)
 
     def __enter__(self) -> LiveLog:
         return self

@@ -188,8 +188,8 @@ def watch_report(root: Path | str, experiment: str, out: Path | str | None = Non
     written: Snapshot | None = None
     last_error = ""
     with open_existing_store(root) as store:
-        images = _images_for(store, experiment, dataset, data_dir)  # an unknown experiment: one line, here
         try:
+            images = _images_for(store, experiment, dataset, data_dir)  # an unknown experiment: one line, here
             while True:
                 state = snapshot(store, experiment)
                 settled = _settled(state, None)
