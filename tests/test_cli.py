@@ -61,6 +61,18 @@ BAD_USAGE = [
     (["run", "quick", "--bundle", "x"], ["--bundle", "'x'"]),
     (["train", "s004-m1", "--log-format", "xml"], ["mnistlab train", "--log-format", "xml"]),
     (["run", "quick", "--log-format", "xml"], ["mnistlab run", "--log-format", "xml"]),
+    (["run", "quick", "--max-seeds", "4"], ["--max-seeds", "only with --until-decided"]),
+    (["run", "quick", "--until-decided", "--budget", "soon"], ["--budget", "soon"]),
+    (["run", "quick", "--until-decided", "--max-seeds", "1"], ["mnistlab run", "--max-seeds"]),
+    (["run", "quick", "--until-decided", "--margin", "-1"], ["mnistlab run", "--margin"]),
+    (["run", "quick", "--epochs", "0"], ["mnistlab run", "--epochs"]),
+    (["run", "quick", "--seeds", "5:2"], ["--seeds '5:2'", "START:STOP"]),
+    (["run", "quick", "--models", "s002-m2"], ["--models s002-m2", "no model entry"]),
+    (["run", "quick", "--set", "defaults.train_limit"], ["--set", "KEY=VALUE"]),
+    (["run", "quick", "--vary", "dropout=0.5"], ["--vary dropout", "two or more levels"]),
+    (["zoo", "--json", "extra"], ["mnistlab zoo", "extra"]),
+    (["show", "--json"], ["mnistlab show", "Missing argument"]),
+    (["conclusions", "--json"], ["mnistlab conclusions", "Missing argument"]),
     (["no-such-command"], ["No such command", "no-such-command"]),
 ]
 

@@ -30,6 +30,7 @@ from mnistlab.training.optim import (
     KerasNadam,
     KerasRMSprop,
     KerasSGD,
+    correctly_rounded_sqrt,
     make_optimizer,
 )
 
@@ -488,3 +489,38 @@ def test_invalid_values_raise_spec_error(name: str, hyper: dict[str, Any], compl
 def test_integer_hyperparameters_become_floats() -> None:
     optimizer = make_optimizer("adadelta", [torch.nn.Parameter(torch.zeros(1))], lr=2)
     assert type(optimizer.param_groups[0]["lr"]) is float
+
+
+def test_sqrt_is_correctly_rounded_for_every_kind_of_value() -> None:
+    # The update rules' sqrt must round exactly (as TensorFlow's does) whatever the CPU's vector
+    # library does: float64's sqrt rounded to float32 is the correctly rounded float32 sqrt.
+    generator = torch.Generator().manual_seed(0)
+    spread = torch.rand(200_000, generator=generator) * torch.exp(torch.randn(200_000, generator=generator) * 20)
+    special = torch.tensor([0.0, 1e-45, 1e-40, 1.1754942e-38, 1.0, 3.4e38, float("inf")])
+    values = [spread, special, torch.zeros(5)]
+    roots = correctly_rounded_sqrt(values)
+    for value, root in zip(values, roots):
+        assert root.dtype == value.dtype and root.shape == value.shape
+        expected = torch.sqrt(value.double()).float()
+        assert torch.equal(root.view(torch.int32), expected.view(torch.int32))
+    # A tensor that is not plain CPU float32/64 memory still gets torch's own sqrt.
+    half = [torch.tensor([4.0, 9.0], dtype=torch.bfloat16)]
+    assert torch.equal(correctly_rounded_sqrt(half)[0], torch.tensor([2.0, 3.0], dtype=torch.bfloat16))
+
+
+def test_the_optimizers_never_import_dynamo() -> None:
+    # torch.optim.Optimizer's torch._disable_dynamo wrappers import torch._dynamo (2-4 s) on first use;
+    # the Keras optimizers call the plain methods, so a training process never pays for it.
+    import subprocess
+    import sys
+
+    probe = ("import sys, torch\n"
+             "from mnistlab.training.optim import OPTIMIZERS\n"
+             "for name in OPTIMIZERS:\n"
+             "    p = [torch.nn.Parameter(torch.ones(3))]\n"
+             "    o = OPTIMIZERS[name](p); p[0].grad = torch.ones(3); o.step(); o.zero_grad()\n"
+             "    o.load_state_dict(o.state_dict())\n"
+             "    assert p[0].grad is None\n"
+             "print('torch._dynamo' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "False"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from contextlib import nullcontext
 from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -18,15 +19,19 @@ from mnistlab.data.datasets import Dataset, load_dataset
 from mnistlab.errors import DataError, EnvironmentFailure, MnistlabError
 from mnistlab.runs.store import DEFAULT_ROOT, RunStore, open_existing_store
 from mnistlab.util.strict import whole_number
+# Light; importing it also registers how History and Conclusions show themselves in a notebook.
+from mnistlab.report.notebook import Comparison, ReportView
 
 if TYPE_CHECKING:
     from mnistlab.experiments.definition import Experiment, Task
+    from mnistlab.experiments.overrides import Overrides
     from mnistlab.runs.events import Listener
     from mnistlab.interop.keras_objects import ImportResult
     from mnistlab.nn.build import KerasModel
     from mnistlab.report.conclusions import Conclusions
     from mnistlab.report.reproduction import ModelReproduction
     from mnistlab.report.writer import ReportPaths
+    from mnistlab.runs.sequential import SequentialOutcome
     from mnistlab.runs.tasks import RunOutcome
     from mnistlab.spec.model import ModelSpec
     from mnistlab.trained.folder import TrainedModel
@@ -62,10 +67,13 @@ _LAZY = {
     "RunOutcome": "mnistlab.runs.tasks",
     "run_experiment": "mnistlab.runs.runner",
     "Task": "mnistlab.experiments.definition",
+    "Overrides": "mnistlab.experiments.overrides",
+    "parse_overrides": "mnistlab.experiments.overrides",
     "builtin_experiments": "mnistlab.experiments.definition",
     "summary_text": "mnistlab.spec.summary",
     "EpochEnded": "mnistlab.runs.events",
     "RoundEnded": "mnistlab.runs.events",
+    "LiveStudyDisplay": "mnistlab.report.study_view", "StudyOutcome": "mnistlab.report.study_view",
     "LiveReport": "mnistlab.report.live",  # the report rewritten as a study runs (a listener for run)
     "watch_report": "mnistlab.report.live",  # the same for a store another process is writing
 }
@@ -104,6 +112,7 @@ def train(
     seeds: Sequence[int] | None = None,
     *,
     save_history: bool = False,
+    progress: Any = "auto",
     **options: Any,
 ) -> Any:
     """Train one model; `options` are TrainConfig fields (epochs, batch_size, seed, device, ...).
@@ -114,12 +123,17 @@ def train(
     `reporter` (an engine.Reporter; mnistlab.report.progress has the CLI's: `make_reporter`,
     `JsonLinesReporter`, `LineReporter`) hears every epoch, and `end_run` once per seed trained.
     `save_history`: with `out_dir`, also write each model folder's history.json (`write_history`),
-    after every seed has trained, as `mnistlab train --out` does."""
+    after every seed has trained, as `mnistlab train --out` does. `progress` (when no `reporter`):
+    "auto" (bars in a notebook, rich on a terminal, nothing in a pipe or under pytest), "rich",
+    "tqdm", "lines", "json" or "none" (report.progress.train_reporter)."""
+    from mnistlab.report.progress import train_reporter
+
     spec = model_spec(model)
     if seeds is not None:
         from mnistlab.training.bundle import check_seed_list
 
         check_seed_list(seeds, "seed" in options)
+    reporter = train_reporter(reporter, progress, spec.id, seeds, options.get("seed", 0))
     data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_dir=data_dir, download=download)
     if seeds is not None:
         out_dir = options.get("out_dir")
@@ -227,6 +241,8 @@ def run(
     heartbeat_seconds: float | None = None,
     lease_seconds: float | None = None,
     listeners: Sequence[Listener] = (),
+    progress: Any = "auto",
+    overrides: Overrides | None = None,
     log_to: Sequence[str] = (),
 ) -> RunOutcome:
     """Train every (model, seed) of an experiment not already in the store, resuming interrupted ones.
@@ -242,38 +258,66 @@ def run(
     from, for error messages to name. `heartbeat_seconds` / `lease_seconds`: the claims' timing
     (`open_store`), for a store this call opens; a RunStore passed in keeps its own. `listeners`:
     callables that hear the study's events as they happen (`mnistlab.runs.events`: EpochEnded,
-    RunEnd, RoundEnded). `log_to`: stream each epoch as it ends to `tensorboard:DIR` or `mlflow:URI`
-    (a tracking URI or an mlruns folder), as `export-runs` writes them (interop/live_log.py)."""
-    from mnistlab.interop.live_log import parse_log_to
+    RunEnd, RoundEnded). `progress` (without `reporter_for`): as `train`'s, a bar per task; "auto" in a
+    notebook adds a live display (a LiveStudyDisplay, which may be passed). Returns a StudyOutcome.
+    `overrides` (`Overrides(epochs=20, seeds=range(5), ...)`, experiments/overrides.py): train the
+    derived experiment `NAME+epochs=20...`, whose runs are its own. `log_to`: stream each epoch as it
+    ends to `tensorboard:DIR` or `mlflow:URI` (a URI or an mlruns folder), as `export-runs` writes them."""
+    from mnistlab.experiments.overrides import load_with_overrides
+    from mnistlab.interop.live_log import LiveLog, parse_log_to
+    from mnistlab.report.study_view import check_progress, study_progress
+    from mnistlab.runs.runner import run_experiment
     from mnistlab.runs.tasks import Placement
 
-    study = experiment(definition)
+    study = load_with_overrides(definition, overrides)[0] if overrides else experiment(definition)
     placement = Placement(backend, address, gpus_per_task, cpus_per_task, artifacts)
     placement.check()  # a bad or silent cluster address is refused before a store is opened or created
-    targets = [parse_log_to(value) for value in log_to]  # so is a bad --log-to: nothing is written
+    check_progress(progress, reporter_for)  # and a bad progress=
+    targets = [parse_log_to(value) for value in log_to]  # and a bad --log-to: nothing is written
     options: dict[str, Any] = dict(data_dir=data_dir, download=download, dataset=dataset, bundle=bundle,
-                                   placement=placement, reporter_for=reporter_for, listeners=listeners)
+                                   placement=placement)
     if source is not None:
         options["source"] = source
+
+    def train_in(opened: RunStore) -> RunOutcome:  # with progress= as asked; the outcome with the best model
+        # The live log first: a listener of the caller's that hears an epoch finds it logged already.
+        with LiveLog(targets, opened) as log, study_progress(progress, study, opened, source, reporter_for,
+                                                             [log, *listeners]) as watch:
+            return watch.finish(run_experiment(study, opened, **options, **watch.options()), opened, study.name)
     if isinstance(store, RunStore):
         if heartbeat_seconds is not None or lease_seconds is not None:
             raise ValueError("run: heartbeat_seconds and lease_seconds are for a store run() opens; "
                              "give them to open_store for a RunStore")
-        return _run_logged(study, store, targets, options)
+        return train_in(store)
     # None: the store's defaults (a heartbeat every DEFAULT_HEARTBEAT_SECONDS, a lease of 6 heartbeats).
     timing = {"heartbeat_seconds": heartbeat_seconds} if heartbeat_seconds else {}
     with RunStore(store, lease_seconds=lease_seconds, **timing) as opened:
-        return _run_logged(study, opened, targets, options)
+        return train_in(opened)
 
 
-def _run_logged(study: Experiment, store: RunStore, targets: list[Any], options: dict[str, Any]) -> RunOutcome:
-    from mnistlab.interop.live_log import LiveLog
-    from mnistlab.runs.runner import run_experiment
+def run_until_decided(definition: str | Path | dict[str, Any] | Experiment, store: RunStore | str | Path = DEFAULT_ROOT,
+                      *, max_seeds: int | None = None, margin: float | None = None, budget: str | float | None = None,
+                      per_round: int | None = None, estimate: Callable[[Task], float] | None = None,
+                      on_round: Callable[..., None] | None = None, **run_options: Any) -> SequentialOutcome:
+    """Train in rounds until every question is decided (mnistlab.runs.sequential): `max_seeds` (10),
+    `margin` (points, 0.2), `budget` ("30m" or seconds), `per_round` (default: `bundle` if a number, else
+    1); `run_options` are `run`'s, for every round (`overrides` apply once, to the study);
+    `estimate(task)`: a run's seconds for the budget (default: a probe); `on_round(record, state)`."""
+    from mnistlab.experiments.overrides import load_with_overrides
+    from mnistlab.runs import sequential
 
-    # First: a listener of the caller's that hears an epoch finds it logged already. No targets: it does nothing.
-    with LiveLog(targets, store) as live:
-        return run_experiment(study, store, **{**options, "listeners": [live, *options["listeners"]]})
-
+    overrides = run_options.pop("overrides", None)
+    study = load_with_overrides(definition, overrides)[0] if overrides else experiment(definition)
+    bundle = run_options.get("bundle", 1)
+    chosen = {"max_seeds": max_seeds, "margin": margin, "budget_seconds": sequential.parse_budget(budget),
+              "per_round": per_round or (bundle if isinstance(bundle, int) and not isinstance(bundle, bool) else 1)}
+    settings = sequential.UntilDecided(**{name: value for name, value in chosen.items() if value is not None})
+    settings.check()
+    timing = {key: value for key in ("heartbeat_seconds", "lease_seconds")
+              if (value := run_options.pop(key, None)) is not None}
+    with (nullcontext(store) if isinstance(store, RunStore) else open_store(store, **timing)) as opened:
+        return sequential.run_until_decided(study, opened, lambda sub, into: run(sub, into, **run_options), settings,
+                                            run_options.get("source") or "<python>", estimate, on_round=on_round)
 
 def report(experiment: str | Path | Experiment, store: RunStore | str | Path = DEFAULT_ROOT,
            out: str | Path | None = None, data_dir: str | Path | None = None, *, dataset: str | None = None,
@@ -311,6 +355,22 @@ def _report(store: RunStore, name: str, given: str, out: Path, data_dir: str | P
         if not experiment_settled(store, list(settled)):
             return None
     return write_report(store, name, out, dataset=report_images(dataset or config.get("dataset", "mnist"), data_dir))
+
+
+def show_report(store: RunStore | str | Path, experiment: str | Path | Experiment, out: str | Path | None = None,
+                data_dir: str | Path | None = None) -> ReportView:
+    """Write the experiment's report (as `report`); a notebook shows the page on disk (`.path`) in an iframe."""
+    return ReportView.from_file(report(experiment, store, out, data_dir).html)  # type: ignore[union-attr]
+
+
+def comparison(experiment: str | Path, store: RunStore | str | Path = DEFAULT_ROOT) -> Comparison:
+    """The comparison table (`.table`, a DataFrame) and its best model; a notebook shows it as the report does."""
+    from mnistlab.report.notebook import comparison_of
+
+    if not isinstance(store, RunStore):
+        with open_existing_store(store) as opened:
+            return comparison(experiment, opened)
+    return comparison_of(store, experiment_name(experiment))
 
 
 def conclusions(experiment: str | Path, store: RunStore | str | Path = DEFAULT_ROOT) -> Conclusions:
@@ -485,12 +545,13 @@ def export_runs(experiment: str, to: str, destination: str | Path,
 
 
 __all__ = [
-    "DEFAULT_ROOT", "EpochEnded", "Experiment", "History", "ModelSpec", "Placement", "RoundEnded", "RunEnd",
-    "RunOutcome", "RunStore", "TrainConfig", "TrainedModel", "builtin_experiments", "get_model", "summary_text", "bundle_size", "check_datasets", "conclusions", "estimate", "evaluate",
+    "DEFAULT_ROOT", "EpochEnded", "Experiment", "History", "LiveStudyDisplay", "ModelSpec", "Overrides", "Placement",
+    "RoundEnded", "RunEnd", "RunOutcome", "RunStore", "StudyOutcome", "TrainConfig", "TrainedModel", "builtin_experiments",
+    "get_model", "summary_text", "bundle_size", "check_datasets", "comparison", "conclusions", "estimate", "evaluate",
     "experiment", "experiment_name", "export_keras", "export_model", "export_runs", "find_model", "find_run",
-    "import_keras", "import_keras_weights", "LiveReport", "load_dataset", "load_keras_weights", "load_model", "model_spec",
-    "open_store", "predict", "report", "reproduction", "run", "train", "watch_report", "write_history", "write_specs",
-    "zoo_models",
+    "import_keras", "import_keras_weights", "LiveReport", "load_dataset", "load_keras_weights", "load_model",
+    "model_spec", "open_store", "parse_overrides", "predict", "report", "reproduction", "run", "run_until_decided",
+    "show_report", "train", "watch_report", "write_history", "write_specs", "zoo_models",
 ]
 
 

@@ -10,7 +10,6 @@ are built from (no torch, pandas or matplotlib), so `mnistlab ls` and `--help` s
 
 from __future__ import annotations
 
-import json
 import sys
 from enum import Enum
 from pathlib import Path
@@ -20,6 +19,10 @@ import typer
 from rich.text import Text
 
 from mnistlab import __version__
+from mnistlab.cli.json_output import print_json
+from mnistlab.cli.options import (BudgetOption, EpochsOverride, JsonOption, MarginOption, MaxSeedsOption, ModelsOverride,
+                                  SeedsOverride, SetOverride, UntilDecidedOption, VaryOverride)
+from mnistlab.cli.live import EveryOption, LogToOption, WatchOption, live_report, watched  # the live report and logs
 from mnistlab.cli.output import console, err_console, print_error, say
 from mnistlab.data.datasets import DATASETS
 from mnistlab.errors import MnistlabError
@@ -81,10 +84,13 @@ LogFormatOption = Annotated[LogFormat, typer.Option(
 
 
 @app.command()
-def zoo() -> None:
+def zoo(as_json: JsonOption = False) -> None:
     """List the built-in seed models with their parameter counts and the notebook's test accuracy."""
     from mnistlab.cli.views import zoo_table
+    from mnistlab.zoo import zoo_catalogue
 
+    if as_json:
+        return print_json({"models": zoo_catalogue()}, indent=1)
     console.print(zoo_table())
 
 
@@ -92,14 +98,19 @@ def zoo() -> None:
 def data(
     data_dir: DataDirOption = None,
     download: Annotated[bool, typer.Option(help="Download missing datasets into the cache.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Show where each dataset is found and check its files (sizes, magic numbers, sha256)."""
     from mnistlab import api
     from mnistlab.cli.views import datasets_table
+    from mnistlab.data.datasets import dataset_status
     from mnistlab.errors import DataError
 
     found = api.check_datasets(data_dir=data_dir, download=download)
-    console.print(datasets_table(found))
+    if as_json:  # the same exit status as the table: 1 when no dataset is usable
+        print_json({"datasets": [dataset_status(name, dataset) for name, dataset in found]}, indent=1)
+    else:
+        console.print(datasets_table(found))
     if all(isinstance(dataset, DataError) for _, dataset in found):
         raise typer.Exit(1)
 
@@ -116,7 +127,7 @@ def summary(
 
     spec = model_spec(model)
     if as_json:
-        print(json.dumps(summary_data(spec), indent=2))
+        print_json(summary_data(spec), indent=2)
     else:
         print(clean(summary_text(spec)))  # ids and layer names are user text: no control characters
 
@@ -186,7 +197,7 @@ def train(
         max_activation_mib=max_activation_mib, patience=patience, threads=threads, deterministic=deterministic)
     for history in trained if bundled else [trained]:
         if as_json:
-            print(json.dumps(history.to_json()))
+            print_json(history.to_json())
         elif not quiet:
             train_summary(history, prefix=f"seed {history.seed}: " if bundled else "")
 
@@ -196,10 +207,13 @@ StoreOption = Annotated[Path, typer.Option("--store", envvar="MNISTLAB_STORE", h
 
 
 @app.command()
-def experiments() -> None:
+def experiments(as_json: JsonOption = False) -> None:
     """List the built-in experiments."""
     from mnistlab.cli.views import builtin_experiments_table
+    from mnistlab.experiments.definition import builtin_catalogue
 
+    if as_json:
+        return print_json({"experiments": builtin_catalogue()}, indent=1)
     console.print(builtin_experiments_table())
 
 
@@ -210,8 +224,7 @@ def run(
     store: StoreOption = DEFAULT_ROOT,
     data_dir: DataDirOption = None,
     download: Annotated[bool, typer.Option(help="Download the dataset if it is not found.")] = False,
-    report: Annotated[bool, typer.Option(
-        help="Write the report: rewritten as runs finish (it reloads itself in a browser), final when done.")] = True,
+    report: Annotated[bool, typer.Option(help="Write the report as runs finish and when done.")] = True,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
     log_format: LogFormatOption = LogFormat.text,
     heartbeat_seconds: Annotated[Optional[float], typer.Option(
@@ -234,38 +247,37 @@ def run(
     artifacts: Annotated[Optional[Path], typer.Option(
         help="Checkpoint folder every Ray worker can reach (shared storage); default: the store's artifacts "
              "folder.")] = None,
-    log_to: Annotated[Optional[list[str]], typer.Option(
-        help="Stream each epoch's metrics as it ends to tensorboard:DIR or mlflow:URI (a tracking URI or an "
-             "mlruns folder), as export-runs writes them; repeat for several.")] = None,
+    until_decided: UntilDecidedOption = False, max_seeds: MaxSeedsOption = None, budget: BudgetOption = None,
+    margin: MarginOption = None, log_to: LogToOption = None,
+    epochs: EpochsOverride = None, seeds: SeedsOverride = None, models: ModelsOverride = None,
+    set_: SetOverride = None, vary: VaryOverride = None,
 ) -> None:
     """Train every (model, seed) of an experiment not already in the store; resume interrupted ones."""
-    from contextlib import nullcontext
-
     from mnistlab import api
-    from mnistlab.experiments.definition import expand, load_experiment
+    from mnistlab.experiments.definition import expand
+    from mnistlab.experiments.overrides import load_with_overrides
     from mnistlab.report.progress import task_reporters
 
     bundle_size = api.bundle_size(bundle)
-    study, source = load_experiment(experiment)
-    warn = lambda line: say(line, to=err_console)  # noqa: E731  (a live report that fails: one line)
-    with api.LiveReport(store, study.name, dataset=study.dataset, data_dir=data_dir, on_error=warn) if report \
-            else nullcontext() as live:  # leaving it (an error, Ctrl-C) stops the report's thread
-        outcome = api.run(study, store, data_dir, bundle=bundle_size, backend=backend.value, address=address,
-                          gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, artifacts=artifacts,
-                          reporter_for=task_reporters(expand(study, source), console, log_format.value, quiet),
-                          download=download, source=source, heartbeat_seconds=heartbeat_seconds,
-                          lease_seconds=lease_seconds, listeners=[live] if live else [], log_to=log_to or [])
-    if not quiet:
-        say(f"{study.name}: trained {len(outcome.trained)}, already done {len(outcome.skipped_finished)}, "
-            f"left to another process {len(outcome.skipped_claimed) + len(outcome.lost)}  (store: {store})")
+    overrides = api.parse_overrides(epochs, seeds, models, set_ or (), vary or ())
+    study, source = load_with_overrides(experiment, overrides)  # validated before the store is opened
+    if overrides and not quiet:
+        say(f"experiment {study.name}: {source} with overrides; its runs are its own")
+    options: dict = dict(bundle=bundle_size, backend=backend.value, address=address, gpus_per_task=gpus_per_task,
+                         cpus_per_task=cpus_per_task, artifacts=artifacts, download=download, source=source,
+                         reporter_for=task_reporters(expand(study, source), console, log_format.value, quiet),
+                         heartbeat_seconds=heartbeat_seconds, lease_seconds=lease_seconds, log_to=log_to or [])
+    from mnistlab.cli.rounds import run_study  # once, or in rounds --until-decided; it says the summary
+    with live_report(study, store, data_dir, report) as live:  # leaving it (an error, Ctrl-C) stops its thread
+        run_ids = run_study(study, store, data_dir, {**options, "listeners": [live] if live else []}, log_format.value,
+                            quiet, until_decided=until_decided, max_seeds=max_seeds, budget=budget, margin=margin)
     if not report:
         return
     # Whichever process finds, after its own last write, that no run is left writes the final report.
-    paths = live.finish()
-    if paths is None and not quiet:
-        say(f"report: left to the process still training; or later: mnistlab report {study.name}")
-    elif paths is not None and not quiet:
-        say(f"report: {paths.html}  and  {paths.markdown}")
+    paths = live.finish(run_ids)
+    if not quiet:
+        say(f"report: {paths.html}  and  {paths.markdown}" if paths is not None else
+            f"report: left to the process still training; or later: mnistlab report {study.name}")
 
 
 @app.command()
@@ -274,24 +286,12 @@ def report(
     store: StoreOption = DEFAULT_ROOT,
     out: Annotated[Optional[Path], typer.Option(
         help="Folder for the HTML and Markdown (default: STORE/reports).")] = None,
-    data_dir: DataDirOption = None,
-    watch: Annotated[bool, typer.Option(
-        "--watch", help="For a study another process or Ray is training: rewrite the report (marked in progress, "
-                        "reloading itself) as runs finish, until none is left or Ctrl-C.")] = False,
-    every: Annotated[Optional[float], typer.Option(
-        min=0.1, help="With --watch: how often to look at the store, and how often the page reloads (seconds; "
-                      "default 5).")] = None,
+    data_dir: DataDirOption = None, watch: WatchOption = False, every: EveryOption = None,
 ) -> None:
     """Write the comparison report (one self-contained HTML page and a Markdown file)."""
     from mnistlab import api
 
-    if not watch:
-        paths = api.report(experiment, store, out, data_dir)
-    else:
-        paths = api.watch_report(store, api.experiment_name(experiment), out, data_dir=data_dir,
-                                 on_error=lambda line: say(line, to=err_console), **({"poll_seconds": every} if every else {}))
-        if paths is None:  # Ctrl-C
-            return say("stopped watching; the report stays as it was last written")
+    paths = watched(experiment, store, out, data_dir, every) if watch else api.report(experiment, store, out, data_dir)
     say(f"report: {paths.html}  and  {paths.markdown}")
 
 
@@ -299,11 +299,14 @@ def report(
 def conclusions(
     experiment: Annotated[str, typer.Argument(help="Experiment name (as stored) or file.")],
     store: StoreOption = DEFAULT_ROOT,
+    as_json: JsonOption = False,
 ) -> None:
     """Print the report's written conclusions: one sentence per finding, Holm-corrected."""
     from mnistlab import api
 
     found = api.conclusions(experiment, store)
+    if as_json:
+        return print_json({"experiment": api.experiment_name(experiment), **found.to_json()}, indent=1)
     for sentence in found.sentences:
         say(f"- {sentence}")
     say(Text(found.method, style="dim"))
@@ -318,12 +321,17 @@ def reproduction(
     estimate_seconds: Annotated[Optional[float], typer.Option(
         help="With --out: probe each model not run yet for this many seconds here (fp32) and give its "
              "estimated hours per seed in the document.")] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Seed notebooks vs mnistlab under each notebook's protocol: mean ± 95% CI over seeds and a verdict."""
     from mnistlab import api
     from mnistlab.cli.views import reproduction_view
+    from mnistlab.report.reproduction import reproduction_json
 
-    table, rule = reproduction_view(api.reproduction(store, out, estimate_seconds))
+    lines = api.reproduction(store, out, estimate_seconds)
+    if as_json:  # stdout holds the document alone; --out still writes the Markdown
+        return print_json(reproduction_json(lines), indent=1)
+    table, rule = reproduction_view(lines)
     console.print(table)
     say(rule)
     if out is not None:
@@ -360,7 +368,7 @@ def estimate(
                         probe_seconds=probe_seconds, batch_size=batch_size, threads=threads, device=device)
     flops = forward_flops(spec)
     if as_json:
-        print(json.dumps({**cost.to_json(), "forward_flops_per_image": flops}))
+        print_json({**cost.to_json(), "forward_flops_per_image": flops})
         return
     for part in estimate_view(spec, cost, flops):
         console.print(part)
@@ -384,13 +392,18 @@ def ls_(
 def show(
     run_id: Annotated[str, typer.Argument(help="A run id (from mnistlab ls EXPERIMENT).")],
     store: StoreOption = DEFAULT_ROOT,
+    as_json: JsonOption = False,
 ) -> None:
     """One run: its spec, status, per-epoch metrics, final metrics and diagnosis."""
     from mnistlab import api
     from mnistlab.cli.views import run_panel
+    from mnistlab.report.overview import run_json
 
     with api.open_store(store, create=False) as run_store:
-        console.print(run_panel(run_store, api.find_run(run_store, run_id)))
+        found = api.find_run(run_store, run_id)
+        if as_json:
+            return print_json(run_json(run_store, found), indent=1)
+        console.print(run_panel(run_store, found))
 
 
 @app.command()
@@ -399,13 +412,17 @@ def compare(
     b: Annotated[str, typer.Argument(help="Run id, or model id (with --experiment when several hold it).")],
     experiment: Annotated[Optional[str], typer.Option(help="The experiment whose runs model ids refer to.")] = None,
     store: StoreOption = DEFAULT_ROOT,
+    as_json: JsonOption = False,
 ) -> None:
     """Two runs (or two models) side by side, with McNemar's exact test on their test predictions."""
     from mnistlab import api
     from mnistlab.cli.views import compare_table
+    from mnistlab.report.pair import compare_pair
 
     with api.open_store(store, create=False) as run_store:
         named = api.experiment_name(experiment) if experiment else None
+        if as_json:
+            return print_json(compare_pair(run_store, a, b, experiment=named).to_json(), indent=1)
         console.print(compare_table(run_store, a, b, experiment=named))
 
 
@@ -424,7 +441,7 @@ def predict(
     model: ModelArgument,
     inputs: Annotated[list[Path], typer.Argument(help="PNG/JPEG pictures (any size), .npy arrays or IDX image files.")],
     top: Annotated[int, typer.Option(min=1, help="How many of the likeliest classes to print per image.")] = 3,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    as_json: JsonOption = False,
     max_params: MaxParamsOption = None,
     store: StoreOption = DEFAULT_ROOT,
 ) -> None:
@@ -436,10 +453,7 @@ def predict(
     result = api.predict(trained, inputs)
     top = min(top, len(trained.class_names))
     if as_json:
-        about = {"id": trained.spec.id, "seed": trained.info.seed, "dataset": trained.info.dataset,
-                 "source": str(trained.source)}
-        print(json.dumps({"model": about, "predictions": result.to_json(top)}, indent=1))
-        return
+        return print_json({"model": trained.about(), "predictions": result.to_json(top)}, indent=1)
     prediction_lines(trained, result, top)
 
 
@@ -451,7 +465,7 @@ def evaluate(
         min=1, help="CPU threads for the whole run (default: usable cores; on --resume, the checkpoint's).")] = None,
     data_dir: DataDirOption = None,
     download: Annotated[bool, typer.Option(help="Download the dataset if it is not found.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    as_json: JsonOption = False,
     max_params: MaxParamsOption = None,
     store: StoreOption = DEFAULT_ROOT,
 ) -> None:
@@ -462,8 +476,7 @@ def evaluate(
     trained = api.find_model(model, store, max_params)
     result = api.evaluate(trained, dataset, data_dir=data_dir, download=download)
     if as_json:
-        print(json.dumps(result.to_json(), indent=1))
-        return
+        return print_json(result.to_json(), indent=1)
     evaluation_lines(trained, result)
 
 

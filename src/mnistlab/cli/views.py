@@ -21,14 +21,12 @@ from rich.table import Table
 from rich.text import Text
 
 from mnistlab.util import safetext
-from mnistlab.errors import DataError, MnistlabError
-from mnistlab.util.strict import whole_number
+from mnistlab.errors import DataError
 from mnistlab.training.history import COMPLETED, DIVERGED, FAILED, PENDING, RUNNING
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from mnistlab.data.datasets import Dataset
+    from mnistlab.report.pair import Pair, Side
     from mnistlab.report.reproduction import ModelReproduction
     from mnistlab.runs.records import RunRecord
     from mnistlab.runs.store import RunStore
@@ -64,7 +62,6 @@ SQL_RUN_LIST = """
            (SELECT avg(e.seconds) FROM epochs e WHERE e.run_id = r.id) AS seconds_per_epoch
     FROM runs r WHERE (:experiment IS NULL OR r.experiment = :experiment) ORDER BY r.id
 """
-SQL_MODEL_EXPERIMENTS = "SELECT DISTINCT experiment FROM runs WHERE model_id = ? ORDER BY experiment"
 
 
 def _percent(value: Any) -> str:
@@ -295,107 +292,43 @@ def run_panel(store: RunStore, run_id: int) -> Panel:
 # -- mnistlab compare A B ------------------------------------------------------------------------------
 
 
-def _model_experiment(store: RunStore, model: str, experiment: str | None) -> str:
-    from mnistlab.report.frame import experiment_config, query_frame
+def _accuracy_cell(side: Side) -> str:
+    from mnistlab.analysis.compare import accuracy_interval_text
 
-    if experiment is not None:
-        experiment_config(store, experiment)
-        return experiment
-    found = query_frame(store, SQL_MODEL_EXPERIMENTS, (model,))["experiment"].tolist()
-    if not found:
-        raise MnistlabError(f"no run id or model {model!r} in {store.path}")
-    if len(found) > 1:
-        raise MnistlabError(f"model {model} has runs in experiments {', '.join(found)}; name the experiment")
-    return found[0]
+    return accuracy_interval_text(*side.interval()) if side.test_acc else MISSING
 
 
-def _accuracy_cell(runs: pd.DataFrame) -> str:
-    from mnistlab.analysis.compare import accuracy_interval_text, mean_ci
-
-    accs = runs["test_acc"].dropna().to_numpy()
-    if not len(accs):
-        return MISSING
-    return accuracy_interval_text(*mean_ci(accs))
-
-
-def _sides_table(title: str, sides: Sequence[tuple[str, pd.DataFrame]]) -> Table:
+def _sides_table(title: str, sides: Sequence[Side]) -> Table:
     table = _table(title, title_justify="left")
     for column, justify in (("", "left"), ("runs", "right"), ("seeds", "left"), ("test acc (mean ± 95% CI)", "right")):
         table.add_column(column, justify=justify)
-    for name, runs in sides:
-        table.add_row(*_cells(name, str(len(runs)), ", ".join(str(seed) for seed in sorted(runs["seed"])),
-                              _accuracy_cell(runs)))
+    for side in sides:
+        table.add_row(*_cells(side.name, str(len(side.run_ids)), ", ".join(str(seed) for seed in side.seeds),
+                              _accuracy_cell(side)))
     return table
 
 
-def _verdict(sentence: str, b: int, c: int, seed_note: str, names: tuple[str, str], p_value: float) -> Group:
+def _verdict(pair: Pair) -> Group:
     from mnistlab.analysis.multiple import ALPHA
 
-    style = "bold green" if p_value < ALPHA else "bold"
-    detail = (f"McNemar exact test on {seed_note}: {b} test predictions only {names[0]} got right, "
-              f"{c} only {names[1]}.")
-    return Group(safetext.text(detail, style="dim"), safetext.text(sentence, style=style))
-
-
-def _compare_runs(store: RunStore, a: int, b: int) -> Group:
-    import pandas as pd
-
-    from mnistlab.analysis.compare import paired_difference, significance_sentence
-    from mnistlab.analysis.multiple import ALPHA
-    from mnistlab.analysis.ranking import mcnemar_on_runs
-    from mnistlab.report.artifacts import load_predictions
-
-    runs = {run_id: store.get_run(run_id) for run_id in (a, b)}
-    for run in runs.values():
-        if run.status != COMPLETED:
-            raise MnistlabError(f"run {run.id} is {run.status}; only completed runs can be compared")
-    result = mcnemar_on_runs(load_predictions(store, list(runs)), a, b)
-    acc = [runs[run_id].final["test_acc"] for run_id in (a, b)]
-    names = (f"run {a} ({runs[a].model_id})", f"run {b} ({runs[b].model_id})")
-    difference = paired_difference([acc[0]], [acc[1]])
-    sides = [(name, pd.DataFrame({"seed": [runs[run_id].seed], "test_acc": [runs[run_id].final["test_acc"]]}))
-             for name, run_id in zip(names, (a, b))]
-    seeds = "the same seed" if runs[a].seed == runs[b].seed else f"seeds {runs[a].seed} and {runs[b].seed}"
-    return Group(_sides_table("Runs compared", sides),
-                 _verdict(significance_sentence(names[0], names[1], result, difference, ALPHA),
-                          result.b, result.c, seeds, names, result.p_value))
-
-
-def _compare_models(store: RunStore, a: str, b: str, experiment: str | None) -> Group:
-    from mnistlab.analysis.ranking import comparison_plan, compare_models
-    from mnistlab.report.artifacts import load_predictions
-    from mnistlab.report.frame import runs_frame
-
-    experiment = _model_experiment(store, a, experiment)
-    runs = runs_frame(store, experiment)
-    completed = runs[runs["status"] == COMPLETED]
-    sides = [(model, completed[completed["model"] == model]) for model in (a, b)]
-    for model, mine in sides:
-        if mine.empty:
-            raise MnistlabError(f"model {model} has no completed run in experiment {experiment}")
-    plan, reason = comparison_plan(runs, a, b)
-    if plan.empty:
-        raise MnistlabError(f"cannot compare {a} and {b} in {experiment}: {reason}")
-    ids = {int(run) for column in ("run_a", "run_b") for run in plan[column]}
-    comparison = compare_models(plan, a, b, load_predictions(store, ids))
-    return Group(_sides_table(f"Models compared in {experiment}", sides),
-                 safetext.text(f"Accuracy difference {comparison.difference.note}.", style="dim"),
-                 _verdict(comparison.sentence, comparison.mcnemar.b, comparison.mcnemar.c,
-                          comparison.seed_note, (a, b), comparison.mcnemar.p_value))
+    style = "bold green" if pair.p_value < ALPHA else "bold"
+    names = [side.name for side in pair.sides]
+    detail = (f"McNemar exact test on {pair.seed_note}: {pair.only_a} test predictions only {names[0]} got right, "
+              f"{pair.only_b} only {names[1]}.")
+    return Group(safetext.text(detail, style="dim"), safetext.text(pair.sentence, style=style))
 
 
 def compare_table(store: RunStore, a: str | int, b: str | int, experiment: str | None = None) -> Group:
-    """A against B: two run ids, or two model ids of one experiment (``experiment`` is needed
-    only when a model has runs in several). McNemar's exact test on seed-matched test
-    predictions, and the test-accuracy difference with its 95% CI over shared seeds."""
-    texts = (str(a).strip(), str(b).strip())
-    ids = [whole_number(text) for text in texts]
-    are_ids = [run_id is not None for run_id in ids]
-    if all(are_ids):
-        return _compare_runs(store, ids[0], ids[1])
-    if any(are_ids):
-        raise MnistlabError(f"compare two run ids or two model ids, not one of each ({texts[0]}, {texts[1]})")
-    return _compare_models(store, texts[0], texts[1], experiment)
+    """A against B (``report.pair.compare_pair``): two run ids, or two model ids of one experiment
+    (``experiment`` is needed only when a model has runs in several). McNemar's exact test on
+    seed-matched test predictions, and the test-accuracy difference with its 95% CI over shared seeds."""
+    from mnistlab.report.pair import compare_pair
+
+    pair = compare_pair(store, a, b, experiment)
+    parts: list[RenderableType] = [_sides_table(pair.title, pair.sides)]
+    if pair.difference_note is not None:
+        parts.append(safetext.text(pair.difference_note, style="dim"))
+    return Group(*parts, _verdict(pair))
 
 
 # -- the other commands' tables ------------------------------------------------------------------------
@@ -403,52 +336,45 @@ def compare_table(store: RunStore, a: str | int, b: str | int, experiment: str |
 
 def zoo_table() -> Table:
     """``mnistlab zoo``: the built-in seed models with their parameter counts and the notebook's test accuracy."""
-    from mnistlab.spec.model import resolve
-    from mnistlab.zoo import zoo_models
+    from mnistlab.zoo import zoo_catalogue
 
     table = Table(title="mnistlab zoo (models from the seed notebooks)")
     for column in ("id", "params", "optimizer", "epochs", "seed test acc", "description"):
         table.add_column(column, justify="right" if column in ("params", "epochs", "seed test acc") else "left")
-    for spec in zoo_models().values():
-        reference = spec.reference or {}
-        acc = reference.get("test_acc")
-        table.add_row(
-            spec.id,
-            f"{resolve(spec).total_params:,}",
-            spec.training.optimizer.name,
-            str(spec.training.epochs),
-            f"{acc * 100:.2f}%" if acc is not None else "—",
-            spec.description,
-        )
+    for model in zoo_catalogue():
+        acc = model["notebook_test_acc"]
+        table.add_row(model["id"], f"{model['params']:,}", model["optimizer"], str(model["epochs"]),
+                      f"{acc * 100:.2f}%" if acc is not None else "—", model["description"])
     return table
 
 
 def datasets_table(found: Sequence[tuple[str, Dataset | DataError]]) -> Table:
     """``mnistlab data``: each dataset's state, from ``api.check_datasets`` (a Dataset, or the DataError)."""
+    from mnistlab.data.datasets import dataset_status
+
     table = Table(title="datasets")
     for column in ("name", "status", "train", "test", "folder"):
         table.add_column(column, overflow="fold")
     for name, dataset in found:
-        if isinstance(dataset, DataError):
-            table.add_row(name, Text("missing or bad", style="red"), "", "", str(dataset))
+        status = dataset_status(name, dataset)
+        if not status["ok"]:
+            table.add_row(name, Text("missing or bad", style="red"), "", "", status["error"])
             continue
-        table.add_row(name, Text("ok", style="green"), f"{len(dataset.train_labels):,}",
-                      f"{len(dataset.test_labels):,}", str(dataset.source_dir))
+        table.add_row(name, Text("ok", style="green"), f"{status['train']:,}", f"{status['test']:,}",
+                      str(status["folder"]))
     return table
 
 
 def builtin_experiments_table() -> Table:
     """``mnistlab experiments``: the built-in experiments, with factor variants counted among the models."""
-    from mnistlab.experiments.definition import builtin_experiments, expand, load_experiment
+    from mnistlab.experiments.definition import builtin_catalogue
 
     table = Table(title="built-in experiments (mnistlab run NAME)")
     for column in ("name", "models", "seeds", "protocol", "description"):
         table.add_column(column)
-    for name in sorted(builtin_experiments()):
-        experiment, source = load_experiment(name)
-        models = len({task.model_id for task in expand(experiment, source)})  # factor variants count too
-        table.add_row(name, str(models), str(len(experiment.seed_list)), experiment.protocol,
-                      experiment.description)
+    for experiment in builtin_catalogue():
+        table.add_row(experiment["name"], str(experiment["models"]), str(len(experiment["seeds"])),
+                      experiment["protocol"], experiment["description"])
     return table
 
 

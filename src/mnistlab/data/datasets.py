@@ -18,7 +18,7 @@ import urllib.request
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import platformdirs
@@ -370,3 +370,12 @@ def _class_quotas(counts: list[int], fraction: float) -> list[int]:
         quotas[at] += 1
     return quotas
 
+
+
+def dataset_status(name: str, found: Dataset | DataError) -> dict[str, Any]:
+    """One dataset as `mnistlab data` shows it (its table and its --json), from a load that gave the
+    Dataset or the DataError saying why not."""
+    if isinstance(found, DataError):
+        return {"name": name, "ok": False, "train": None, "test": None, "folder": None, "error": str(found)}
+    return {"name": name, "ok": True, "train": len(found.train_labels), "test": len(found.test_labels),
+            "folder": None if found.source_dir is None else str(found.source_dir), "error": None}

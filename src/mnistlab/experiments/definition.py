@@ -23,6 +23,9 @@ from mnistlab.util.yamlio import line_of, load_yaml
 from mnistlab.zoo import get_model
 
 
+NAME_PATTERN = r"^[A-Za-z0-9_.-]+(\+[^\x00-\x1f\x7f]+)?$"
+
+
 class Defaults(BaseModel):
     """Settings applied to every model unless a model entry overrides them."""
 
@@ -87,10 +90,15 @@ class Experiment(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+    # Letters, digits, '.', '_', '-'; a derived experiment (overrides.py) adds `+key=value` parts.
+    name: Annotated[str, Field(min_length=1, pattern=NAME_PATTERN)]
     description: str = ""
     dataset: str = "mnist"
     protocol: Literal["split", "test"] = "split"
+    # The validation split (protocol "split"): None or "fixed", one split for every run (split seed 0);
+    # "per-seed", each seed draws its own, seeded by the run's seed, so models stay paired seed by seed
+    # and the split's variance is sampled too (Bouthillier et al., MLSys 2021). Part of the run's identity.
+    split: Literal["fixed", "per-seed"] | None = None
     defaults: Defaults = Defaults()
     models: Annotated[list[ModelEntry], Field(min_length=1)]
     repeats: PositiveInt | None = None
@@ -102,6 +110,8 @@ class Experiment(BaseModel):
             raise ValueError("'repeats' and 'seeds' disagree; give one of them")
         if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
             raise ValueError("'seeds' has duplicates")
+        if self.split == "per-seed" and self.protocol != "split":
+            raise ValueError("'split: per-seed' draws a validation split per seed; it needs 'protocol: split'")
         return self
 
     @property
@@ -135,6 +145,7 @@ class Task:
     patience: int | None = None
     threads: int | None = None  # None: the usable cores (a resumed run: its checkpoint's count)
     deterministic: bool = False
+    split_seed: int | None = None  # None: the fixed split (seed 0); else this run's own split (split: per-seed)
 
     @property
     def model_id(self) -> str:
@@ -152,6 +163,8 @@ class Task:
             config["patience"] = self.patience
         if self.deterministic:  # likewise: other kernels, other numbers
             config["deterministic"] = True
+        if self.split_seed is not None:  # likewise: another validation split, another trained thing
+            config["split_seed"] = self.split_seed
         return config
 
 
@@ -208,6 +221,7 @@ def expand(experiment: Experiment, source: str = "<python>") -> list[Task]:
                         max_activation_mib=experiment.defaults.max_activation_mib,
                         threads=experiment.defaults.threads,
                         deterministic=experiment.defaults.deterministic,
+                        split_seed=seed if experiment.split == "per-seed" and experiment.protocol == "split" else None,
                     )
                 )
     return tasks
@@ -244,7 +258,8 @@ def parse_experiment(raw: Any, source: str | Path = "<python>") -> Experiment:
         field = ".".join(str(p) for p in err["loc"]) or "?"
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            message = "unknown field"
+            known = {"defaults": Defaults, "models": ModelEntry}.get(str(err["loc"][0]))
+            message = "unknown field" + (did_you_mean(str(err["loc"][-1]), list(known.model_fields)) if known else "")
         elif err["loc"][:1] == ("seeds",) and len(err["loc"]) == 2:
             message = f"seeds must be whole numbers from 0 to {SEED_BOUND - 1} (they seed torch's generators), got {err['input']!r}"
         elif err["loc"][-1:] == ("device",):
@@ -268,17 +283,34 @@ def builtin_experiments() -> dict[str, Path]:
     return {entry.name.removesuffix(".yaml"): Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(".yaml")}
 
 
-def load_experiment(name_or_path: str | Path) -> tuple[Experiment, str]:
-    """A built-in experiment by name, or an experiment file; returns it with its source path."""
+def builtin_catalogue() -> list[dict[str, Any]]:
+    """Each built-in experiment as `mnistlab experiments` lists it: models (factor variants counted),
+    seeds, dataset, protocol, description and file."""
+    rows = []
+    for name in sorted(builtin_experiments()):
+        experiment, source = load_experiment(name)
+        rows.append({"name": name, "models": len({task.model_id for task in expand(experiment, source)}),
+                     "seeds": experiment.seed_list, "dataset": experiment.dataset, "protocol": experiment.protocol,
+                     "description": experiment.description, "file": source})
+    return rows
+
+
+def experiment_path(name_or_path: str | Path) -> Path:
+    """The file of a built-in experiment name, or the experiment file given; a one-line SpecError otherwise."""
     builtins = builtin_experiments()
     if str(name_or_path) in builtins:
-        path = builtins[str(name_or_path)]
-    else:
-        path = Path(name_or_path)
-        if not path.exists():
-            names = sorted(builtins)
-            raise SpecError(
-                f"unknown experiment '{name_or_path}'{did_you_mean(str(name_or_path), names)}: "
-                f"not a file, nor a built-in ({', '.join(names)})"
-            )
+        return builtins[str(name_or_path)]
+    path = Path(name_or_path)
+    if not path.exists():
+        names = sorted(builtins)
+        raise SpecError(
+            f"unknown experiment '{name_or_path}'{did_you_mean(str(name_or_path), names)}: "
+            f"not a file, nor a built-in ({', '.join(names)})"
+        )
+    return path
+
+
+def load_experiment(name_or_path: str | Path) -> tuple[Experiment, str]:
+    """A built-in experiment by name, or an experiment file; returns it with its source path."""
+    path = experiment_path(name_or_path)
     return parse_experiment(load_yaml(path), path), str(path)

@@ -158,10 +158,13 @@ class LiveReport:
         self._wake.set()
         self._thread.join()
 
-    def finish(self) -> ReportPaths | None:
+    def finish(self, run_ids: Sequence[int] | None = None) -> ReportPaths | None:
         """Stop the thread and write the last state: the final report's paths when no run is left
-        (its errors raised, as `report` raises them), else None."""
+        (its errors raised, as `report` raises them), else None. `run_ids`: the runs that must be
+        finished for that (default: the last round heard, else all of the experiment's)."""
         self._halt()
+        if run_ids is not None:
+            self._run_ids = tuple(run_ids)
         with open_existing_store(self.root) as store:
             return self._write(store)
 

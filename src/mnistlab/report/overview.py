@@ -7,7 +7,8 @@ without pandas or scipy:
 
 - ``chosen_models``: the model each experiment's report chooses (``analysis.choice``'s rule, on
   the per-model means ``frame.comparison_from`` gives it), with its mean test accuracy;
-- ``model_diagnosis``: one model's diagnosis over its seeds, as ``frame.model_diagnoses`` gives it.
+- ``model_diagnosis``: one model's diagnosis over its seeds, as ``frame.model_diagnoses`` gives it;
+- ``run_json``: ``mnistlab show RUN --json``, what the run's panel shows, as plain data.
 """
 
 from __future__ import annotations
@@ -15,18 +16,18 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mnistlab.analysis.choice import candidate, choose_model
-from mnistlab.analysis.diagnose import ModelDiagnosis, diagnose_seeds
+from mnistlab.analysis.diagnose import ModelDiagnosis, diagnose, diagnose_seeds
 from mnistlab.training.history import COMPLETED, FINISHED_STATUSES, FIT_KEYS, HISTORY_KEYS
 
 if TYPE_CHECKING:
     from mnistlab.runs.store import RunStore
 
-__all__ = ["ChosenModel", "chosen_models", "model_diagnosis"]
+__all__ = ["ChosenModel", "chosen_models", "model_diagnosis", "run_json"]
 
 _FINISHED = ", ".join(f"'{status}'" for status in FINISHED_STATUSES)
 # Each finished run's test accuracy and last recorded epoch's validation figures: the columns
@@ -111,3 +112,20 @@ def model_diagnosis(store: RunStore, experiment: str, model: str) -> ModelDiagno
         if history["epoch"] and history["epoch"][-1] > 0:  # frame's "epochs > 0": the last epoch's number
             runs.append((run_id, seed, {key: history[key] for key in (*HISTORY_KEYS, *FIT_KEYS)}, status))
     return diagnose_seeds(model, runs) if runs else None
+
+
+def run_json(store: RunStore, run_id: int) -> dict[str, Any]:
+    """One run as ``show`` gives it: its record, its epochs, its diagnosis once it finished (None before),
+    and its model's diagnosis over the experiment's seeds when the model has two or more finished runs."""
+    run = store.get_run(run_id)
+    history = store.history(run_id)
+    epochs = [{key: values[index] for key, values in history.items()} for index in range(len(history["epoch"]))]
+    finished = run.status in FINISHED_STATUSES and bool(history["epoch"])
+    findings = diagnose(history, status=run.status) if finished else None
+    model = model_diagnosis(store, run.experiment, run.model_id)
+    across = None if model is None or len(model.seeds) < 2 else {
+        "text": model.text, "verdict": model.codes, "seeds": [seed.seed for seed in model.seeds]}
+    return {"run": run.to_json(), "epochs": epochs,
+            "diagnosis": None if findings is None else [
+                {"code": finding.code, "label": finding.label, "rule": finding.rule} for finding in findings],
+            "model_diagnosis": across}

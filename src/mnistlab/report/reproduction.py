@@ -21,7 +21,7 @@ import math
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -89,6 +89,19 @@ class ModelReproduction:
         if self.seeds < MIN_SEEDS or self.notebook_acc is None:
             return "too few seeds"
         return "reproduced" if abs(self.notebook_acc - self.mean) <= self.tolerance else "not reproduced"
+
+    def to_json(self) -> dict[str, Any]:
+        """The line as `mnistlab reproduction --json` gives it (accuracies as fractions; nan: not defined)."""
+        return {"model": self.model_id, "notebook": self.notebook, "notebook_acc": self.notebook_acc,
+                "seeds": self.seeds, "accuracies": list(self.accuracies), "mean": self.mean,
+                "ci95": self.half_width if self.seeds else math.nan, "spread": self.spread,
+                "tolerance": self.tolerance, "diverged": self.diverged, "test_images": self.test_images,
+                "machines": sorted(self.machines), "verdict": self.verdict}
+
+
+def reproduction_json(lines: list[ModelReproduction]) -> dict[str, Any]:
+    """`mnistlab reproduction --json`: the rule a verdict follows, and every seed model's line."""
+    return {"rule": RULE, "models": [line.to_json() for line in lines]}
 
 
 def _under_notebook_protocol(run: RunRecord) -> bool:

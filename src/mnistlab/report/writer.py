@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -9,14 +10,23 @@ from typing import Any
 from mnistlab.util.atomic import replace_folder, write_text
 from mnistlab.data.datasets import Dataset, load_dataset
 from mnistlab.errors import DataError, EnvironmentFailure, MnistlabError
-from mnistlab.report.content import DEFAULT_DETAIL_MODELS, InProgress, build_report, slug
+from mnistlab.report.content import DEFAULT_DETAIL_MODELS, InProgress, build_report
 from mnistlab.report.html import render_html
 from mnistlab.report.markdown import render_markdown
 from mnistlab.runs.store import RunStore
 
-__all__ = ["REPORTS_DIR", "ReportPaths", "experiment_config", "report_images", "write_report"]
+__all__ = ["REPORTS_DIR", "ReportPaths", "experiment_config", "report_images", "report_stem", "write_report"]
 
 REPORTS_DIR = "reports"  # in the store folder: where `run` and `report` write unless told otherwise
+
+# Characters a report's file name keeps from the experiment's name: safe on every common file system,
+# and enough to keep a derived experiment's `+key=a,b` apart from the file's own (`:`, `/`, spaces go).
+_UNSAFE_IN_FILE_NAMES = re.compile(r"[^A-Za-z0-9._+=,-]+")
+
+
+def report_stem(experiment: str) -> str:
+    """The file name (without suffix) of an experiment's report: `study+epochs=20` stays itself."""
+    return _UNSAFE_IN_FILE_NAMES.sub("-", experiment).strip("-.") or "experiment"
 
 
 @dataclass(frozen=True)
@@ -36,7 +46,7 @@ def write_report(store: RunStore, experiment: str, out_dir: Path, dataset: Datas
     how far it is and reloads itself. MnistlabError when the experiment has no completed run.
     """
     out_dir = Path(out_dir)
-    stem = slug(experiment)
+    stem = report_stem(experiment)
     files_dir = f"{stem}-files"
     try:
         out_dir.mkdir(parents=True, exist_ok=True)  # first: a folder that cannot be made costs no figures

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,10 @@ class RunRecord:
     final: dict[str, Any] | None
     error: str | None
     notes: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        """Every field as plain data (``spec`` is what the run's identity hashes), for --json documents."""
+        return asdict(self)
 
 
 def canonical_json(value: Any) -> str:

@@ -138,6 +138,10 @@ class TrainedModel(nn.Module):
     def class_names(self) -> tuple[str, ...]:
         return self.info.class_names
 
+    def about(self) -> dict[str, Any]:
+        """Which model this is, as predict's --json names it: spec id, seed, dataset and the folder it came from."""
+        return {"id": self.spec.id, "seed": self.info.seed, "dataset": self.info.dataset, "source": str(self.source)}
+
     @property
     def input_shape(self) -> tuple[int, ...]:
         """One image's shape in Keras's layout: (H, W, C) or (features,)."""

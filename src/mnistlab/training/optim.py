@@ -27,6 +27,7 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -76,12 +77,45 @@ def _ema_square_(averages: list[Tensor], values: list[Tensor], beta: float) -> N
     torch._foreach_addcmul_(averages, values, values, value=1.0 - beta)
 
 
+# The dtypes NumPy's sqrt takes straight from a CPU tensor's memory.
+NUMPY_SQRT_DTYPES = (torch.float32, torch.float64)
+
+
+def correctly_rounded_sqrt(tensors: list[Tensor]) -> list[Tensor]:
+    """Element-wise sqrt, correctly rounded (IEEE 754), as TensorFlow's (Eigen's) sqrt is.
+
+    On a CPU, torch.sqrt goes through MKL's vector maths, which on an AMD EPYC (Zen 3) is not
+    correctly rounded (about 1 value in 6 is one ulp off, so results depend on which CPU family MKL
+    detects) and takes a slow path for zeros and subnormals, 8-30x slower than for ordinary values.
+    Adam's v holds exact zeros (weights on MNIST's always-black border pixels never get a gradient)
+    and subnormals late in training, so the slow path was most of an overfitting MLP's step.
+    NumPy's sqrt is the CPU's own square-root instruction: exact, and as fast for every value.
+    Elsewhere (a GPU, bfloat16 state) torch's own sqrt, which is correctly rounded there.
+    """
+    if tensors and all(t.device.type == "cpu" and t.dtype in NUMPY_SQRT_DTYPES and t.is_contiguous()
+                       and not t.requires_grad for t in tensors):
+        roots = [torch.empty_like(t) for t in tensors]
+        for value, root in zip(tensors, roots):
+            np.sqrt(value.numpy(), out=root.numpy())
+        return roots
+    return list(torch._foreach_sqrt(tensors))
+
+
 def _rms_step_(params: list[Tensor], grads: list[Tensor], accumulators: list[Tensor], epsilon: float,
                lr: float) -> None:
     """p -= lr * g / (sqrt(a) + eps): RMSprop's and Adagrad's step, epsilon outside the sqrt."""
-    denominators = torch._foreach_sqrt(accumulators)
+    denominators = correctly_rounded_sqrt(accumulators)
     torch._foreach_add_(denominators, epsilon)
     torch._foreach_addcdiv_(params, grads, denominators, value=-lr)
+
+
+def _undecorated(method: Callable[..., Any]) -> Callable[..., Any]:
+    # torch.optim.Optimizer wraps add_param_group, zero_grad, state_dict and load_state_dict in
+    # torch._disable_dynamo, whose first call imports torch._dynamo (2-4 s, in every process that
+    # trains) and whose wrapper runs on every step's zero_grad. These optimizers are never compiled
+    # (engine.compiled compiles the model alone), so they call the functions underneath, which
+    # functools.wraps keeps as __wrapped__ (where a torch lacks it: the wrapped method as it is).
+    return getattr(method, "__wrapped__", method)
 
 
 class KerasOptimizer(torch.optim.Optimizer):
@@ -103,11 +137,15 @@ class KerasOptimizer(torch.optim.Optimizer):
         super().__init__(params, {**defaults, **hyperparameters})
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
+        _undecorated(torch.optim.Optimizer.add_param_group)(self, param_group)
         group = self.param_groups[-1]
         for name, check in self._checks.items():
             group[name] = check(name, group[name])
         group.setdefault("iterations", 0)
+
+    zero_grad = _undecorated(torch.optim.Optimizer.zero_grad)
+    state_dict = _undecorated(torch.optim.Optimizer.state_dict)
+    load_state_dict = _undecorated(torch.optim.Optimizer.load_state_dict)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -230,10 +268,8 @@ class KerasAdadelta(KerasOptimizer):
         accumulators = self._slots(params, "accumulator")
         delta_accumulators = self._slots(params, "delta_accumulator")
         _ema_square_(accumulators, grads, rho)
-        updates = torch._foreach_add(delta_accumulators, epsilon)
-        torch._foreach_sqrt_(updates)
-        gradient_rms = torch._foreach_add(accumulators, epsilon)
-        torch._foreach_sqrt_(gradient_rms)
+        updates = correctly_rounded_sqrt(torch._foreach_add(delta_accumulators, epsilon))
+        gradient_rms = correctly_rounded_sqrt(torch._foreach_add(accumulators, epsilon))
         torch._foreach_div_(updates, gradient_rms)
         torch._foreach_mul_(updates, grads)
         torch._foreach_add_(params, updates, alpha=-lr)
@@ -263,9 +299,9 @@ class KerasAdam(KerasOptimizer):
         if group["amsgrad"]:
             vhats = self._slots(params, "vhat")
             torch._foreach_maximum_(vhats, vs)
-            denominators = torch._foreach_sqrt(vhats)
+            denominators = correctly_rounded_sqrt(vhats)
         else:
-            denominators = torch._foreach_sqrt(vs)
+            denominators = correctly_rounded_sqrt(vs)
         torch._foreach_add_(denominators, group["epsilon"])
         torch._foreach_addcdiv_(params, ms, denominators, value=-lr_t)
 
@@ -330,8 +366,7 @@ class KerasNadam(KerasOptimizer):
         # m_t_bar = (1 - mu_t) * g / (1 - prod_t) + mu_{t+1} * m_t / (1 - prod_{t+1})
         m_bars = torch._foreach_mul(grads, (1.0 - momentum_cache_t) / (1.0 - m_schedule_new))
         torch._foreach_add_(m_bars, ms, alpha=momentum_cache_t_1 / (1.0 - m_schedule_next))
-        denominators = torch._foreach_div(vs, 1.0 - beta_2**t)
-        torch._foreach_sqrt_(denominators)
+        denominators = correctly_rounded_sqrt(torch._foreach_div(vs, 1.0 - beta_2**t))
         torch._foreach_add_(denominators, group["epsilon"])
         torch._foreach_addcdiv_(params, m_bars, denominators, value=-lr)
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from mnistlab.errors import SpecError, did_you_mean
-from mnistlab.spec.model import ModelSpec
+from mnistlab.spec.model import ModelSpec, resolve
 from mnistlab.spec.parse import load_spec_file
 
 
@@ -47,3 +48,13 @@ def get_model(name: str) -> ModelSpec:
             raise SpecError(f"{path}: holds {len(specs)} models; name one as {path}:MODEL_ID ({', '.join(s.id for s in specs)})")
         return specs[0]
     raise SpecError(f"unknown model '{name}'{did_you_mean(name, list(models))}; `mnistlab zoo` lists the built-in models")
+
+
+def zoo_catalogue() -> list[dict[str, Any]]:
+    """Each zoo model as `mnistlab zoo` lists it (its table and its --json): id, parameters, training
+    settings, the notebook and the test accuracy it reported (None where it gave none), description."""
+    return [{"id": spec.id, "params": resolve(spec).total_params, "optimizer": spec.training.optimizer.name,
+             "epochs": spec.training.epochs, "batch_size": spec.training.batch_size,
+             "notebook": (spec.reference or {}).get("notebook"),
+             "notebook_test_acc": (spec.reference or {}).get("test_acc"), "description": spec.description}
+            for spec in zoo_models().values()]
