@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,12 +49,10 @@ def write_report(store: RunStore, experiment: str, out_dir: Path, dataset: Datas
     out_dir = Path(out_dir)
     stem = report_stem(experiment)
     files_dir = f"{stem}-files"
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)  # first: a folder that cannot be made costs no figures
-    except OSError as error:
-        raise _cannot_write(error, out_dir) from None
+    _check_folder(out_dir)  # first: a folder that cannot be made costs no figures
     report = build_report(store, experiment, dataset, detail_models)
     try:
+        out_dir.mkdir(parents=True, exist_ok=True)
         replace_folder(out_dir / files_dir, {f"{plot.name}.png": plot.png for plot in report.plots})
         markdown = write_text(out_dir / f"{stem}.md", render_markdown(report, files_dir, live))
         html = write_text(out_dir / f"{stem}.html", render_html(report, live))
@@ -61,6 +60,17 @@ def write_report(store: RunStore, experiment: str, out_dir: Path, dataset: Datas
         # Each file is replaced whole, so what is there is the previous report or the new one.
         raise _cannot_write(error, out_dir) from None
     return ReportPaths(html=html, markdown=markdown)
+
+
+def _check_folder(out_dir: Path) -> None:
+    """Refuse, before any work and creating nothing, a report folder that cannot be made: a file in
+    the way, or a folder this process may not write in (a live report tries again after each run)."""
+    existing = out_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        why = "is not a folder" if not existing.is_dir() else "is not writable"
+        raise EnvironmentFailure(f"{out_dir}: cannot write the report: {existing} {why}; choose another --out")
 
 
 def _cannot_write(error: OSError, out_dir: Path) -> EnvironmentFailure:
