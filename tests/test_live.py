@@ -197,7 +197,7 @@ def hand_store(root: Path, dataset, finished: bool = False) -> int:
     labels = dataset.test_labels.numpy().astype(np.uint8)
     with RunStore(root) as store:
         store.save_experiment("watched", {"name": "watched", "dataset": "synthetic"})
-        done = add_run(store, "watched", "m-good", "wide CNN", None, 0, "completed", 3, GOOD_HISTORY, labels)
+        add_run(store, "watched", "m-good", "wide CNN", None, 0, "completed", 3, GOOD_HISTORY, labels)
         pending = store.ensure_run("watched", "m-next", spec={"model": model_spec("m-next", "next"), "precision": "fp32",
                                                              "train_limit": None, "val_fraction": 0.1},
                                    seed=0, dataset="synthetic", protocol="split", epochs_planned=4)
@@ -439,7 +439,6 @@ def test_the_ray_coordinator_streams_to_the_live_logs_as_the_local_runner_does(t
     """Without starting Ray: the coordinator's events (drained from its workers) reach the live logger."""
     pytest.importorskip("tensorboard")
     from mnistlab.runs.ray import coordinator, env
-    from mnistlab.runs.tasks import Placement
 
     fake = FakeRay()
     monkeypatch.setattr(coordinator, "import_ray", lambda loopback: fake)

@@ -47,8 +47,9 @@ def _stderr_line(line: str) -> None:
 
 
 def snapshot(store: RunStore, experiment: str) -> Snapshot:
-    """Each run of the experiment with its status: a report is rewritten when this changes."""
-    return tuple(sorted((run.id, run.status) for run in store.runs(experiment)))
+    """Each run of the experiment with its status, a running run counted as pending: a report is
+    rewritten when this changes, so when a run finishes (not each time one starts)."""
+    return tuple(sorted((run.id, PENDING if run.status == RUNNING else run.status) for run in store.runs(experiment)))
 
 
 def _settled(state: Snapshot, run_ids: Sequence[int] | None) -> bool:
