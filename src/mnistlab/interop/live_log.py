@@ -59,7 +59,7 @@ def parse_log_to(value: str) -> LogTarget:
         tracking.tensorboard_check(FLAG)
         check_target(where, folder=True)
     else:
-        tracking.mlflow_check(FLAG)
+        tracking.mlflow_parts(FLAG)
         tracking.mlflow_uri(where, create=False)
     return LogTarget(kind, where)
 
@@ -104,10 +104,8 @@ class _Mlflow:
     """One MLflow run per store run, as `export-runs --to mlflow` writes them."""
 
     def __init__(self, where: str) -> None:
-        from mlflow.tracking import MlflowClient
-
         self.where = where
-        self.client = MlflowClient(tracking_uri=tracking.mlflow_uri(where))
+        self.client = tracking.mlflow_parts(FLAG).MlflowClient(tracking_uri=tracking.mlflow_uri(where))
         self.experiments: dict[str, str] = {}
         self.runs: dict[int, str] = {}
 

@@ -18,6 +18,7 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from mnistlab.util.atomic import check_target
@@ -155,11 +156,17 @@ def tensorboard_check(flag: str = "--to") -> None:
 # -- MLflow -------------------------------------------------------------------------------------------
 
 
-def mlflow_errors() -> tuple[type[BaseException], ...]:
-    """The exceptions MLflow's client raises for a bad URI or a server that refuses."""
-    from mlflow.exceptions import MlflowException
-
-    return (MlflowException, ImportError)
+def mlflow_parts(flag: str = "--to") -> SimpleNamespace:
+    """MLflow's client and entities (the one place they are imported); a one-line error naming
+    `flag` when the extra is missing."""
+    try:
+        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+    except ImportError:
+        raise needs_extra("mlflow", flag) from None
+    return SimpleNamespace(Metric=Metric, Param=Param, RunTag=RunTag, MlflowException=MlflowException,
+                           MlflowClient=MlflowClient)
 
 
 def mlflow_first_line(uri: str, exc: BaseException) -> MnistlabError:
@@ -169,18 +176,11 @@ def mlflow_first_line(uri: str, exc: BaseException) -> MnistlabError:
 
 def to_mlflow(store: RunStore, experiment: str, uri: str) -> list[str]:
     """See `_to_mlflow`; MLflow's own errors (a bad URI, a server that refuses) become one line."""
-    mlflow_check()
+    errors = (mlflow_parts().MlflowException, ImportError)
     try:
         return _to_mlflow(store, experiment, uri)
-    except mlflow_errors() as exc:
+    except errors as exc:
         raise mlflow_first_line(uri, exc) from None
-
-
-def mlflow_check(flag: str = "--to") -> None:
-    try:
-        from mlflow.tracking import MlflowClient  # noqa: F401
-    except ImportError:
-        raise needs_extra("mlflow", flag) from None
 
 
 def _check_server(uri: str) -> None:
@@ -219,33 +219,30 @@ def mlflow_experiment(client: Any, name: str) -> str:
 def mlflow_start(client: Any, experiment_id: str, run: RunRecord, store: RunStore) -> str:
     """A new MLflow run for a store run, with its tags and params; one written before from the same
     store run (recorded as tags) is deleted first, so writing again never duplicates it."""
-    from mlflow.entities import Param, RunTag
-
+    parts = mlflow_parts()
     tags = mlflow_tags(run, store)
     for old in client.search_runs([experiment_id], filter_string=f"tags.`mnistlab.run_id` = '{run.id}'"):
         if old.data.tags.get("mnistlab.runs.store") == tags["mnistlab.runs.store"]:
             client.delete_run(old.info.run_id)
     created = client.create_run(experiment_id, run_name=run_name(run), tags=tags,
                                 start_time=int((run.started_at or 0) * 1000) or None)
-    client.log_batch(created.info.run_id, params=[Param(key, str(value)) for key, value in hparams(run).items()],
-                     tags=[RunTag("mnistlab.exported", "1")])
+    client.log_batch(created.info.run_id, params=[parts.Param(key, str(value)) for key, value in hparams(run).items()],
+                     tags=[parts.RunTag("mnistlab.exported", "1")])
     return created.info.run_id
 
 
 def mlflow_epochs(client: Any, mlflow_run: str, epochs: Epochs, timestamp: int) -> None:
-    from mlflow.entities import Metric
-
-    metrics = [Metric(name, value, timestamp, epoch) for epoch, values in epochs for name, value in values.items()]
+    metric = mlflow_parts().Metric
+    metrics = [metric(name, value, timestamp, epoch) for epoch, values in epochs for name, value in values.items()]
     for start in range(0, len(metrics), MLFLOW_BATCH):
         client.log_batch(mlflow_run, metrics=metrics[start:start + MLFLOW_BATCH])
 
 
 def mlflow_end(client: Any, mlflow_run: str, run: RunRecord, timestamp: int) -> None:
     """The run's final figures and status; the MLflow run ends FINISHED (completed) or FAILED."""
-    from mlflow.entities import Metric, RunTag
-
-    client.log_batch(mlflow_run, metrics=[Metric(name, value, timestamp, 0) for name, value in final_scalars(run).items()],
-                     tags=[RunTag("mnistlab.status", run.status)])
+    parts = mlflow_parts()
+    client.log_batch(mlflow_run, metrics=[parts.Metric(name, value, timestamp, 0) for name, value in final_scalars(run).items()],
+                     tags=[parts.RunTag("mnistlab.status", run.status)])
     client.set_terminated(mlflow_run, "FINISHED" if run.status == COMPLETED else "FAILED",
                           end_time=int(run.ended_at * 1000) if run.ended_at else None)
 
@@ -256,10 +253,8 @@ def _to_mlflow(store: RunStore, experiment: str, uri: str) -> list[str]:
     `uri` is a tracking URI or a local folder (an `mlruns` file store). A run exported before
     (same store and run id, recorded as tags) is replaced, so exporting again does not duplicate it.
     """
-    from mlflow.tracking import MlflowClient
-
     runs = _runs(store, experiment)  # an unknown experiment is refused before anything is created
-    client = MlflowClient(tracking_uri=mlflow_uri(uri))
+    client = mlflow_parts().MlflowClient(tracking_uri=mlflow_uri(uri))
     experiment_id = mlflow_experiment(client, experiment)
     ids = []
     for run in runs:
@@ -272,5 +267,5 @@ def _to_mlflow(store: RunStore, experiment: str, uri: str) -> list[str]:
 
 
 __all__ = ["TARGETS", "epoch_scalars", "final_scalars", "hparams", "mlflow_end", "mlflow_epochs", "mlflow_experiment",
-           "mlflow_start", "mlflow_tags", "mlflow_uri", "run_name", "stored_epochs", "tensorboard_end",
+           "mlflow_parts", "mlflow_start", "mlflow_tags", "mlflow_uri", "run_name", "stored_epochs", "tensorboard_end",
            "tensorboard_epochs", "tensorboard_start", "to_mlflow", "to_tensorboard"]
