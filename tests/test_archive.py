@@ -246,6 +246,21 @@ def test_importing_twice_is_a_no_op(archive, tmp_path):
     assert store_state(root) == before
 
 
+def test_a_run_without_a_result_gets_the_archives_user_data_once(archive, tmp_path):
+    root = tmp_path / "other"
+    tags, notes, _ = USER_DATA[("s004-m1", 0)]
+    with RunStore(root) as store:  # the run is there, pending, with one of the archive's tags and its note
+        store.save_experiment(EXPERIMENT, {"name": EXPERIMENT})
+        pending = store.ensure_run(EXPERIMENT, "s004-m1", {"model": get_model("s004-m1").to_dict(), "precision": "fp32"},
+                                   0, "mnist", "test", 3)
+        store.add_tags(pending.id, ["keep", "mine"])
+        store.add_user_note(pending.id, notes[0][0], created_at=notes[0][1])
+        assert pending.id in import_archive(store, archive).imported
+        assert store.tags(pending.id) == sorted({*tags, "mine"})
+        assert store.user_notes(pending.id) == [UserNote(text, when) for text, when in notes]
+        assert store.provenance(pending.id) == USER_DATA[("s004-m1", 0)][2]
+
+
 def test_a_conflicting_run_is_refused_and_nothing_is_written(archive, tmp_path):
     root = tmp_path / "other"
     with RunStore(root) as store:  # the same identity (experiment, model, spec, seed, ...) with another result
