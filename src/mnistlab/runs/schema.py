@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 
+from mnistlab.errors import StoreError
 from mnistlab.training.history import COMPLETED, DIVERGED, EPOCH_METRICS, FAILED, PENDING, RUNNING, STATUSES
 
 
@@ -128,6 +130,7 @@ def _migrate_2(conn: sqlite3.Connection) -> None:
 
 # version → the function that brings a store of that version to the next one.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrate_1, 2: _migrate_2}
+
 
 
 SQL_TABLE_EXISTS = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
@@ -343,3 +346,23 @@ SQL_RUN_SUMMARIES = """
       AND (:model IS NULL OR r.model_id = :model)
     ORDER BY r.id
 """
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Inside the store's write transaction: bring an older store up to SCHEMA_VERSION, each version's
+    migration in order, so that a crash leaves the old version whole. The version is read again here,
+    under the write lock: a concurrent process may have migrated already."""
+    current = int(conn.execute(SQL_GET_VERSION).fetchone()["value"])
+    for step in range(current, SCHEMA_VERSION):
+        MIGRATIONS[step](conn)
+    conn.execute(SQL_SET_VERSION, (str(SCHEMA_VERSION),))
+
+
+def create(conn: sqlite3.Connection, path: Path) -> None:
+    """Inside the store's write transaction: the tables of a new store. Two processes opening a fresh
+    store at once both get here; IF NOT EXISTS and INSERT OR IGNORE make the second creation a no-op."""
+    if conn.execute(SQL_TABLE_EXISTS, ("meta",)).fetchone() is None and conn.execute(SQL_COUNT_OBJECTS).fetchone()[0] > 0:
+        raise StoreError(f"{path}: database is not an mnistlab run store")
+    for statement in SCHEMA_STATEMENTS:
+        conn.execute(statement)
+    conn.execute(SQL_INIT_VERSION, (str(SCHEMA_VERSION),))

@@ -56,10 +56,6 @@ MISSED_HEARTBEATS = 6
 DEFAULT_LEASE_SECONDS = DEFAULT_HEARTBEAT_SECONDS * MISSED_HEARTBEATS
 
 
-def _decode_json(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
-
-
 class RunStore:
     """An embedded SQLite store of experiments and runs; one connection per object.
 
@@ -145,14 +141,8 @@ class RunStore:
             raise StoreError(f"{self.path}: store schema version {version} is not recognised")
 
     def _migrate(self, version: int) -> None:
-        """Bring an older store up to schema.SCHEMA_VERSION: each version's migration in order, all
-        in one transaction (a crash leaves the old version whole); a concurrent process may have
-        migrated already, so the version is read again under the write lock."""
-        with self._write() as conn:
-            current = int(conn.execute(schema.SQL_GET_VERSION).fetchone()["value"])
-            for step in range(current, schema.SCHEMA_VERSION):
-                schema.MIGRATIONS[step](conn)
-            conn.execute(schema.SQL_SET_VERSION, (str(schema.SCHEMA_VERSION),))
+        with self._write() as conn:  # schema.migrate: every step in order, in this one transaction
+            schema.migrate(conn)
 
     def _schema_version(self) -> int | None:
         """The stored schema version, or None for a database without the meta table yet."""
@@ -166,15 +156,8 @@ class RunStore:
         return version
 
     def _create_schema(self) -> None:
-        # Two processes opening a fresh store at once both get here; IF NOT EXISTS and
-        # INSERT OR IGNORE under the write lock make the second creation a no-op.
-        with self._write() as conn:
-            if conn.execute(schema.SQL_TABLE_EXISTS, ("meta",)).fetchone() is None and \
-                    conn.execute(schema.SQL_COUNT_OBJECTS).fetchone()[0] > 0:
-                raise StoreError(f"{self.path}: database is not an mnistlab run store")
-            for statement in schema.SCHEMA_STATEMENTS:
-                conn.execute(statement)
-            conn.execute(schema.SQL_INIT_VERSION, (str(schema.SCHEMA_VERSION),))
+        with self._write() as conn:  # under the write lock: a second process's creation is a no-op
+            schema.create(conn, self.path)
 
     # -- transactions and errors -----------------------------------------------------------
 
@@ -433,7 +416,7 @@ class RunStore:
         """Append a line to the run's notes (what happened to it that its status does not say,
         such as a damaged checkpoint moved aside); notes survive reclaims and finishing."""
         with self._write() as conn:
-            notes = _decode_json(self._require_run(conn, run_id)["notes_json"]) or []
+            notes = json.loads(self._require_run(conn, run_id)["notes_json"] or "null") or []
             conn.execute(schema.SQL_SET_NOTES, (canonical_json([*notes, text]), run_id))
 
     def predictions(self, run_id: int) -> tuple[np.ndarray, np.ndarray] | None:
