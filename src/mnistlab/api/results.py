@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from mnistlab.util.atomic import check_target, write_text
 from mnistlab.errors import EnvironmentFailure, MnistlabError
 from mnistlab.runs.store import DEFAULT_ROOT, RunStore, open_existing_store
+from mnistlab.report.folders import REPORTS_DIR
 from mnistlab.report.notebook import Comparison, ReportView
 from mnistlab.api.studies import estimate, experiment_name
 
@@ -42,9 +43,9 @@ def report(experiment: str | Path | Experiment, store: RunStore | str | Path = D
         name, given = experiment_name(experiment), str(experiment)  # a file's errors come before the store's
     if not isinstance(store, RunStore):
         with open_existing_store(store) as opened:
-            return _report(opened, name, given, Path(out) if out is not None else Path(store) / "reports",
+            return _report(opened, name, given, Path(out) if out is not None else Path(store) / REPORTS_DIR,
                            data_dir, dataset, settled)
-    return _report(store, name, given, Path(out) if out is not None else store.root / "reports",
+    return _report(store, name, given, Path(out) if out is not None else store.root / REPORTS_DIR,
                    data_dir, dataset, settled)
 
 

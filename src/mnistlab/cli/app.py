@@ -29,6 +29,7 @@ from mnistlab.cli.output import console, err_console, print_error, say
 from mnistlab.cli.store_commands import register_store_commands
 from mnistlab.data.datasets import DATASETS
 from mnistlab.errors import MnistlabError
+from mnistlab.report.folders import REPORTS_DIR
 from mnistlab.report.log_formats import LOG_FORMATS
 from mnistlab.runs.store import DEFAULT_ROOT
 from mnistlab.spec.fields import SEED_BOUND
@@ -290,7 +291,7 @@ def report(
     experiment: Annotated[str, typer.Argument(help="Experiment name (as stored) or file.")],
     store: StoreOption = DEFAULT_ROOT,
     out: Annotated[Optional[Path], typer.Option(
-        help="Folder for the HTML and Markdown (default: STORE/reports).")] = None,
+        help=f"Folder for the HTML and Markdown (default: STORE/{REPORTS_DIR}).")] = None,
     data_dir: DataDirOption = None, watch: WatchOption = False, every: EveryOption = None,
 ) -> None:
     """Write the comparison report (one self-contained HTML page and a Markdown file)."""

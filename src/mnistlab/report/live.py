@@ -25,7 +25,8 @@ from pathlib import Path
 
 from mnistlab.data.datasets import Dataset
 from mnistlab.report.content import InProgress
-from mnistlab.report.writer import REPORTS_DIR, ReportPaths, experiment_config, report_images, write_report
+from mnistlab.report.folders import REPORTS_DIR
+from mnistlab.report.writer import ReportPaths, experiment_config, report_images, write_report
 from mnistlab.runs.events import Event, RoundEnded
 from mnistlab.runs.store import RunStore, open_existing_store
 from mnistlab.training.history import COMPLETED, PENDING, RUNNING, RunEnd

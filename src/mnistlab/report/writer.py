@@ -16,9 +16,8 @@ from mnistlab.report.html import render_html
 from mnistlab.report.markdown import render_markdown
 from mnistlab.runs.store import RunStore
 
-__all__ = ["REPORTS_DIR", "ReportPaths", "experiment_config", "report_images", "report_stem", "write_report"]
+__all__ = ["ReportPaths", "experiment_config", "report_images", "report_stem", "write_report"]
 
-REPORTS_DIR = "reports"  # in the store folder: where `run` and `report` write unless told otherwise
 
 # Characters a report's file name keeps from the experiment's name: safe on every common file system,
 # and enough to keep a derived experiment's `+key=a,b` apart from the file's own (`:`, `/`, spaces go).
