@@ -143,9 +143,13 @@ def train(
              "folders.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     precision: Annotated[Precision, typer.Option(
-        help="fp32 (strict float32, as Keras), tf32 (CUDA tensor cores) or bf16 autocast.")] = Precision.fp32,
+        help="fp32 (strict float32, as Keras), tf32 (CUDA tensor cores), bf16 autocast, or bf32 (CPU: "
+             "oneDNN's implicit bf16 in fp32 matmuls and convolutions; needs AVX-512 BF16 or AMX).")] = Precision.fp32,
     deterministic: Annotated[bool, typer.Option(
         "--deterministic", help="CUDA: deterministic kernels only (slower; an op without one fails).")] = False,
+    flush_denormal: Annotated[bool, typer.Option(
+        "--flush-denormal", help="Flush subnormal floats to zero on every CPU thread, as TensorFlow (so Keras "
+                                 "2.2) does; faster late in overfitting runs, other numbers.")] = False,
     validate_on: Annotated[
         Protocol, typer.Option(help="split: a stratified 10% of train; test: the seeds' practice.")
     ] = Protocol.split,
@@ -192,7 +196,8 @@ def train(
         **({"seeds": seed_list} if bundled else {"seed": seed_list[0]}), epochs=epochs, batch_size=batch_size,
         device=device, precision=precision.value, validate_on=validate_on.value, train_limit=train_limit, out_dir=out,
         resume=resume, compile=compile_mode.value if compile_mode is not None else compile, max_params=max_params,
-        max_activation_mib=max_activation_mib, patience=patience, threads=threads, deterministic=deterministic)
+        max_activation_mib=max_activation_mib, patience=patience, threads=threads, deterministic=deterministic,
+        flush_denormal=flush_denormal)
     for history in trained if bundled else [trained]:
         if as_json:
             print_json(history.to_json())
