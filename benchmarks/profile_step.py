@@ -8,7 +8,8 @@ same real MNIST images, batch size from the spec:
 - plain PyTorch: float images held in memory, `torch.randperm` per epoch, slicing batches (no
   DataLoader), `torch.optim.Adam` (its default foreach path) with Keras's hyperparameters, `F.cross_entropy`.
 
-Each loop is warmed up for one pass, then one pass of `--steps` steps is profiled with torch.profiler.
+Each loop is warmed up for one pass; then, `--repeats` times, each loop runs one unprofiled and one
+profiled pass of `--steps` steps, the two loops interleaved so that a change in load falls on both.
 Every op's self-CPU time is put in one group by its name and the nearest enclosing region:
 backward (under an `autograd::engine::evaluate_function`), optimizer (under `Optimizer.step` /
 `Optimizer.zero_grad`), RNG (rand/bernoulli/randperm/uniform/normal draws), casts/copies (to/copy/
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_info  # noqa: E402  (the machine description shared by the benchmarks)
+from common import cpu_line, machine_info  # noqa: E402  (the machine description shared by the benchmarks)
 
 GROUPS = ("forward", "backward", "optimizer", "RNG", "casts/copies", "Python and other")
 RNG_OPS = ("aten::rand", "aten::bernoulli", "aten::randperm", "aten::uniform_", "aten::normal_",
@@ -136,43 +137,51 @@ def plain_pass(spec: Any, dataset: Any, steps: int) -> Callable[[int], None]:
     return run
 
 
-def measure(run: Callable[[int], None], steps: int, repeats: int) -> dict[str, Any]:
-    """Medians over `repeats` passes: unprofiled process CPU ms/step, and the profiled passes' shares."""
+def measure(runs: dict[str, Callable[[int], None]], steps: int, repeats: int) -> dict[str, dict[str, Any]]:
+    """Per loop, medians over `repeats` passes: unprofiled process CPU ms/step, and the profiled passes'
+    shares. The loops' passes are interleaved, so a change in the machine's load falls on both."""
     import statistics
 
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    run(1)  # warm-up: allocation, oneDNN primitive creation, optimizer state
-    cpu_ms, shares, op_ms = [], [], defaultdict(list)
+    for run in runs.values():
+        run(1)  # warm-up: allocation, oneDNN primitive creation, optimizer state
+    cpu_ms: dict[str, list[float]] = defaultdict(list)
+    shares: dict[str, list[dict[str, float]]] = defaultdict(list)
+    op_share: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for repeat in range(repeats):
-        started = time.process_time()
-        run(2 + 2 * repeat)
-        cpu_ms.append((time.process_time() - started) * 1000.0 / steps)
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            started = time.perf_counter()
-            run(3 + 2 * repeat)
-            wall_ms = (time.perf_counter() - started) * 1000.0
-        groups, ops = grouped_self_ms(prof)
-        # Time in no op (the interpreter, the profiler itself) is what the ops' self times leave
-        # of the pass; both are wall-clock spans of the one thread, so preemption inflates both.
-        groups["Python and other"] = max(0.0, wall_ms - sum(groups.values()))
-        total = sum(groups.values())
-        shares.append({g: groups.get(g, 0.0) / total for g in GROUPS})
-        for name, ms in ops.items():
-            op_ms[name].append(ms / total)
-    cpu = statistics.median(cpu_ms)
-    share = {g: statistics.median(s[g] for s in shares) for g in GROUPS}
-    top = sorted(((n, statistics.median(v) * cpu) for n, v in op_ms.items()), key=lambda kv: -kv[1])[:8]
-    return {"cpu_ms_per_step": cpu, "cpu_ms_runs": cpu_ms, "threads": torch.get_num_threads(),
-            "group_share": share, "group_ms_per_step": {g: share[g] * cpu for g in GROUPS}, "top_ops": top}
+        for label, run in runs.items():
+            started = time.process_time()
+            run(2 + 2 * repeat)
+            cpu_ms[label].append((time.process_time() - started) * 1000.0 / steps)
+        for label, run in runs.items():
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                started = time.perf_counter()
+                run(3 + 2 * repeat)
+                wall_ms = (time.perf_counter() - started) * 1000.0
+            groups, ops = grouped_self_ms(prof)
+            # Time in no op (the interpreter, the profiler itself) is what the ops' self times leave
+            # of the pass; both are wall-clock spans of the one thread, so preemption inflates both.
+            groups["Python and other"] = max(0.0, wall_ms - sum(groups.values()))
+            total = sum(groups.values())
+            shares[label].append({g: groups.get(g, 0.0) / total for g in GROUPS})
+            for name, ms in ops.items():
+                op_share[label][name].append(ms / total)
+    results = {}
+    for label in runs:
+        cpu = statistics.median(cpu_ms[label])
+        share = {g: statistics.median(s[g] for s in shares[label]) for g in GROUPS}
+        top = sorted(((n, statistics.median(v) * cpu) for n, v in op_share[label].items()), key=lambda kv: -kv[1])
+        results[label] = {"cpu_ms_per_step": cpu, "cpu_ms_runs": cpu_ms[label], "threads": torch.get_num_threads(),
+                          "group_share": share, "group_ms_per_step": {g: share[g] * cpu for g in GROUPS},
+                          "top_ops": top[:8]}
+    return results
 
 
 def print_markdown(machine: dict[str, Any], results: dict[str, dict[str, Any]], steps: int, repeats: int) -> None:
-    flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in machine["cpu_flags"].items())
-    print(f"CPU: {machine['cpu']}; flags: {flags}; torch {machine['torch']} "
-          f"(capability {machine['torch_cpu_capability']}); {machine['threads_used']} thread; "
-          f"load average at start {', '.join(f'{x:.2f}' for x in machine['load_average_at_start'] or [])}\n")
+    print(f"{cpu_line(machine)} (capability {machine['torch_cpu_capability']}); load average at start "
+          f"{', '.join(f'{x:.2f}' for x in machine['load_average_at_start'] or [])}\n")
     print("| model | loop | CPU ms/step | " + " | ".join(GROUPS) + " |")
     print("|---|---|---:|" + "---:|" * len(GROUPS))
     for label, r in results.items():
@@ -180,7 +189,7 @@ def print_markdown(machine: dict[str, Any], results: dict[str, dict[str, Any]], 
         cells = [f"{r['group_ms_per_step'][g]:.2f} ({100 * r['group_share'][g]:.0f}%)" for g in GROUPS]
         print(f"| {model} | {loop} | {r['cpu_ms_per_step']:.2f} | " + " | ".join(cells) + " |")
     print(f"\nCPU ms/step: process CPU time (time.process_time) of an unprofiled pass of {steps} steps, "
-          f"median of {repeats}, after one warm-up pass. Groups: that time split by the shares of the "
+          f"median of {repeats}, the two loops' passes interleaved, after one warm-up pass. Groups: that time split by the shares of the "
           f"profiler's self-CPU times in profiled passes (median share of {repeats}); ms (share).\n")
     for label, r in results.items():
         top = "; ".join(f"{n} {ms:.2f}" for n, ms in r["top_ops"])
@@ -205,10 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {}
     for name in args.models:
         spec = get_model(name)
-        for loop, make in (("mnistlab", mnistlab_pass), ("plain PyTorch", plain_pass)):
-            results[f"{spec.id} {loop}"] = measure(make(spec, dataset, args.steps), args.steps, args.repeats)
-            print(f"{spec.id} {loop}: {results[f'{spec.id} {loop}']['cpu_ms_per_step']:.2f} CPU ms/step",
-                  file=sys.stderr, flush=True)
+        runs = {f"{spec.id} {loop}": make(spec, dataset, args.steps)
+                for loop, make in (("mnistlab", mnistlab_pass), ("plain PyTorch", plain_pass))}
+        for label, result in measure(runs, args.steps, args.repeats).items():
+            results[label] = result
+            print(f"{label}: {result['cpu_ms_per_step']:.2f} CPU ms/step (passes: "
+                  f"{', '.join(f'{ms:.1f}' for ms in result['cpu_ms_runs'])})", file=sys.stderr, flush=True)
     print_markdown(machine_info(args.threads), results, args.steps, args.repeats)
     return 0
 
