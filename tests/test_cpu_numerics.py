@@ -186,3 +186,30 @@ def test_the_plain_conv_choice_is_in_the_identity_only_when_made():
     spec = parse_model(flat_spec())
     assert "small_convs" not in checkpoint_identity(spec, TrainConfig(), 16, "mnist", 1)
     assert checkpoint_identity(spec, TrainConfig(), 16, "mnist", 1, plain_convs=True)["small_convs"] == "conv"
+
+
+# --- from the command line -------------------------------------------------------------------
+
+
+def test_cli_refuses_bf32_without_bf16_hardware_in_one_line(tiny_spec_file, tiny_data_dir, monkeypatch):
+    from cli_driver import run_cli
+
+    if machine.has_bf16_hardware():
+        pytest.skip("this CPU has bf16 hardware: bf32 is accepted here")
+    monkeypatch.delenv(FORCE_BF32_VARIABLE, raising=False)
+    code, out, err = run_cli("train", tiny_spec_file, "--dataset", tiny_data_dir, "--device", "cpu",
+                             "--precision", "bf32", "--epochs", "1")
+    assert code == 2 and err.strip().count("\n") == 0 and "bf32 needs a CPU with bf16 hardware" in err
+    assert "Traceback" not in err
+
+
+def test_cli_flush_denormal_trains_and_says_so_in_the_history(tiny_spec_file, tiny_data_dir, tmp_path):
+    from cli_driver import run_cli
+
+    code, out, err = run_cli("train", tiny_spec_file, "--dataset", tiny_data_dir, "--device", "cpu", "--epochs", "1",
+                             "--train-limit", "64", "--flush-denormal", "--threads", "2", "--json",
+                             "--out", tmp_path / "run")
+    assert code == 0, err
+    history = json.loads(out.strip().splitlines()[-1])
+    assert any("subnormal" in note for note in history["notes"])
+    assert json.loads((tmp_path / "run" / "checkpoint.json").read_text())["identity"]["flush_denormal"] is True

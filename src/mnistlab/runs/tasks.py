@@ -200,6 +200,8 @@ def final_metrics(task: Task, history: History, full_train_images: int) -> dict:
         "best_epoch": history.best_epoch,  # early stopping: the epoch whose weights were restored and tested
         "stopped_early": history.stopped_early if task.patience is not None else None,
         "threads": history.threads,  # intra-op CPU threads: part of what makes a run repeatable bit for bit
+        # How its arithmetic was done where not the default (bf32, flushed subnormals, probed CPU paths).
+        "notes": list(history.notes) or None,
     }
 
 
