@@ -213,3 +213,17 @@ def test_cli_flush_denormal_trains_and_says_so_in_the_history(tiny_spec_file, ti
     history = json.loads(out.strip().splitlines()[-1])
     assert any("subnormal" in note for note in history["notes"])
     assert json.loads((tmp_path / "run" / "checkpoint.json").read_text())["identity"]["flush_denormal"] is True
+
+
+def test_an_experiment_sets_flush_denormal_for_its_runs_and_keeps_other_hashes(tiny_data_dir):
+    from test_runner import tiny_experiment
+
+    from mnistlab.experiments.definition import expand, parse_experiment
+    from mnistlab.runs.tasks import task_config
+
+    plain = tiny_experiment(tiny_data_dir, seeds=(0,))
+    flushed = {**plain, "defaults": {**plain["defaults"], "flush_denormal": True}}
+    before, after = expand(parse_experiment(plain))[0], expand(parse_experiment(flushed))[0]
+    assert "flush_denormal" not in before.run_config()  # runs stored before the field keep their hash
+    assert after.run_config()["flush_denormal"] is True
+    assert task_config(after, None).flush_denormal and not task_config(before, None).flush_denormal

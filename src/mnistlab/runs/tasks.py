@@ -108,7 +108,7 @@ def task_config(task: Task, work_dir: Path | None, threads: int | None = None) -
         val_fraction=task.val_fraction, train_limit=task.train_limit, out_dir=work_dir, resume=True,
         max_params=task.max_params, max_activation_mib=task.max_activation_mib,
         patience=task.patience, threads=task.threads if threads is None else threads,
-        deterministic=task.deterministic,
+        deterministic=task.deterministic, flush_denormal=task.flush_denormal,
     )
 
 
