@@ -20,7 +20,8 @@ from rich.text import Text
 
 from mnistlab import __version__
 from mnistlab.cli.json_output import print_json
-from mnistlab.cli.options import EpochsOverride, JsonOption, ModelsOverride, SeedsOverride, SetOverride, VaryOverride
+from mnistlab.cli.options import (PRECISION_HELP, EpochsOverride, FlushDenormalOption, JsonOption, ModelsOverride,
+                                  SeedsOverride, SetOverride, VaryOverride)
 from mnistlab.cli.output import console, err_console, print_error, say
 from mnistlab.data.datasets import DATASETS
 from mnistlab.errors import MnistlabError
@@ -142,14 +143,10 @@ def train(
         help="Train these seeds (e.g. 0,1,2,3) as one seed bundle; --out DIR then holds DIR/seed-N model "
              "folders.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    precision: Annotated[Precision, typer.Option(
-        help="fp32 (strict float32, as Keras), tf32 (CUDA tensor cores), bf16 autocast, or bf32 (CPU: "
-             "oneDNN's implicit bf16 in fp32 matmuls and convolutions; needs AVX-512 BF16 or AMX).")] = Precision.fp32,
+    precision: Annotated[Precision, typer.Option(help=PRECISION_HELP)] = Precision.fp32,
     deterministic: Annotated[bool, typer.Option(
         "--deterministic", help="CUDA: deterministic kernels only (slower; an op without one fails).")] = False,
-    flush_denormal: Annotated[bool, typer.Option(
-        "--flush-denormal", help="Flush subnormal floats to zero on every CPU thread, as TensorFlow (so Keras "
-                                 "2.2) does; faster late in overfitting runs, other numbers.")] = False,
+    flush_denormal: FlushDenormalOption = False,
     validate_on: Annotated[
         Protocol, typer.Option(help="split: a stratified 10% of train; test: the seeds' practice.")
     ] = Protocol.split,

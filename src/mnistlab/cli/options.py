@@ -10,7 +10,14 @@ from typing import Annotated, Optional
 
 import typer
 
-__all__ = ["EpochsOverride", "JsonOption", "ModelsOverride", "SeedsOverride", "SetOverride", "VaryOverride"]
+__all__ = ["EpochsOverride", "FlushDenormalOption", "JsonOption", "ModelsOverride", "PRECISION_HELP", "SeedsOverride",
+           "SetOverride", "VaryOverride"]
+
+PRECISION_HELP = ("fp32 (strict float32, as Keras), tf32 (CUDA tensor cores), bf16 autocast, or bf32 (CPU: "
+                  "oneDNN's implicit bf16 in fp32 matmuls and convolutions; needs AVX-512 BF16 or AMX).")
+FlushDenormalOption = Annotated[bool, typer.Option(
+    "--flush-denormal", help="Flush subnormal floats to zero on every CPU thread, as TensorFlow (so Keras 2.2) "
+                             "does; faster late in overfitting runs, other numbers.")]
 
 JsonOption = Annotated[bool, typer.Option(
     "--json", help="Print one JSON document on stdout (its first key, \"format\", is the JSON format version).")]
