@@ -44,7 +44,7 @@ def architecture_json(spec: Any) -> dict[str, Any]:
 def machine_info(threads: int) -> dict[str, Any]:
     import torch
 
-    flags = cpu_flags()
+    flags = set(cpu_flags())  # util.machine: the one reader of the CPU's flags
     interesting = ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16"]
     mem_kb = 0
     if Path("/proc/meminfo").exists():

@@ -42,6 +42,11 @@ BAD_USAGE = [
     (["import-keras-weights", "s000-m1", "w.h5"], ["mnistlab import-keras-weights", "--output"]),
     (["export-runs", "quick", "out"], ["mnistlab export-runs", "--to"]),
     (["export-runs", "quick", "out", "--to", "wandb"], ["--to", "wandb"]),
+    (["import-runs"], ["mnistlab import-runs", "Missing argument"]),
+    (["run", "quick", "--dry-run", "--probe-seconds", "0"], ["probe seconds", "above 0"]),
+    (["reproduction", "--archive", "missing.tar.xz"], ["missing.tar.xz", "no such archive file"]),
+    (["export-runs", "quick", "out", "--to", "tensorboard", "--with-models"], ["--with-models", "--to archive"]),
+    (["import-runs", "runs.tar.xz", "--bogus"], ["mnistlab import-runs", "--bogus"]),
     (["conclusions"], ["mnistlab conclusions", "Missing argument"]),
     (["reproduction"], ["mnistlab reproduction", "--store"]),
     (["estimate", "s004-m1", "--epochs", "0"], ["mnistlab estimate", "--epochs"]),
@@ -58,6 +63,10 @@ BAD_USAGE = [
     (["run", "quick", "--bundle", "x"], ["--bundle", "'x'"]),
     (["train", "s004-m1", "--log-format", "xml"], ["mnistlab train", "--log-format", "xml"]),
     (["run", "quick", "--log-format", "xml"], ["mnistlab run", "--log-format", "xml"]),
+    (["run", "quick", "--max-seeds", "4"], ["--max-seeds", "only with --until-decided"]),
+    (["run", "quick", "--until-decided", "--budget", "soon"], ["--budget", "soon"]),
+    (["run", "quick", "--until-decided", "--max-seeds", "1"], ["mnistlab run", "--max-seeds"]),
+    (["run", "quick", "--until-decided", "--margin", "-1"], ["mnistlab run", "--margin"]),
     (["run", "quick", "--epochs", "0"], ["mnistlab run", "--epochs"]),
     (["run", "quick", "--seeds", "5:2"], ["--seeds '5:2'", "START:STOP"]),
     (["run", "quick", "--models", "s002-m2"], ["--models s002-m2", "no model entry"]),
@@ -66,6 +75,17 @@ BAD_USAGE = [
     (["zoo", "--json", "extra"], ["mnistlab zoo", "extra"]),
     (["show", "--json"], ["mnistlab show", "Missing argument"]),
     (["conclusions", "--json"], ["mnistlab conclusions", "Missing argument"]),
+    (["tag", "1"], ["mnistlab tag", "Missing argument"]),
+    (["untag", "1"], ["mnistlab untag", "Missing argument"]),
+    (["note", "1"], ["mnistlab note", "Missing argument"]),
+    (["rm"], ["rm: name runs, or --experiment NAME"]),
+    (["rm", "1", "--experiment", "quick"], ["rm: name runs, or --experiment NAME, not both"]),
+    (["rm", "--bogus"], ["mnistlab rm", "--bogus"]),
+    (["gc", "--bogus"], ["mnistlab gc", "--bogus"]),
+    (["gc", "extra"], ["mnistlab gc", "extra"]),
+    (["ls", "--status", "done"], ["mnistlab ls", "--status", "done"]),
+    (["ls", "--where", "1=1; DROP TABLE runs"], ["--where", "';' at column 4"]),
+    (["ls", "--where", "status == completed"], ["--where", "quote text values"]),
     (["no-such-command"], ["No such command", "no-such-command"]),
 ]
 
@@ -175,7 +195,8 @@ def tiny_store(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("args", [["ls"], ["show", "1"]], ids=["ls", "show"])
+@pytest.mark.parametrize("args", [["ls"], ["show", "1"], ["ls", "--json", "--where", "seed >= 0"]],
+                         ids=["ls", "show", "ls --json --where"])
 def test_ls_and_show_load_neither_torch_nor_pandas(args, tiny_store):
     """A property, not a timing: `ls` and `show` read the store through report.overview, so they start
     without torch, matplotlib, scipy, statsmodels or pandas (seconds of imports on a small machine)."""
@@ -191,7 +212,7 @@ def test_ls_and_show_load_neither_torch_nor_pandas(args, tiny_store):
                             text=True, env={**os.environ, "PYTHONPATH": str(SRC)}, timeout=120)
     outcome = json.loads(result.stderr.strip().splitlines()[-1])
     assert outcome == {"code": 0, "heavy": []}, result.stderr
-    assert ("tiny" if args == ["ls"] else "run 1: m, seed 0") in result.stdout
+    assert ("tiny" if args[0] == "ls" else "run 1: m, seed 0") in result.stdout
 
 
 def _cli_process(*args: str, **env: str):

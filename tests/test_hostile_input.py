@@ -242,7 +242,8 @@ def _read_command(args: list[str]) -> Callable[[Path], list[str]]:
 READ_CASES = [
     hostile(f"{args[0]}-never-creates-a-store", _read_command([*args, "--store", "{new}"]), ["new-store", "no run store"])
     for args in (["show", "1"], ["ls"], ["ls", "quick"], ["compare", "1", "2"], ["report", "quick"], ["conclusions", "quick"],
-                 ["export-runs", "quick", "{new}-tb", "--to", "tensorboard"])
+                 ["export-runs", "quick", "{new}-tb", "--to", "tensorboard"],
+                 ["export-runs", "quick", "{new}-runs.tar.xz", "--to", "archive"])
 ] + [
     hostile("export-runs-unknown-experiment-leaves-no-folder",
             lambda folder: ["export-runs", "nope", folder / "tb", "--to", "tensorboard", "--store", _empty_store(folder)],
@@ -654,6 +655,7 @@ WALK = [
     ("ls", "--store", "{store}"), ("ls", "e", "--store", "{store}"), ("show", "1", "--store", "{store}"),
     ("show", "3", "--store", "{store}"), ("compare", "1", "2", "--store", "{store}"),
     ("conclusions", "e", "--store", "{store}"), ("export-runs", "e", "{model}/tb", "--to", "tensorboard", "--store", "{store}"),
+    ("export-runs", "e", "{model}/runs.tar.xz", "--to", "archive", "--store", "{store}"),
     ("predict", "1", "{images}", "--store", "{store}"),  # an error line quoting the store's strings
 ]
 

@@ -533,3 +533,21 @@ def test_steps_reuse_their_scratch_and_keep_it_out_of_the_state(name: str) -> No
         seen.append([id(t) for t in optimizer.__dict__["_scratch_tensors"].values()])
     assert seen[0] == seen[1] and len(seen[0]) == 2
     assert all(set(state) <= {"m", "v", "vhat", "accumulator"} for state in optimizer.state_dict()["state"].values())
+
+
+def test_the_optimizers_never_import_dynamo() -> None:
+    # torch.optim.Optimizer's torch._disable_dynamo wrappers import torch._dynamo (2-4 s) on first use;
+    # the Keras optimizers call the plain methods, so a training process never pays for it.
+    import subprocess
+    import sys
+
+    probe = ("import sys, torch\n"
+             "from mnistlab.training.optim import OPTIMIZERS\n"
+             "for name in OPTIMIZERS:\n"
+             "    p = [torch.nn.Parameter(torch.ones(3))]\n"
+             "    o = OPTIMIZERS[name](p); p[0].grad = torch.ones(3); o.step(); o.zero_grad()\n"
+             "    o.load_state_dict(o.state_dict())\n"
+             "    assert p[0].grad is None\n"
+             "print('torch._dynamo' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "False"

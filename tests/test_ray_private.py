@@ -46,6 +46,8 @@ def test_a_private_instance_trains_and_leaves_nothing_behind(tmp_path, tiny_data
         (run,) = store.runs("rayprivate")
         assert run.status == "completed" and store.history(run.id)["epoch"] == [1]
         assert run.final["ray"]["attempt"] == 1
+        recorded = store.provenance(run.id)  # the coordinator records provenance as the local backend does
+        assert recorded["sources"][0]["file"] == str(path.resolve()) and recorded["command"]["entry"] == "cli"
     made = set(Path("/tmp").glob(f"{TEMP_PREFIX}*")) - before
     assert made == set()  # its temporary folder is removed
     deadline = time.monotonic() + 15  # shutdown signals them; give them a moment to exit

@@ -430,3 +430,68 @@ def test_a_version_1_store_is_migrated_and_keeps_its_runs(tmp_path):
         assert store.history(run.id)["train_eval_acc"][1] == 0.9
     with sqlite3.connect(tmp_path / "old" / "store.sqlite") as conn:
         assert conn.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION)
+
+
+# The version-2 schema as mnistlab wrote it before tags, notes, provenance and removals: a fixture of an
+# old store (copied from runs/schema.py at version 2), not the code under test.
+V2_SCHEMA = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE experiments (name TEXT PRIMARY KEY, config_json TEXT NOT NULL, created_at REAL NOT NULL,"
+    " updated_at REAL NOT NULL)",
+    "CREATE TABLE runs (id INTEGER PRIMARY KEY, experiment TEXT NOT NULL REFERENCES experiments(name),"
+    " model_id TEXT NOT NULL, spec_json TEXT NOT NULL, spec_hash TEXT NOT NULL, seed INTEGER NOT NULL,"
+    " dataset TEXT NOT NULL, protocol TEXT NOT NULL, epochs_planned INTEGER NOT NULL,"
+    " status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'running', 'completed', 'diverged',"
+    " 'failed')), owner TEXT, heartbeat_at REAL, device TEXT, versions_json TEXT, started_at REAL, ended_at REAL,"
+    " final_json TEXT, error TEXT, notes_json TEXT, UNIQUE (experiment, model_id, spec_hash, seed, dataset, protocol))",
+    "CREATE TABLE epochs (run_id INTEGER NOT NULL REFERENCES runs(id), epoch INTEGER NOT NULL, loss REAL, acc REAL,"
+    " val_loss REAL, val_acc REAL, seconds REAL, train_eval_loss REAL, train_eval_acc REAL,"
+    " PRIMARY KEY (run_id, epoch))",
+    "CREATE TABLE predictions (run_id INTEGER PRIMARY KEY REFERENCES runs(id), n INTEGER NOT NULL,"
+    " labels BLOB NOT NULL, predicted BLOB NOT NULL)",
+    "INSERT INTO meta VALUES ('schema_version', '2')",
+    "INSERT INTO experiments VALUES ('old', '{}', 0, 0)",
+    "INSERT INTO runs (experiment, model_id, spec_json, spec_hash, seed, dataset, protocol, epochs_planned, status,"
+    " notes_json) VALUES ('old', 'm', '{}', 'h', 0, 'mnist', 'split', 2, 'completed', '[\"moved aside\"]')",
+    "INSERT INTO epochs VALUES (1, 1, 0.5, 0.8, 0.4, 0.85, 1.5, NULL, NULL)",
+)
+
+
+def test_a_version_2_store_is_migrated_keeps_its_runs_and_has_no_provenance(tmp_path):
+    tmp_path.joinpath("old").mkdir()
+    with sqlite3.connect(tmp_path / "old" / "store.sqlite") as conn:
+        for statement in V2_SCHEMA:
+            conn.execute(statement)
+    with RunStore(tmp_path / "old") as store:
+        (run,) = store.runs("old")
+        assert run.status == "completed" and run.notes == ["moved aside"]
+        assert store.history(run.id)["val_acc"] == [0.85]
+        assert store.provenance(run.id) is None and store.tags(run.id) == [] and store.user_notes(run.id) == []
+        assert store.add_tags(run.id, ["baseline"]) == ["baseline"]
+        store.add_user_note(run.id, "the first try")
+        assert [note.text for note in store.user_notes(run.id)] == ["the first try"]
+    with sqlite3.connect(tmp_path / "old" / "store.sqlite") as conn:
+        assert conn.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION) == "3"
+
+
+def test_a_failing_migration_leaves_the_old_version_whole(tmp_path, monkeypatch):
+    """All steps run in one transaction: a step that fails rolls back every earlier one."""
+    from mnistlab.runs import schema
+
+    tmp_path.joinpath("old").mkdir()
+    with sqlite3.connect(tmp_path / "old" / "store.sqlite") as conn:
+        for statement in V1_SCHEMA:
+            conn.execute(statement)
+
+    def broken(conn):
+        conn.execute("CREATE TABLE half_done (x)")
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setitem(schema.MIGRATIONS, 2, broken)
+    with pytest.raises(StoreError, match="disk I/O error"):
+        RunStore(tmp_path / "old")
+    with sqlite3.connect(tmp_path / "old" / "store.sqlite") as conn:
+        assert conn.execute("SELECT value FROM meta").fetchone()[0] == "1"
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(runs)")]
+        assert "notes_json" not in columns  # step 1 → 2 was rolled back with the failing 2 → 3
+        assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'half_done'").fetchone()[0] == 0

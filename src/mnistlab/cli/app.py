@@ -20,9 +20,13 @@ from rich.text import Text
 
 from mnistlab import __version__
 from mnistlab.cli.json_output import print_json
-from mnistlab.cli.options import (PRECISION_HELP, EpochsOverride, FlushDenormalOption, JsonOption, ModelsOverride,
-                                  SeedsOverride, SetOverride, VaryOverride)
+from mnistlab.cli.options import (PRECISION_HELP, ArchivesOption, BudgetOption, DryRunOption, EpochsOverride,
+                                  FlushDenormalOption, JsonOption, MarginOption, MaxSeedsOption, ModelsOverride,
+                                  ProbeSecondsOption, SeedsOverride, SetOverride, StoreOption, UntilDecidedOption,
+                                  VaryOverride)
+from mnistlab.cli.runs_io import export_runs, import_runs
 from mnistlab.cli.output import console, err_console, print_error, say
+from mnistlab.cli.store_commands import register_store_commands
 from mnistlab.data.datasets import DATASETS
 from mnistlab.errors import MnistlabError
 from mnistlab.report.log_formats import LOG_FORMATS
@@ -202,10 +206,6 @@ def train(
             train_summary(history, prefix=f"seed {history.seed}: " if bundled else "")
 
 
-# Defaults to runs/store.py's DEFAULT_ROOT, the one home of the folder's name, which --help shows.
-StoreOption = Annotated[Path, typer.Option("--store", envvar="MNISTLAB_STORE", help="Run store folder.")]
-
-
 @app.command()
 def experiments(as_json: JsonOption = False) -> None:
     """List the built-in experiments."""
@@ -234,7 +234,8 @@ def run(
         min=0.0, envvar="MNISTLAB_LEASE_SECONDS",
         help="Take a run over from another process only after its claim is this old (default: 6 heartbeats).")] = None,
     bundle: Annotated[str, typer.Option(
-        help="Train up to K seeds of a model together as one seed bundle; auto: as many as fit in memory.")] = "1",
+        help="Train up to K seeds of a model together as one seed bundle; auto: the K a short probe here finds "
+             "fastest (1 unless a bundle is faster).")] = "1",
     backend: Annotated[Backend, typer.Option(
         help="Where tasks train: here, or on a Ray cluster (needs the ray extra).")] = Backend.local,
     address: Annotated[Optional[str], typer.Option(
@@ -247,8 +248,11 @@ def run(
     artifacts: Annotated[Optional[Path], typer.Option(
         help="Checkpoint folder every Ray worker can reach (shared storage); default: the store's artifacts "
              "folder.")] = None,
+    until_decided: UntilDecidedOption = False, max_seeds: MaxSeedsOption = None, budget: BudgetOption = None,
+    margin: MarginOption = None,
     epochs: EpochsOverride = None, seeds: SeedsOverride = None, models: ModelsOverride = None,
     set_: SetOverride = None, vary: VaryOverride = None,
+    dry_run: DryRunOption = False, probe_seconds: ProbeSecondsOption = None,
 ) -> None:
     """Train every (model, seed) of an experiment not already in the store; resume interrupted ones."""
     from mnistlab import api
@@ -261,18 +265,21 @@ def run(
     study, source = load_with_overrides(experiment, overrides)  # validated before the store is opened
     if overrides and not quiet:
         say(f"experiment {study.name}: {source} with overrides; its runs are its own")
-    outcome = api.run(study, store, data_dir, bundle=bundle_size, backend=backend.value, address=address,
-                      gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, artifacts=artifacts,
-                      reporter_for=task_reporters(expand(study, source), console, log_format.value, quiet),
-                      download=download, source=source, heartbeat_seconds=heartbeat_seconds,
-                      lease_seconds=lease_seconds)
-    if not quiet:
-        say(f"{study.name}: trained {len(outcome.trained)}, already done {len(outcome.skipped_finished)}, "
-            f"left to another process {len(outcome.skipped_claimed) + len(outcome.lost)}  (store: {store})")
+    if dry_run:
+        from mnistlab.cli.views import dry_run_view
+
+        return console.print(dry_run_view(api.dry_run(study, store, probe_seconds=probe_seconds)))
+    options: dict = dict(bundle=bundle_size, backend=backend.value, address=address, gpus_per_task=gpus_per_task,
+                         cpus_per_task=cpus_per_task, artifacts=artifacts, download=download, source=source,
+                         reporter_for=task_reporters(expand(study, source), console, log_format.value, quiet),
+                         heartbeat_seconds=heartbeat_seconds, lease_seconds=lease_seconds)
+    from mnistlab.cli.rounds import run_study  # once, or in rounds --until-decided; it says the summary
+    run_ids = run_study(study, store, data_dir, options, log_format.value, quiet, until_decided=until_decided,
+                        max_seeds=max_seeds, budget=budget, margin=margin)
     if not report:
         return
     # Whichever process finds, after its own last write, that no run is left writes the report.
-    paths = api.report(study, store, store / "reports", data_dir, settled=outcome.run_ids)
+    paths = api.report(study, store, store / "reports", data_dir, settled=run_ids)
     if paths is None and not quiet:
         say(f"report: left to the process still training; or later: mnistlab report {study.name}")
     elif paths is not None and not quiet:
@@ -313,8 +320,9 @@ def conclusions(
 
 @app.command()
 def reproduction(
-    store: Annotated[list[Path], typer.Option("--store", envvar="MNISTLAB_STORE",
-                                              help="Run store folder(s) to read; repeat for several.")],
+    store: Annotated[Optional[list[Path]], typer.Option("--store", envvar="MNISTLAB_STORE",
+                                                        help="Run store folder(s) to read; repeat for several.")] = None,
+    archive: ArchivesOption = None,
     out: Annotated[Optional[Path], typer.Option(
         help="Write the Markdown table here (e.g. docs/REPRODUCTION.md).")] = None,
     estimate_seconds: Annotated[Optional[float], typer.Option(
@@ -327,7 +335,7 @@ def reproduction(
     from mnistlab.cli.views import reproduction_view
     from mnistlab.report.reproduction import reproduction_json
 
-    lines = api.reproduction(store, out, estimate_seconds)
+    lines = api.reproduction(store or [], out, estimate_seconds, archive or [])
     if as_json:  # stdout holds the document alone; --out still writes the Markdown
         return print_json(reproduction_json(lines), indent=1)
     table, rule = reproduction_view(lines)
@@ -373,20 +381,6 @@ def estimate(
         console.print(part)
 
 
-@app.command("ls")
-def ls_(
-    experiment: Annotated[Optional[str], typer.Argument(help="Show this experiment's runs.")] = None,
-    store: StoreOption = DEFAULT_ROOT,
-) -> None:
-    """List the stored experiments, or one experiment's runs and models (diagnosis over all seeds)."""
-    from mnistlab import api
-    from mnistlab.cli.views import experiment_view, experiments_table
-
-    with api.open_store(store, create=False) as run_store:
-        console.print(experiment_view(run_store, api.experiment_name(experiment)) if experiment
-                      else experiments_table(run_store))
-
-
 @app.command()
 def show(
     run_id: Annotated[str, typer.Argument(help="A run id (from mnistlab ls EXPERIMENT).")],
@@ -417,11 +411,15 @@ def compare(
     from mnistlab import api
     from mnistlab.cli.views import compare_table
     from mnistlab.report.pair import compare_pair
+    from mnistlab.runs.listing import environment_json
 
     with api.open_store(store, create=False) as run_store:
         named = api.experiment_name(experiment) if experiment else None
         if as_json:
-            return print_json(compare_pair(run_store, a, b, experiment=named).to_json(), indent=1)
+            pair = compare_pair(run_store, a, b, experiment=named)
+            extra = {"environment": environment_json(run_store, pair.sides[0].run_ids[0], pair.sides[1].run_ids[0])} \
+                if pair.kind == "runs" else {}
+            return print_json({**pair.to_json(), **extra}, indent=1)
         console.print(compare_table(run_store, a, b, experiment=named))
 
 
@@ -548,31 +546,28 @@ def import_keras_weights(
     say(f"wrote model folder {str(folder)}")
 
 
-class RunsTarget(str, Enum):
-    tensorboard = "tensorboard"
-    mlflow = "mlflow"
+# The runs-out-and-in commands live in cli/runs_io.py (this file would pass 600 lines).
+app.command("export-runs")(export_runs)
+app.command("import-runs")(import_runs)
 
 
-@app.command("export-runs")
-def export_runs(
-    experiment: Annotated[str, typer.Argument(help="Experiment name (as stored) or file.")],
-    destination: Annotated[str, typer.Argument(
-        help="TensorBoard: a folder. MLflow: a tracking URI or a local mlruns folder.")],
-    to: Annotated[RunsTarget, typer.Option("--to", help="Where the runs go.")],
-    store: StoreOption = DEFAULT_ROOT,
-) -> None:
-    """Export an experiment's runs to TensorBoard event files or MLflow (one run per model and seed)."""
-    from mnistlab import api
-
-    written = api.export_runs(api.experiment_name(experiment), to.value, destination, store)
-    say(f"exported {len(written)} run(s) to {to.value} at {destination}")
-
+register_store_commands(app)  # ls, tag, untag, note, rm, gc
 
 INTERRUPTED = 130
 
 
 def main() -> None:
     """Console-script entry point: one-line errors, exit 2; Ctrl-C exits 130."""
+    from mnistlab.util.provenance import set_invocation
+
+    set_invocation(["mnistlab", *sys.argv[1:]])  # the command line each run it trains records
+    try:
+        _main()
+    finally:
+        set_invocation(None)  # a later API call in this interpreter is an API call
+
+
+def _main() -> None:
     try:
         code = app(standalone_mode=False, prog_name="mnistlab")
     except typer.TyperException as exc:

@@ -10,6 +10,7 @@ import the report's frame and statistics (pandas, scipy) when they run.
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -28,13 +29,15 @@ if TYPE_CHECKING:
     from mnistlab.data.datasets import Dataset
     from mnistlab.report.pair import Pair, Side
     from mnistlab.report.reproduction import ModelReproduction
+    from mnistlab.runs.dry_run import DryRun
     from mnistlab.runs.records import RunRecord
     from mnistlab.runs.store import RunStore
     from mnistlab.spec.model import ModelSpec
     from mnistlab.training.cost import Estimate
 
-__all__ = ["builtin_experiments_table", "compare_table", "datasets_table", "estimate_view", "experiment_view",
-           "experiments_table", "models_table", "reproduction_view", "run_panel", "runs_table", "zoo_table"]
+__all__ = ["builtin_experiments_table", "compare_table", "datasets_table", "dry_run_view", "estimate_view",
+           "experiment_view", "experiments_table", "models_table", "reproduction_view", "run_panel", "run_rows_table",
+           "runs_table", "zoo_table"]
 
 # Outcomes first, then work in progress, then trouble: the order counts are listed in.
 STATUS_STYLES = {COMPLETED: "green", DIVERGED: "red", RUNNING: "yellow", PENDING: "dim", FAILED: "red"}
@@ -53,14 +56,6 @@ def _cells(*values: RenderableType) -> list[RenderableType]:
 
 SQL_EXPERIMENT_RUNS = """
     SELECT experiment, status, count(*) AS runs FROM runs GROUP BY experiment, status
-"""
-SQL_RUN_LIST = """
-    SELECT r.id AS run_id, r.experiment, r.model_id AS model, r.seed, r.status, r.epochs_planned,
-           r.device, json_extract(r.final_json, '$.test_acc') AS test_acc,
-           (SELECT count(*) FROM epochs e WHERE e.run_id = r.id) AS epochs,
-           (SELECT e.val_acc FROM epochs e WHERE e.run_id = r.id ORDER BY e.epoch DESC LIMIT 1) AS val_acc,
-           (SELECT avg(e.seconds) FROM epochs e WHERE e.run_id = r.id) AS seconds_per_epoch
-    FROM runs r WHERE (:experiment IS NULL OR r.experiment = :experiment) ORDER BY r.id
 """
 
 
@@ -119,25 +114,32 @@ def experiments_table(store: RunStore) -> Table:
 
 def runs_table(store: RunStore, experiment: str | None = None) -> Table:
     """One row per run (of one experiment, or all): status, epochs done, val and test accuracy."""
-    import pandas as pd
-
-    from mnistlab.report.frame import experiment_config, query_frame
+    from mnistlab.report.frame import experiment_config
+    from mnistlab.runs.listing import list_runs
 
     if experiment is not None:
         experiment_config(store, experiment)
-    runs = query_frame(store, SQL_RUN_LIST, {"experiment": experiment})
-    table = _table(f"Runs of {experiment}" if experiment else f"Runs in {store.root}")
-    columns = [("id", "right")] + ([("experiment", "left")] if experiment is None else [])
+    return run_rows_table(list_runs(store, experiment), f"Runs of {experiment}" if experiment else f"Runs in {store.root}",
+                          with_experiment=experiment is None)
+
+
+def run_rows_table(rows: Sequence[Mapping[str, Any]], title: str, with_experiment: bool = True) -> Table:
+    """`ls`'s runs (runs.listing rows, filtered or not): status, epochs done, accuracies, tags."""
+    table = _table(title)
+    columns = [("id", "right")] + ([("experiment", "left")] if with_experiment else [])
     columns += [("model", "left"), ("seed", "right"), ("status", "left"), ("epochs", "right"),
                 ("val acc", "right"), ("test acc", "right"), ("s/epoch", "right"), ("device", "left")]
+    tagged = any(row["tags"] for row in rows)
+    columns += [("tags", "left")] if tagged else []
     for column, justify in columns:
         # Only the free-text columns may wrap, so statuses and numbers stay whole.
-        table.add_column(column, justify=justify, no_wrap=column not in ("experiment", "device"))
-    for row in runs.itertuples(index=False):
-        cells: list[RenderableType] = [str(row.run_id)] + ([row.experiment] if experiment is None else [])
-        cells += [row.model, str(row.seed), _status(row.status), f"{row.epochs}/{row.epochs_planned}",
-                  _percent(row.val_acc), _percent(row.test_acc), _number(row.seconds_per_epoch, 2),
-                  MISSING if pd.isna(row.device) else row.device]
+        table.add_column(column, justify=justify, no_wrap=column not in ("experiment", "device", "tags"))
+    for row in rows:
+        cells: list[RenderableType] = [str(row["id"])] + ([row["experiment"]] if with_experiment else [])
+        cells += [row["model"], str(row["seed"]), _status(row["status"]), f"{row['epochs']}/{row['epochs_planned']}",
+                  _percent(row["val_acc"]), _percent(row["test_acc"]), _number(row["seconds_per_epoch"], 2),
+                  row["device"] or MISSING]
+        cells += [", ".join(row["tags"])] if tagged else []
         table.add_row(*_cells(*cells))
     return table
 
@@ -182,6 +184,10 @@ def _optimizer_text(optimizer: Any) -> str:
     return str(optimizer)
 
 
+def _when(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(seconds))
+
+
 def _facts_grid(rows: Sequence[tuple[str, RenderableType]]) -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
@@ -191,7 +197,7 @@ def _facts_grid(rows: Sequence[tuple[str, RenderableType]]) -> Table:
     return grid
 
 
-def _spec_rows(run: RunRecord) -> list[tuple[str, RenderableType]]:
+def _spec_rows(run: RunRecord, tags: Sequence[str] = ()) -> list[tuple[str, RenderableType]]:
     model = run.spec.get("model", {})
     training = model.get("training", {})
     final = run.final or {}
@@ -207,7 +213,10 @@ def _spec_rows(run: RunRecord) -> list[tuple[str, RenderableType]]:
         ("params", f"{int(params):,}" if params is not None else MISSING),
         ("status", _status(run.status)),
         ("device", run.device or MISSING),
+        ("trained on", safetext.text(str((run.versions or {}).get("machine") or MISSING))),  # kept by archives
     ]
+    if tags:
+        rows.append(("tags", ", ".join(tags)))
     if run.error:
         rows.append(("error", safetext.text(run.error, style="red")))
     return rows
@@ -270,11 +279,47 @@ def _model_diagnosis_text(store: RunStore, run: RunRecord) -> Text | None:
     return safetext.text(f"{run.model_id} over its seeds in {run.experiment}: {model.text}", style="bold")
 
 
+NOT_RECORDED = "not recorded"
+
+
+def _source_text(source: Mapping[str, Any]) -> str:
+    if source.get("commit") is None:
+        return f"{source.get('file')} ({source.get('reason') or 'no commit'})"
+    state = "dirty" if source.get("dirty") else "clean"
+    untracked = ", the file itself untracked" if source.get("tracked") is False else ""
+    return f"{source.get('file')}: commit {str(source['commit'])[:12]} ({state}{untracked}) in {source.get('repository')}"
+
+
+def _provenance_rows(provenance: Mapping[str, Any] | None) -> list[tuple[str, RenderableType]]:
+    """What produced a run, as `show` lists it; one "not recorded" line for runs trained before it was."""
+    if provenance is None:
+        return [("provenance", Text(f"{NOT_RECORDED} (trained before mnistlab recorded it)", style="dim"))]
+    env = provenance.get("environment") or {}
+    from mnistlab.util.provenance import NUMERIC_FLAG_PREFIXES
+
+    flags = [flag for flag in env.get("cpu_flags") or [] if flag.startswith(NUMERIC_FLAG_PREFIXES)]
+    packages = provenance.get("distributions") or {}
+    sources = provenance.get("sources") or []
+    rows: list[tuple[str, RenderableType]] = [
+        ("command", str((provenance.get("command") or {}).get("command", NOT_RECORDED))),
+        *[("source", _source_text(source)) for source in sources],
+        ("libraries", f"torch {env.get('torch') or NOT_RECORDED}, CUDA {env.get('cuda') or 'none'}, "
+                      f"cuDNN {env.get('cudnn') or 'none'}, oneDNN {env.get('onednn') or 'none'}, "
+                      f"kernels {env.get('cpu_capability') or NOT_RECORDED}"),
+        ("cpu", f"{env.get('cpu') or NOT_RECORDED} on {provenance.get('host') or NOT_RECORDED}; "
+                f"flags {' '.join(flags) or 'none listed'} ({len(env.get('cpu_flags') or [])} in all)"),
+        ("packages", f"{len(packages)} distributions, sha256 {str(provenance.get('distributions_sha256'))[:16]}"),
+    ]
+    if not sources:
+        rows.insert(1, ("source", "no experiment or spec file (defined in Python)"))
+    return rows
+
+
 def run_panel(store: RunStore, run_id: int) -> Panel:
-    """One run: spec summary, status, per-epoch table, final metrics and diagnosis."""
+    """One run: spec summary, status, tags, per-epoch table, final metrics, diagnosis, provenance and notes."""
     run = store.get_run(run_id)
     history = store.history(run_id)
-    parts: list[RenderableType] = [_facts_grid(_spec_rows(run))]
+    parts: list[RenderableType] = [_facts_grid(_spec_rows(run, store.tags(run_id)))]
     if history["epoch"]:
         parts.append(_epochs_table(history))
     if run.final:
@@ -283,8 +328,12 @@ def run_panel(store: RunStore, run_id: int) -> Panel:
     across = _model_diagnosis_text(store, run)
     if across is not None:
         parts.append(across)
-    if run.notes:  # e.g. a damaged checkpoint set aside; Text, so a note is never read as markup
-        parts += [Text("Notes", style="bold"), *(safetext.text(f"- {note}") for note in run.notes)]
+    parts += [Text("Provenance", style="bold"), _facts_grid(_provenance_rows(store.provenance(run_id)))]
+    user_notes = store.user_notes(run_id)
+    if run.notes or user_notes:  # Text, so a note is never read as markup
+        parts += [Text("Notes", style="bold"),
+                  *(safetext.text(f"- {note}") for note in run.notes),  # the system's: e.g. a checkpoint set aside
+                  *(safetext.text(f"- (user, {_when(note.created_at)}) {note.text}") for note in user_notes)]
     return Panel(Group(*parts), title=safetext.text(f"run {run.id}: {run.model_id}, seed {run.seed}"),
                  title_align="left")
 
@@ -318,6 +367,22 @@ def _verdict(pair: Pair) -> Group:
     return Group(safetext.text(detail, style="dim"), safetext.text(pair.sentence, style=style))
 
 
+def _environment_note(store: RunStore, a: int, b: int) -> Text:
+    """Whether the two runs were produced in the same environment (libraries, CPU, packages)."""
+    from mnistlab.util.provenance import environment_differences
+
+    provenances = {run_id: store.provenance(run_id) for run_id in (a, b)}
+    missing = [str(run_id) for run_id, provenance in provenances.items() if provenance is None]
+    if missing:
+        return Text(f"Environment: {NOT_RECORDED} for run {' and '.join(missing)}; cannot tell whether they differ.",
+                    style="dim")
+    differences = environment_differences(provenances[a], provenances[b])
+    if not differences:
+        return Text("Environment: the same libraries, CPU and installed packages.", style="dim")
+    return safetext.text(f"Environments differ: {'; '.join(differences)}. Bit-for-bit differences may come from "
+                         "that, not only from the models.", style="yellow")
+
+
 def compare_table(store: RunStore, a: str | int, b: str | int, experiment: str | None = None) -> Group:
     """A against B (``report.pair.compare_pair``): two run ids, or two model ids of one experiment
     (``experiment`` is needed only when a model has runs in several). McNemar's exact test on
@@ -326,6 +391,8 @@ def compare_table(store: RunStore, a: str | int, b: str | int, experiment: str |
 
     pair = compare_pair(store, a, b, experiment)
     parts: list[RenderableType] = [_sides_table(pair.title, pair.sides)]
+    if pair.kind == "runs":
+        parts.append(_environment_note(store, pair.sides[0].run_ids[0], pair.sides[1].run_ids[0]))
     if pair.difference_note is not None:
         parts.append(safetext.text(pair.difference_note, style="dim"))
     return Group(*parts, _verdict(pair))
@@ -405,3 +472,21 @@ def estimate_view(spec: ModelSpec, cost: Estimate, flops: int) -> tuple[Table, T
     return table, Text(f"on {speed.machine}, {speed.threads} threads, batch {speed.batch_size}: {speed.train_steps} "
                        f"training steps and {speed.eval_images:,} evaluated images timed in a {speed.seconds:.0f} s "
                        f"probe{warm}. Counts {ESTIMATE_INCLUDES}. FLOPs: {FLOPS_COUNTED}.", style="dim")
+
+
+def dry_run_view(plan: DryRun) -> Table:
+    """`mnistlab run --dry-run`: each model with seeds still to train, and the estimated time here."""
+    from mnistlab.training.cost import ESTIMATE_INCLUDES
+
+    table = Table("model", "seeds to train", "epochs", "train img/s", "est. minutes/seed", "est. hours",
+                  title=f"{plan.experiment}: {plan.runs} run(s) to train, {plan.done} already done; "
+                        f"estimated {plan.hours:,.2f} hours here")
+    for model in plan.planned:
+        table.add_row(Text(model.model_id), ", ".join(str(seed) for seed in model.seeds), str(model.estimate.epochs),
+                      f"{model.estimate.throughput.train_images_per_second:,.0f}",
+                      f"{model.estimate.seconds / 60:,.1f}", f"{model.seconds / 3600:,.2f}")
+    machines = sorted({model.estimate.throughput.machine for model in plan.planned})
+    table.caption = Text(f"on {'; '.join(machines) or 'this machine'}, one seed at a time, from a short probe of each "
+                         f"model's real training steps; counts {ESTIMATE_INCLUDES}. Nothing was trained or written.",
+                         style="dim")
+    return table

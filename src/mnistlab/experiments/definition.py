@@ -96,6 +96,10 @@ class Experiment(BaseModel):
     description: str = ""
     dataset: str = "mnist"
     protocol: Literal["split", "test"] = "split"
+    # The validation split (protocol "split"): None or "fixed", one split for every run (split seed 0);
+    # "per-seed", each seed draws its own, seeded by the run's seed, so models stay paired seed by seed
+    # and the split's variance is sampled too (Bouthillier et al., MLSys 2021). Part of the run's identity.
+    split: Literal["fixed", "per-seed"] | None = None
     defaults: Defaults = Defaults()
     models: Annotated[list[ModelEntry], Field(min_length=1)]
     repeats: PositiveInt | None = None
@@ -107,6 +111,8 @@ class Experiment(BaseModel):
             raise ValueError("'repeats' and 'seeds' disagree; give one of them")
         if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
             raise ValueError("'seeds' has duplicates")
+        if self.split == "per-seed" and self.protocol != "split":
+            raise ValueError("'split: per-seed' draws a validation split per seed; it needs 'protocol: split'")
         return self
 
     @property
@@ -141,6 +147,7 @@ class Task:
     threads: int | None = None  # None: the usable cores (a resumed run: its checkpoint's count)
     deterministic: bool = False
     flush_denormal: bool = False
+    split_seed: int | None = None  # None: the fixed split (seed 0); else this run's own split (split: per-seed)
 
     @property
     def model_id(self) -> str:
@@ -160,6 +167,8 @@ class Task:
             config["deterministic"] = True
         if self.flush_denormal:  # likewise: subnormals become zeros, other numbers
             config["flush_denormal"] = True
+        if self.split_seed is not None:  # likewise: another validation split, another trained thing
+            config["split_seed"] = self.split_seed
         return config
 
 
@@ -217,6 +226,7 @@ def expand(experiment: Experiment, source: str = "<python>") -> list[Task]:
                         threads=experiment.defaults.threads,
                         deterministic=experiment.defaults.deterministic,
                         flush_denormal=experiment.defaults.flush_denormal,
+                        split_seed=seed if experiment.split == "per-seed" and experiment.protocol == "split" else None,
                     )
                 )
     return tasks

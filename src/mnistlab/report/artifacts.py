@@ -58,7 +58,10 @@ def load_weights(store: RunStore, run_id: int) -> dict[str, np.ndarray]:
     whole model (a model folder, see trained/folder.py) give the kernels of that model instead.
     """
     folder = store.run_dir(run_id, create=False)
-    from mnistlab.trained.folder import is_model_folder, load_model_folder  # torch only when needed
+    from mnistlab.trained.folder import WEIGHTS_ELSEWHERE, is_model_folder, load_model_folder  # torch only when needed
+
+    if not folder.is_dir() or not any(folder.iterdir()):  # not damage: an archive brought the run without them
+        raise MnistlabError(f"run {run_id}: {WEIGHTS_ELSEWHERE}")
 
     if is_model_folder(folder):
         try:

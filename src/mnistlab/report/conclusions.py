@@ -20,6 +20,7 @@ from mnistlab.analysis.effects import METRICS, Effect, FactorStudy
 from mnistlab.analysis.ranking import ModelComparison, Statistics
 from mnistlab.analysis.multiple import ALPHA, POWER
 from mnistlab.training.history import COMPLETED
+from mnistlab.util.display import html_of
 
 __all__ = [
     "TEST_PROTOCOL_CAVEAT",
@@ -47,6 +48,9 @@ class Conclusions:
 
     def to_json(self) -> dict[str, object]:
         return {"sentences": list(self.sentences), "method": self.method}
+    def _repr_html_(self) -> str | None:
+        """In a notebook: the sentences as a numbered list (mnistlab.report.notebook renders them)."""
+        return html_of(self)
 
 
 def _with_caveat(sentence: str, peeks: bool) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import math
 import re
 import time
@@ -26,6 +25,7 @@ from mnistlab.report.conclusions import Conclusions, loss_text, write_conclusion
 from mnistlab.report.factors import factor_study
 from mnistlab.report.frame import ExperimentData, comparison_from, load_experiment, model_diagnoses
 from mnistlab.analysis.multiple import ALPHA
+from mnistlab.analysis.outperform import outperform
 from mnistlab.analysis.ranking import (
     Statistics,
     best_model,
@@ -35,6 +35,7 @@ from mnistlab.analysis.ranking import (
     most_confused_pairs,
     statistics,
 )
+from mnistlab.report.sequential import UntilDecidedSection, until_decided_section
 from mnistlab.runs.store import RunStore
 from mnistlab.training.history import COMPLETED, DIVERGED
 
@@ -61,7 +62,7 @@ class Plot:
 
     @property
     def data_uri(self) -> str:
-        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
+        return plots.png_data_uri(self.png)
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,8 @@ class Report:
     effects: FactorStudy | None = None
     effects_plots: tuple[Plot, ...] = ()
     effects_note: str = ""
+    until_decided: UntilDecidedSection | None = None  # a study run with --until-decided
+    outperform: dict[str, str] | None = None  # per compared model: P(best > it) over paired seeds, as text
 
     @property
     def effect_rows(self) -> tuple[tuple[str, ...], ...]:
@@ -206,8 +209,8 @@ COLUMNS: tuple[tuple[str, Callable[[Any], Cell]], ...] = (
     ("Val acc", lambda r: Cell(_percent(r.val_acc), _sort_value(r.val_acc))),
     (TEST_ACC_HEADER, lambda r: Cell(_mean_ci_text(r.test_acc_mean, r.test_acc_ci95),
                                      _sort_value(r.test_acc_mean))),
-    ("Runs", lambda r: Cell(f"{int(r.n)}" + (f" ({int(r.diverged)} diverged)" if r.diverged else ""),
-                            int(r.n))),
+    ("Runs", lambda r: Cell(f"{int(r.n)}" + (f" ({int(r.diverged)} diverged)" if r.diverged else "")
+                            + (f"; trained on {r.trained_on}" if r.trained_on else ""), int(r.n))),
     ("Best epoch", lambda r: Cell(_number(r.best_epoch, 0 if float(r.best_epoch).is_integer() else 1),
                                   _sort_value(r.best_epoch))),
     ("s/epoch", lambda r: Cell(_number(r.seconds_per_epoch, 2), _sort_value(r.seconds_per_epoch))),
@@ -259,6 +262,9 @@ def _facts(data: ExperimentData) -> tuple[tuple[str, str], ...]:
         ("Seeds", ", ".join(str(seed) for seed in seeds) or MISSING),
         ("Runs", f"{counts.get(COMPLETED, 0)} completed, {counts.get(DIVERGED, 0)} diverged, "
                  f"{unfinished} not finished (left out)"),
+        ("Validation split", "none: validation is the test set" if config.get("protocol") == "test"
+         else "per seed (each seed draws its own, seeded by the run's seed)" if config.get("split") == "per-seed"
+         else "fixed (the same for every model and seed)"),
         ("Precision", ", ".join(sorted(runs["precision"].dropna().unique())) or MISSING),
         ("Devices", ", ".join(sorted(runs["device"].dropna().unique())) or MISSING),
         ("Generated", f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by mnistlab {mnistlab.__version__}"),
@@ -383,6 +389,15 @@ def _statistics(store: RunStore, data: ExperimentData, ranking: list[str], best:
     return result, note
 
 
+def _outperform(data: ExperimentData, stats: Statistics | None) -> dict[str, str]:
+    """P(best > other) over each comparison's paired seeds, beside its mean difference."""
+    if stats is None:
+        return {}
+    accuracy = dict(zip(data.runs["run_id"].astype(int), data.runs["test_acc"].astype(float)))
+    return {c.b: outperform(c.a, c.b, [accuracy[r] for r in c.runs_a], [accuracy[r] for r in c.runs_b]).text()
+            for c in stats.comparisons}
+
+
 def _effects(study: FactorStudy | None) -> tuple[tuple[Plot, ...], str]:
     if study is None:
         return (), ""
@@ -441,6 +456,8 @@ def build_report(store: RunStore, experiment: str, dataset: Dataset | None = Non
     conclusions = write_conclusions(best, data.runs, stats, study, protocols)
     overlay = _plot("val-overlay", "val-overlay", plots.val_overlay_figure(curve_epochs, ranking))
     return Report(
+        until_decided=until_decided_section(store, experiment),
+        outperform=_outperform(data, stats),
         experiment=experiment,
         title=f"mnistlab report: {experiment}",
         description=str(data.config.get("description", "")),

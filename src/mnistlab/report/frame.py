@@ -53,7 +53,7 @@ SQL_RUNS = """
            json_extract(final_json, '$.diverged_epoch') AS diverged_epoch,
            json_extract(spec_json, '$.val_fraction') AS val_fraction,
            json_extract(spec_json, '$.precision') AS precision,
-           device,
+           device, json_extract(versions_json, '$.machine') AS machine,
            json_extract(final_json, '$.factors') AS factors
     FROM runs WHERE experiment = ? ORDER BY id
 """
@@ -69,12 +69,13 @@ RUN_FRAME_COLUMNS = (
     "train_loss", "train_acc", "val_loss", "val_acc", "best_epoch", "seconds_per_epoch",
     "params", "description", "reference_test_acc", "reference_notebook", "reference_differences", "protocol",
     "dataset", "val_fraction", "precision", "images_per_second", "diverged_epoch",
-    "epochs_planned", "device", "factors",
+    "epochs_planned", "device", "machine", "factors",
 )
 COMPARISON_COLUMNS = (
     "model", "description", "params", "epochs", "train_loss", "val_loss", "train_acc",
     "val_acc", "test_loss", "test_acc_mean", "test_acc_ci95", "n", "diverged", "best_epoch",
     "seconds_per_epoch", "diagnosis", "diagnosis_codes", "diagnosis_agreeing", "diagnosis_seed", "reference_test_acc", "reference_differences",
+    "trained_on",
 )
 
 
@@ -233,7 +234,17 @@ def _model_facts(finished: pd.DataFrame) -> pd.DataFrame:
         "diverged": grouped["status"].agg(lambda status: int(np.sum(status == DIVERGED))),
         "reference_test_acc": grouped["reference_test_acc"].first(),
         "reference_differences": grouped["reference_differences"].agg(_protocol_differences),
+        "trained_on": grouped["machine"].agg(_machines),
     }).reset_index()
+
+
+def _machines(values: pd.Series) -> str:
+    """'' when a model's runs trained on one machine (or none recorded one); else each machine with its run
+    count, so a table that mixes stores or archives from several machines says so."""
+    counts = values.dropna().astype(str).value_counts()
+    if len(counts) < 2:
+        return ""
+    return "; ".join(f"{machine} ({count} run{'s' if count > 1 else ''})" for machine, count in sorted(counts.items()))
 
 
 def _protocol_differences(values: pd.Series) -> str | None:

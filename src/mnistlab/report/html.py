@@ -7,6 +7,7 @@ import functools
 from jinja2 import Environment, PackageLoader, StrictUndefined, Template
 
 from mnistlab.report.content import TEST_ACC_HEADER, TEXT_COLUMNS, Report
+from mnistlab.report.sequential import HEADERS as UNTIL_DECIDED_HEADERS
 
 __all__ = ["render_html"]
 
@@ -25,4 +26,5 @@ def _template() -> Template:
 def render_html(report: Report) -> str:
     """The page's text; the comparison table starts sorted by mean test accuracy."""
     return _template().render(report=report, text_columns=TEXT_COLUMNS,
-                              sorted_column=report.columns.index(TEST_ACC_HEADER))
+                              sorted_column=report.columns.index(TEST_ACC_HEADER),
+                              until_decided_headers=UNTIL_DECIDED_HEADERS)

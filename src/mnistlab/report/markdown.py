@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from mnistlab.report.content import TEXT_COLUMNS, Plot, Report
+from mnistlab.report.sequential import HEADERS
 from mnistlab.util.safetext import markdown as escape_html
 
 __all__ = ["render_markdown"]
@@ -79,10 +80,20 @@ def _statistics(report: Report) -> list[str]:
         lines.append(f"- {comparison.sentence} _(McNemar on {comparison.seed_note}: "
                      f"{comparison.mcnemar.b} test predictions only {comparison.a} got right, "
                      f"{comparison.mcnemar.c} only {comparison.b}; difference "
-                     f"{comparison.difference.note})_")
+                     f"{comparison.difference.note}"
+                     + (f"; {report.outperform[comparison.b]}" if report.outperform and comparison.b in report.outperform
+                        else "") + ")_")
     if stats.skipped:
         lines += ["", "Not compared:", ""] + [f"- {model}: {reason}" for model, reason in stats.skipped]
     return lines + [""]
+
+
+def _until_decided(report: Report) -> list[str]:
+    section = report.until_decided
+    if section is None:
+        return []
+    return ["## Until decided", "", f"**{section.guarantee}**", "", section.note, "",
+            *gfm_table(HEADERS, section.rows, (0, 1)), "", section.open_note, ""]
 
 
 def _figures(report: Report, files_dir: str) -> list[str]:
@@ -119,7 +130,8 @@ def _best(report: Report, files_dir: str) -> list[str]:
 
 def render_markdown(report: Report, files_dir: str) -> str:
     """The Markdown text; figures are referenced as ``<files_dir>/<plot name>.png``."""
-    sections = (_header(report), _conclusions(report), _comparison(report), _effects(report, files_dir),
+    sections = (_header(report), _conclusions(report), _until_decided(report), _comparison(report),
+                _effects(report, files_dir),
                 _diagnoses(report), _statistics(report),
                 _figures(report, files_dir), _best(report, files_dir))
     text = "\n".join(line for section in sections for line in section).rstrip() + "\n"

@@ -116,7 +116,8 @@ def model_diagnosis(store: RunStore, experiment: str, model: str) -> ModelDiagno
 
 def run_json(store: RunStore, run_id: int) -> dict[str, Any]:
     """One run as ``show`` gives it: its record, its epochs, its diagnosis once it finished (None before),
-    and its model's diagnosis over the experiment's seeds when the model has two or more finished runs."""
+    its model's diagnosis over the experiment's seeds when the model has two or more finished runs, its
+    tags, the user's notes and its provenance."""
     run = store.get_run(run_id)
     history = store.history(run_id)
     epochs = [{key: values[index] for key, values in history.items()} for index in range(len(history["epoch"]))]
@@ -128,4 +129,6 @@ def run_json(store: RunStore, run_id: int) -> dict[str, Any]:
     return {"run": run.to_json(), "epochs": epochs,
             "diagnosis": None if findings is None else [
                 {"code": finding.code, "label": finding.label, "rule": finding.rule} for finding in findings],
-            "model_diagnosis": across}
+            "model_diagnosis": across, "tags": store.tags(run_id),
+            "user_notes": [{"text": note.text, "created_at": note.created_at} for note in store.user_notes(run_id)],
+            "provenance": store.provenance(run_id)}  # None: not recorded (a run older than schema 3)

@@ -7,11 +7,12 @@ notebook's backend alone. PNGs are rendered by the Agg canvas.
 
 from __future__ import annotations
 
+import base64
 import functools
 import io
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import ParamSpec
+from typing import TYPE_CHECKING, ParamSpec
 
 import matplotlib
 import numpy as np
@@ -24,7 +25,11 @@ from matplotlib.ticker import MaxNLocator
 from scipy.stats import gaussian_kde
 
 from mnistlab.analysis.compare import mean_ci
-from mnistlab.analysis.effects import METRICS, FactorStudy
+
+if TYPE_CHECKING:
+    # Imported where it is drawn: statsmodels (under effects) would double this module's import
+    # time, and the notebook's live curves need none of it.
+    from mnistlab.analysis.effects import FactorStudy
 
 __all__ = [
     "PNG_DPI",
@@ -32,6 +37,7 @@ __all__ = [
     "confusion_figure",
     "effects_figure",
     "figure_png",
+    "png_data_uri",
     "loss_figure",
     "metric_curve",
     "misclassified_figure",
@@ -90,6 +96,11 @@ def figure_png(figure: Figure, dpi: int = PNG_DPI) -> bytes:
     with matplotlib.rc_context(STYLE):
         figure.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
     return buffer.getvalue()
+
+
+def png_data_uri(png: bytes) -> str:
+    """PNG bytes as a data: URI, the way every page and notebook output embeds a figure."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def short_class_names(class_names: Sequence[str]) -> list[str]:
@@ -273,6 +284,8 @@ def misclassified_figure(images: np.ndarray, labels: Sequence[int], predicted: S
 def effects_figure(study: FactorStudy, metric: str = "test_acc") -> Figure:
     """One panel per factor: each level's fitted mean of ``metric`` (averaged over the other
     factors and the seeds) with its 95% CI bar, from the study's linear model."""
+    from mnistlab.analysis.effects import METRICS
+
     factors = list(study.factors)
     figure = Figure(figsize=(max(4.6, 2.6 * len(factors) + 0.6), 3.0), layout="constrained")
     axes = figure.subplots(1, len(factors), sharey=True, squeeze=False)[0]

@@ -18,8 +18,10 @@ reproduced when mnistlab fails the same way by the same rule.
 from __future__ import annotations
 
 import math
+import tempfile
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -28,7 +30,8 @@ import numpy as np
 from mnistlab.analysis.compare import accuracy_interval_text, mean_ci
 from mnistlab.util.safetext import markdown
 from mnistlab.runs.records import RunRecord
-from mnistlab.runs.store import RunStore
+from mnistlab.runs.archive import archive_store
+from mnistlab.runs.store import RunStore, open_existing_store
 from mnistlab.zoo import zoo_models
 from mnistlab.training.history import COMPLETED, DIVERGED
 
@@ -135,6 +138,20 @@ def reproduction_table(stores: list[RunStore]) -> list[ModelReproduction]:
             if run.versions and run.versions.get("machine"):
                 line.machines.add(str(run.versions["machine"]))
     return list(lines.values())
+
+
+def reproduction_from(roots: Sequence[Path | str], archives: Sequence[Path | str] = ()) -> list[ModelReproduction]:
+    """The table over existing run stores and run archives, any mix: each archive is read into a scratch store
+    (runs/archive.py, checked whole), so every source is read through the store's readers."""
+    with tempfile.TemporaryDirectory(prefix="mnistlab-archives-") as scratch:
+        opened: list[RunStore] = []
+        try:
+            opened += [open_existing_store(root) for root in roots]
+            opened += [archive_store(path, Path(scratch) / str(number)) for number, path in enumerate(archives)]
+            return reproduction_table(opened)
+        finally:
+            for store in opened:
+                store.close()
 
 
 def _points(value: float) -> str:

@@ -24,14 +24,15 @@ from mnistlab.runs.lease import Heartbeat
 from mnistlab.runs.records import RunRecord
 from mnistlab.runs.store import RunStore, current_owner
 from mnistlab.runs.tasks import (CHECKPOINT_DIR, Pending, ReporterFor, RunOutcome, cannot_write, execute_task,
-                                 finish_task, guard_training, record_epoch, restart, task_config)
-from mnistlab.training.bundle import bundle_capacity, fit_bundle
+                                 claim_task, finish_task, guard_training, record_epoch, restart, task_config)
+from mnistlab.training.bundle import AUTO_PROBE_SECONDS, BundleChoice, bundle_capacity, choose_bundle, fit_bundle
+from mnistlab.training.cost import probe_bundle
 from mnistlab.training.checkpoint import read_checkpoint_info
 from mnistlab.training.config import resolve_device
 from mnistlab.training.history import History, Reporter
 from mnistlab.util.strict import whole_number
 
-__all__ = ["LocalBackend", "execute_unit", "group_units", "parse_bundle", "run_units", "train_one", "unit_key"]
+__all__ = ["LocalBackend", "auto_bundle", "execute_unit", "group_units", "parse_bundle", "run_units", "train_one", "unit_key"]
 
 Bundle = int | Literal["auto"]
 
@@ -52,6 +53,7 @@ class LocalBackend:
 
     def __init__(self, bundle: Bundle = 1) -> None:
         self.bundle = bundle
+        self.source: str | None = None  # the experiment file, for the runs' provenance
 
     def check(self, experiment: Experiment, source: str) -> None:
         """Nothing to check before the tasks are expanded: the device is checked in the session."""
@@ -62,11 +64,12 @@ class LocalBackend:
             resolve_device(experiment.defaults.device)
         except MnistlabError as exc:
             raise MnistlabError(f"{source}: experiment '{experiment.name}': field 'defaults.device': {exc}") from None
+        self.source = source
         yield
 
     def train(self, store: RunStore, pending: Pending, data: Dataset, reporter_for: ReporterFor | None,
               outcome: RunOutcome, events: Events) -> None:
-        run_units(store, pending, data, self.bundle, reporter_for, current_owner(), outcome, events)
+        run_units(store, pending, data, self.bundle, reporter_for, current_owner(), outcome, events, self.source)
 
 
 def unit_key(task: Task) -> str:
@@ -78,9 +81,20 @@ def unit_key(task: Task) -> str:
     return json.dumps(fields, sort_keys=True, default=str)
 
 
-def group_units(pending: Pending, bundle: Bundle, dataset: Dataset) -> list[Pending]:
+def auto_bundle(task: Task, dataset: Dataset, seeds: int, probe: Callable[[int], float] | None = None) -> BundleChoice:
+    """`--bundle auto` for `seeds` pending seeds of a task's model: the bundle size a short measured probe on
+    this device finds fastest, never one slower than one seed at a time (bundle.choose_bundle)."""
+    def measured(k: int) -> float:
+        return probe_bundle(task.spec, k, precision=task.precision, seconds=AUTO_PROBE_SECONDS, threads=task.threads,
+                            device=task.device)
+
+    capacity = bundle_capacity(task.spec, dataset, task_config(task, None))
+    return choose_bundle(seeds, capacity, probe or measured)
+
+
+def group_units(pending: Pending, bundle: Bundle, dataset: Dataset, notes: dict[int, str] | None = None) -> list[Pending]:
     """Pending tasks → units of at most `bundle` tasks of one model and configuration, in order
-    (bundle 1: each task alone, in the order given)."""
+    (bundle 1: each task alone, in the order given). With "auto", `notes` receives each run's probe note."""
     if bundle == 1:
         return [[item] for item in pending]
     groups: dict[str, Pending] = {}
@@ -88,7 +102,12 @@ def group_units(pending: Pending, bundle: Bundle, dataset: Dataset) -> list[Pend
         groups.setdefault(unit_key(task), []).append((task, record))
     units: list[Pending] = []
     for group in groups.values():
-        size = bundle if bundle != "auto" else bundle_capacity(group[0][0].spec, dataset, task_config(group[0][0], None))
+        size = bundle
+        if bundle == "auto":
+            choice = auto_bundle(group[0][0], dataset, len(group))
+            size = choice.k
+            if notes is not None:
+                notes.update({record.id: choice.note() for _, record in group})
         units += [group[start : start + size] for start in range(0, len(group), size)]
     return units
 
@@ -102,13 +121,16 @@ def execute_unit(tasks: list[Task], dataset: Dataset, work_dirs: list[Path], rep
 
 def run_units(store: RunStore, pending: Pending, dataset: Dataset, bundle: Bundle,
               reporter_for: ReporterFor | None, owner: str, outcome: RunOutcome,
-              events: Events = NO_LISTENERS) -> None:
-    """Claim and train each unit in turn, filling in `outcome`."""
-    for unit in group_units(pending, bundle, dataset):
+              events: Events = NO_LISTENERS, source: str | None = None) -> None:
+    """Claim and train each unit in turn, filling in `outcome`; `source`: the experiment file (provenance)."""
+    notes: dict[int, str] = {}
+    for unit in group_units(pending, bundle, dataset, notes):
         claimed: Pending = []
         for task, record in unit:
-            if store.claim_run(record.id, owner):
+            if claim_task(store, task, record, owner, source):
                 claimed.append((task, record))
+                if record.id in notes:  # what --bundle auto measured, on the run it chose for
+                    store.add_note(record.id, notes[record.id])
             else:
                 outcome.skipped_claimed.append(record.id)
         if not claimed:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mnistlab.errors import StoreError
+from mnistlab.errors import MnistlabError, StoreError
 
 
 @dataclass(frozen=True)
@@ -103,3 +103,31 @@ def run_record(row: sqlite3.Row, path: Path | str) -> RunRecord:
         error=row["error"],
         notes=row_json(row, "notes_json", list, path, f"run {row['id']}") or [],
     )
+
+
+@dataclass(frozen=True)
+class UserNote:
+    """A note the user wrote on a run (`mnistlab note`); ``created_at`` in Unix seconds."""
+
+    text: str
+    created_at: float
+
+
+TAG_MAX_LENGTH = 64
+NOTE_MAX_LENGTH = 10_000
+
+
+def check_tag(tag: str) -> str:
+    """A tag as stored: 1 to TAG_MAX_LENGTH printable characters without spaces (so that `ls --tag`
+    and `--where` can name it), or a one-line MnistlabError naming it."""
+    if not isinstance(tag, str) or not tag or len(tag) > TAG_MAX_LENGTH or not tag.isprintable() \
+            or any(char.isspace() for char in tag):
+        raise MnistlabError(f"tag {tag!r}: a tag is 1 to {TAG_MAX_LENGTH} printable characters without spaces")
+    return tag
+
+
+def check_note(text: str) -> str:
+    """A user note as stored: non-empty text of at most NOTE_MAX_LENGTH characters."""
+    if not isinstance(text, str) or not text.strip() or len(text) > NOTE_MAX_LENGTH:
+        raise MnistlabError(f"note: give 1 to {NOTE_MAX_LENGTH} characters of text")
+    return text

@@ -24,6 +24,7 @@ from mnistlab.runs.local import LocalBackend, parse_bundle
 from mnistlab.runs.store import RunStore
 from mnistlab.runs.tasks import Backend, Placement, ReporterFor, RunOutcome, experiment_tasks, stored_runs
 from mnistlab.training.history import PENDING, RUNNING
+from mnistlab.util.provenance import forget as forget_provenance
 
 __all__ = ["backend_for", "experiment_settled", "run_experiment"]
 
@@ -63,12 +64,14 @@ def run_experiment(
     """Train every (model, seed) of `experiment` not already finished; resume interrupted ones.
 
     `bundle`: train up to this many seeds of one model and configuration as one seed bundle
-    ("auto": as many as fit in memory; 1: one run at a time). `placement`: this process (the
+    ("auto": the size a short probe finds fastest, never slower than one at a time: local.auto_bundle; 1: one
+    run at a time). `placement`: this process (the
     default) or a Ray cluster (`Placement(backend="ray", ...)`; a unit of work is a bundle there
     too; see mnistlab.runs.ray.coordinator). `listeners`: callables that receive the study's events
     (events.py) as they happen."""
     backend = backend_for(placement or Placement(), bundle)
     events = Events(listeners)
+    forget_provenance()  # git states and packages as they are now, not as a previous study in this process saw them
     backend.check(experiment, source)
     tasks = experiment_tasks(experiment, source, dataset)
     with backend.session(experiment, source):

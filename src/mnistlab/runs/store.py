@@ -2,7 +2,7 @@
 
 Layout of a store folder (``./mnistlab-runs/`` by default; the caller passes it)::
 
-    <root>/store.sqlite          the database (WAL mode, so also -wal and -shm files)
+    <root>/store.sqlite          the database (WAL mode: also -wal and -shm files; network filesystems: shared.py)
     <root>/artifacts/<run_id>/   checkpoints and other files of one run, made by ``run_dir``
 
 The store must survive a SIGKILL at any point and two ``mnistlab run`` processes writing it at
@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -36,101 +34,26 @@ import numpy as np
 from mnistlab.errors import LeaseLost, StoreError, StoreUnavailable
 from mnistlab.training.history import EPOCH_METRICS, FINISHED_STATUSES, RUNNING, STATUSES
 from mnistlab.runs import schema
-from mnistlab.runs.records import ExperimentRecord, RunRecord, canonical_json, row_json, run_record, spec_hash
+from mnistlab.runs.owners import current_owner, owner_is_dead
+from mnistlab.runs.shared import hold_writer_lock, network_filesystem
+from mnistlab.runs.sqlite_io import (BUSY_TIMEOUT_SECONDS, ENVIRONMENT_FAILURES, UNAVAILABLE_FAILURES, metric,
+                                     prediction_row, read_only_hint, set_journal_mode)
+from mnistlab.runs.records import (ExperimentRecord, RunRecord, UserNote, canonical_json, check_note, check_tag, row_json,
+                                   run_record, spec_hash)
 from mnistlab.util.strict import whole_number
 
-__all__ = [
-    "open_existing_store",
-    "DEFAULT_HEARTBEAT_SECONDS",
-    "DEFAULT_LEASE_SECONDS",
-    "DEFAULT_ROOT",
-    "RunStore",
-    "current_owner",
-]
+__all__ = ["open_existing_store", "DEFAULT_HEARTBEAT_SECONDS", "DEFAULT_LEASE_SECONDS", "DEFAULT_ROOT", "RunStore",
+           "current_owner"]
 
 DEFAULT_ROOT = Path("mnistlab-runs")
 DB_NAME = "store.sqlite"
 ARTIFACTS_DIR = "artifacts"
-BUSY_TIMEOUT_SECONDS = 30.0
-WAL_RETRY_SECONDS = 0.01
 # A live trainer refreshes its claim from a heartbeat thread every DEFAULT_HEARTBEAT_SECONDS,
 # however long its epochs take; a claim is taken to be abandoned (even when its pid cannot be
 # checked: another host) only after MISSED_HEARTBEATS heartbeats in a row did not come.
 DEFAULT_HEARTBEAT_SECONDS = 10.0
 MISSED_HEARTBEATS = 6
 DEFAULT_LEASE_SECONDS = DEFAULT_HEARTBEAT_SECONDS * MISSED_HEARTBEATS
-
-
-ENVIRONMENT_FAILURES = (
-    "database or disk is full",
-    "readonly database",
-    "database is locked",
-    "disk i/o error",
-    "file is not a database",
-    "database disk image is malformed",
-    "unable to open database file",
-)
-# Of those, the ones that are the machine's fault rather than the file's: exit status 1.
-UNAVAILABLE_FAILURES = (
-    "database or disk is full",
-    "readonly database",
-    "database is locked",
-    "disk i/o error",
-    "unable to open database file",
-)
-
-
-# version → the statements that bring a store of that version to the next one.
-MIGRATIONS: dict[int, tuple[str, ...]] = {
-    1: (
-        "ALTER TABLE epochs ADD COLUMN train_eval_loss REAL",
-        "ALTER TABLE epochs ADD COLUMN train_eval_acc REAL",
-        "ALTER TABLE runs ADD COLUMN notes_json TEXT",
-    ),
-}
-
-
-def current_owner() -> str:
-    """The claim owner for this process, ``host:pid``."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _owner_is_dead(owner: str) -> bool:
-    """True when ``owner`` names a process on this host that no longer exists.
-
-    Owners on other hosts, or not in ``host:pid`` form, cannot be checked; only the lease
-    expires them.
-    """
-    host, _, pid_text = owner.rpartition(":")
-    pid = whole_number(pid_text, upper=2**31 - 1)  # a pid_t; os.kill overflows past it
-    if host != socket.gethostname() or pid is None or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, but another user's
-        return False
-    return False
-
-
-def _decode_json(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
-
-
-def _as_uint8(name: str, values: np.ndarray) -> np.ndarray:
-    """Class indices as a 1-D uint8 array; refuses values that would wrap."""
-    array = np.asarray(values)
-    if array.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
-    if array.size and (array.min() < 0 or array.max() > 255):
-        raise ValueError(f"{name} must be class indices in 0..255")
-    return array.astype(np.uint8)
-
-
-def _metric(value: Any) -> float | None:
-    # float() also turns numpy scalars, which sqlite3 cannot bind, into Python floats.
-    return None if value is None else float(value)
 
 
 class RunStore:
@@ -151,19 +74,26 @@ class RunStore:
         self.heartbeat_seconds = float(heartbeat_seconds)
         self.lease_seconds = (self.heartbeat_seconds * MISSED_HEARTBEATS if lease_seconds is None
                               else float(lease_seconds))
+        self._outer = False  # inside atomically()
         self._make_root()
+        # A network filesystem: the rollback journal and one writer at a time (shared.py says why).
+        self.network = network_filesystem(self.root)
+        self.journal_mode, self._lock = ("delete" if self.network else "wal"), None
         self._conn = self._connect()
         try:
             self._init_schema()
         except BaseException:
-            self._conn.close()
+            self.close()
             raise
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the connection; safe to call twice."""
+        """Close the connection (and give the writer lock back); safe to call twice."""
         self._conn.close()
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
 
     def __enter__(self) -> RunStore:
         return self
@@ -177,9 +107,7 @@ class RunStore:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StoreUnavailable(
-                f"{self.root}: cannot create the run store folder: {exc.strerror}"
-            ) from exc
+            raise StoreUnavailable(f"{self.root}: cannot create the run store folder: {exc.strerror}") from exc
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: the sqlite3 module opens no transactions of its own; _write()
@@ -190,25 +118,11 @@ class RunStore:
         try:
             with self._translate():
                 conn.execute("PRAGMA foreign_keys = ON")
-                self._enable_wal(conn)
+                set_journal_mode(conn, self.journal_mode)
         except BaseException:
             conn.close()
             raise
         return conn
-
-    @staticmethod
-    def _enable_wal(conn: sqlite3.Connection) -> None:
-        # While another process switches a fresh database to WAL, this pragma fails with
-        # "database is locked" at once, without waiting on busy_timeout; so wait here instead.
-        deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
-        while True:
-            try:
-                conn.execute("PRAGMA journal_mode = WAL")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(WAL_RETRY_SECONDS)
 
     def _init_schema(self) -> None:
         version = self._schema_version()
@@ -220,23 +134,15 @@ class RunStore:
                 f"{self.path}: store schema version {version} is newer than this mnistlab "
                 f"supports ({schema.SCHEMA_VERSION}); upgrade mnistlab"
             )
-        if version in MIGRATIONS:
+        if version in schema.MIGRATIONS:
             self._migrate(version)
             version = self._schema_version()
         if version != schema.SCHEMA_VERSION:
             raise StoreError(f"{self.path}: store schema version {version} is not recognised")
 
     def _migrate(self, version: int) -> None:
-        """Bring an older store up to schema.SCHEMA_VERSION, one step per transaction; a concurrent
-        process may have migrated already, so each step re-reads the version under the lock."""
-        while version < schema.SCHEMA_VERSION:
-            with self._write() as conn:
-                current = int(conn.execute(schema.SQL_GET_VERSION).fetchone()["value"])
-                if current == version:
-                    for statement in MIGRATIONS[version]:
-                        conn.execute(statement)
-                    conn.execute(schema.SQL_SET_VERSION, (str(version + 1),))
-            version += 1
+        with self._write() as conn:  # schema.migrate: every step in order, in this one transaction
+            schema.migrate(conn)
 
     def _schema_version(self) -> int | None:
         """The stored schema version, or None for a database without the meta table yet."""
@@ -250,15 +156,8 @@ class RunStore:
         return version
 
     def _create_schema(self) -> None:
-        # Two processes opening a fresh store at once both get here; IF NOT EXISTS and
-        # INSERT OR IGNORE under the write lock make the second creation a no-op.
-        with self._write() as conn:
-            if conn.execute(schema.SQL_TABLE_EXISTS, ("meta",)).fetchone() is None and \
-                    conn.execute(schema.SQL_COUNT_OBJECTS).fetchone()[0] > 0:
-                raise StoreError(f"{self.path}: database is not an mnistlab run store")
-            for statement in schema.SCHEMA_STATEMENTS:
-                conn.execute(statement)
-            conn.execute(schema.SQL_INIT_VERSION, (str(schema.SCHEMA_VERSION),))
+        with self._write() as conn:  # under the write lock: a second process's creation is a no-op
+            schema.create(conn, self.path)
 
     # -- transactions and errors -----------------------------------------------------------
 
@@ -276,7 +175,7 @@ class RunStore:
                 raise
             unavailable = any(marker in message.lower() for marker in UNAVAILABLE_FAILURES)
             kind = StoreUnavailable if unavailable else StoreError
-            raise kind(f"{self.path}: {message}{self._read_only_hint()}{consequence}") from exc
+            raise kind(f"{self.path}: {message}{read_only_hint(self.root, self.path)}{consequence}") from exc
 
     def _damaged_json(self) -> str:
         """Which run and field hold text that is not JSON (for a one-line error)."""
@@ -287,18 +186,27 @@ class RunStore:
                 return f"run {row[0]}: field '{column}'"
         return "a stored JSON field"
 
-    def _read_only_hint(self) -> str:
-        """SQLite says "unable to open database file" when it cannot create its WAL files: say why."""
-        if self.root.is_dir() and not os.access(self.root, os.W_OK | os.X_OK):
-            return (" (the store folder is read-only, and SQLite must write its -wal and -shm files beside the "
-                    "database even to read it; copy the store to a writable folder)")
-        if self.path.exists() and not os.access(self.path, os.W_OK):
-            return " (the database file is read-only; copy the store to a writable folder)"
-        return ""
+    @contextmanager
+    def atomically(self) -> Iterator[None]:
+        """Every write made inside is one transaction, applied whole or not at all (an archive's
+        import: a failure anywhere leaves the store as it was). Not re-entrant."""
+        if self._outer:
+            raise ValueError("atomically() is already open on this store")
+        with self._write():
+            self._outer = True
+            try:
+                yield
+            finally:
+                self._outer = False
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: committed whole on success, rolled back whole on any error."""
+        if self._outer:  # inside atomically(): its transaction holds this write too
+            yield self._conn
+            return
+        if self.network is not None:  # one writer at a time there, by a lock of our own
+            self._lock = hold_writer_lock(self._lock, self.root, self.network)
         with self._translate("; the change was rolled back and the store is unchanged"):
             self._conn.execute("BEGIN IMMEDIATE")
             try:
@@ -341,12 +249,8 @@ class RunStore:
         """All experiments, by name."""
         with self._translate():
             rows = self._conn.execute(schema.SQL_EXPERIMENTS).fetchall()
-        return [
-            ExperimentRecord(row["name"], row_json(row, "config_json", dict, self.path, f"experiment {row['name']!r}"),
-                             row["created_at"],
-                             row["updated_at"])
-            for row in rows
-        ]
+        return [ExperimentRecord(row["name"], row_json(row, "config_json", dict, self.path, f"experiment {row['name']!r}"),
+                                 row["created_at"], row["updated_at"]) for row in rows]
 
     # -- runs ----------------------------------------------------------------------------------
 
@@ -397,11 +301,12 @@ class RunStore:
 
     # -- claiming ------------------------------------------------------------------------------
 
-    def claim_run(self, run_id: int, owner: str) -> bool:
+    def claim_run(self, run_id: int, owner: str, provenance: dict[str, Any] | None = None) -> bool:
         """Mark the run running by ``owner`` (``host:pid``) if nobody else may be training it.
 
         True for a pending or failed run, a stale running claim, or ``owner``'s own claim;
-        False for a finished run or a claim held by another live owner.
+        False for a finished run or a claim held by another live owner. ``provenance``: what is
+        about to train it (util.provenance), recorded in the same transaction as the claim.
         """
         now = time.time()
         with self._write() as conn:
@@ -409,7 +314,14 @@ class RunStore:
             if not self._claimable(state, owner, now):
                 return False
             conn.execute(schema.SQL_CLAIM, (owner, now, now, run_id))
+            if provenance is not None:
+                conn.execute(schema.SQL_SET_PROVENANCE, (run_id, canonical_json(provenance), now))
         return True
+
+    def is_live(self, run: RunRecord) -> bool:
+        """True while a process may be training ``run``: it is running under a claim that is not
+        stale (the claimant's pid is alive here, or its heartbeat is younger than the lease)."""
+        return run.status == RUNNING and not self._claim_is_stale(run.owner, run.heartbeat_at, time.time())
 
     def _claimable(self, state: sqlite3.Row, owner: str, now: float) -> bool:
         if state["status"] in FINISHED_STATUSES:
@@ -421,7 +333,7 @@ class RunStore:
     def _claim_is_stale(self, holder: str | None, heartbeat_at: float | None, now: float) -> bool:
         if holder is None or heartbeat_at is None:
             return True
-        return _owner_is_dead(holder) or now - heartbeat_at >= self.lease_seconds
+        return owner_is_dead(holder) or now - heartbeat_at >= self.lease_seconds
 
     def heartbeat(self, run_id: int, owner: str) -> bool:
         """Refresh ``owner``'s claim; False when it no longer holds the run (it was taken over
@@ -440,7 +352,7 @@ class RunStore:
         unknown = sorted(set(metrics) - set(EPOCH_METRICS))
         if unknown:
             raise ValueError(f"unknown epoch metrics {unknown}; expected {list(EPOCH_METRICS)}")
-        values = [_metric(metrics.get(name)) for name in EPOCH_METRICS]
+        values = [metric(metrics.get(name)) for name in EPOCH_METRICS]
         with self._write() as conn:
             self._require_run(conn, run_id)
             self._assert_owner(conn, run_id, owner)
@@ -476,7 +388,7 @@ class RunStore:
         run (else LeaseLost)."""
         if status not in FINISHED_STATUSES:
             raise ValueError(f"finish status must be one of {FINISHED_STATUSES}, got {status!r}")
-        prediction_row = self._prediction_row(run_id, labels, predicted)
+        predictions = prediction_row(run_id, labels, predicted)
         now = time.time()
         with self._write() as conn:
             current = self._require_run(conn, run_id)["status"]
@@ -486,21 +398,8 @@ class RunStore:
             self._assert_owner(conn, run_id, owner)
             conn.execute(schema.SQL_FINISH, (status, canonical_json(final), device,
                                       canonical_json(versions), now, now, run_id))
-            if prediction_row is not None:
-                conn.execute(schema.SQL_SAVE_PREDICTIONS, prediction_row)
-
-    @staticmethod
-    def _prediction_row(run_id: int, labels: np.ndarray | None,
-                        predicted: np.ndarray | None) -> tuple[int, int, bytes, bytes] | None:
-        if labels is None and predicted is None:
-            return None
-        if labels is None or predicted is None:
-            raise ValueError("labels and predicted must be given together")
-        labels8, predicted8 = _as_uint8("labels", labels), _as_uint8("predicted", predicted)
-        if labels8.shape != predicted8.shape:
-            raise ValueError(f"labels {labels8.shape} and predicted {predicted8.shape} "
-                             "differ in length")
-        return run_id, len(labels8), labels8.tobytes(), predicted8.tobytes()
+            if predictions is not None:
+                conn.execute(schema.SQL_SAVE_PREDICTIONS, predictions)
 
     def fail_run(self, run_id: int, error: str, *, owner: str | None = None) -> bool:
         """Mark the run failed with ``error``, unless it already finished or (with ``owner``)
@@ -517,7 +416,7 @@ class RunStore:
         """Append a line to the run's notes (what happened to it that its status does not say,
         such as a damaged checkpoint moved aside); notes survive reclaims and finishing."""
         with self._write() as conn:
-            notes = _decode_json(self._require_run(conn, run_id)["notes_json"]) or []
+            notes = json.loads(self._require_run(conn, run_id)["notes_json"] or "null") or []
             conn.execute(schema.SQL_SET_NOTES, (canonical_json([*notes, text]), run_id))
 
     def predictions(self, run_id: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -532,6 +431,141 @@ class RunStore:
         if len(labels) != row["n"] or len(predicted) != row["n"]:
             raise StoreError(f"{self.path}: predictions of run {run_id} are inconsistent")
         return labels, predicted
+
+    # -- what the user says about a run: tags and notes ------------------------------------------
+
+    def add_tags(self, run_id: int, tags: list[str], *, created_at: float | None = None) -> list[str]:
+        """Put ``tags`` on the run (a tag already there stays once); the run's tags after.
+        ``created_at``: when (default now), for an importer that carries the original time."""
+        checked = [check_tag(tag) for tag in tags]
+        when = time.time() if created_at is None else float(created_at)
+        with self._write() as conn:
+            self._require_run(conn, run_id)
+            conn.executemany(schema.SQL_ADD_TAG, [(run_id, tag, when) for tag in checked])
+            return [row["tag"] for row in conn.execute(schema.SQL_TAGS_OF, (run_id,))]
+
+    def remove_tags(self, run_id: int, tags: list[str]) -> list[str]:
+        """Take ``tags`` off the run (absent ones are ignored); the run's tags after."""
+        with self._write() as conn:
+            self._require_run(conn, run_id)
+            conn.executemany(schema.SQL_REMOVE_TAG, [(run_id, tag) for tag in tags])
+            return [row["tag"] for row in conn.execute(schema.SQL_TAGS_OF, (run_id,))]
+
+    def tags(self, run_id: int) -> list[str]:
+        """The run's tags, sorted."""
+        with self._translate():
+            self._require_run(self._conn, run_id)
+            return [row["tag"] for row in self._conn.execute(schema.SQL_TAGS_OF, (run_id,))]
+
+    def all_tags(self) -> dict[int, list[str]]:
+        """Every run's tags, sorted, by run id (runs without tags are absent)."""
+        found: dict[int, list[str]] = {}
+        with self._translate():
+            for row in self._conn.execute(schema.SQL_TAGS):
+                found.setdefault(row["run_id"], []).append(row["tag"])
+        return found
+
+    def add_user_note(self, run_id: int, text: str, *, created_at: float | None = None) -> UserNote:
+        """Add a note written by the user (kept apart from the system's ``notes``)."""
+        note = UserNote(check_note(text), time.time() if created_at is None else float(created_at))
+        with self._write() as conn:
+            self._require_run(conn, run_id)
+            conn.execute(schema.SQL_ADD_USER_NOTE, (run_id, note.text, note.created_at))
+        return note
+
+    def user_notes(self, run_id: int) -> list[UserNote]:
+        """The user's notes on the run, oldest first."""
+        with self._translate():
+            self._require_run(self._conn, run_id)
+            rows = self._conn.execute(schema.SQL_USER_NOTES_OF, (run_id,)).fetchall()
+        return [UserNote(row["text"], row["created_at"]) for row in rows]
+
+    def all_user_notes(self) -> dict[int, list[UserNote]]:
+        """Every run's user notes, oldest first, by run id (runs without notes are absent)."""
+        found: dict[int, list[UserNote]] = {}
+        with self._translate():
+            for row in self._conn.execute(schema.SQL_USER_NOTES):
+                found.setdefault(row["run_id"], []).append(UserNote(row["text"], row["created_at"]))
+        return found
+
+    # -- provenance --------------------------------------------------------------------------------
+
+    def set_provenance(self, run_id: int, provenance: dict[str, Any]) -> None:
+        """Record (or replace) what produced the run; ``claim_run`` does it for training, an
+        importer calls this with the values an archive carries."""
+        with self._write() as conn:
+            self._require_run(conn, run_id)
+            conn.execute(schema.SQL_SET_PROVENANCE, (run_id, canonical_json(provenance), time.time()))
+
+    def provenance(self, run_id: int) -> dict[str, Any] | None:
+        """What produced the run, or None when it was not recorded (runs older than schema 3)."""
+        with self._translate():
+            self._require_run(self._conn, run_id)
+            row = self._conn.execute(schema.SQL_PROVENANCE_OF, (run_id,)).fetchone()
+        return None if row is None else row_json(row, "provenance_json", dict, self.path, f"run {run_id}")
+
+    def all_provenance(self) -> dict[int, dict[str, Any]]:
+        """Every recorded provenance, by run id (runs without one are absent)."""
+        with self._translate():
+            rows = self._conn.execute(schema.SQL_PROVENANCES).fetchall()
+        return {row["run_id"]: row_json(row, "provenance_json", dict, self.path, f"run {row['run_id']}")
+                for row in rows}
+
+    # -- removal -----------------------------------------------------------------------------------
+
+    def remove_runs(self, run_ids: list[int], experiment: str | None = None) -> list[RunRecord]:
+        """Delete the runs' rows (epochs, predictions, tags, notes, provenance) in one transaction,
+        recording each in ``removed_runs`` so that their artifacts folders are deleted next (by
+        the caller, or by ``pending_removals``' next reader) and their ids never reused. With
+        ``experiment``, its row goes too once no run of it is left. Refused whole, with one line,
+        if a live process is training any of them. The records removed."""
+        with self._write() as conn:
+            rows = [self._require_run(conn, run_id) for run_id in dict.fromkeys(run_ids)]
+            records = [run_record(row, self.path) for row in rows]
+            live = [str(record.id) for record in records if self.is_live(record)]
+            if live:
+                raise StoreError(f"{self.path}: {'runs' if len(live) > 1 else 'run'} {', '.join(live)} "
+                                 f"{'are' if len(live) > 1 else 'is'} being trained by a live process; stop it first "
+                                 "(or wait), nothing was removed")
+            now = time.time()
+            for record in records:
+                conn.execute(schema.SQL_RECORD_REMOVAL, (record.id, record.experiment, record.model_id, now))
+                for statement in schema.SQL_DELETE_RUN_ROWS:
+                    conn.execute(statement, (record.id,))
+            if experiment is not None and conn.execute(schema.SQL_EXPERIMENT_RUN_COUNT,
+                                                       (experiment,)).fetchone()[0] == 0:
+                conn.execute(schema.SQL_DELETE_EXPERIMENT, (experiment,))
+        return records
+
+    def pending_removals(self) -> list[tuple[int, str]]:
+        """(id, experiment) of removed runs whose artifacts folders may still exist (a removal was
+        interrupted); ``removed(run_id=..)`` or ``removed(experiment=..)`` also lists the finished ones."""
+        with self._translate():
+            return [(row["run_id"], row["experiment"]) for row in self._conn.execute(schema.SQL_REMOVALS_PENDING)]
+
+    def removed(self, run_id: int | None = None, experiment: str | None = None) -> list[tuple[int, str]]:
+        """(id, experiment) of the removed runs with this id or of this experiment."""
+        with self._translate():
+            rows = self._conn.execute(schema.SQL_REMOVED_RUN, (run_id, experiment)).fetchall()
+        return [(row["run_id"], row["experiment"]) for row in rows]
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the store's write lock for the block: no run is created, claimed or removed meanwhile
+        (gc moves folders aside under it). Keep the block short: other writers wait at most
+        BUSY_TIMEOUT_SECONDS."""
+        with self._write():
+            yield
+
+    def removal_done(self, run_id: int) -> None:
+        """Note that a removed run's artifacts folder is gone."""
+        with self._write() as conn:
+            conn.execute(schema.SQL_REMOVAL_DONE, (run_id,))
+
+    def run_ids(self) -> set[int]:
+        """The ids of every run in the store."""
+        with self._translate():
+            return {row["id"] for row in self._conn.execute(schema.SQL_RUN_IDS)}
 
     # -- artifacts -----------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from mnistlab.training.engine import fit
 from mnistlab.training.history import DIVERGED, EPOCH_METRICS, FINISHED_STATUSES, History, Reporter, RunEnd
 from mnistlab.training.limits import check_tasks, dataset_shape, shape_of
 from mnistlab.util.machine import package_versions
+from mnistlab.util.provenance import collect
 from mnistlab.util.netcheck import check_ray_address
 
 CHECKPOINT_DIR = "checkpoint"
@@ -109,6 +110,7 @@ def task_config(task: Task, work_dir: Path | None, threads: int | None = None) -
         max_params=task.max_params, max_activation_mib=task.max_activation_mib,
         patience=task.patience, threads=task.threads if threads is None else threads,
         deterministic=task.deterministic, flush_denormal=task.flush_denormal,
+        split_seed=0 if task.split_seed is None else task.split_seed,
     )
 
 
@@ -145,6 +147,14 @@ def stored_runs(experiment: Experiment, store: RunStore, tasks: list[Task]) -> t
     pending = [(t, r) for t, r in zip(tasks, records) if store.get_run(r.id).status not in FINISHED_STATUSES]
     outcome.skipped_finished = [r.id for t, r in zip(tasks, records) if (t, r) not in pending]
     return outcome, pending
+
+
+def claim_task(store: RunStore, task: Task, record: RunRecord, owner: str, source: str | None) -> bool:
+    """Claim a run to train it (store.claim_run), recording in the same transaction what is about to
+    produce it: the git state of the experiment file `source` and of the task's spec file, the
+    installed distributions, the command, the libraries and the CPU (util.provenance). Every backend
+    claims this way, so a run resumed elsewhere records where it was resumed."""
+    return store.claim_run(record.id, owner, provenance=collect([source, task.spec.source], task.device))
 
 
 # --- while a run trains ---------------------------------------------------------------------

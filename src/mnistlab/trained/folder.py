@@ -47,6 +47,9 @@ MODEL_JSON = "model.json"
 MODEL_TENSORS = "model.safetensors"
 FORMAT = "mnistlab-model"
 FORMAT_VERSION = 1
+# A completed run with no files at all: its results came from an archive made without --with-models.
+WEIGHTS_ELSEWHERE = ("weights not in this store (its run folder is absent, as for a run imported from an archive "
+                     "made without --with-models: import one made with it to use the model)")
 
 
 class ModelInfo(BaseModel):
@@ -267,7 +270,9 @@ def run_model_folder(store: RunStore, run_id: int) -> Path:
         raise MnistlabError(f"{store.path}: {label} diverged; no model was kept")
     if record.status != COMPLETED:
         raise MnistlabError(f"{store.path}: {label} is {record.status}; it has no trained model yet")
-    folder = store.run_dir(run_id)
+    folder = store.run_dir(run_id, create=False)
+    if not folder.is_dir() or not any(folder.iterdir()):  # imported from an archive without --with-models
+        raise MnistlabError(f"{store.path}: {label}: {WEIGHTS_ELSEWHERE}")
     if not is_model_folder(folder):
         raise MnistlabError(f"{folder}: {label} has no {MODEL_JSON}; it was trained before mnistlab kept "
                             "whole models (only its kernels are stored); train it again to use it")

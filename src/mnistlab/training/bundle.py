@@ -17,6 +17,7 @@ gradients), see tests/test_bundle.py.
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -44,7 +45,20 @@ from mnistlab.spec.model import ModelSpec, resolve
 from mnistlab.nn.stacked import StackedModel, shared_inputs, stack_inputs
 from mnistlab.util.strict import whole_number
 
-__all__ = ["bundle_capacity", "check_seed_list", "fit_bundle", "seed_dir"]
+__all__ = ["AUTO_MIN_GAIN", "AUTO_PROBE_SECONDS", "BundleChoice", "bundle_capacity", "check_seed_list", "choose_bundle",
+           "fit_bundle", "seed_dir", "train_bundle_epoch"]
+
+# --bundle auto: bundle sizes probed (besides the most that fit), and the gain over one seed at a time a
+# bundle must show on the probe to be chosen. On a CPU a bundle's wider GEMMs rarely pay (2-core AMD EPYC
+# Zen 3, s000-m7: 0.57-0.64x one seed at a time, benchmarks/RESULTS.md); the margin keeps the probe's noise
+# on a loaded machine from choosing a bundle that is no faster.
+AUTO_CANDIDATES = (2, 4, 8, 16, 32, 64)
+AUTO_MIN_GAIN = 1.10
+# Each size is probed AUTO_ROUNDS times, the sizes interleaved, and judged by its median: on a loaded
+# machine one probe of a few steps swings by tens of per cent (s000-m7, 8 seeds, load 7: single probes of
+# 0.94x to 1.55x one seed at a time, in no order of K), and load that comes and goes hits every size alike.
+AUTO_ROUNDS = 3
+AUTO_PROBE_SECONDS = 1.0  # per probe; a size whose one step takes longer is measured by that step
 
 # Fields in which the configs of one bundle may differ (everything else is shared training).
 PER_SEED_FIELDS = ("seed", "out_dir", "resume")
@@ -211,7 +225,7 @@ def _unstack(stacked: StackedModel, optimizer: torch.optim.Optimizer, seeds: lis
 # --- training ------------------------------------------------------------------------------
 
 
-def _train_epoch(stacked: StackedModel, optimizer: torch.optim.Optimizer, data: DeviceData, orders: torch.Tensor,
+def train_bundle_epoch(stacked: StackedModel, optimizer: torch.optim.Optimizer, data: DeviceData, orders: torch.Tensor,
                  batch_size: int, precision: str, dtype: torch.dtype,
                  on_step: Callable[..., None] | None) -> tuple[torch.Tensor, torch.Tensor]:
     """One epoch of every seed; (K,) device tensors of summed loss and correct counts."""
@@ -281,7 +295,7 @@ def _train_group(spec: ModelSpec, seeds: list[_Seed], data: DeviceData, first_ep
         stacked.generators = [dropout_generator(seed.config.seed, epoch, device) for seed in active]
         orders = torch.stack([shuffle_order(n, seed.config.seed, epoch) for seed in active]).to(device)
         try:
-            loss_sum, correct = _train_epoch(step_model, optimizer, data, orders, batch_size, base.precision, dtype,
+            loss_sum, correct = train_bundle_epoch(step_model, optimizer, data, orders, batch_size, base.precision, dtype,
                                              reporter.step if reporter.wants_steps() else None)
             loss_sum.sum().item()  # wait for the device: the training time must not include validation
             trained = time.perf_counter()
@@ -351,6 +365,42 @@ def _finish(seed: _Seed, data: DeviceData, epochs: int, precision: str) -> Histo
         history.test_labels = data.test_y.cpu().tolist()
     history.model = seed.model
     return history
+
+
+@dataclass(frozen=True)
+class BundleChoice:
+    """What --bundle auto chose for one model, and the probe it chose from (for the run's notes)."""
+
+    k: int
+    rates: dict[int, float]  # bundle size → median training images/s over the rounds, all its seeds together
+    capacity: int  # the most seeds memory allows (bundle_capacity)
+    rounds: int = AUTO_ROUNDS
+
+    def note(self) -> str:
+        if not self.rates:
+            return f"bundle auto: K = {self.k} (one seed pending, or memory allows one; nothing probed)"
+        rates = ", ".join(f"K={k}: {rate:,.0f}" for k, rate in sorted(self.rates.items()))
+        return (f"bundle auto: probe of training images/s (all seeds together, median of {self.rounds} interleaved "
+                f"probes) {rates}; chose K = {self.k} (a bundle must be {AUTO_MIN_GAIN:g}x one seed at a time; "
+                f"memory allows {self.capacity})")
+
+
+def choose_bundle(seeds: int, capacity: int, probe: Callable[[int], float], rounds: int = AUTO_ROUNDS) -> BundleChoice:
+    """K for `--bundle auto`: the bundle size whose probed training rate (`probe(k)`: images/s of k seeds
+    trained together; median of `rounds` probes, sizes interleaved) is highest, but only a bundle at least
+    AUTO_MIN_GAIN times one seed at a time's rate; else 1, so auto never trains slower than one seed at a
+    time by more than the probe's noise."""
+    limit = max(1, min(seeds, capacity))
+    if limit == 1:
+        return BundleChoice(1, {}, capacity, rounds)
+    sizes = [1, *sorted({k for k in AUTO_CANDIDATES if k < limit} | {limit})]
+    measured: dict[int, list[float]] = {k: [] for k in sizes}
+    for _ in range(rounds):
+        for k in sizes:
+            measured[k].append(probe(k))
+    rates = {k: float(statistics.median(values)) for k, values in measured.items()}
+    best = max(rates, key=lambda k: rates[k])
+    return BundleChoice(best if rates[best] >= AUTO_MIN_GAIN * rates[1] else 1, rates, capacity, rounds)
 
 
 def bundle_capacity(spec: ModelSpec, dataset: Dataset, config: TrainConfig) -> int:

@@ -27,6 +27,9 @@ import torch
 from mnistlab.nn.build import build_model
 from mnistlab.data.datasets import DATASETS, Dataset, DatasetInfo
 from mnistlab.training.config import TRAIN_EVAL_IMAGES, TrainConfig, configure_threads, eval_batch_size, resolve_device
+from mnistlab.nn.rng import dropout_generator
+from mnistlab.nn.stacked import StackedModel
+from mnistlab.training.bundle import train_bundle_epoch
 from mnistlab.training.engine import DeviceData, evaluate, place_data, torch_dtype, train_epoch
 from mnistlab.errors import MnistlabError
 from mnistlab.training.limits import check_fit, check_positive
@@ -224,6 +227,48 @@ def probe_throughput(spec: ModelSpec, *, precision: str = "fp32", seconds: float
     return Throughput(spec.id, precision, describe(str(target)), used_threads, batch_size, train_rate,
                       trained // batch_size, eval_rate, evaluated, train_warm or eval_warm,
                       time.perf_counter() - started)
+
+
+def probe_bundle(spec: ModelSpec, k: int, *, precision: str = "fp32", seconds: float = DEFAULT_PROBE_SECONDS,
+                 batch_size: int | None = None, threads: int | None = None, device: str = "auto", seed: int = 0) -> float:
+    """Training images/s, all seeds together, of `k` seeds of `spec` trained as one bundle here (k = 1: the
+    engine's single-run step, as one seed at a time trains), measured for about `seconds` on random
+    images after a warm-up; `--bundle auto` compares these (bundle.choose_bundle)."""
+    check_probe_seconds(seconds, f"model '{spec.id}'")
+    batch_size = batch_size if batch_size is not None else spec.training.batch_size
+    config = TrainConfig(batch_size=batch_size, seed=seed, device=device, precision=precision,  # type: ignore[arg-type]
+                         validate_on="test", threads=threads)
+    check_fit(spec, _random_images(spec, 1, 1, seed), config, 1, batch_size)
+    dataset = _random_images(spec, PROBE_BATCHES * batch_size, batch_size, seed)
+    target = resolve_device(device)
+    previous_threads = torch.get_num_threads()
+    try:
+        with run_numerics(target, precision, where=f"model '{spec.id}'"):
+            configure_threads(threads)
+            data = place_data(dataset, config, target)
+            models = [build_model(spec, seed=seed + index).to(target, torch_dtype(config)) for index in range(k)]
+            model: Any = models[0] if k == 1 else StackedModel(models).to(target)
+            optimizer = make_optimizer(spec.training.optimizer.name, model.parameters(), **spec.training.optimizer.args)
+            if k > 1:
+                model.generators = [dropout_generator(seed + index, 1, target) for index in range(k)]
+
+            def train(batches: int, call: int) -> int:
+                images = batches * batch_size
+                if k == 1:
+                    loss_sum, _ = train_epoch(model, optimizer, _first(data, images), batch_size, seed, call, precision)
+                else:
+                    orders = torch.arange(images, device=target).repeat(k, 1)
+                    loss_sum, _ = train_bundle_epoch(model, optimizer, data, orders, batch_size, precision,
+                                                     torch_dtype(config), None)
+                loss_sum.sum().item()  # wait for the device
+                return k * images
+
+            _, rate, _ = _timed(train, seconds, PROBE_BATCHES)
+    except torch.cuda.OutOfMemoryError:
+        raise MnistlabError(f"model '{spec.id}': the GPU ran out of memory probing a bundle of {k} seeds") from None
+    finally:
+        torch.set_num_threads(previous_threads)
+    return rate
 
 
 def _timed(work: Callable[[int, int], int], budget: float, most: int) -> tuple[int, float, bool]:

@@ -11,6 +11,8 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
+from mnistlab.util.display import html_of
+
 if TYPE_CHECKING:
     import torch
 
@@ -71,6 +73,10 @@ class History:
         for key in EPOCH_METRICS:
             data[key] = self.series(key)
         return data
+
+    def _repr_html_(self) -> str | None:
+        """In a notebook: the run's facts, curves and metrics per epoch (mnistlab.report.notebook draws them)."""
+        return html_of(self)
 
 
 @dataclass(frozen=True)

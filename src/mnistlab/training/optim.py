@@ -115,6 +115,15 @@ def _rms_step_(params: list[Tensor], grads: list[Tensor], accumulators: list[Ten
     torch._foreach_addcdiv_(params, grads, denominators, value=-lr)
 
 
+def _undecorated(method: Callable[..., Any]) -> Callable[..., Any]:
+    # torch.optim.Optimizer wraps add_param_group, zero_grad, state_dict and load_state_dict in
+    # torch._disable_dynamo, whose first call imports torch._dynamo (2-4 s, in every process that
+    # trains) and whose wrapper runs on every step's zero_grad. These optimizers are never compiled
+    # (engine.compiled compiles the model alone), so they call the functions underneath, which
+    # functools.wraps keeps as __wrapped__ (where a torch lacks it: the wrapped method as it is).
+    return getattr(method, "__wrapped__", method)
+
+
 class KerasOptimizer(torch.optim.Optimizer):
     """Shared step(): Keras's iteration counter and time-inverse ``decay``; subclasses do the maths.
 
@@ -134,11 +143,15 @@ class KerasOptimizer(torch.optim.Optimizer):
         super().__init__(params, {**defaults, **hyperparameters})
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
+        _undecorated(torch.optim.Optimizer.add_param_group)(self, param_group)
         group = self.param_groups[-1]
         for name, check in self._checks.items():
             group[name] = check(name, group[name])
         group.setdefault("iterations", 0)
+
+    zero_grad = _undecorated(torch.optim.Optimizer.zero_grad)
+    state_dict = _undecorated(torch.optim.Optimizer.state_dict)
+    load_state_dict = _undecorated(torch.optim.Optimizer.load_state_dict)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:

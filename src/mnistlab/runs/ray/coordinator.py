@@ -41,7 +41,7 @@ from mnistlab.runs.ray.env import Connection, import_ray, is_loopback
 from mnistlab.runs.ray.worker import RunResult, WorkItem, checkpoint_root, train_unit
 from mnistlab.runs.store import ARTIFACTS_DIR, RunStore, current_owner
 from mnistlab.runs.records import RunRecord
-from mnistlab.runs.tasks import (Pending, Placement, ReporterFor, RunOutcome, epoch_metrics, finish_task,
+from mnistlab.runs.tasks import (Pending, Placement, ReporterFor, RunOutcome, claim_task, epoch_metrics, finish_task,
                                  report_failed)
 from mnistlab.training.history import Reporter
 
@@ -129,6 +129,7 @@ class Coordinator:
         self.data_ref = ray.put(data)
         self.flights: dict[Any, _Unit] = {}
         self.runs: dict[int, _Run] = {}
+        self.source: str | None = None  # the experiment file, for the runs' provenance
         self.error: MnistlabError | None = None
 
     # -- submitting ------------------------------------------------------------------------
@@ -136,7 +137,7 @@ class Coordinator:
     def submit(self, unit: list[tuple[Task, RunRecord]]) -> None:
         claimed = _Unit()
         for task, record in unit:
-            if not self.store.claim_run(record.id, self.owner):
+            if not claim_task(self.store, task, record, self.owner, self.source):
                 self.outcome.skipped_claimed.append(record.id)
                 continue
             heartbeat = Heartbeat(self.store.root, record.id, self.owner, self.store.heartbeat_seconds)
@@ -284,7 +285,7 @@ class Coordinator:
 class RayBackend:
     """Trains on a Ray cluster (tasks.Backend): `placement.address` (None: a private instance on this
     machine). A unit of work (one Ray task) is one run, or with `bundle` up to that many seeds of one
-    model trained as a seed bundle ("auto": sized by this machine's memory).
+    model trained as a seed bundle ("auto": chosen by local.auto_bundle's probe on this, the coordinator's, machine).
 
     Checkpoints go under `placement.artifacts` (default: the store's artifacts folder, which must then
     be reachable by every worker for a retried task to resume; otherwise it restarts from epoch 1)."""
@@ -293,6 +294,7 @@ class RayBackend:
         self.placement, self.bundle = placement, bundle
         self.ray: Any = None
         self.slots = 1
+        self.source: str | None = None
 
     def check(self, experiment: Experiment, source: str) -> None:
         import_ray(is_loopback(self.placement.address))  # a missing extra is one line, before anything else
@@ -301,7 +303,7 @@ class RayBackend:
     @contextmanager
     def session(self, experiment: Experiment, source: str) -> Iterator[None]:
         with Connection(self.placement.address) as ray:
-            self.ray = ray
+            self.ray, self.source = ray, source
             self.slots = _slots(ray, *self._shares())
             try:
                 yield
@@ -319,5 +321,6 @@ class RayBackend:
         coordinator = Coordinator(self.ray, store, data, folder.absolute(), reporter_for,
                                   {"num_cpus": cpus, "num_gpus": gpus}, self.placement.cpus_per_task, self.slots,
                                   outcome, events)
+        coordinator.source = self.source
         coordinator.run(group_units(pending, self.bundle, data))
 
