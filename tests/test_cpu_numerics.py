@@ -227,3 +227,21 @@ def test_an_experiment_sets_flush_denormal_for_its_runs_and_keeps_other_hashes(t
     assert "flush_denormal" not in before.run_config()  # runs stored before the field keep their hash
     assert after.run_config()["flush_denormal"] is True
     assert task_config(after, None).flush_denormal and not task_config(before, None).flush_denormal
+
+
+def test_a_stored_run_keeps_its_notes(tiny_data_dir, tmp_path):
+    from test_runner import TINY_MLP
+
+    from mnistlab.experiments.definition import parse_experiment
+    from mnistlab.runs.runner import run_experiment
+    from mnistlab.runs.store import RunStore
+
+    experiment = parse_experiment({"name": "flushed", "dataset": str(tiny_data_dir), "protocol": "split",
+                                   "defaults": {"epochs": 1, "device": "cpu", "flush_denormal": True,
+                                                "train_limit": 64},
+                                   "seeds": [0], "models": [{"spec": TINY_MLP}]})
+    with RunStore(tmp_path / "store") as store:
+        outcome = run_experiment(experiment, store)
+        assert not outcome.failed
+        (record,) = store.runs("flushed")
+        assert any("subnormal" in note for note in record.notes)

@@ -210,8 +210,6 @@ def final_metrics(task: Task, history: History, full_train_images: int) -> dict:
         "best_epoch": history.best_epoch,  # early stopping: the epoch whose weights were restored and tested
         "stopped_early": history.stopped_early if task.patience is not None else None,
         "threads": history.threads,  # intra-op CPU threads: part of what makes a run repeatable bit for bit
-        # How its arithmetic was done where not the default (bf32, flushed subnormals, probed CPU paths).
-        "notes": list(history.notes) or None,
     }
 
 
@@ -258,6 +256,8 @@ def finish_task(store: RunStore, record: RunRecord, task: Task, history: History
     final = {**final_metrics(task, history, len(dataset.train_labels)), **(extra or {})}
     store.finish_run(record.id, history.status, final=final, labels=labels, predicted=predicted,
                      device=history.device, versions=versions, owner=owner)
+    for note in history.notes:  # how its arithmetic was done where not the default (bf32, subnormals, CPU paths)
+        store.add_note(record.id, note)
     shutil.rmtree(work_dir if work_dir is not None else run_dir / CHECKPOINT_DIR, ignore_errors=True)
     end = RunEnd.of(history, record.id)
     if reporter is not None:
