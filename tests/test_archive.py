@@ -22,7 +22,8 @@ from mnistlab.report.content import COLUMNS, build_report, experiment_conclusion
 from mnistlab.report.frame import comparison_table
 from mnistlab.report.reproduction import reproduction_table
 from mnistlab.runs.archive import import_archive
-from mnistlab.runs.archive_format import ArchiveError, read_archive
+from mnistlab.runs.archive_format import MAX_PROVENANCE_DEPTH, ArchiveError, read_archive
+from mnistlab.runs.records import NOTE_MAX_LENGTH, UserNote
 from mnistlab.runs.store import RunStore
 from mnistlab.trained.folder import WEIGHTS_ELSEWHERE
 from mnistlab.zoo import get_model
@@ -36,6 +37,23 @@ RUNS = [("s004-m1", 0, "completed", 20, MACHINE_A), ("s004-m1", 1, "completed", 
         ("s004-m1", 2, "completed", 18, MACHINE_A), ("s004-m2", 0, "completed", 40, MACHINE_A),
         ("s004-m2", 1, "completed", 35, MACHINE_B), ("s004-m2", 2, "completed", 45, MACHINE_A),
         ("s004-m2", 3, "diverged", None, MACHINE_B), ("s004-m1", 3, "failed", None, MACHINE_A)]
+
+
+def provenance_of(torch: str, flags: list[str]) -> dict:
+    """A recorded provenance of util/provenance.collect's shape (synthetic: no git, no torch)."""
+    return {"format": 1, "command": {"entry": "cli", "command": "mnistlab run travel.yaml --seeds 0:4"},
+            "host": "box-a", "sources": [{"file": "/work/travel.yaml", "repository": "/work", "commit": "ab" * 20,
+                                           "dirty": True, "tracked": True}],
+            "distributions": {"numpy": "2.1.0", "torch": torch}, "distributions_sha256": torch * 8,
+            "environment": {"torch": torch, "cuda": None, "cudnn": None, "onednn": "3.5", "cpu_capability": "AVX512",
+                            "python": "3.12.1", "cpu": "CPU A", "cpu_flags": flags, "machine": MACHINE_A}}
+
+
+# What the user wrote on some runs, and what produced them: (model, seed) -> tags, user notes, provenance.
+USER_DATA = {("s004-m1", 0): (["baseline", "keep"], [("looks right\nsecond line", 1_700_000_000.25)],
+                              provenance_of("2.5.1", ["avx2", "avx512f", "fma"])),
+             ("s004-m2", 1): (["keep"], [("first", 1_700_000_100.0), ("then: \tindented", 1_700_000_200.5)],
+                              provenance_of("2.6.0", ["avx2", "fma"]))}
 
 
 def add_run(store: RunStore, model_id: str, seed: int, status: str, errors: int | None, machine: str) -> int:
@@ -71,7 +89,13 @@ def source(tmp_path_factory) -> Path:
     with RunStore(root) as store:
         store.save_experiment(EXPERIMENT, {"name": EXPERIMENT, "protocol": "test", "dataset": "mnist"})
         for run in RUNS:
-            add_run(store, *run)
+            run_id = add_run(store, *run)
+            if run[:2] in USER_DATA:
+                tags, notes, provenance = USER_DATA[run[:2]]
+                store.add_tags(run_id, tags)
+                for text, when in notes:
+                    store.add_user_note(run_id, text, created_at=when)
+                store.set_provenance(run_id, provenance)
     return root
 
 
@@ -90,7 +114,8 @@ def store_state(root: Path) -> list:
         return []
     with sqlite3.connect(root / "store.sqlite") as conn:
         return [conn.execute(f"SELECT * FROM {table}").fetchall()
-                for table in ("experiments", "runs", "epochs", "predictions")]
+                for table in ("experiments", "runs", "epochs", "predictions", "run_tags", "run_user_notes",
+                              "run_provenance")]
 
 
 def test_export_then_import_gives_the_same_report_conclusions_and_reproduction(source, archive, tmp_path):
@@ -124,6 +149,84 @@ def test_export_then_import_gives_the_same_report_conclusions_and_reproduction(s
     assert next(line for line in from_archive if line.model_id == "s004-m1").seeds == 3
 
 
+def by_identity(store: RunStore) -> dict[tuple, int]:
+    return {(run.model_id, run.seed): run.id for run in store.runs(EXPERIMENT)}
+
+
+def user_data(store: RunStore) -> dict[tuple, tuple]:
+    return {key: (store.tags(run_id), store.user_notes(run_id), store.provenance(run_id))
+            for key, run_id in by_identity(store).items()}
+
+
+def test_tags_user_notes_and_provenance_travel(source, archive, tmp_path):
+    copy_root = tmp_path / "copy"
+    assert run_cli("import-runs", archive, "--store", copy_root).exit_code == 0
+    with RunStore(source) as original, RunStore(copy_root) as copy:
+        assert user_data(copy) == user_data(original)  # tags, notes with their times, provenance or None
+        assert user_data(copy)[("s004-m1", 1)] == ([], [], None)  # not recorded stays not recorded
+        ids = {"source": by_identity(original), "copy": by_identity(copy)}
+    roots = {"source": source, "copy": copy_root}
+    seen = {}
+    for name, root in roots.items():
+        listed = json.loads(run_cli("ls", "--tag", "keep", "--json", "--store", root).stdout)["runs"]
+        shown = json.loads(run_cli("show", str(ids[name][("s004-m2", 1)]), "--json", "--store", root).stdout)
+        compared = [json.loads(run_cli("compare", str(ids[name][a]), str(ids[name][b]), "--json", "--store",
+                                       root).stdout)["environment"]
+                    for a, b in ((("s004-m1", 0), ("s004-m2", 1)), (("s004-m1", 0), ("s004-m1", 1)))]
+        seen[name] = (sorted((run["model"], run["seed"], run["tags"]) for run in listed),
+                      {key: shown[key] for key in ("tags", "user_notes", "provenance")}, compared)
+    assert seen["copy"] == seen["source"]
+    assert seen["copy"][0] == [("s004-m1", 0, ["baseline", "keep"]), ("s004-m2", 1, ["keep"])]
+    assert seen["copy"][2][0]["recorded"] and any("torch" in phrase for phrase in seen["copy"][2][0]["differences"])
+    assert seen["copy"][2][1] == {"recorded": False, "differences": None}
+    result = run_cli("show", str(ids["copy"][("s004-m1", 0)]), "--store", copy_root)
+    assert "baseline" in result.stdout and "looks right" in result.stdout and "mnistlab run travel.yaml" in result.stdout
+
+
+def test_an_archive_of_format_1_still_imports(archive, tmp_path):
+    """What the exporter wrote before version 2: provenance with only device and versions, empty sections."""
+    def old(name: str, data: bytes) -> bytes:
+        record = json.loads(data)
+        if name == "manifest.json":
+            record["version"] = 1
+        elif name.endswith("run.json"):
+            del record["provenance"]["recorded"]
+            record["tags"], record["user_notes"] = [], []
+            if name == "runs/00001/run.json":
+                record["user_notes"] = ["a note as version 1 read it: text"]
+        return json.dumps(record).encode()
+
+    members = [(name, old(name, data) if name.endswith(".json") and "models/" not in name else data)
+               for name, data in members_of(archive)]
+    old_archive = write_tar(tmp_path / "v1.tar.xz", members)
+    result = run_cli("import-runs", old_archive, "--store", tmp_path / "copy")
+    assert result.exit_code == 0 and "imported 8 run(s)" in result.stdout, result
+    created = json.loads(dict(members)["manifest.json"])["created_at"]
+    with RunStore(tmp_path / "copy") as copy:
+        data = user_data(copy)
+    assert data[("s004-m1", 0)] == ([], [UserNote("a note as version 1 read it: text", created)], None)
+    assert all(value == ([], [], None) for key, value in data.items() if key != ("s004-m1", 0))
+    newer = write_tar(tmp_path / "v3.tar.xz", [(name, json.dumps({**json.loads(data), "version": 3}).encode())
+                                                if name == "manifest.json" else (name, data)
+                                                for name, data in members_of(archive)])
+    with pytest.raises(ArchiveError, match="version 3 is newer than this mnistlab reads"):
+        read_archive(newer)
+
+
+def test_control_characters_are_replaced_on_export_so_the_archive_imports(tmp_path):
+    root = tmp_path / "runs"
+    with RunStore(root) as store:
+        store.save_experiment(EXPERIMENT, {"name": EXPERIMENT})
+        run_id = add_run(store, "s004-m1", 0, "completed", 20, MACHINE_A)
+        store.add_user_note(run_id, "red \x1b[31malert\x1b[0m\nnext line", created_at=5.0)
+        store.set_provenance(run_id, {"command": {"command": "mnistlab run \x07x\udcff.yaml"}})
+    path = api.export_archive(EXPERIMENT, tmp_path / "one.tar.gz", root).path
+    with RunStore(tmp_path / "copy") as copy:
+        (new_id,) = import_archive(copy, path).imported
+        assert copy.user_notes(new_id) == [UserNote("red \ufffd[31malert\ufffd[0m\nnext line", 5.0)]
+        assert copy.provenance(new_id) == {"command": {"command": "mnistlab run \ufffdx\ufffd.yaml"}}
+
+
 def test_runs_without_weights_say_so_and_are_not_damaged(archive, tmp_path):
     with RunStore(tmp_path / "copy") as copy:
         import_archive(copy, archive)
@@ -141,6 +244,21 @@ def test_importing_twice_is_a_no_op(archive, tmp_path):
     again = api.import_archive(archive, root)
     assert again.imported == [] and len(again.skipped) == len(RUNS)
     assert store_state(root) == before
+
+
+def test_a_run_without_a_result_gets_the_archives_user_data_once(archive, tmp_path):
+    root = tmp_path / "other"
+    tags, notes, _ = USER_DATA[("s004-m1", 0)]
+    with RunStore(root) as store:  # the run is there, pending, with one of the archive's tags and its note
+        store.save_experiment(EXPERIMENT, {"name": EXPERIMENT})
+        pending = store.ensure_run(EXPERIMENT, "s004-m1", {"model": get_model("s004-m1").to_dict(), "precision": "fp32"},
+                                   0, "mnist", "test", 3)
+        store.add_tags(pending.id, ["keep", "mine"])
+        store.add_user_note(pending.id, notes[0][0], created_at=notes[0][1])
+        assert pending.id in import_archive(store, archive).imported
+        assert store.tags(pending.id) == sorted({*tags, "mine"})
+        assert store.user_notes(pending.id) == [UserNote(text, when) for text, when in notes]
+        assert store.provenance(pending.id) == USER_DATA[("s004-m1", 0)][2]
 
 
 def test_a_conflicting_run_is_refused_and_nothing_is_written(archive, tmp_path):
@@ -267,7 +385,53 @@ def tamper_hash(members):
     return edit_run_json(members, lambda record: record["spec"]["model"].update(id="s004-m9"))
 
 
-TAMPERS = {"path traversal": (tamper_traversal, "is not a name an archive holds"),
+def edit_user_data(change):
+    return lambda members: edit_run_json(members, change)
+
+
+def nested(depth: int) -> dict:
+    value: dict = {}
+    for _ in range(depth):
+        value = {"deeper": value}
+    return value
+
+
+def tamper_user_note(note):
+    return edit_user_data(lambda record: record.update(user_notes=[note]))
+
+
+TAMPERS_USER_DATA = {
+    "tag of the wrong type": (edit_user_data(lambda record: record.update(tags=[7])), "field 'tags'[0]: is int, not str"),
+    "control character in a tag": (edit_user_data(lambda record: record.update(tags=["ok\x1b[2J"])), "is not a tag"),
+    "tag with a space": (edit_user_data(lambda record: record.update(tags=["two words"])), "is not a tag"),
+    "tags not a list": (edit_user_data(lambda record: record.update(tags="keep")), "field 'tags': is str, not list"),
+    "user note as plain text": (tamper_user_note("just text"), "field 'user_notes'[0]: is str, not dict"),
+    "oversize user note": (tamper_user_note({"text": "x" * (NOTE_MAX_LENGTH + 1), "created_at": 1.0}),
+                           f"longer than {NOTE_MAX_LENGTH:,} characters"),
+    "control character in a user note": (tamper_user_note({"text": "hi\x1b]0;owned\x07", "created_at": 1.0}),
+                                         "holds a terminal control character"),
+    "lone surrogate in a user note": (tamper_user_note({"text": "bad \ud800", "created_at": 1.0}),
+                                      "not valid Unicode text"),
+    "user note time not a number": (tamper_user_note({"text": "hi", "created_at": "today"}),
+                                    "user_notes'[0].created_at: is str"),
+    "user note with an extra field": (tamper_user_note({"text": "hi", "created_at": 1.0, "html": "<b>"}),
+                                      "has unknown fields ['html']"),
+    "too-deep provenance": (edit_user_data(lambda record: record["provenance"].update(
+        recorded=nested(MAX_PROVENANCE_DEPTH + 2))), f"nests deeper than {MAX_PROVENANCE_DEPTH} levels"),
+    "provenance key of the wrong kind": (edit_user_data(lambda record: record["provenance"].update(
+        recorded={"environment": ["torch"]})), "provenance.recorded.environment: is list, not dict"),
+    "CPU flags not text": (edit_user_data(lambda record: record["provenance"].update(
+        recorded={"environment": {"cpu_flags": [1]}})), "cpu_flags[0]: is int, not str"),
+    "control character in provenance": (edit_user_data(lambda record: record["provenance"].update(
+        recorded={"host": "a\x1b[2Jb"})), "provenance.recorded.host: holds a terminal control character"),
+    "provenance not an object": (edit_user_data(lambda record: record["provenance"].update(recorded=[1])),
+                                 "provenance.recorded: is list, not dict or null"),
+    "unknown provenance field": (edit_user_data(lambda record: record["provenance"].update(extra=1)),
+                                 "has unknown fields ['extra']"),
+}
+
+
+TAMPERS = {**TAMPERS_USER_DATA, "path traversal": (tamper_traversal, "is not a name an archive holds"),
            "oversized member": (tamper_oversized, "more than the"),
            "wrong array shape": (tamper_shape, "expected uint8 [2, n]"),
            "wrong epoch columns": (tamper_columns, "expected float64"),

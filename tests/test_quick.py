@@ -25,14 +25,20 @@ pytestmark = [needs_mnist, pytest.mark.integration, pytest.mark.slow]
 # could differ on another CPU, so only what sits far from a threshold is pinned for them (no overfitting,
 # nothing stuck or diverged: their val_loss ends within a few percent of its minimum, the rule asks 20%).
 OVERFITTING = "s004-m2"
-MODELS = ("s002-m1", "s004-m1", OVERFITTING)
+# s004-m1 is a factor study of two variants: without dropout and with dropout 0.1.
+SMALL_MLPS = ("s004-m1.dropout-0", "s004-m1.dropout-0.1")
+MODELS = ("s002-m1", *SMALL_MLPS, OVERFITTING)
 NEVER = {"overfitting", "stuck_at_chance", "diverged"}
-CNN, MLPS = "s002-m1", ("s004-m1", "s004-m2")
+CNN, MLPS = "s002-m1", (*SMALL_MLPS, OVERFITTING)
 SEEDS = 3  # enough for an interval over seeds to mean something
 MIN_EPOCHS = 4
 # The CNN's lead over each MLP: Holm-adjusted McNemar p below this, and the seed-level 95% CI's lower
 # bound above this many points (issue 17). Both are far from what any CPU measures (see quick.yaml).
 CLEAR_P, CLEAR_LOW_POINTS = 0.001, 0.5
+# The honest null: dropout 0.1 on the small MLP. Pinned as "not significant" (Holm-adjusted p at least
+# ALPHA = 0.05) on test accuracy; the Zen 3 CPU measured p = 0.96, so another CPU's rounding has a long way
+# to go before the pin breaks (issue 17 asks p >= 0.3 on the machine that designed it).
+NOISE_MIN_P = 0.05
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +100,21 @@ def test_quick_conclusions_state_an_established_difference(quick_store):
     text = experiment_conclusions(store, "quick").text()
     assert f"{CNN} is more accurate than" in text and "95% CI" in text and "Holm-adjusted" in text
     assert "survive Holm's correction" in text
+
+
+def test_quick_conclusions_state_an_honest_null(quick_store):
+    from mnistlab.report.factors import factor_study
+
+    store, _ = quick_store
+    study = factor_study(load_experiment(store, "quick").runs)
+    assert study is not None
+    (dropout,) = study.main_effects("test_acc")
+    assert (dropout.factor, dropout.level, dropout.reference) == ("dropout", "0.1", "0")
+    assert not dropout.significant and dropout.p_adjusted >= NOISE_MIN_P, dropout
+    assert dropout.low < 0 < dropout.high
+    text = experiment_conclusions(store, "quick").text()
+    assert "Changing dropout from 0 to 0.1 changes test accuracy by" in text
+    assert "not distinguishable from noise; the study could have detected about" in text
 
 
 def test_quick_page_shows_every_curve(quick_store, tmp_path):

@@ -414,12 +414,17 @@ V1_SCHEMA = (
 )
 
 
-def test_a_version_1_store_is_migrated_and_keeps_its_runs(tmp_path):
-    tmp_path.joinpath("old").mkdir()
-    with sqlite3.connect(tmp_path / "old" / "store.sqlite") as conn:
-        for statement in V1_SCHEMA:
+def old_store(folder, statements: tuple[str, ...]):
+    """A store folder whose database an older mnistlab wrote (the statements are its fixture)."""
+    folder.mkdir()
+    with sqlite3.connect(folder / "store.sqlite") as conn:
+        for statement in statements:
             conn.execute(statement)
-    with RunStore(tmp_path / "old") as store:
+    return folder
+
+
+def test_a_version_1_store_is_migrated_and_keeps_its_runs(tmp_path):
+    with RunStore(old_store(tmp_path / "old", V1_SCHEMA)) as store:
         (run,) = store.runs("old")
         assert run.status == "completed" and run.notes == []
         history = store.history(run.id)
@@ -458,11 +463,7 @@ V2_SCHEMA = (
 
 
 def test_a_version_2_store_is_migrated_keeps_its_runs_and_has_no_provenance(tmp_path):
-    tmp_path.joinpath("old").mkdir()
-    with sqlite3.connect(tmp_path / "old" / "store.sqlite") as conn:
-        for statement in V2_SCHEMA:
-            conn.execute(statement)
-    with RunStore(tmp_path / "old") as store:
+    with RunStore(old_store(tmp_path / "old", V2_SCHEMA)) as store:
         (run,) = store.runs("old")
         assert run.status == "completed" and run.notes == ["moved aside"]
         assert store.history(run.id)["val_acc"] == [0.85]
@@ -478,10 +479,7 @@ def test_a_failing_migration_leaves_the_old_version_whole(tmp_path, monkeypatch)
     """All steps run in one transaction: a step that fails rolls back every earlier one."""
     from mnistlab.runs import schema
 
-    tmp_path.joinpath("old").mkdir()
-    with sqlite3.connect(tmp_path / "old" / "store.sqlite") as conn:
-        for statement in V1_SCHEMA:
-            conn.execute(statement)
+    old_store(tmp_path / "old", V1_SCHEMA)
 
     def broken(conn):
         conn.execute("CREATE TABLE half_done (x)")

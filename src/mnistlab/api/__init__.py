@@ -63,6 +63,8 @@ _LAZY = {
     "list_runs": "mnistlab.runs.listing",
     "RoundEnded": "mnistlab.runs.events",
     "LiveStudyDisplay": "mnistlab.report.study_view", "StudyOutcome": "mnistlab.report.study_view",
+    "LiveReport": "mnistlab.report.live",  # the report rewritten as a study runs (a listener for run)
+    "watch_report": "mnistlab.report.live",  # the same for a store another process is writing
 }
 _LAZY_MODULES = {"export": "mnistlab.trained.export", "inference": "mnistlab.trained.inference"}
 
@@ -81,8 +83,8 @@ __all__ = [
     "get_model", "summary_text", "bundle_size", "check_datasets", "comparison", "conclusions", "dry_run", "estimate",
     "evaluate", "experiment", "experiment_name", "export_archive", "export_keras", "export_model", "export_runs",
     "find_model", "find_run", "gc", "import_archive", "list_runs", "note", "remove_runs", "tag", "untag",
-    "import_keras", "import_keras_weights", "load_dataset", "load_keras_weights", "load_model", "model_spec",
-    "open_store", "parse_overrides", "predict", "report", "reproduction", "run", "run_until_decided", "show_report", "train",
+    "import_keras", "import_keras_weights", "LiveReport", "load_dataset", "load_keras_weights", "load_model", "model_spec",
+    "open_store", "parse_overrides", "predict", "report", "reproduction", "run", "run_until_decided", "show_report", "train", "watch_report",
     "write_history",
     "write_specs", "zoo_models",
 ]

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from mnistlab.util.atomic import check_target, write_text
-from mnistlab.data.datasets import load_dataset
-from mnistlab.errors import DataError, EnvironmentFailure, MnistlabError
+from mnistlab.errors import EnvironmentFailure, MnistlabError
 from mnistlab.runs.store import DEFAULT_ROOT, RunStore, open_existing_store
+from mnistlab.report.folders import REPORTS_DIR
 from mnistlab.report.notebook import Comparison, ReportView
 from mnistlab.api.studies import estimate, experiment_name
 
@@ -43,30 +43,23 @@ def report(experiment: str | Path | Experiment, store: RunStore | str | Path = D
         name, given = experiment_name(experiment), str(experiment)  # a file's errors come before the store's
     if not isinstance(store, RunStore):
         with open_existing_store(store) as opened:
-            return _report(opened, name, given, Path(out) if out is not None else Path(store) / "reports",
+            return _report(opened, name, given, Path(out) if out is not None else Path(store) / REPORTS_DIR,
                            data_dir, dataset, settled)
-    return _report(store, name, given, Path(out) if out is not None else store.root / "reports",
+    return _report(store, name, given, Path(out) if out is not None else store.root / REPORTS_DIR,
                    data_dir, dataset, settled)
 
 
 def _report(store: RunStore, name: str, given: str, out: Path, data_dir: str | Path | None, dataset: str | None,
             settled: Sequence[int] | None) -> ReportPaths | None:
-    from mnistlab.report.writer import write_report
+    from mnistlab.report.writer import experiment_config, report_images, write_report
 
-    config = next((record.config for record in store.experiments() if record.name == name), None)
-    if config is None:
-        raise MnistlabError(f"{store.root}: no experiment '{name}' in this store; "
-                            f"run it first with `mnistlab run {given}`")
+    config = experiment_config(store, name, given)
     if settled is not None:
         from mnistlab.runs.runner import experiment_settled
 
         if not experiment_settled(store, list(settled)):
             return None
-    try:
-        images = load_dataset(dataset or config.get("dataset", "mnist"), data_dir=data_dir)
-    except DataError:
-        images = None  # the report says the misclassified grid needs the dataset
-    return write_report(store, name, out, dataset=images)
+    return write_report(store, name, out, dataset=report_images(dataset or config.get("dataset", "mnist"), data_dir))
 
 
 def show_report(store: RunStore | str | Path, experiment: str | Path | Experiment, out: str | Path | None = None,

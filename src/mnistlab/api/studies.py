@@ -183,6 +183,7 @@ def run(
     listeners: Sequence[Listener] = (),
     progress: Any = "auto",
     overrides: Overrides | None = None,
+    log_to: Sequence[str] = (),
 ) -> RunOutcome:
     """Train every (model, seed) of an experiment not already in the store, resuming interrupted ones.
 
@@ -200,8 +201,10 @@ def run(
     RunEnd, RoundEnded). `progress` (without `reporter_for`): as `train`'s, a bar per task; "auto" in a
     notebook adds a live display (a LiveStudyDisplay, which may be passed). Returns a StudyOutcome.
     `overrides` (`Overrides(epochs=20, seeds=range(5), ...)`, experiments/overrides.py): train the
-    derived experiment `NAME+epochs=20...`, whose runs are its own."""
+    derived experiment `NAME+epochs=20...`, whose runs are its own. `log_to`: stream each epoch as it
+    ends to `tensorboard:DIR` or `mlflow:URI` (a URI or an mlruns folder), as `export-runs` writes them."""
     from mnistlab.experiments.overrides import load_with_overrides
+    from mnistlab.interop.live_log import LiveLog, parse_log_to
     from mnistlab.report.study_view import check_progress, study_progress
     from mnistlab.runs.runner import run_experiment
     from mnistlab.runs.tasks import Placement
@@ -210,13 +213,16 @@ def run(
     placement = Placement(backend, address, gpus_per_task, cpus_per_task, artifacts)
     placement.check()  # a bad or silent cluster address is refused before a store is opened or created
     check_progress(progress, reporter_for)  # and a bad progress=
+    targets = [parse_log_to(value) for value in log_to]  # and a bad --log-to: nothing is written
     options: dict[str, Any] = dict(data_dir=data_dir, download=download, dataset=dataset, bundle=bundle,
                                    placement=placement)
     if source is not None:
         options["source"] = source
 
     def train_in(opened: RunStore) -> RunOutcome:  # with progress= as asked; the outcome with the best model
-        with study_progress(progress, study, opened, source, reporter_for, listeners) as watch:
+        # The live log first: a listener of the caller's that hears an epoch finds it logged already.
+        with LiveLog(targets, opened) as log, study_progress(progress, study, opened, source, reporter_for,
+                                                             [log, *listeners]) as watch:
             return watch.finish(run_experiment(study, opened, **options, **watch.options()), opened, study.name)
     if isinstance(store, RunStore):
         if heartbeat_seconds is not None or lease_seconds is not None:

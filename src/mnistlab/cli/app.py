@@ -25,10 +25,12 @@ from mnistlab.cli.options import (PRECISION_HELP, ArchivesOption, BudgetOption, 
                                   ProbeSecondsOption, SeedsOverride, SetOverride, StoreOption, UntilDecidedOption,
                                   VaryOverride)
 from mnistlab.cli.runs_io import export_runs, import_runs
+from mnistlab.cli.live import EveryOption, LogToOption, WatchOption, live_report, watched  # the live report and logs
 from mnistlab.cli.output import console, err_console, print_error, say
 from mnistlab.cli.store_commands import register_store_commands
 from mnistlab.data.datasets import DATASETS
 from mnistlab.errors import MnistlabError
+from mnistlab.report.folders import REPORTS_DIR
 from mnistlab.report.log_formats import LOG_FORMATS
 from mnistlab.runs.store import DEFAULT_ROOT
 from mnistlab.spec.fields import SEED_BOUND
@@ -224,7 +226,7 @@ def run(
     store: StoreOption = DEFAULT_ROOT,
     data_dir: DataDirOption = None,
     download: Annotated[bool, typer.Option(help="Download the dataset if it is not found.")] = False,
-    report: Annotated[bool, typer.Option(help="Write the report when done.")] = True,
+    report: Annotated[bool, typer.Option(help="Write the report as runs finish and when done.")] = True,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
     log_format: LogFormatOption = LogFormat.text,
     heartbeat_seconds: Annotated[Optional[float], typer.Option(
@@ -249,7 +251,7 @@ def run(
         help="Checkpoint folder every Ray worker can reach (shared storage); default: the store's artifacts "
              "folder.")] = None,
     until_decided: UntilDecidedOption = False, max_seeds: MaxSeedsOption = None, budget: BudgetOption = None,
-    margin: MarginOption = None,
+    margin: MarginOption = None, log_to: LogToOption = None,
     epochs: EpochsOverride = None, seeds: SeedsOverride = None, models: ModelsOverride = None,
     set_: SetOverride = None, vary: VaryOverride = None,
     dry_run: DryRunOption = False, probe_seconds: ProbeSecondsOption = None,
@@ -272,18 +274,18 @@ def run(
     options: dict = dict(bundle=bundle_size, backend=backend.value, address=address, gpus_per_task=gpus_per_task,
                          cpus_per_task=cpus_per_task, artifacts=artifacts, download=download, source=source,
                          reporter_for=task_reporters(expand(study, source), console, log_format.value, quiet),
-                         heartbeat_seconds=heartbeat_seconds, lease_seconds=lease_seconds)
+                         heartbeat_seconds=heartbeat_seconds, lease_seconds=lease_seconds, log_to=log_to or [])
     from mnistlab.cli.rounds import run_study  # once, or in rounds --until-decided; it says the summary
-    run_ids = run_study(study, store, data_dir, options, log_format.value, quiet, until_decided=until_decided,
-                        max_seeds=max_seeds, budget=budget, margin=margin)
+    with live_report(study, store, data_dir, report) as live:  # leaving it (an error, Ctrl-C) stops its thread
+        run_ids = run_study(study, store, data_dir, {**options, "listeners": [live] if live else []}, log_format.value,
+                            quiet, until_decided=until_decided, max_seeds=max_seeds, budget=budget, margin=margin)
     if not report:
         return
-    # Whichever process finds, after its own last write, that no run is left writes the report.
-    paths = api.report(study, store, store / "reports", data_dir, settled=run_ids)
-    if paths is None and not quiet:
-        say(f"report: left to the process still training; or later: mnistlab report {study.name}")
-    elif paths is not None and not quiet:
-        say(f"report: {paths.html}  and  {paths.markdown}")
+    # Whichever process finds, after its own last write, that no run is left writes the final report.
+    paths = live.finish(run_ids)
+    if not quiet:
+        say(f"report: {paths.html}  and  {paths.markdown}" if paths is not None else
+            f"report: left to the process still training; or later: mnistlab report {study.name}")
 
 
 @app.command()
@@ -291,13 +293,13 @@ def report(
     experiment: Annotated[str, typer.Argument(help="Experiment name (as stored) or file.")],
     store: StoreOption = DEFAULT_ROOT,
     out: Annotated[Optional[Path], typer.Option(
-        help="Folder for the HTML and Markdown (default: STORE/reports).")] = None,
-    data_dir: DataDirOption = None,
+        help=f"Folder for the HTML and Markdown (default: STORE/{REPORTS_DIR}).")] = None,
+    data_dir: DataDirOption = None, watch: WatchOption = False, every: EveryOption = None,
 ) -> None:
     """Write the comparison report (one self-contained HTML page and a Markdown file)."""
     from mnistlab import api
 
-    paths = api.report(experiment, store, out, data_dir)
+    paths = watched(experiment, store, out, data_dir, every) if watch else api.report(experiment, store, out, data_dir)
     say(f"report: {paths.html}  and  {paths.markdown}")
 
 

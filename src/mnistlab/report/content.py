@@ -40,7 +40,7 @@ from mnistlab.runs.store import RunStore
 from mnistlab.training.history import COMPLETED, DIVERGED
 
 __all__ = [
-    "DEFAULT_DETAIL_MODELS", "TEST_ACC_HEADER", "TEXT_COLUMNS", "BestRun", "Cell", "Plot", "Report",
+    "DEFAULT_DETAIL_MODELS", "TEST_ACC_HEADER", "TEXT_COLUMNS", "BestRun", "Cell", "InProgress", "Plot", "Report",
     "build_report", "effect_row", "experiment_conclusions", "protocol_sentence", "slug",
 ]
 
@@ -63,6 +63,25 @@ class Plot:
     @property
     def data_uri(self) -> str:
         return plots.png_data_uri(self.png)
+
+
+@dataclass(frozen=True)
+class InProgress:
+    """A report written while its study runs (report/live.py): how far it is, and how often the
+    page reloads itself (the final report has none of this)."""
+
+    done: int  # runs no longer pending or running
+    total: int
+    refresh_seconds: int
+
+    @property
+    def text(self) -> str:
+        return f"in progress: {self.done} of {self.total} runs"
+
+    @property
+    def sentence(self) -> str:
+        return (f"This study is {self.text} finished; the page reloads every {self.refresh_seconds} s "
+                "and becomes the final report when the last run ends.")
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from mnistlab.report.content import slug
+from mnistlab.report.folders import REPORTS_DIR
 from mnistlab.runs.manage import Freed, artifact_garbage, delete_path, free, opened, size_of
 from mnistlab.runs.store import DEFAULT_ROOT, RunStore
 
-__all__ = ["REPORTS_DIR", "gc", "orphan_reports"]
+__all__ = ["gc", "orphan_reports"]
 
-REPORTS_DIR = "reports"  # STORE/reports: where `run` and `report` write by default
 REPORT_ENDINGS = (".html", ".md", "-files")
 
 

@@ -6,7 +6,7 @@ import functools
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, Template
 
-from mnistlab.report.content import TEST_ACC_HEADER, TEXT_COLUMNS, Report
+from mnistlab.report.content import TEST_ACC_HEADER, TEXT_COLUMNS, InProgress, Report
 from mnistlab.report.sequential import HEADERS as UNTIL_DECIDED_HEADERS
 
 __all__ = ["render_html"]
@@ -23,8 +23,9 @@ def _template() -> Template:
     return environment.get_template(TEMPLATE)
 
 
-def render_html(report: Report) -> str:
-    """The page's text; the comparison table starts sorted by mean test accuracy."""
-    return _template().render(report=report, text_columns=TEXT_COLUMNS,
+def render_html(report: Report, live: InProgress | None = None) -> str:
+    """The page's text; the comparison table starts sorted by mean test accuracy. `live`: the study
+    is still running, so the page says how far it is and reloads itself."""
+    return _template().render(report=report, text_columns=TEXT_COLUMNS, live=live,
                               sorted_column=report.columns.index(TEST_ACC_HEADER),
                               until_decided_headers=UNTIL_DECIDED_HEADERS)

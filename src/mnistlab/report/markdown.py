@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mnistlab.report.content import TEXT_COLUMNS, Plot, Report
+from mnistlab.report.content import TEXT_COLUMNS, InProgress, Plot, Report
 from mnistlab.report.sequential import HEADERS
 from mnistlab.util.safetext import markdown as escape_html
 
@@ -128,9 +128,11 @@ def _best(report: Report, files_dir: str) -> list[str]:
     return lines
 
 
-def render_markdown(report: Report, files_dir: str) -> str:
-    """The Markdown text; figures are referenced as ``<files_dir>/<plot name>.png``."""
-    sections = (_header(report), _conclusions(report), _until_decided(report), _comparison(report),
+def render_markdown(report: Report, files_dir: str, live: InProgress | None = None) -> str:
+    """The Markdown text; figures are referenced as ``<files_dir>/<plot name>.png``. `live`: the
+    study is still running (the first lines say how far it is)."""
+    status = [f"**{live.text[0].upper()}{live.text[1:]}** (rewritten as runs finish).", ""] if live else []
+    sections = (status, _header(report), _conclusions(report), _until_decided(report), _comparison(report),
                 _effects(report, files_dir),
                 _diagnoses(report), _statistics(report),
                 _figures(report, files_dir), _best(report, files_dir))

@@ -5,7 +5,8 @@ readers only. Import reads and checks the whole archive first; only then is the 
 is one transaction (``RunStore.atomically``): a run already there with the same identity and outcome is
 skipped, one with the same identity but another outcome is a conflict that refuses the whole archive, and a
 failure anywhere leaves the store as it was. Imported runs keep the machine they trained on (their
-``versions``), and a note says where they came from and whether their weights came along.
+``versions``), their tags, user notes (with when they were written) and recorded provenance, written by the
+store's own writers in that transaction; a note says where they came from and whether their weights came along.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ import mnistlab
 from mnistlab.errors import EnvironmentFailure, MnistlabError
 from mnistlab.runs.archive_format import (ARCHIVED_STATUSES, EPOCHS, FORMAT, FORMAT_VERSION, HISTORY_COLUMNS,
                                           MANIFEST, MODEL_FILES, MODEL_JSON, MODEL_TENSORS, PREDICTIONS, RUN_JSON,
-                                          Archive, ArchiveError, ArchivedRun, compression, npy_bytes, read_archive)
-from mnistlab.runs.records import RunRecord, canonical_json
+                                          Archive, ArchiveError, ArchivedRun, compression, npy_bytes, portable,
+                                          read_archive)
+from mnistlab.runs.records import RunRecord, UserNote, canonical_json
 from mnistlab.runs.store import ARTIFACTS_DIR, RunStore, current_owner
 from mnistlab.training.history import COMPLETED, DIVERGED, FAILED, PENDING
 from mnistlab.util.atomic import check_target, write_atomically
@@ -50,16 +52,20 @@ class ImportSummary:
 # -- writing -----------------------------------------------------------------------------------
 
 
-def _run_record(run: RunRecord, predictions: bool, model: bool) -> dict[str, Any]:
+def _run_record(run: RunRecord, predictions: bool, model: bool, tags: list[str], user_notes: list[UserNote],
+                provenance: dict[str, Any] | None) -> dict[str, Any]:
+    """A run's run.json (archive_format's docstring); what the user wrote and the provenance as ``portable``
+    text, so that what is written here the import's checks accept."""
     return {
         "identity": {"experiment": run.experiment, "model_id": run.model_id, "spec_hash": run.spec_hash,
                      "seed": run.seed, "dataset": run.dataset, "protocol": run.protocol},
         "spec": run.spec, "epochs_planned": run.epochs_planned, "status": run.status, "final": run.final,
         "error": run.error, "notes": run.notes,
-        # What the store records of where a run trained today; per-run provenance (CPU features) joins it here.
-        "provenance": {"device": run.device, "versions": run.versions},
+        # device and versions: the runs table's (finish_run's); recorded: the per-run provenance, None: not recorded.
+        "provenance": {"device": run.device, "versions": run.versions, "recorded": portable(provenance)},
         "times": {"started_at": run.started_at, "ended_at": run.ended_at},
-        "tags": [], "user_notes": [],  # sections for the store's tags and user notes, empty until it keeps them
+        "tags": tags,  # the store's rule for a tag already allows no control character
+        "user_notes": [{"text": portable(note.text), "created_at": note.created_at} for note in user_notes],
         "history_columns": list(HISTORY_COLUMNS), "predictions": predictions, "model": model,
     }
 
@@ -75,6 +81,7 @@ def export_archive(store: RunStore, experiment: str, path: Path | str, *, with_m
         raise ArchiveError(f"{store.path}: no completed, diverged or failed runs of experiment '{experiment}' to archive")
     members: list[tuple[str, bytes]] = []
     models = 0
+    tags, user_notes, provenances = store.all_tags(), store.all_user_notes(), store.all_provenance()
     for index, run in enumerate(runs, start=1):
         history = store.history(run.id)
         epochs = np.array([[history[name][row] for name in HISTORY_COLUMNS] for row in range(len(history["epoch"]))],
@@ -82,7 +89,8 @@ def export_archive(store: RunStore, experiment: str, path: Path | str, *, with_m
         stored = store.predictions(run.id)
         folder = store.run_dir(run.id, create=False)
         model = with_models and (folder / MODEL_JSON).is_file() and (folder / MODEL_TENSORS).is_file()
-        record = _run_record(run, stored is not None, model)
+        record = _run_record(run, stored is not None, model, tags.get(run.id, []), user_notes.get(run.id, []),
+                             provenances.get(run.id))
         members += [(f"runs/{index:05d}/{RUN_JSON}", canonical_json(record).encode()),
                     (f"runs/{index:05d}/{EPOCHS}", npy_bytes(epochs))]
         if stored is not None:
@@ -171,12 +179,7 @@ def _write_run(store: RunStore, archive: Archive, run: ArchivedRun, owner: str) 
         store.record_epoch(stored.id, int(row[0]), metrics)
     for note in record["notes"]:
         store.add_note(stored.id, note)
-    # Tags and user notes go to the store's own writers for them once it keeps them; until then they are
-    # kept as notes, so an archive that carries them loses nothing.
-    for note in record["user_notes"]:
-        store.add_note(stored.id, f"user note: {note}")
-    if record["tags"]:
-        store.add_note(stored.id, "tags: " + ", ".join(record["tags"]))
+    _write_user_data(store, stored.id, record)
     store.add_note(stored.id, _import_note(archive, run))
     if record["status"] == FAILED:
         store.fail_run(stored.id, record["error"] or "failed (no error recorded)")
@@ -185,6 +188,20 @@ def _write_run(store: RunStore, archive: Archive, run: ArchivedRun, owner: str) 
         store.finish_run(stored.id, record["status"], record["final"] or {}, labels, predicted,
                          record["provenance"]["device"], record["provenance"]["versions"] or {})
     return stored.id
+
+
+def _write_user_data(store: RunStore, run_id: int, record: dict[str, Any]) -> None:
+    """The archived run's tags, user notes and recorded provenance, by the store's writers. The run may be one
+    the store had without a result (pending, failed): a tag it has stays once, a note it has (same text and
+    time) is not added again, and the provenance of the result the archive brings replaces the attempt's."""
+    if record["tags"]:
+        store.add_tags(run_id, record["tags"])  # the store keeps no tag's time that an archive could carry
+    present = {(note.text, note.created_at) for note in store.user_notes(run_id)}
+    for note in record["user_notes"]:
+        if (note["text"], float(note["created_at"])) not in present:
+            store.add_user_note(run_id, note["text"], created_at=note["created_at"])
+    if record["provenance"]["recorded"] is not None:
+        store.set_provenance(run_id, record["provenance"]["recorded"])
 
 
 def _stage_models(store: RunStore, archive: Archive, runs: list[ArchivedRun]) -> Path | None:

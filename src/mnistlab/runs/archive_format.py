@@ -4,8 +4,9 @@ An archive (``.tar.xz``, ``.tar.gz``; written by runs/archive.py) holds, under f
 
     manifest.json              format, version, when and by which mnistlab, the experiments' configs, the run count
     runs/NNNNN/run.json        one run (N = 1, 2, ...): identity, spec, status, final metrics, error, notes,
-                               provenance (device, versions: the machine and packages it trained with), times,
-                               and the sections ``tags`` and ``user_notes`` (empty until the store keeps them)
+                               provenance (device, versions: the machine and packages it trained with;
+                               recorded: the store's per-run provenance, null when not recorded), times,
+                               the user's tags and user notes (text and created_at)
     runs/NNNNN/epochs.npy      float64 [epochs, columns]: the per-epoch history, columns as run.json names them
     runs/NNNNN/predictions.npy uint8 [2, n]: the test labels and predicted classes (what the store keeps)
     models/NNNNN/model.json    with ``--with-models``: the run's model folder (trained/folder.py's format)
@@ -15,8 +16,16 @@ An archive is data, never instructions, read the way checkpoints are: every memb
 those (anything else, a link, a folder entry or a duplicate refuses the archive), its declared size is
 bounded before a byte of it is read, no name from the archive is ever used as a path, every field of
 every JSON document is checked for kind and range, every array's header for dtype and shape, and the
-spec's hash against the identity. A version 2 may add fields (the store's per-run provenance, tags and
-user notes fill the sections already here); a newer version is refused with one line.
+spec's hash against the identity. Strings are text: valid Unicode, and in the user's notes and the
+provenance no terminal control characters but newline and tab (the exporter replaces any, as util/safetext
+shows them); a tag is what the store accepts as one; a provenance is bounded in depth and size, and the
+keys that `show` and `compare` read have the kinds they read.
+
+Version 2 added ``provenance.recorded`` and filled ``tags`` and ``user_notes``. It is a version and not
+only added fields because a version 1 reader refuses unknown fields as damage; with the bump it says
+"upgrade mnistlab" instead. Version 1 archives are still read: ``upgrade_record`` gives their runs the
+version 2 shape (no recorded provenance; a user note, had one been written, dated by the archive).
+A newer version is refused with one line.
 """
 
 from __future__ import annotations
@@ -35,18 +44,21 @@ from typing import Any, get_args
 import numpy as np
 
 from mnistlab.errors import MnistlabError
-from mnistlab.runs.records import spec_hash
+from mnistlab.runs.records import NOTE_MAX_LENGTH, TAG_MAX_LENGTH, check_note, check_tag, spec_hash
 from mnistlab.spec.fields import SEED_BOUND
 from mnistlab.training.checkpoint import MAX_EPOCH
 from mnistlab.training.history import COMPLETED, DIVERGED, EPOCH_METRICS, FAILED, Protocol
 from mnistlab.training.limits import MAX_PARAMS
+from mnistlab.util.safetext import REPLACEMENT, clean
 
 __all__ = ["ARCHIVED_STATUSES", "EPOCHS", "MODEL_JSON", "MODEL_TENSORS", "PREDICTIONS", "RUN_JSON", "FORMAT", "FORMAT_VERSION", "HISTORY_COLUMNS", "MANIFEST", "MODEL_FILES", "RUN_FILES",
-           "SUFFIXES", "Archive", "ArchiveError", "ArchivedRun", "compression", "npy_bytes", "read_archive"]
+           "READ_VERSIONS", "SUFFIXES", "Archive", "ArchiveError", "ArchivedRun", "compression", "npy_bytes", "portable",
+           "read_archive", "upgrade_record"]
 
 
 FORMAT = "mnistlab-run-archive"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READ_VERSIONS = (1, FORMAT_VERSION)  # what read_archive reads: version 1 through upgrade_record
 ARCHIVED_STATUSES = (COMPLETED, DIVERGED, FAILED)  # runs with an outcome; pending and running ones stay home
 SUFFIXES = {".tar.xz": "xz", ".txz": "xz", ".tar.gz": "gz", ".tgz": "gz"}
 MANIFEST = "manifest.json"
@@ -57,6 +69,12 @@ MAX_RUNS = 100_000
 MAX_TEST_IMAGES = 1_000_000
 MAX_TEXT = 1_000  # identity fields: experiment and model names, dataset
 MAX_NOTE = 100_000  # a note, a tag or an error message
+MAX_TAGS, MAX_USER_NOTES = 1_000, 10_000  # per run (a tag's and a user note's length: the store's rules)
+# A run's recorded provenance (util/provenance.py: three levels deep, some hundreds of packages and CPU flags).
+MAX_PROVENANCE_DEPTH, MAX_PROVENANCE_ITEMS = 8, 100_000
+# The provenance keys that `show` and `compare` read, and the kind each must have when present and not null.
+PROVENANCE_KINDS: dict[str, type] = {"command": dict, "environment": dict, "distributions": dict, "sources": list,
+                                     "host": str, "distributions_sha256": str}
 MAX_TOTAL_BYTES = 8 << 30  # everything an archive holds, models included: it is read into memory
 # Declared member sizes above these refuse the archive before the member is read.
 MAX_BYTES = {
@@ -121,6 +139,40 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def _surrogate(char: str) -> bool:
+    return "\ud800" <= char <= "\udfff"  # half of a UTF-16 pair: JSON's \ud800 escape reads as one, UTF-8 has none
+
+
+def portable(value: Any) -> Any:
+    """A value (strings, keys too) as an archive carries it: terminal control characters but newline and tab,
+    and lone surrogates, replaced by U+FFFD (as util/safetext shows them), so that what an export writes,
+    an import's checks accept. Text without them, all there is in practice, stays exactly as it was."""
+    if isinstance(value, str):
+        if value.isprintable():
+            return value
+        return "".join(REPLACEMENT if _surrogate(char) else char for char in clean(value))
+    if isinstance(value, dict):
+        return {portable(key): portable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [portable(item) for item in value]
+    return value
+
+
+def upgrade_record(record: dict[str, Any], version: int, created_at: float) -> dict[str, Any]:
+    """A run.json of format ``version`` in the current shape, before it is checked. Version 1 had no
+    recorded provenance and, as written, always empty tags and user notes; a user note as plain text
+    (never written by mnistlab) is dated ``created_at``, the archive's own time, by which it existed."""
+    if version >= FORMAT_VERSION:
+        return record
+    record = dict(record)
+    if isinstance(record.get("provenance"), dict) and "recorded" not in record["provenance"]:
+        record["provenance"] = {**record["provenance"], "recorded": None}
+    if isinstance(record.get("user_notes"), list):
+        record["user_notes"] = [{"text": note, "created_at": created_at} if isinstance(note, str) else note
+                                for note in record["user_notes"]]
+    return record
+
+
 # -- reading and checking -----------------------------------------------------------------------------
 
 
@@ -165,7 +217,75 @@ class _Checker:
         self.kind(where, value, (str,), optional=optional)
         if value is not None and not ((empty or value) and len(value) <= limit):
             raise self.fail(where, f"is empty or longer than {limit:,} characters")
+        if value is not None and not value.isprintable() and any(_surrogate(char) for char in value):
+            raise self.fail(where, "is not valid Unicode text (a lone surrogate)")  # SQLite would refuse it
         return value
+
+    def plain(self, where: str, value: str) -> str:
+        """Text without terminal control characters but newline and tab (what ``portable`` writes)."""
+        if not value.isprintable() and clean(value) != value:
+            raise self.fail(where, "holds a terminal control character")
+        return value
+
+    def tags(self, where: str, value: Any) -> None:
+        self.kind(where, value, (list,))
+        if len(value) > MAX_TAGS:
+            raise self.fail(where, f"holds more than {MAX_TAGS:,} tags")
+        for number, tag in enumerate(value):
+            self.kind(f"{where}[{number}]", tag, (str,))
+            try:
+                check_tag(tag)  # the store's rule for a tag, its one home
+            except MnistlabError:
+                raise self.fail(f"{where}[{number}]", f"is not a tag (1 to {TAG_MAX_LENGTH} printable characters "
+                                                      "without spaces)") from None
+
+    def user_notes(self, where: str, value: Any) -> None:
+        self.kind(where, value, (list,))
+        if len(value) > MAX_USER_NOTES:
+            raise self.fail(where, f"holds more than {MAX_USER_NOTES:,} notes")
+        for number, note in enumerate(value):
+            at = f"{where}[{number}]"
+            self.kind(at, note, (dict,))
+            self.fields(at, note, ("text", "created_at"))
+            self.text(f"{at}.text", note["text"], limit=NOTE_MAX_LENGTH)
+            try:
+                check_note(note["text"])  # the store's rule for a user note
+            except MnistlabError:
+                raise self.fail(f"{at}.text", f"is blank or longer than {NOTE_MAX_LENGTH:,} characters") from None
+            self.plain(f"{at}.text", note["text"])
+            self.number(f"{at}.created_at", note["created_at"], optional=False)
+
+    def provenance(self, where: str, recorded: dict[str, Any]) -> None:
+        """A recorded provenance: JSON data of bounded depth and size, its strings plain text, and the keys
+        that `show` and `compare` read of the kinds they read."""
+        left = [MAX_PROVENANCE_ITEMS]
+
+        def walk(at: str, value: Any, depth: int) -> None:
+            left[0] -= 1
+            if left[0] < 0:
+                raise self.fail(where, f"holds more than {MAX_PROVENANCE_ITEMS:,} values")
+            if depth > MAX_PROVENANCE_DEPTH:
+                raise self.fail(at, f"nests deeper than {MAX_PROVENANCE_DEPTH} levels")
+            if isinstance(value, str):
+                self.plain(at, self.text(at, value, limit=MAX_NOTE, empty=True))
+            elif isinstance(value, dict):
+                for key, item in value.items():
+                    self.plain(f"{at}: a key", self.text(f"{at}: a key", key))
+                    walk(f"{at}.{key}", item, depth + 1)
+            elif isinstance(value, list):
+                for number, item in enumerate(value):
+                    walk(f"{at}[{number}]", item, depth + 1)
+            elif value is not None and not isinstance(value, bool):
+                self.number(at, value)  # JSON has nothing else
+
+        walk(where, recorded, 1)
+        for key, kind in PROVENANCE_KINDS.items():
+            self.kind(f"{where}.{key}", recorded.get(key), (kind,), optional=True)
+        flags = (recorded.get("environment") or {}).get("cpu_flags")
+        for number, flag in enumerate(self.kind(f"{where}.environment.cpu_flags", flags, (list,), optional=True) or []):
+            self.kind(f"{where}.environment.cpu_flags[{number}]", flag, (str,))
+        for number, source in enumerate(recorded.get("sources") or []):
+            self.kind(f"{where}.sources[{number}]", source, (dict,))
 
     def whole(self, where: str, value: Any, low: int, high: int) -> int:
         self.kind(where, value, (int,))
@@ -254,7 +374,7 @@ def _check_manifest(check: _Checker, members: dict[str, bytes]) -> dict[str, Any
                            f"({FORMAT_VERSION}); upgrade mnistlab")
     check.fields(MANIFEST, manifest, ("format", "version", "mnistlab", "created_at", "runs", "with_models",
                                       "experiments"))
-    check.whole(f"{MANIFEST}: field 'version'", version, FORMAT_VERSION, FORMAT_VERSION)
+    check.whole(f"{MANIFEST}: field 'version'", version, READ_VERSIONS[0], FORMAT_VERSION)
     check.text(f"{MANIFEST}: field 'mnistlab'", manifest["mnistlab"])
     check.number(f"{MANIFEST}: field 'created_at'", manifest["created_at"], optional=False)
     check.whole(f"{MANIFEST}: field 'runs'", manifest["runs"], 1, MAX_RUNS)
@@ -292,10 +412,14 @@ def _check_run(check: _Checker, where: str, record: dict[str, Any], experiments:
     if final.get("reference_differences") is not None:
         check.texts(f"{where}: final.reference_differences", final["reference_differences"])
     check.text(f"{where}: field 'error'", record["error"], optional=True, limit=MAX_NOTE, empty=True)
-    for section in ("notes", "tags", "user_notes"):
-        check.texts(f"{where}: field '{section}'", record[section])
+    check.texts(f"{where}: field 'notes'", record["notes"])
+    check.tags(f"{where}: field 'tags'", record["tags"])
+    check.user_notes(f"{where}: field 'user_notes'", record["user_notes"])
     provenance = check.kind(f"{where}: field 'provenance'", record["provenance"], (dict,))
-    check.fields(f"{where}: provenance", provenance, ("device", "versions"))
+    check.fields(f"{where}: provenance", provenance, ("device", "versions", "recorded"))
+    recorded = check.kind(f"{where}: provenance.recorded", provenance["recorded"], (dict,), optional=True)
+    if recorded is not None:
+        check.provenance(f"{where}: provenance.recorded", recorded)
     check.text(f"{where}: provenance.device", provenance["device"], optional=True, empty=True)
     versions = check.kind(f"{where}: provenance.versions", provenance["versions"], (dict,), optional=True) or {}
     for key, value in versions.items():
@@ -340,7 +464,8 @@ def read_archive(path: Path | str) -> Archive:
         for leaf in (RUN_JSON, EPOCHS):
             if prefix + leaf not in members:
                 raise check.fail(prefix + leaf, "is missing")
-        record = check.json(prefix + RUN_JSON, members[prefix + RUN_JSON])
+        record = upgrade_record(check.json(prefix + RUN_JSON, members[prefix + RUN_JSON]), manifest["version"],
+                                manifest["created_at"])
         _check_run(check, prefix + RUN_JSON, record, experiments)
         epochs = check.array(prefix + EPOCHS, members[prefix + EPOCHS], "<f8", None, len(record["history_columns"]))
         _check_epochs(check, prefix + EPOCHS, epochs)
