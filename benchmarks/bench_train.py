@@ -53,7 +53,7 @@ try:  # src layout: runnable from a checkout without `pip install -e .`
 except ImportError:
     sys.path.insert(0, str(SRC))
 
-from common import architecture_json, machine_info  # noqa: E402  (shared with cpu_sections.py)
+from common import architecture_json, cpu_line, machine_info  # noqa: E402  (shared with cpu_sections.py)
 from mnistlab.util.machine import usable_cpus  # the engine's own count
 
 # --- small helpers shared by the orchestrator and the workers -------------------------------
@@ -324,6 +324,7 @@ def table_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 def print_table(results: dict[str, Any]) -> None:
     header, rows = table_rows(results)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    print(cpu_line(results["machine"]))  # a figure is never quoted without its CPU
     print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
     for r in rows:
         print("  ".join(c.rjust(w) if i >= 4 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))))
@@ -354,6 +355,7 @@ def machine_lines(results: dict[str, Any]) -> list[str]:
 
 def print_markdown(results: dict[str, Any]) -> None:
     header, rows = table_rows(results)
+    print(f"{cpu_line(results['machine'])}\n")
     print("Training throughput, images/s (higher is better); speedups are mnistlab ÷ peer.\n")
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" if i < 4 else "---:" for i in range(len(header))) + "|")

@@ -10,7 +10,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from mnistlab.util.machine import usable_cpus  # the engine's own count
+from mnistlab.util.machine import cpu_flags, cpu_model, has_bf16_hardware, usable_cpus  # the engine's own
 
 
 def architecture_json(spec: Any) -> dict[str, Any]:
@@ -44,25 +44,16 @@ def architecture_json(spec: Any) -> dict[str, Any]:
 def machine_info(threads: int) -> dict[str, Any]:
     import torch
 
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    fields: dict[str, str] = {}
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
-    from mnistlab.util.machine import cpu_flags  # the one reader of the CPU's flags
-
-    flags = set(cpu_flags())
+    flags = set(cpu_flags())  # util.machine: the one reader of the CPU's flags
     interesting = ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16"]
     mem_kb = 0
     if Path("/proc/meminfo").exists():
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal:"):
                 mem_kb = int(line.split()[1])
-    model = fields.get("model name", platform.processor() or "unknown")
-    if fields.get("cpu family"):
-        model += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
     return {
-        "cpu": model,
+        "cpu": cpu_model(),
+        "bf16_hardware": has_bf16_hardware(flags),
         "logical_cpus": os.cpu_count(),
         "usable_cpus": usable_cpus(),
         "threads_used": threads,
@@ -74,3 +65,15 @@ def machine_info(threads: int) -> dict[str, Any]:
         "mkldnn": torch.backends.mkldnn.is_available(),
         "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
+
+
+# The flags that decide which CPU family a table belongs to (issue 25): bf16 hardware and AVX-512.
+TABLE_FLAGS = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")
+
+
+def cpu_line(machine: dict[str, Any]) -> str:
+    """The one line every table is printed under: which CPU, and whether it has AMX / AVX-512 BF16."""
+    flags = machine.get("cpu_flags", {})
+    named = ", ".join(f"{flag} {'yes' if flags.get(flag) else 'no'}" for flag in TABLE_FLAGS)
+    return (f"CPU: {machine.get('cpu', 'unknown')} ({named}); torch {machine.get('torch', '?')}, "
+            f"{machine.get('threads_used', '?')} threads")

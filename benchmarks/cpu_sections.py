@@ -265,7 +265,7 @@ def markdown(section: str, results: dict[str, Any]) -> list[str]:
 def main(args: argparse.Namespace) -> int:
     """Entry from bench_train.py --section."""
     sys.path.insert(0, str(HERE))
-    from common import machine_info, usable_cpus
+    from common import cpu_line, machine_info, usable_cpus
 
     threads = usable_cpus()
     started = time.perf_counter()
@@ -283,6 +283,7 @@ def main(args: argparse.Namespace) -> int:
     out.write_text(json.dumps(results, indent=2))
     lines = markdown(args.section, results["results"])
     print()
+    print(cpu_line(results["machine"]) + "\n")
     print("\n".join(lines))
     print(f"\n{args.section}: {results['seconds']:.0f} s, {threads} threads; results: {out}")
     failed = json.dumps(results["results"]).count('"median": null')

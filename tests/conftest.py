@@ -6,6 +6,7 @@ A test that trains asserts with a margin CPU rounding cannot cross, or asserts t
 from __future__ import annotations
 
 import os
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -15,6 +16,9 @@ import pytest
 from mnistlab.data.synthetic import synthetic_dataset, write_dataset
 
 REAL_DATA_DIR = os.environ.get("MNISTLAB_DATA_DIR")
+# The CPU-path probe's cache (nn/cpu_paths.py) goes to a folder of this test session's, never the
+# user's cache; subprocesses (the CLI tests) inherit it.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="mnistlab-test-cache-")
 
 
 def real_data_available(name: str = "mnist") -> bool:

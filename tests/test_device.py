@@ -26,7 +26,8 @@ from mnistlab.training.engine import evaluate, fit, place_data
 from mnistlab.errors import MnistlabError
 from mnistlab.experiments.definition import expand, parse_experiment
 from mnistlab.trained.folder import load_model_folder, save_trained
-from mnistlab.training.precision import PRECISIONS, run_numerics
+from mnistlab.training.precision import FORCE_BF32_VARIABLE, PRECISIONS, run_numerics
+from mnistlab.util.machine import has_bf16_hardware
 from mnistlab.runs.runner import run_experiment
 from mnistlab.runs.tasks import task_config
 from mnistlab.spec.parse import parse_model
@@ -110,6 +111,10 @@ def test_a_bundle_matches_its_separate_runs(tiny_dataset):
 def test_every_precision_trains_or_is_refused_in_one_line(tiny_dataset, precision):
     if precision == "tf32" and not ON_CUDA:
         with pytest.raises(MnistlabError, match=r"^model 'tiny-cnn': field 'precision': tf32 needs a CUDA GPU"):
+            fit(spec(), tiny_dataset, config(precision=precision))
+        return
+    if precision == "bf32" and (ON_CUDA or not has_bf16_hardware()) and not os.environ.get(FORCE_BF32_VARIABLE):
+        with pytest.raises(MnistlabError, match=r"^model 'tiny-cnn': field 'precision': bf32 (needs|is oneDNN's)"):
             fit(spec(), tiny_dataset, config(precision=precision))
         return
     history = fit(spec(epochs=1), tiny_dataset, config(precision=precision))

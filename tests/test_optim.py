@@ -508,6 +508,33 @@ def test_sqrt_is_correctly_rounded_for_every_kind_of_value() -> None:
     assert torch.equal(correctly_rounded_sqrt(half)[0], torch.tensor([2.0, 3.0], dtype=torch.bfloat16))
 
 
+def test_sqrt_into_scratch_rounds_as_into_new_tensors() -> None:
+    generator = torch.Generator().manual_seed(0)
+    values = [torch.rand(300, generator=generator) * 1e-30, torch.zeros(7), torch.rand(3, 4, generator=generator)]
+    scratch = [torch.empty_like(v) for v in values]
+    roots = correctly_rounded_sqrt(values, scratch)
+    assert all(r is s for r, s in zip(roots, scratch))
+    for root, fresh in zip(roots, correctly_rounded_sqrt(values)):
+        assert torch.equal(root.view(torch.int32), fresh.view(torch.int32))
+    half = [torch.tensor([4.0, 9.0], dtype=torch.bfloat16)]  # torch's own sqrt, into the scratch too
+    out = [torch.empty_like(half[0])]
+    assert correctly_rounded_sqrt(half, out)[0] is out[0] and torch.equal(out[0], torch.sqrt(half[0]))
+
+
+@pytest.mark.parametrize("name", ["adam", "rmsprop", "adagrad"])
+def test_steps_reuse_their_scratch_and_keep_it_out_of_the_state(name: str) -> None:
+    params = [torch.nn.Parameter(torch.ones(4, 3)), torch.nn.Parameter(torch.ones(3))]
+    optimizer = make_optimizer(name, params)
+    seen = []
+    for _ in range(2):
+        for p in params:
+            p.grad = torch.full_like(p, 0.5)
+        optimizer.step()
+        seen.append([id(t) for t in optimizer.__dict__["_scratch_tensors"].values()])
+    assert seen[0] == seen[1] and len(seen[0]) == 2
+    assert all(set(state) <= {"m", "v", "vhat", "accumulator"} for state in optimizer.state_dict()["state"].values())
+
+
 def test_the_optimizers_never_import_dynamo() -> None:
     # torch.optim.Optimizer's torch._disable_dynamo wrappers import torch._dynamo (2-4 s) on first use;
     # the Keras optimizers call the plain methods, so a training process never pays for it.

@@ -63,7 +63,7 @@ def test_fit_refuses_before_building(tiny_dataset, no_build, spec, words):
     (TrainConfig(batch_size=-4), ["field 'batch_size'", "above 0"]),
     (TrainConfig(train_limit=0.5), ["field 'train_limit'"]),  # type: ignore[arg-type]
     (TrainConfig(max_params=100), ["field 'units'", "over the limit of 100", "max_params"]),
-    (TrainConfig(precision="fp16"), ["field 'precision'", "fp32, tf32 or bf16", "'fp16'"]),  # type: ignore[arg-type]
+    (TrainConfig(precision="fp16"), ["field 'precision'", "fp32, tf32, bf16 or bf32", "'fp16'"]),  # type: ignore[arg-type]
     (TrainConfig(validate_on="train"), ["field 'validate_on'", "split or test"]),  # type: ignore[arg-type]
     (TrainConfig(val_fraction=1.5), ["field 'val_fraction'", "between 0 and 1"]),
     (TrainConfig(max_params=True), ["field 'max_params'"]),  # type: ignore[arg-type]

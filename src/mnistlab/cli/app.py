@@ -20,9 +20,10 @@ from rich.text import Text
 
 from mnistlab import __version__
 from mnistlab.cli.json_output import print_json
-from mnistlab.cli.options import (ArchivesOption, BudgetOption, DryRunOption, EpochsOverride, JsonOption, MarginOption,
-                                  MaxSeedsOption, ModelsOverride, ProbeSecondsOption, SeedsOverride, SetOverride,
-                                  StoreOption, UntilDecidedOption, VaryOverride)
+from mnistlab.cli.options import (PRECISION_HELP, ArchivesOption, BudgetOption, DryRunOption, EpochsOverride,
+                                  FlushDenormalOption, JsonOption, MarginOption, MaxSeedsOption, ModelsOverride,
+                                  ProbeSecondsOption, SeedsOverride, SetOverride, StoreOption, UntilDecidedOption,
+                                  VaryOverride)
 from mnistlab.cli.runs_io import export_runs, import_runs
 from mnistlab.cli.live import EveryOption, LogToOption, WatchOption, live_report, watched  # the live report and logs
 from mnistlab.cli.output import console, err_console, print_error, say
@@ -148,10 +149,10 @@ def train(
         help="Train these seeds (e.g. 0,1,2,3) as one seed bundle; --out DIR then holds DIR/seed-N model "
              "folders.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    precision: Annotated[Precision, typer.Option(
-        help="fp32 (strict float32, as Keras), tf32 (CUDA tensor cores) or bf16 autocast.")] = Precision.fp32,
+    precision: Annotated[Precision, typer.Option(help=PRECISION_HELP)] = Precision.fp32,
     deterministic: Annotated[bool, typer.Option(
         "--deterministic", help="CUDA: deterministic kernels only (slower; an op without one fails).")] = False,
+    flush_denormal: FlushDenormalOption = False,
     validate_on: Annotated[
         Protocol, typer.Option(help="split: a stratified 10% of train; test: the seeds' practice.")
     ] = Protocol.split,
@@ -198,7 +199,8 @@ def train(
         **({"seeds": seed_list} if bundled else {"seed": seed_list[0]}), epochs=epochs, batch_size=batch_size,
         device=device, precision=precision.value, validate_on=validate_on.value, train_limit=train_limit, out_dir=out,
         resume=resume, compile=compile_mode.value if compile_mode is not None else compile, max_params=max_params,
-        max_activation_mib=max_activation_mib, patience=patience, threads=threads, deterministic=deterministic)
+        max_activation_mib=max_activation_mib, patience=patience, threads=threads, deterministic=deterministic,
+        flush_denormal=flush_denormal)
     for history in trained if bundled else [trained]:
         if as_json:
             print_json(history.to_json())

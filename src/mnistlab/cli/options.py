@@ -12,12 +12,18 @@ from typing import Annotated, Optional
 
 import typer
 
-__all__ = ["ArchivesOption", "BudgetOption", "DryRunOption", "EpochsOverride", "JsonOption", "MarginOption",
-           "MaxSeedsOption", "ModelsOverride", "ProbeSecondsOption", "SeedsOverride", "SetOverride", "StoreOption",
-           "UntilDecidedOption", "VaryOverride", "WithModelsOption"]
+__all__ = ["ArchivesOption", "BudgetOption", "DryRunOption", "EpochsOverride", "FlushDenormalOption", "JsonOption",
+           "MarginOption", "MaxSeedsOption", "ModelsOverride", "PRECISION_HELP", "ProbeSecondsOption", "SeedsOverride",
+           "SetOverride", "StoreOption", "UntilDecidedOption", "VaryOverride", "WithModelsOption"]
 
 # Defaults to runs/store.py's DEFAULT_ROOT, the one home of the folder's name, which --help shows.
 StoreOption = Annotated[Path, typer.Option("--store", envvar="MNISTLAB_STORE", help="Run store folder.")]
+
+PRECISION_HELP = ("fp32 (strict float32, as Keras), tf32 (CUDA tensor cores), bf16 autocast, or bf32 (CPU: "
+                  "oneDNN's implicit bf16 in fp32 matmuls and convolutions; needs AVX-512 BF16 or AMX).")
+FlushDenormalOption = Annotated[bool, typer.Option(
+    "--flush-denormal", help="Flush subnormal floats to zero on every CPU thread, as TensorFlow (so Keras 2.2) "
+                             "does; faster late in overfitting runs, other numbers.")]
 
 JsonOption = Annotated[bool, typer.Option(
     "--json", help="Print one JSON document on stdout (its first key, \"format\", is the JSON format version).")]

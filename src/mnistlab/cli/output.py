@@ -50,6 +50,8 @@ def train_summary(history: History, prefix: str = "") -> None:
         if history.best_epoch is not None:
             fired = "stopped early" if history.stopped_early else "patience never ran out"
             say(f"{prefix}Early stopping: {fired}; tested with epoch {history.best_epoch}'s weights (lowest val_loss)")
+    for note in history.notes:  # how its arithmetic was done where not the default
+        say(f"{prefix}Note: {note}")
 
 
 def class_label(index: int, name: str) -> str:

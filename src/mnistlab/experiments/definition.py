@@ -36,6 +36,7 @@ class Defaults(BaseModel):
     device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$")] = "auto"
     precision: Precision = "fp32"  # fp32 (strict), tf32 (CUDA) or bf16 autocast: see precision.py
     deterministic: bool = False  # CUDA: deterministic kernels only (slower; precision.py)
+    flush_denormal: bool = False  # subnormals flushed to zero on every CPU thread, as TensorFlow's (denormals.py)
     train_limit: PositiveInt | None = None
     # Trainability limits (None: mnistlab.training.limits' defaults); see limits.py.
     max_params: PositiveInt | None = None
@@ -145,6 +146,7 @@ class Task:
     patience: int | None = None
     threads: int | None = None  # None: the usable cores (a resumed run: its checkpoint's count)
     deterministic: bool = False
+    flush_denormal: bool = False
     split_seed: int | None = None  # None: the fixed split (seed 0); else this run's own split (split: per-seed)
 
     @property
@@ -163,6 +165,8 @@ class Task:
             config["patience"] = self.patience
         if self.deterministic:  # likewise: other kernels, other numbers
             config["deterministic"] = True
+        if self.flush_denormal:  # likewise: subnormals become zeros, other numbers
+            config["flush_denormal"] = True
         if self.split_seed is not None:  # likewise: another validation split, another trained thing
             config["split_seed"] = self.split_seed
         return config
@@ -221,6 +225,7 @@ def expand(experiment: Experiment, source: str = "<python>") -> list[Task]:
                         max_activation_mib=experiment.defaults.max_activation_mib,
                         threads=experiment.defaults.threads,
                         deterministic=experiment.defaults.deterministic,
+                        flush_denormal=experiment.defaults.flush_denormal,
                         split_seed=seed if experiment.split == "per-seed" and experiment.protocol == "split" else None,
                     )
                 )

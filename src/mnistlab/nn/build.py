@@ -106,14 +106,20 @@ GEMM_MIN_IN_CHANNELS = 64
 
 
 class ConvAsGemm(nn.Module):
-    """A stride-1, unpadded convolution computed as unfold + matmul on the conv's own weight."""
+    """A stride-1, unpadded convolution computed as unfold + matmul on the conv's own weight.
+
+    `gemm` False runs the wrapped conv itself: the form a machine's probe chose (cpu_paths.py),
+    with the same parameters and state dict keys either way."""
 
     def __init__(self, conv: nn.Conv2d, out_hw: tuple[int, int]) -> None:
         super().__init__()
         self.conv = conv  # keeps the parameters (and their names) where weight plots look for them
         self.out_hw = out_hw
+        self.gemm = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.gemm:
+            return self.conv(x)
         weight = self.conv.weight.reshape(self.conv.out_channels, -1)
         batch = x.shape[0]
         if self.out_hw == (1, 1):  # the kernel covers the input: a Dense layer on (C, H, W)

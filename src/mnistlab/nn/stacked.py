@@ -86,6 +86,8 @@ class StackedModel(nn.Module):
         if isinstance(module, nn.Conv2d):
             return self._conv(module, name, x)
         if isinstance(module, ConvAsGemm):
+            if not module.gemm:  # the plain conv chosen for this machine (cpu_paths.py)
+                return self._conv(module.conv, f"{name}.conv", x)
             return self._conv_as_gemm(module, f"{name}.conv", x)
         if isinstance(module, nn.Linear):
             return self._linear(name, x)

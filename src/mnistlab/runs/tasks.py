@@ -109,7 +109,8 @@ def task_config(task: Task, work_dir: Path | None, threads: int | None = None) -
         val_fraction=task.val_fraction, train_limit=task.train_limit, out_dir=work_dir, resume=True,
         max_params=task.max_params, max_activation_mib=task.max_activation_mib,
         patience=task.patience, threads=task.threads if threads is None else threads,
-        deterministic=task.deterministic, split_seed=0 if task.split_seed is None else task.split_seed,
+        deterministic=task.deterministic, flush_denormal=task.flush_denormal,
+        split_seed=0 if task.split_seed is None else task.split_seed,
     )
 
 
@@ -255,6 +256,8 @@ def finish_task(store: RunStore, record: RunRecord, task: Task, history: History
     final = {**final_metrics(task, history, len(dataset.train_labels)), **(extra or {})}
     store.finish_run(record.id, history.status, final=final, labels=labels, predicted=predicted,
                      device=history.device, versions=versions, owner=owner)
+    for note in history.notes:  # how its arithmetic was done where not the default (bf32, subnormals, CPU paths)
+        store.add_note(record.id, note)
     shutil.rmtree(work_dir if work_dir is not None else run_dir / CHECKPOINT_DIR, ignore_errors=True)
     end = RunEnd.of(history, record.id)
     if reporter is not None:

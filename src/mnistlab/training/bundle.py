@@ -31,7 +31,7 @@ from mnistlab.nn.build import KerasModel, build_model, prepare_input
 from mnistlab.training.checkpoint import save_checkpoint
 from mnistlab.data.datasets import Dataset
 from mnistlab.training.early_stopping import EarlyStopping
-from mnistlab.training.engine import DeviceData, evaluate, fit, loss_input, place_data, torch_dtype
+from mnistlab.training.engine import DeviceData, evaluate, fit, loss_input, machine_paths, place_data, torch_dtype
 from mnistlab.training.history import COMPLETED, DIVERGED, History, Reporter
 from mnistlab.training.config import TrainConfig, configure_threads, run_threads, eval_batch_size, resolve_device
 from mnistlab.training.resume import checkpoint_identity, maybe_resume
@@ -145,7 +145,8 @@ def fit_bundle(
         check_fit(spec, dataset, config, epochs, batch_size)
     check_bundle(spec, len(configs), batch_size, Limits(base.max_params, base.max_activation_mib))
     device = resolve_device(base.device)
-    with run_numerics(device, base.precision, base.deterministic, where=f"model '{spec.id}'"):
+    with run_numerics(device, base.precision, base.deterministic, where=f"model '{spec.id}'",
+                      flush_denormal=base.flush_denormal):
         return _fit_stacked(spec, dataset, configs, base, device, epochs, batch_size, reporter, on_epoch)
 
 
@@ -171,10 +172,12 @@ def _prepare_seed(index: int, spec: ModelSpec, resolved: Any, config: TrainConfi
     # Built as a single run builds it (fused chains included, as the checkpoint identity says): the
     # stacked layout runs fused.py's bn_dropout over K*C channels where the single model fuses.
     model = build_model(resolved, seed=config.seed).to(device, torch_dtype(config))
+    plain_convs, notes = machine_paths(model, config, device)  # as a single run chooses them
     optimizer = make_optimizer(spec.training.optimizer.name, model.parameters(), **spec.training.optimizer.args)
     history = History(model_id=spec.id, seed=config.seed, protocol=config.validate_on, device=str(device),
-                      train_images=len(data.train_y), threads=torch.get_num_threads())
-    identity = checkpoint_identity(spec, config, batch_size, dataset.info.name, torch.get_num_threads())
+                      train_images=len(data.train_y), threads=torch.get_num_threads(), notes=notes)
+    identity = checkpoint_identity(spec, config, batch_size, dataset.info.name, torch.get_num_threads(),
+                                   plain_convs)
     try:
         first_epoch = maybe_resume(config, identity, model, optimizer, device, history, epochs)
         stopper = EarlyStopping(config.patience, config.out_dir) if config.patience is not None else None

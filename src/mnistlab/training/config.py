@@ -43,8 +43,10 @@ class TrainConfig:
     batch_size: int | None = None  # None: the spec's training.batch_size
     seed: int = 0
     device: str = "auto"
-    precision: Precision = "fp32"  # precision.py: fp32 (strict), tf32 (CUDA) or bf16 autocast
+    precision: Precision = "fp32"  # precision.py: fp32 (strict), tf32 (CUDA), bf16 autocast, bf32 (oneDNN)
     deterministic: bool = False  # CUDA: deterministic kernels only (precision.run_numerics)
+    # Subnormal floats flushed to zero on every CPU thread, as TensorFlow's threads run (denormals.py).
+    flush_denormal: bool = False
     validate_on: Protocol = "split"
     val_fraction: float = 0.1
     split_seed: int = 0  # the validation split is the same for every model and seed, so they compare

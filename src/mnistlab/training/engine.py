@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 from mnistlab.data.datasets import Dataset, stratified_split
 from mnistlab.errors import MnistlabError
-from mnistlab.nn.build import KerasModel, build_model, prepare_input
+from mnistlab.nn.build import ConvAsGemm, KerasModel, build_model, prepare_input
+from mnistlab.nn.cpu_paths import apply_paths, cpu_paths
 from mnistlab.nn.rng import dropout_generator, set_dropout_generator, shuffle_order
 from mnistlab.spec.model import ModelSpec
 from mnistlab.training.checkpoint import save_checkpoint
@@ -155,6 +156,26 @@ def evaluate(model: KerasModel, x: torch.Tensor, y: torch.Tensor, precision: str
 # --- the run --------------------------------------------------------------------------------
 
 
+def machine_paths(model: KerasModel, config: TrainConfig, device: torch.device) -> tuple[bool, list[str]]:
+    """Set the CPU kernel paths this machine's probe chose (cpu_paths.py) on `model`.
+
+    Returns whether its small convolutions run as plain convs (not the GEMM every earlier run
+    used: the checkpoint identity records it) and the run's notes on how its arithmetic is done."""
+    notes = []
+    if config.precision == "bf32":
+        notes.append("precision bf32: fp32 storage, oneDNN's implicit bf16 in matmuls and convolutions")
+    if config.flush_denormal:
+        notes.append("subnormal floats flushed to zero on every CPU thread, as TensorFlow's threads do")
+    plain = False
+    if device.type == "cpu" and any(isinstance(m, ConvAsGemm) for m in model.modules()):
+        paths = cpu_paths()
+        apply_paths(model, paths)
+        plain = not paths.conv_as_gemm
+        notes.append(paths.note())
+    return plain, notes
+
+
+
 def fit(
     spec: ModelSpec,
     dataset: Dataset,
@@ -169,7 +190,8 @@ def fit(
     # Before anything is built or allocated: the spec must fit the data and the size limits.
     check_fit(spec, dataset, config, epochs, batch_size)
     device = resolve_device(config.device)
-    with run_numerics(device, config.precision, config.deterministic, where=f"model '{spec.id}'"):
+    with run_numerics(device, config.precision, config.deterministic, where=f"model '{spec.id}'",
+                      flush_denormal=config.flush_denormal):
         return _fit(spec, dataset, config, reporter or Reporter(), on_epoch, device, epochs, batch_size)
 
 
@@ -186,11 +208,12 @@ def _fit(
     threads = configure_threads(run_threads(config))
     data = place_data(dataset, config, device)
     model = build_model(spec, seed=config.seed).to(device, torch_dtype(config))
+    plain_convs, notes = machine_paths(model, config, device)
     optimizer = make_optimizer(spec.training.optimizer.name, model.parameters(), **spec.training.optimizer.args)
     step_model: Any = compiled(model, config.compile)
     history = History(model_id=spec.id, seed=config.seed, protocol=config.validate_on, device=str(device),
-                      train_images=len(data.train_y), threads=threads)
-    identity = checkpoint_identity(spec, config, batch_size, dataset.info.name, threads)
+                      train_images=len(data.train_y), threads=threads, notes=notes)
+    identity = checkpoint_identity(spec, config, batch_size, dataset.info.name, threads, plain_convs)
     first_epoch = maybe_resume(config, identity, model, optimizer, device, history, epochs)
     stopper = EarlyStopping(config.patience, config.out_dir) if config.patience is not None else None
     if stopper is not None:

@@ -56,6 +56,8 @@ class History:
     best_epoch: int | None = None  # with early stopping: the epoch whose weights were restored
     stopped_early: bool = False
     threads: int | None = None  # intra-op CPU threads the run trained with
+    # How the arithmetic was done where it is not the default: run_notes (precision, subnormals, CPU paths).
+    notes: list[str] = field(default_factory=list)
     model: KerasModel | None = field(default=None, repr=False, compare=False)  # the trained model; not serialised
 
     def series(self, key: str) -> list[float]:

@@ -225,8 +225,9 @@ def check_fit(spec: ModelSpec, dataset: Dataset, config: Any, epochs: Any, batch
     if not isinstance(config.compile, bool) and config.compile not in COMPILE_MODES:
         raise MnistlabError(f"{where}: field 'compile': true, false or a mode ({', '.join(COMPILE_MODES)}), "
                             f"got {config.compile!r}")
-    if not isinstance(getattr(config, "deterministic", False), bool):
-        raise MnistlabError(f"{where}: field 'deterministic': must be true or false, got {config.deterministic!r}")
+    for flag in ("deterministic", "flush_denormal"):
+        if not isinstance(getattr(config, flag, False), bool):
+            raise MnistlabError(f"{where}: field '{flag}': must be true or false, got {getattr(config, flag)!r}")
     fraction = config.val_fraction
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
         raise MnistlabError(f"{where}: field 'val_fraction': must be a number between 0 and 1, got {fraction!r}")

@@ -81,7 +81,7 @@ def _ema_square_(averages: list[Tensor], values: list[Tensor], beta: float) -> N
 NUMPY_SQRT_DTYPES = (torch.float32, torch.float64)
 
 
-def correctly_rounded_sqrt(tensors: list[Tensor]) -> list[Tensor]:
+def correctly_rounded_sqrt(tensors: list[Tensor], out: list[Tensor] | None = None) -> list[Tensor]:
     """Element-wise sqrt, correctly rounded (IEEE 754), as TensorFlow's (Eigen's) sqrt is.
 
     On a CPU, torch.sqrt goes through MKL's vector maths, which on an AMD EPYC (Zen 3) is not
@@ -91,20 +91,26 @@ def correctly_rounded_sqrt(tensors: list[Tensor]) -> list[Tensor]:
     and subnormals late in training, so the slow path was most of an overfitting MLP's step.
     NumPy's sqrt is the CPU's own square-root instruction: exact, and as fast for every value.
     Elsewhere (a GPU, bfloat16 state) torch's own sqrt, which is correctly rounded there.
+    `out`: tensors like `tensors` to write the roots into (the optimizer's scratch, so a step
+    allocates nothing); the same arithmetic either way.
     """
     if tensors and all(t.device.type == "cpu" and t.dtype in NUMPY_SQRT_DTYPES and t.is_contiguous()
                        and not t.requires_grad for t in tensors):
-        roots = [torch.empty_like(t) for t in tensors]
+        roots = out if out is not None else [torch.empty_like(t) for t in tensors]
         for value, root in zip(tensors, roots):
             np.sqrt(value.numpy(), out=root.numpy())
         return roots
+    if out is not None:
+        torch._foreach_copy_(out, tensors)
+        torch._foreach_sqrt_(out)
+        return out
     return list(torch._foreach_sqrt(tensors))
 
 
 def _rms_step_(params: list[Tensor], grads: list[Tensor], accumulators: list[Tensor], epsilon: float,
-               lr: float) -> None:
+               lr: float, scratch: list[Tensor] | None = None) -> None:
     """p -= lr * g / (sqrt(a) + eps): RMSprop's and Adagrad's step, epsilon outside the sqrt."""
-    denominators = correctly_rounded_sqrt(accumulators)
+    denominators = correctly_rounded_sqrt(accumulators, scratch)
     torch._foreach_add_(denominators, epsilon)
     torch._foreach_addcdiv_(params, grads, denominators, value=-lr)
 
@@ -173,6 +179,20 @@ class KerasOptimizer(torch.optim.Optimizer):
         """Apply one Keras update: `lr` is already decayed, `t` counts this update from 1."""
         raise NotImplementedError
 
+    def _scratch(self, params: list[Tensor]) -> list[Tensor]:
+        """One work tensor per parameter, reused by every step (not state: never saved or loaded).
+
+        Where the step's square roots go, instead of new tensors each step (on a CPU, freshly
+        allocated buffers of a weight matrix's size are often new pages the kernel must fault in)."""
+        scratch = self.__dict__.setdefault("_scratch_tensors", {})
+        tensors = []
+        for p in params:
+            buffer = scratch.get(p)
+            if buffer is None or buffer.shape != p.shape or buffer.dtype != p.dtype or buffer.device != p.device:
+                buffer = scratch[p] = torch.empty_like(p, memory_format=torch.contiguous_format)
+            tensors.append(buffer)
+        return tensors
+
     def _slots(self, params: list[Tensor], name: str) -> list[Tensor]:
         """The per-parameter accumulator `name`, created as zeros like Keras's K.zeros(shape)."""
         slots = []
@@ -229,7 +249,7 @@ class KerasRMSprop(KerasOptimizer):
                 lr: float, t: int) -> None:
         accumulators = self._slots(params, "accumulator")
         _ema_square_(accumulators, grads, group["rho"])
-        _rms_step_(params, grads, accumulators, group["epsilon"], lr)
+        _rms_step_(params, grads, accumulators, group["epsilon"], lr, self._scratch(params))
 
 
 class KerasAdagrad(KerasOptimizer):
@@ -247,7 +267,7 @@ class KerasAdagrad(KerasOptimizer):
                 lr: float, t: int) -> None:
         accumulators = self._slots(params, "accumulator")
         torch._foreach_addcmul_(accumulators, grads, grads)
-        _rms_step_(params, grads, accumulators, group["epsilon"], lr)
+        _rms_step_(params, grads, accumulators, group["epsilon"], lr, self._scratch(params))
 
 
 class KerasAdadelta(KerasOptimizer):
@@ -299,9 +319,9 @@ class KerasAdam(KerasOptimizer):
         if group["amsgrad"]:
             vhats = self._slots(params, "vhat")
             torch._foreach_maximum_(vhats, vs)
-            denominators = correctly_rounded_sqrt(vhats)
+            denominators = correctly_rounded_sqrt(vhats, self._scratch(params))
         else:
-            denominators = correctly_rounded_sqrt(vs)
+            denominators = correctly_rounded_sqrt(vs, self._scratch(params))
         torch._foreach_add_(denominators, group["epsilon"])
         torch._foreach_addcdiv_(params, ms, denominators, value=-lr_t)
 

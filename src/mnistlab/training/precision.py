@@ -7,6 +7,14 @@ so `engine.fit` and `bundle.fit_bundle` set exactly the same and restore what th
   so a GPU run rounds like a CPU run and like the notebooks.
 - ``tf32``: float32 storage, TF32 tensor-core matmuls and convolutions (CUDA only, Ampere or later).
 - ``bf16``: bfloat16 autocast for the forward pass, float32 master weights and loss.
+- ``bf32``: float32 storage, with oneDNN's implicit bf16 for fp32 matmuls and convolutions
+  (`torch.backends.mkldnn.matmul/conv.fp32_precision = "bf16"`, oneDNN's fpmath mode): the CPU
+  analogue of tf32, for CPUs with bf16 arithmetic in hardware (AVX-512 BF16 or AMX). Elsewhere
+  oneDNN would fall back to fp32 or emulate, so it is refused unless MNISTLAB_FORCE_BF32=1.
+
+``flush_denormal`` flushes subnormal floats to zero on every CPU thread of the run, as TensorFlow's
+threads (so Keras 2.2's) do: see denormals.py. Off by default, because the seeds' recorded numbers
+were trained without it.
 
 ``deterministic`` asks CUDA for deterministic kernels (`torch.use_deterministic_algorithms`, cuDNN
 autotuning off, cuBLAS's fixed workspace); a kernel CUDA has no deterministic version of then raises.
@@ -31,11 +39,13 @@ from mnistlab.errors import MnistlabError
 if TYPE_CHECKING:
     import torch
 
-Precision = Literal["fp32", "tf32", "bf16"]
+Precision = Literal["fp32", "tf32", "bf16", "bf32"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 COMPILE_MODES: tuple[str, ...] = ("default", "reduce-overhead", "max-autotune")
 # cuBLAS is deterministic only with a fixed workspace (NVIDIA's cuBLAS docs, "Results reproducibility").
 CUBLAS_DETERMINISTIC_WORKSPACE = ":4096:8"
+# Set to 1 to use bf32 on a CPU without bf16 hardware (to test the path; it pays nothing there).
+FORCE_BF32_VARIABLE = "MNISTLAB_FORCE_BF32"
 
 
 def autocast(device: torch.device, precision: str) -> Any:
@@ -63,17 +73,29 @@ def check_precision(precision: str, device: torch.device, where: str = "") -> No
     if precision == "tf32" and device.type != "cuda":
         raise MnistlabError(f"{prefix}field 'precision': tf32 needs a CUDA GPU (Ampere or later), not "
                             f"{device.type}; use fp32 or bf16 there")
+    if precision == "bf32":
+        from mnistlab.util.machine import cpu_name, has_bf16_hardware
+
+        if device.type != "cpu":
+            raise MnistlabError(f"{prefix}field 'precision': bf32 is oneDNN's, for a CPU, not {device.type}; "
+                                "use tf32 or bf16 there")
+        if not has_bf16_hardware() and os.environ.get(FORCE_BF32_VARIABLE) != "1":
+            raise MnistlabError(f"{prefix}field 'precision': bf32 needs a CPU with bf16 hardware (AVX-512 BF16 "
+                                f"or AMX), not {cpu_name()}; use fp32, or set {FORCE_BF32_VARIABLE}=1 to force it")
 
 
 @contextmanager
 def run_numerics(device: torch.device, precision: str, deterministic: bool = False,
-                 where: str = "") -> Iterator[None]:
-    """Set the run's matmul/convolution precision and kernel determinism; restore both after."""
+                 where: str = "", flush_denormal: bool = False) -> Iterator[None]:
+    """Set the run's matmul/convolution precision, kernel determinism and subnormal mode; restore after."""
     import torch
+
+    from mnistlab.training.denormals import flush_denormals
 
     check_precision(precision, device, where)
     if device.type != "cuda":
-        with _deterministic_algorithms(deterministic):
+        with _deterministic_algorithms(deterministic), _onednn_fpmath(precision == "bf32"), \
+                flush_denormals(flush_denormal):
             yield
         return
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
@@ -87,7 +109,7 @@ def run_numerics(device: torch.device, precision: str, deterministic: bool = Fal
         # Read when cuBLAS makes its first handle in this process: set it before any matmul.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC_WORKSPACE)
     try:
-        with _deterministic_algorithms(deterministic):
+        with _deterministic_algorithms(deterministic), flush_denormals(flush_denormal):
             yield
     finally:
         (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
@@ -107,3 +129,22 @@ def _deterministic_algorithms(on: bool) -> Iterator[None]:
         yield
     finally:
         torch.use_deterministic_algorithms(saved)
+
+
+@contextmanager
+def _onednn_fpmath(bf16: bool) -> Iterator[None]:
+    """oneDNN's fpmath mode for fp32 matmuls and convolutions: implicit bf16 inside, or as found."""
+    if not bf16:
+        yield
+        return
+    import torch
+
+    backends = (torch.backends.mkldnn.matmul, torch.backends.mkldnn.conv)
+    saved = [backend.fp32_precision for backend in backends]
+    for backend in backends:
+        backend.fp32_precision = "bf16"
+    try:
+        yield
+    finally:
+        for backend, value in zip(backends, saved):
+            backend.fp32_precision = value

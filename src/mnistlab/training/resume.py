@@ -22,8 +22,11 @@ from mnistlab.training.history import History
 
 
 def checkpoint_identity(spec: ModelSpec, config: TrainConfig, batch_size: int, dataset: str,
-                         threads: int | None = None) -> dict[str, Any]:
+                         threads: int | None = None, plain_convs: bool = False) -> dict[str, Any]:
     """What must match for a checkpoint to be resumed (else it belongs to another run).
+
+    `plain_convs`: the machine's probe chose oneDNN's conv over the unfold + GEMM form for the
+    model's small convolutions (cpu_paths.py), which sums in another order.
 
     The epoch count is left out on purpose: resuming with more epochs extends a run.
     """
@@ -45,6 +48,10 @@ def checkpoint_identity(spec: ModelSpec, config: TrainConfig, batch_size: int, d
     }
     if config.deterministic:  # other kernels round differently (only when asked: older checkpoints lack it)
         identity["deterministic"] = True
+    if config.flush_denormal:  # subnormals become zeros: other numbers (only when asked, likewise)
+        identity["flush_denormal"] = True
+    if plain_convs:  # only then: every earlier checkpoint ran the GEMM form
+        identity["small_convs"] = "conv"
     if fuses(resolve(spec)):  # fused.py's kernels round differently: a plain run's checkpoint is another run
         identity["fused"] = FUSED_SCHEME
     return identity
