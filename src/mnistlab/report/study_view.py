@@ -34,7 +34,7 @@ from mnistlab.runs.events import EpochEnded, Event, Listener, RoundEnded
 from mnistlab.runs.records import spec_hash
 from mnistlab.runs.store import RunStore
 from mnistlab.runs.tasks import RunOutcome
-from mnistlab.training.history import COMPLETED, FINISHED_STATUSES, PENDING, RUNNING, Reporter, RunEnd
+from mnistlab.training.history import FINISHED_STATUSES, PENDING, RUNNING, Reporter, RunEnd
 from mnistlab.util.safetext import one_line
 
 if TYPE_CHECKING:
