@@ -94,6 +94,8 @@ def executed(tmp_path_factory) -> tuple[Any, dict[str, int], Path]:
     env = {key: value for key, value in os.environ.items() if key != "PYTEST_CURRENT_TEST"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])
     env["MNISTLAB_STORE"] = str(work / "runs")
+    if env.get("MNISTLAB_DATA_DIR"):  # the kernel runs in the notebook's folder: a relative path (CI's) must not move
+        env["MNISTLAB_DATA_DIR"] = str(Path(env["MNISTLAB_DATA_DIR"]).resolve())
     manager = AsyncKernelManager(kernel_name=KERNEL, kernel_spec_manager=KernelSpecManager(
         kernel_dirs=[str(kernel_spec(work / "kernels"))]))
     notebook = nbformat.read(NOTEBOOK, as_version=4)

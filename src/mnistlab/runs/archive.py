@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import shutil
 import tarfile
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ from mnistlab.runs.archive_format import (ARCHIVED_STATUSES, EPOCHS, FORMAT, FOR
 from mnistlab.runs.records import RunRecord, UserNote, canonical_json
 from mnistlab.runs.store import ARTIFACTS_DIR, RunStore, current_owner
 from mnistlab.training.history import COMPLETED, DIVERGED, FAILED, PENDING
-from mnistlab.util.atomic import check_target, write_atomically
+from mnistlab.util.atomic import check_target, staging_folder, write_atomically
 
 __all__ = ["ExportSummary", "ImportSummary", "archive_store", "export_archive", "import_archive", "import_into"]
 
@@ -213,7 +212,7 @@ def _stage_models(store: RunStore, archive: Archive, runs: list[ArchivedRun]) ->
     from mnistlab.trained.folder import load_model_folder  # torch, only for archives that carry models
 
     (store.root / ARTIFACTS_DIR).mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(dir=store.root / ARTIFACTS_DIR, prefix=".import-"))
+    scratch = staging_folder(store.root / ARTIFACTS_DIR, ".import-")
     try:
         for number, run in enumerate(with_models):
             folder = scratch / str(number)

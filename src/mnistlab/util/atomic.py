@@ -29,7 +29,7 @@ from safetensors import SafetensorError
 
 from mnistlab.errors import MnistlabError
 
-__all__ = ["check_target", "fsync_dir", "replace_folder", "write_atomically", "write_bytes", "write_text"]
+__all__ = ["check_target", "fsync_dir", "replace_folder", "staging_folder", "write_atomically", "write_bytes", "write_text"]
 
 TEMP_SUFFIX = ".part"
 # safetensors prints the Rust io::Error, e.g. "... Os { code: 28, kind: StorageFull, message: ... }".
@@ -118,6 +118,12 @@ def write_bytes(path: Path, data: bytes) -> Path:
 def write_text(path: Path, text: str) -> Path:
     """Publish ``text`` (UTF-8) as ``path`` atomically."""
     return write_atomically(path, lambda temp: temp.write_text(text, encoding="utf-8"))
+
+
+def staging_folder(parent: Path, prefix: str) -> Path:
+    """A fresh, private, empty folder inside ``parent`` in which to assemble files before they are moved
+    into place (an import's model folders); the caller moves or removes it."""
+    return Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
 
 
 def replace_folder(folder: Path, files: dict[str, bytes]) -> None:
