@@ -67,6 +67,7 @@ BAD_USAGE = [
     (["train", "s004-m1", "--log-format", "xml"], ["mnistlab train", "--log-format", "xml"]),
     (["run", "quick", "--log-format", "xml"], ["mnistlab run", "--log-format", "xml"]),
     (["run", "quick", "--max-seeds", "4"], ["--max-seeds", "only with --until-decided"]),
+    (["run", "quick", "--overrun"], ["--overrun", "only with --until-decided"]),
     (["run", "quick", "--until-decided", "--budget", "soon"], ["--budget", "soon"]),
     (["run", "quick", "--until-decided", "--max-seeds", "1"], ["mnistlab run", "--max-seeds"]),
     (["run", "quick", "--until-decided", "--margin", "-1"], ["mnistlab run", "--margin"]),

@@ -102,6 +102,25 @@ def test_budget_never_starts_a_run_that_cannot_finish(tmp_path):
         assert outcome.state.reference is None  # round 1 unfinished: no reference, every question open
 
 
+def test_overrun_starts_the_run_the_budget_cannot_finish_only_when_asked(tmp_path):
+    for overrun, runs in ((False, 4), (True, 5)):
+        now = [0.0]
+        log: list = []
+        trainer = fake_trainer(MEANS, log=log)
+
+        def timed(sub, store, trainer=trainer, now=now):
+            outcome = trainer(sub, store)
+            now[0] += 10.0 * len(outcome.trained)
+            return outcome
+
+        with RunStore(tmp_path / f"store-{overrun}") as store:
+            outcome = run_until_decided(study(), store, timed,
+                                        UntilDecided(max_seeds=10, budget_seconds=45.0, overrun=overrun),
+                                        estimate=lambda task: 10.0, clock=lambda: now[0])
+        # Round 1 needs 6 runs of 10 s in a 45 s budget: 4 fit; asked to overrun, the 5th starts at 40 s.
+        assert outcome.stopped == STOP_BUDGET and len(log) == runs, (overrun, len(log))
+
+
 def test_factor_grid_schedules_open_variants_through_subset(tmp_path):
     grid = Experiment.model_validate({"name": "seq", "repeats": 2, "models": [
         {"model": "s004-m1", "vary": {"dropout": {"off": {"dropout": 0.0}, "on": {"dropout": 0.2}}}},

@@ -237,10 +237,11 @@ def run(
 
 def run_until_decided(definition: str | Path | dict[str, Any] | Experiment, store: RunStore | str | Path = DEFAULT_ROOT,
                       *, max_seeds: int | None = None, margin: float | None = None, budget: str | float | None = None,
-                      per_round: int | None = None, estimate: Callable[[Task], float] | None = None,
+                      overrun: bool | None = None, per_round: int | None = None, estimate: Callable[[Task], float] | None = None,
                       on_round: Callable[..., None] | None = None, **run_options: Any) -> SequentialOutcome:
     """Train in rounds until every question is decided (mnistlab.runs.sequential): `max_seeds` (10),
-    `margin` (points, 0.2), `budget` ("30m" or seconds), `per_round` (default: `bundle` if a number, else
+    `margin` (points, 0.2), `budget` ("30m" or seconds; `overrun=True`: start a run while any of it is left,
+    even one whose estimate does not fit), `per_round` (default: `bundle` if a number, else
     1); `run_options` are `run`'s, for every round (`overrides` apply once, to the study);
     `estimate(task)`: a run's seconds for the budget (default: a probe); `on_round(record, state)`."""
     from mnistlab.experiments.overrides import load_with_overrides
@@ -249,7 +250,7 @@ def run_until_decided(definition: str | Path | dict[str, Any] | Experiment, stor
     overrides = run_options.pop("overrides", None)
     study = load_with_overrides(definition, overrides)[0] if overrides else experiment(definition)
     bundle = run_options.get("bundle", 1)
-    chosen = {"max_seeds": max_seeds, "margin": margin, "budget_seconds": sequential.parse_budget(budget),
+    chosen = {"max_seeds": max_seeds, "margin": margin, "budget_seconds": sequential.parse_budget(budget), "overrun": overrun,
               "per_round": per_round or (bundle if isinstance(bundle, int) and not isinstance(bundle, bool) else 1)}
     settings = sequential.UntilDecided(**{name: value for name, value in chosen.items() if value is not None})
     settings.check()

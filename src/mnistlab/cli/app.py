@@ -21,7 +21,7 @@ from rich.text import Text
 from mnistlab import __version__
 from mnistlab.cli.json_output import print_json
 from mnistlab.cli.options import (PRECISION_HELP, ArchivesOption, BudgetOption, DryRunOption, EpochsOverride,
-                                  FlushDenormalOption, JsonOption, MarginOption, MaxSeedsOption, ModelsOverride,
+                                  FlushDenormalOption, JsonOption, MarginOption, MaxSeedsOption, ModelsOverride, OverrunOption,
                                   ProbeSecondsOption, SeedsOverride, SetOverride, StoreOption, UntilDecidedOption,
                                   VaryOverride)
 from mnistlab.cli.runs_io import export_runs, import_runs
@@ -251,7 +251,7 @@ def run(
         help="Checkpoint folder every Ray worker can reach (shared storage); default: the store's artifacts "
              "folder.")] = None,
     until_decided: UntilDecidedOption = False, max_seeds: MaxSeedsOption = None, budget: BudgetOption = None,
-    margin: MarginOption = None, log_to: LogToOption = None,
+    overrun: OverrunOption = False, margin: MarginOption = None, log_to: LogToOption = None,
     epochs: EpochsOverride = None, seeds: SeedsOverride = None, models: ModelsOverride = None,
     set_: SetOverride = None, vary: VaryOverride = None,
     dry_run: DryRunOption = False, probe_seconds: ProbeSecondsOption = None,
@@ -278,7 +278,8 @@ def run(
     from mnistlab.cli.rounds import run_study  # once, or in rounds --until-decided; it says the summary
     with live_report(study, store, data_dir, report) as live:  # leaving it (an error, Ctrl-C) stops its thread
         run_ids = run_study(study, store, data_dir, {**options, "listeners": [live] if live else []}, log_format.value,
-                            quiet, until_decided=until_decided, max_seeds=max_seeds, budget=budget, margin=margin)
+                            quiet, until_decided=until_decided, max_seeds=max_seeds, budget=budget,
+                            overrun=overrun or None, margin=margin)
     if not report:
         return
     # Whichever process finds, after its own last write, that no run is left writes the final report.

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 __all__ = ["ArchivesOption", "BudgetOption", "DryRunOption", "EpochsOverride", "FlushDenormalOption", "JsonOption",
-           "MarginOption", "MaxSeedsOption", "ModelsOverride", "PRECISION_HELP", "ProbeSecondsOption", "SeedsOverride",
+           "MarginOption", "MaxSeedsOption", "ModelsOverride", "OverrunOption", "PRECISION_HELP", "ProbeSecondsOption", "SeedsOverride",
            "SetOverride", "StoreOption", "UntilDecidedOption", "VaryOverride", "WithModelsOption"]
 
 # Defaults to runs/store.py's DEFAULT_ROOT, the one home of the folder's name, which --help shows.
@@ -47,6 +47,9 @@ MaxSeedsOption = Annotated[Optional[int], typer.Option(
     "--max-seeds", min=2, help="With --until-decided: the most seeds per model (default 10).")]
 BudgetOption = Annotated[Optional[str], typer.Option(
     "--budget", help="With --until-decided: a time budget (30m, 2h, 90s); no run starts that cannot finish in it.")]
+OverrunOption = Annotated[bool, typer.Option(
+    "--overrun", help="With --until-decided --budget: start a run while any budget is left, even one whose estimate "
+                      "does not fit (the study may end after the budget).")]
 MarginOption = Annotated[Optional[float], typer.Option(
     "--margin", min=0.0, help="With --until-decided: the equivalence margin in points (default 0.2).")]
 DryRunOption = Annotated[bool, typer.Option(

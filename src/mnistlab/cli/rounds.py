@@ -15,12 +15,12 @@ __all__ = ["run_study"]
 def run_study(study: Any, store: Path, data_dir: Path | None, options: dict[str, Any], log_format: str, quiet: bool,
               *, until_decided: bool, **settings: Any) -> list[int]:
     """Train ``study`` with `run`'s ``options``; every run id of the study. ``settings`` (--max-seeds,
-    --budget, --margin) are for --until-decided only: given without it, a usage error."""
+    --budget, --overrun, --margin) are for --until-decided only: given without it, a usage error."""
     from mnistlab import api
 
     if not until_decided:
         if any(value is not None for value in settings.values()):
-            raise MnistlabError("--max-seeds, --budget and --margin: only with --until-decided")
+            raise MnistlabError("--max-seeds, --budget, --overrun and --margin: only with --until-decided")
         outcome = api.run(study, store, data_dir, **options)
         if not quiet:
             say(f"{study.name}: trained {len(outcome.trained)}, already done {len(outcome.skipped_finished)}, "

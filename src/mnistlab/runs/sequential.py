@@ -75,6 +75,9 @@ class UntilDecided:
     margin: float = DEFAULT_MARGIN
     budget_seconds: float | None = None
     alpha: float = ALPHA
+    # False: never start a run whose estimate does not fit in what is left of the budget. True (asked
+    # for): start any run while some budget is left, so the last ones may finish after it.
+    overrun: bool = False
 
     def check(self) -> None:
         if not isinstance(self.max_seeds, int) or self.max_seeds < 2:
@@ -88,7 +91,7 @@ class UntilDecided:
 
     def to_json(self, first: int) -> dict[str, Any]:
         return {"first": first, "per_round": self.per_round, "max_seeds": self.max_seeds, "margin": self.margin,
-                "alpha": self.alpha, "budget_seconds": self.budget_seconds}
+                "alpha": self.alpha, "budget_seconds": self.budget_seconds, "overrun": self.overrun}
 
 
 def parse_budget(text: str | float | None) -> float | None:
@@ -385,9 +388,10 @@ def probe_estimator(dataset: str) -> Estimator:
 
 
 def _fitting(tasks: list[Task], store: RunStore, experiment: str, estimate: Estimator | None,
-             left: float | None) -> tuple[list[Task], bool]:
+             left: float | None, overrun: bool = False) -> tuple[list[Task], bool]:
     """The tasks still to train whose estimates fit in ``left`` seconds, in order, stopping at the
-    first that does not; and whether all of them fit."""
+    first that does not; and whether all of them fit. ``overrun``: every task that starts while some of
+    ``left`` remains counts as fitting (the budget may be overrun by the last ones' length)."""
     if left is None or estimate is None:
         return tasks, True
     measured = measured_seconds(store, experiment)
@@ -395,7 +399,7 @@ def _fitting(tasks: list[Task], store: RunStore, experiment: str, estimate: Esti
     for task in tasks:
         cost = measured.get(task.model_id)
         cost = estimate(task) if cost is None else cost
-        if spent + cost > left:
+        if spent + cost > left and not (overrun and spent < left):
             return kept, False
         kept.append(task)
         spent += cost
@@ -436,15 +440,19 @@ def run_until_decided(experiment: Experiment, store: RunStore, train_round: Trai
     while True:
         todo = _unfinished(store, experiment.name, expand(_sub_experiment(experiment, entries, wanted, seeds), source))
         left = None if settings.budget_seconds is None else settings.budget_seconds - (clock() - started)
-        fitting, whole = _fitting(todo, store, experiment.name, estimate, left)
+        fitting, whole = _fitting(todo, store, experiment.name, estimate, left, settings.overrun)
         trained = 0
-        if fitting:
-            chosen = {task.model_id for task in fitting}
-            seeds_now = sorted({task.seed for task in fitting}, key=schedule.index)
-            result = train_round(_sub_experiment(experiment, entries, chosen, seeds_now), store)
+        # Exactly the runs that fit: models that need the same seeds train together, as one sub-experiment
+        # (a sub-experiment trains every model with every seed it names, so mixing seed sets would add runs).
+        groups: dict[tuple[int, ...], set[str]] = {}
+        for model_id in dict.fromkeys(task.model_id for task in fitting):
+            wanted_seeds = {task.seed for task in fitting if task.model_id == model_id}
+            groups.setdefault(tuple(sorted(wanted_seeds, key=schedule.index)), set()).add(model_id)
+        for seeds_now, chosen in groups.items():
+            result = train_round(_sub_experiment(experiment, entries, chosen, list(seeds_now)), store)
             outcome.trained += result.trained
             outcome.failed += result.failed
-            trained = len(result.trained)
+            trained += len(result.trained)
         # The runner stored the sub-experiment's config: put the whole study's back, with its settings.
         position = schedule.index(seeds[-1]) + 1
         used = schedule[:position]
