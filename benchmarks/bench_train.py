@@ -59,6 +59,13 @@ from mnistlab.util.machine import usable_cpus  # the engine's own count
 # --- small helpers shared by the orchestrator and the workers -------------------------------
 
 
+def median_attempt(attempts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The attempt with the median throughput (the lower middle one of an even count)."""
+    ranked = sorted(attempts, key=lambda a: a["images_per_second"])
+    return ranked[(len(ranked) - 1) // 2]
+
+
+
 def emit(result: dict[str, Any]) -> None:
     """Workers report one JSON line on stdout, after anything else they printed."""
     print(RESULT_PREFIX + json.dumps(result), flush=True)
@@ -406,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
                              "Zen 4 fp32 matmul peak)")
     parser.add_argument("--images", type=int, help="N images per epoch for every model (overrides --sizing)")
     parser.add_argument("--epochs", type=int, help="timed epochs E (default: from the sizing, at least 2)")
-    parser.add_argument("--repeats", type=int, default=1, help="run each measurement R times, keep the fastest")
+    parser.add_argument("--repeats", type=int, default=1, help="R interleaved rounds of every framework; the median round is reported")
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
     parser.add_argument("--markdown", action="store_true", help="also print a Markdown table for RESULTS.md")
     parser.add_argument("--check-params", action="store_true", help="only build the Keras models and compare params")
@@ -557,24 +564,29 @@ def main(argv: list[str] | None = None) -> int:
                           "--threads", str(threads), *data_args, "--epochs", str(epochs)],
             }
             row["runs"] = {}
+            # Repeats are interleaved (every framework once per round, the order rotated each round), so a
+            # slow spell of the machine falls on all frameworks alike; the median of the rounds is reported.
+            attempts: dict[str, list[dict[str, Any]]] = {framework: [] for framework in args.frameworks}
+            for round_index in range(args.repeats):
+                shift = round_index % len(args.frameworks)
+                for framework in args.frameworks[shift:] + args.frameworks[:shift]:
+                    if attempts[framework] and "error" in attempts[framework][-1]:
+                        continue
+                    attempts[framework].append(run_worker(f"{framework} {spec.id}", commands[framework], threads,
+                                                          args.timeout, args.verbose))
             for framework in args.frameworks:
-                attempts = []
-                for _ in range(args.repeats):
-                    result = run_worker(f"{framework} {spec.id}", commands[framework], threads, args.timeout, args.verbose)
-                    attempts.append(result)
-                    if "error" in result:
-                        break
-                good = [a for a in attempts if "error" not in a]
-                best = max(good, key=lambda a: a["images_per_second"]) if good else attempts[-1]
-                if len(attempts) > 1:
-                    best = {**best, "all_images_per_second": [a.get("images_per_second") for a in attempts]}
+                good = [a for a in attempts[framework] if "error" not in a]
+                best = median_attempt(good) if good else attempts[framework][-1]
+                if len(attempts[framework]) > 1:
+                    best = {**best, "all_images_per_second": [a.get("images_per_second") for a in attempts[framework]]}
                 row["runs"][framework] = best
                 if "error" in best:
                     failures += 1
                     print(f"  {framework:14s} FAILED: {best['error']}", file=sys.stderr)
                 else:
                     per_epoch = ", ".join(f"{r:.0f}" for r in best["per_epoch_images_per_second"])
-                    print(f"  {framework:14s} {best['images_per_second']:10.1f} img/s  (epochs: {per_epoch}; "
+                    rounds = ", ".join(f"{a['images_per_second']:.0f}" for a in good)
+                    print(f"  {framework:14s} {best['images_per_second']:10.1f} img/s median of [{rounds}]  (epochs: {per_epoch}; "
                           f"warm-up {best['epoch_seconds'][0]:.1f} s, timed {best['timed_seconds']:.1f} s; {contention(best)})",
                           flush=True)
                     if framework.startswith("mnistlab"):
