@@ -20,8 +20,9 @@ from scipy import stats
 from mnistlab.analysis.diagnose import Diagnosis, diagnose, diagnose_seeds
 from mnistlab.analysis.compare import (
     McNemarResult, PairedDifference, accuracy_interval, accuracy_interval_text, binomial_se, mcnemar_exact,
-    mean_ci, paired_difference, significance_sentence, summarise_runs,
+    paired_difference, significance_sentence, summarise_runs,
 )
+from mnistlab.analysis.intervals import mean_ci, t_quantile
 
 T_975_2 = 4.302653  # Student's t, 97.5th percentile, 2 degrees of freedom (tables)
 
@@ -269,6 +270,23 @@ def test_mean_ci_single_value_has_no_interval():
     mean, half_width = mean_ci([0.9925])
     assert mean == 0.9925
     assert math.isnan(half_width)
+
+
+def test_the_t_quantile_is_scipys_for_whole_degrees_of_freedom():
+    for confidence in (0.5, 0.9, 0.95, 0.99, 0.999):
+        for dof in [*range(1, 40), 100, 101, 1000, 1001]:
+            expected = stats.t.ppf((1 + confidence) / 2, dof)
+            assert t_quantile(confidence, dof) == pytest.approx(expected, rel=1e-10), (confidence, dof)
+    with pytest.raises(ValueError):
+        t_quantile(0.95, 0)
+    with pytest.raises(ValueError):
+        t_quantile(0.95, 2.5)
+
+
+def test_mean_ci_is_scipys_t_interval():
+    values = [0.91, 0.93, 0.925, 0.88, 0.94]
+    low, high = stats.t.interval(0.95, 4, loc=np.mean(values), scale=stats.sem(values))
+    assert mean_ci(values) == pytest.approx((np.mean(values), (high - low) / 2), rel=1e-10)
 
 
 def test_mean_ci_rejects_empty_and_bad_confidence():

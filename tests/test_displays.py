@@ -3,10 +3,16 @@ within its time budget, and objects that show themselves as self-contained, esca
 
 from __future__ import annotations
 
+import base64
 import io
 import json
+import math
+import os
+import subprocess
 import sys
+import textwrap
 import types
+import xml.etree.ElementTree as ElementTree
 from html.parser import HTMLParser
 
 import numpy as np
@@ -18,6 +24,7 @@ from mnistlab.errors import MnistlabError
 from mnistlab.experiments.definition import expand, parse_experiment
 from mnistlab.report import progress
 from mnistlab.report.conclusions import Conclusions
+from mnistlab.report.curves import epoch_curve
 from mnistlab.report.notebook import ReportView
 from mnistlab.report.study_view import LiveStudyDisplay, StudyOutcome
 from mnistlab.runs.events import EpochEnded
@@ -25,11 +32,14 @@ from mnistlab.runs.store import RunStore
 from mnistlab.training.history import History, Reporter, RunEnd
 from mnistlab.util import where
 
+from cli_driver import SRC
 from conftest import CHROMIUM, CHROMIUM_ARGS
 from test_notebook import importable, require
 from test_report import GOOD_HISTORY, MID_HISTORY, add_run
 
 HOSTILE_ID = '"><script>alert(1)</script>'
+LIVE_CURVE = 'src="data:image/svg+xml;base64,'  # the live display's curves
+SVG = "{http://www.w3.org/2000/svg}"
 MLP = {"id": "tiny-mlp", "input": [28, 28, 1],
        "layers": [{"type": "Flatten"}, {"type": "Dense", "units": 16, "activation": "relu"},
                   {"type": "Dense", "units": 10, "activation": "softmax"}],
@@ -143,13 +153,13 @@ def test_the_live_display_follows_a_study_and_returns_its_outcome(tmp_path, tiny
     assert "0 of 4 runs done" in pending and "4 pending" in pending
     final = surface.bundles[-1]
     assert final["text/plain"].startswith("live: 4 of 4 runs done") and "finished" in final["text/plain"]
-    assert final["text/html"].count('src="data:image/png;base64,') == 4  # loss and accuracy per model
+    assert final["text/html"].count(LIVE_CURVE) == 4  # loss and accuracy per model
     assert 0 < display.overhead_seconds < display.wall_seconds
     assert outcome.best.model in outcome._repr_html_()
     again = Recording()
     api.run(study(), tmp_path / "runs", dataset=tiny_dataset, progress=LiveStudyDisplay(again, bars=False))
     assert again.bundles[-1]["text/html"].count("completed (earlier)") == 4  # skipped, curves from the store
-    assert again.bundles[-1]["text/html"].count('src="data:image/png;base64,') == 4
+    assert again.bundles[-1]["text/html"].count(LIVE_CURVE) == 4
 
 
 def test_the_live_display_keeps_within_its_time_budget():
@@ -169,6 +179,102 @@ def test_the_live_display_keeps_within_its_time_budget():
     assert display.overhead_seconds / display.wall_seconds < 0.02
     assert display.redraws >= 5  # and it did keep redrawing, the last one at the end
     assert "finished" in surface.bundles[-1]["text/plain"]
+
+
+def epoch_event(model: str, seed: int, epoch: int, epochs: int = 4) -> EpochEnded:
+    metrics = {"loss": 1 / epoch + seed / 50, "acc": 0.5 + epoch / 10, "val_loss": 1.2 / epoch,
+               "val_acc": 0.45 + epoch / 10 + seed / 40}
+    return EpochEnded(seed + 1, model, seed, epoch, epochs, metrics)
+
+
+def live_svgs(page: str) -> list[tuple[str, ElementTree.Element]]:
+    """(alt text, parsed SVG) of each live curve on a display's page."""
+    return [(attrs.get("alt") or "", ElementTree.fromstring(base64.b64decode(attrs["src"].split(",", 1)[1])))
+            for tag, attrs in parsed(page) if tag == "img" and (attrs.get("src") or "").startswith(LIVE_CURVE[5:])]
+
+
+def test_the_live_curves_are_svg_with_a_line_per_series_and_user_strings_as_text():
+    display = LiveStudyDisplay(Recording(), bars=False, min_interval=0.0)
+    display.start("hostile", [], None)
+    for seed in range(3):
+        for epoch in range(1, 5):
+            display(epoch_event(HOSTILE_ID, seed, epoch))
+    display.close()
+    page = display.html()
+    self_contained(page, allowed=("data:image/svg+xml;base64,",))
+    assert HOSTILE_ID not in page
+    curves = live_svgs(page)
+    assert [alt for alt, _ in curves] == [f"{HOSTILE_ID}: loss (mean of 3 runs, 95% CI band)",
+                                          f"{HOSTILE_ID}: accuracy (mean of 3 runs, 95% CI band)"]
+    for alt, svg in curves:
+        tags = {element.tag.removeprefix(SVG) for element in svg.iter()}
+        assert "script" not in tags and tags <= {"svg", "title", "rect", "text", "line", "path", "polygon",
+                                                 "polyline", "g", "circle"}
+        assert len(svg.findall(f".//{SVG}polyline")) == 2  # train and validation
+        assert len(svg.findall(f".//{SVG}polygon")) == 2  # their bands over the three seeds
+        assert len(svg.findall(f".//{SVG}circle")) == 2 * 4  # a marker per epoch
+        # The id is the title's text, character for character: escaped, never markup.
+        assert svg.find(f"{SVG}title").text == alt
+        assert [text.text for text in svg.iter(f"{SVG}text")][0] == alt
+
+
+def test_the_live_curves_plot_the_reports_per_epoch_means():
+    """The validation line's points sit where report/curves.py's per-epoch means put them (the y axis
+    is linear): the numbers of the report's PNG, drawn another way."""
+    display = LiveStudyDisplay(Recording(), bars=False, min_interval=0.0)
+    display.start("means", [], None)
+    events = [epoch_event("m", seed, epoch) for seed in range(2) for epoch in range(1, 4)]
+    events.append(EpochEnded(9, "m", 2, 2, 4, {"loss": 0.1, "acc": 0.1, "val_loss": 0.1, "val_acc": 0.1}))  # an outlier
+    for event in events:
+        display(event)
+    display.close()
+    (_, loss), (_, accuracy) = live_svgs(display.html())
+    curve = epoch_curve([event.epoch for event in events], [event.metrics["val_acc"] for event in events])
+    heights = [float(point.split(",")[1]) for point in accuracy.findall(f".//{SVG}polyline")[1].get("points").split()]
+    assert len(heights) == len(curve.mean) == 3
+    shape = (heights[0] - heights[1]) / (heights[2] - heights[1])
+    assert shape == pytest.approx((curve.mean[0] - curve.mean[1]) / (curve.mean[2] - curve.mean[1]), rel=0.02)
+
+
+def test_epoch_curves_leave_out_non_finite_values_and_clip_the_band():
+    curve = epoch_curve([1, 1, 1, 2, 2], [0.99, 0.992, 0.994, 0.5, math.nan])
+    assert list(curve.epoch) == [1, 2] and list(curve.n) == [3, 1]
+    assert curve.mean == pytest.approx([0.992, 0.5])
+    assert curve.half_width[0] == pytest.approx(0.002 * 4.302653 / math.sqrt(3), rel=1e-6)  # t(0.975, 2)
+    assert math.isnan(curve.half_width[1])  # one run: no band
+    epochs, low, high = curve.band((0.0, 0.993))
+    assert list(epochs) == [1] and high[0] == 0.993 and low[0] == pytest.approx(0.992 - curve.half_width[0])
+
+
+def test_the_live_display_draws_its_curves_without_matplotlib_or_pandas():
+    """A fresh interpreter drives a display through a study's epochs: no matplotlib (the measured cost,
+    benchmarks/RESULTS.md, issue 20) nor pandas is loaded, and the curves are there."""
+    probe = textwrap.dedent("""
+        import sys
+        from mnistlab.report.study_view import LiveStudyDisplay
+        from mnistlab.runs.events import EpochEnded
+        from mnistlab.training.history import RunEnd
+
+        class Surface:
+            def show(self, bundle): self.bundle = bundle
+            def update(self, bundle): self.bundle = bundle
+
+        surface = Surface()
+        display = LiveStudyDisplay(surface, bars=False, min_interval=0.0, budget=1.0)
+        display.start("probe", [], None)
+        for seed in range(3):
+            for epoch in range(1, 4):
+                display(EpochEnded(seed + 1, "m", seed, epoch, 3, {"loss": 1 / epoch, "acc": 0.5, "val_loss": 1.0,
+                                                                   "val_acc": 0.5 + seed / 10}))
+            display(RunEnd("m", seed, "completed", 3, test_acc=0.9))
+        display.close()
+        print(surface.bundle["text/html"].count("data:image/svg+xml;base64,"),
+              sorted({"matplotlib", "pandas"} & {name.split(".")[0] for name in sys.modules}))
+    """)
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(SRC)}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split(maxsplit=1) == ["2", "[]\n"]
 
 
 def test_a_failing_display_never_stops_the_study(tmp_path, tiny_dataset, capsys):
@@ -210,11 +316,11 @@ def parsed(page: str) -> list[tuple[str, dict[str, str | None]]]:
     return parser.tags
 
 
-def self_contained(page: str) -> None:
+def self_contained(page: str, allowed: tuple[str, ...] = ("data:image/png;base64,",)) -> None:
     tags = parsed(page)
     assert "script" not in [tag for tag, _ in tags]
     sources = [attrs.get("src") or attrs.get("href") for tag, attrs in tags if tag in ("img", "link", "a")]
-    assert all(source is None or source.startswith("data:image/png;base64,") for source in sources)
+    assert all(source is None or source.startswith(allowed) for source in sources)
 
 
 def test_a_history_shows_its_metrics_and_curves_escaped():

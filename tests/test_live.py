@@ -189,6 +189,35 @@ def test_an_injected_failing_writer_loses_no_run(tmp_path, tiny_data_dir):
     assert lines == [f"live report {tmp_path / 'out'}: not written (the writer broke); training goes on"]
 
 
+def test_the_live_report_measures_the_time_its_thread_spends_writing(tmp_path, tiny_data_dir):
+    """A writer that sleeps SLEEP a report: the thread's wall time counts each sleep, its CPU time
+    does not, and finish's last report is counted apart (the benchmark reports the thread's share)."""
+    from mnistlab.report.writer import ReportPaths
+
+    root, sleep = tmp_path / "runs", 0.2
+    written = threading.Semaphore(0)
+    calls: list[str] = []
+
+    def slow(store: object, experiment: str, out: Path, *args: object) -> ReportPaths:
+        calls.append(threading.current_thread().name)
+        time.sleep(sleep)
+        written.release()
+        return ReportPaths(out / "x.html", out / "x.md")
+
+    def after_the_write(event: object) -> None:  # each run's report is written before the next run trains
+        if isinstance(event, RunEnd):
+            assert written.acquire(timeout=LIMIT)
+
+    with LiveReport(root, "timed", tmp_path / "out", min_interval=0, writer=slow) as live:
+        api.run(study(tiny_data_dir, "timed", models=MODELS[:2]), root, listeners=[live, after_the_write])
+        live.finish()
+    in_thread = sum(name == "mnistlab-live-report" for name in calls)
+    assert in_thread == 2 and live.writes == len(calls)  # one a finished run; finish's, if any, is the third
+    assert live.write_seconds >= in_thread * sleep
+    assert live.write_cpu_seconds < live.write_seconds - sleep  # sleeping is wall time, not CPU
+    assert live.finish_seconds >= (len(calls) - in_thread) * sleep
+
+
 def hand_store(root: Path, dataset, finished: bool = False) -> int:
     """A store as another process leaves it mid-study: one completed run and one still pending
     (whose id is returned), or with `finished` both completed."""

@@ -138,7 +138,7 @@ def test_training_shows_progress_and_the_study_one_display_updated_in_place(exec
     # One display id, updated in place as the study went (at least once more at its end), ending finished.
     assert updates.get("mnistlab-live", 0) >= 1, updates
     assert "4 of 4 runs done" in live and "finished" in live
-    assert live.count('src="data:image/png;base64,') == 4  # loss and accuracy of each of the two models
+    assert live.count('src="data:image/svg+xml;base64,') == 4  # loss and accuracy of each of the two models
     (outcome,) = html_outputs(study, "mnistlab-outcome")
     assert "Best model, chosen on validation alone" in outcome
 
@@ -198,6 +198,9 @@ def test_the_executed_notebook_opens_offline_in_chromium(executed, tmp_path):
             page.goto(page_path.as_uri(), wait_until="load")
             page.wait_for_timeout(500)  # scripts that would fetch late (a widget renderer) get their chance
             assert page.locator(".mnistlab-live img").count() == 4
+            # The live curves are SVGs the browser decodes (a malformed one would be a broken image).
+            assert page.eval_on_selector_all(".mnistlab-live img", "images => images.every("
+                                             "image => image.complete && image.naturalWidth > 0)")
             assert page.frame_locator(".mnistlab-report iframe").locator("img.plot[data-kind=loss]").count() == 2
             artifacts = artifacts_dir(tmp_path)
             page.screenshot(path=str(artifacts / "quickstart-notebook.png"), full_page=True)

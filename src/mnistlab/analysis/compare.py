@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from mnistlab.analysis.intervals import check_confidence, mean_ci
+
 
 @dataclass(frozen=True)
 class McNemarResult:
@@ -62,25 +64,6 @@ class PairedDifference:
 
 
 # --- Statistics ------------------------------------------------------------------------
-
-
-def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
-    """Mean and the half-width of its Student-t confidence interval (n − 1 dof, ``scipy.stats.t``).
-
-    With one value there is no spread to estimate, so the half-width is nan.
-    """
-    data = np.asarray(values, dtype=float)
-    if data.size == 0:
-        raise ValueError("mean_ci needs at least one value")
-    _check_confidence(confidence)
-    mean = float(data.mean())
-    if data.size == 1:
-        return mean, math.nan
-    standard_error = float(stats.sem(data))
-    if standard_error == 0:
-        return mean, 0.0  # identical values: scipy's interval is nan (0 × inf), the spread is 0
-    low, high = stats.t.interval(confidence, data.size - 1, loc=mean, scale=standard_error)
-    return mean, float(high - low) / 2
 
 
 def accuracy_interval(mean: float, half_width: float) -> tuple[float, float]:
@@ -156,7 +139,7 @@ def paired_difference(
     a, b = np.asarray(acc_a, dtype=float), np.asarray(acc_b, dtype=float)
     if a.size == 0 or b.size == 0:
         raise ValueError("paired_difference needs at least one run of each model")
-    _check_confidence(confidence)
+    check_confidence(confidence)
     if a.size == b.size:
         mean, half_width = _paired_interval(a, b, confidence)
         note = f"paired by seed over {a.size} seed{'s' if a.size != 1 else ''}"
@@ -237,11 +220,6 @@ def _interval_text(diff: PairedDifference) -> str:
 def p_text(p_value: float) -> str:
     """A p-value as reports print it."""
     return "p < 0.0001" if p_value < 0.0001 else f"p = {p_value:.4f}"
-
-
-def _check_confidence(confidence: float) -> None:
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
 
 
 # --- Run tables ------------------------------------------------------------------------

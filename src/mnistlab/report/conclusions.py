@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from mnistlab.analysis.compare import accuracy_interval, mean_ci, p_text
+from mnistlab.analysis.compare import accuracy_interval, p_text
+from mnistlab.analysis.intervals import mean_ci
 from mnistlab.analysis.effects import METRICS, Effect, FactorStudy
 from mnistlab.analysis.ranking import ModelComparison, Statistics
 from mnistlab.analysis.multiple import ALPHA, POWER

@@ -12,6 +12,8 @@ thread: it wakes a thread of its own, which writes at most every `min_interval` 
 state is always written, by `finish`). That thread reads the store through a RunStore of its own
 (one is never shared between threads) and only reads. A report that fails to build or write is
 one line to `on_error`; the study goes on and loses nothing (the store holds every run).
+Its thread measures itself (`write_seconds`, `write_cpu_seconds`), so its share of a study's time can
+be reported (benchmarks/bench_live_display.py, issue 20).
 """
 
 from __future__ import annotations
@@ -90,7 +92,10 @@ class LiveReport:
     returns the final report's paths (None while runs are left to another process: the page stays
     in progress). As a context manager, leaving the block stops the thread without writing more.
     `dataset`: the dataset whose test images the report shows (default: the stored experiment's),
-    loaded once, in the report's thread. `writer`: write_live's signature (tests inject a failing one)."""
+    loaded once, in the report's thread. `writer`: write_live's signature (tests inject a failing one).
+
+    What it cost: `write_seconds` and `write_cpu_seconds` (that thread's CPU time), spent by its
+    thread while the study trained; `finish_seconds`, finish's last report; `writes`, reports written."""
 
     def __init__(self, root: Path | str, experiment: str, out: Path | str | None = None, dataset: str | None = None,
                  data_dir: Path | str | None = None, *, refresh_seconds: float = DEFAULT_REFRESH_SECONDS,
@@ -106,6 +111,8 @@ class LiveReport:
         self._written: Snapshot | None = None
         self._paths: ReportPaths | None = None
         self._last_error = ""
+        self.write_seconds = self.write_cpu_seconds = self.finish_seconds = 0.0
+        self.writes = 0  # reports written, finish's included
         self._wake, self._stop = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._loop, name="mnistlab-live-report", daemon=True)
         self._thread.start()
@@ -127,11 +134,15 @@ class LiveReport:
                     break
                 self._wake.clear()
                 last = time.monotonic()
+                cpu = time.thread_time()
                 try:
                     store = store or open_existing_store(self.root)
                     self._write(store)
                 except Exception as error:  # noqa: BLE001  (whatever breaks a report, training goes on)
                     self._failed(error)
+                finally:
+                    self.write_seconds += time.monotonic() - last
+                    self.write_cpu_seconds += time.thread_time() - cpu
         finally:
             if store is not None:
                 store.close()
@@ -147,6 +158,7 @@ class LiveReport:
                             self._run_ids)
         if paths is not None:
             self._written, self._paths = state, paths
+            self.writes += 1
         return paths if settled else None
 
     def _failed(self, error: BaseException) -> None:
@@ -167,8 +179,12 @@ class LiveReport:
         self._halt()
         if run_ids is not None:
             self._run_ids = tuple(run_ids)
-        with open_existing_store(self.root) as store:
-            return self._write(store)
+        started = time.monotonic()
+        try:
+            with open_existing_store(self.root) as store:
+                return self._write(store)
+        finally:
+            self.finish_seconds = time.monotonic() - started
 
     def __enter__(self) -> LiveReport:
         return self

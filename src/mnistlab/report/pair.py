@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mnistlab.analysis.compare import mean_ci
+from mnistlab.analysis.intervals import mean_ci
 from mnistlab.errors import MnistlabError
 from mnistlab.training.history import COMPLETED
 from mnistlab.util.strict import whole_number

@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from scipy.stats import gaussian_kde
 
-from mnistlab.analysis.compare import mean_ci
+from mnistlab.report.curves import CURVE_METRICS, TRAIN_COLOR, Curve, curve_series, curve_title, epoch_curve
 
 if TYPE_CHECKING:
     # Imported where it is drawn: statsmodels (under effects) would double this module's import
@@ -39,7 +39,6 @@ __all__ = [
     "figure_png",
     "png_data_uri",
     "loss_figure",
-    "metric_curve",
     "misclassified_figure",
     "short_class_names",
     "val_overlay_figure",
@@ -61,8 +60,6 @@ STYLE = {
     "legend.frameon": False,
     "text.parse_math": False,  # titles and legends hold model ids: a '$' in one is text, not mathtext
 }
-TRAIN_COLOR = "#1f77b4"
-VAL_COLOR = "#d62728"
 OTHER_COLOR = "#b0b0b0"
 # Low enough that a thousand-run report stays fast and small, high enough to read.
 PNG_DPI = 100
@@ -113,48 +110,27 @@ def short_class_names(class_names: Sequence[str]) -> list[str]:
 # -- training curves -------------------------------------------------------------------------------
 
 
-def metric_curve(epochs: pd.DataFrame, column: str) -> pd.DataFrame:
-    """Per epoch: mean of ``column`` over runs and the half-width of its 95% CI (nan for one
-    run). Non-finite values (a diverged run's) are left out of that epoch."""
-    rows = []
-    for epoch, values in epochs.groupby("epoch")[column]:
-        finite = values[np.isfinite(values)]
-        if len(finite):
-            mean, half_width = mean_ci(finite.to_numpy())
-            rows.append((int(epoch), mean, half_width, len(finite)))
-    return pd.DataFrame(rows, columns=["epoch", "mean", "half_width", "n"])
-
-
 def _integer_epochs(ax: Axes, last_epoch: int) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlim(0.7, max(last_epoch, 1) + 0.3)
     ax.set_xlabel("epoch")
 
 
-def _plot_curve(ax: Axes, curve: pd.DataFrame, label: str, color: str,
-                limits: tuple[float, float]) -> None:
-    ax.plot(curve["epoch"], curve["mean"], marker="o", markersize=3, linewidth=1.5,
-            color=color, label=label)
-    band = curve.dropna(subset=["half_width"])
-    if not band.empty:
-        # With two or three runs the t interval is wide; clipping keeps it within values the
-        # metric can take (no negative loss, no accuracy above 1) so it cannot swamp the axes.
-        low = np.clip(band["mean"] - band["half_width"], *limits)
-        high = np.clip(band["mean"] + band["half_width"], *limits)
-        ax.fill_between(band["epoch"], low, high, color=color, alpha=0.2, linewidth=0)
+def _plot_curve(ax: Axes, curve: Curve, label: str, color: str, limits: tuple[float, float]) -> None:
+    ax.plot(curve.epoch, curve.mean, marker="o", markersize=3, linewidth=1.5, color=color, label=label)
+    epochs, low, high = curve.band(limits)
+    if epochs.size:
+        ax.fill_between(epochs, low, high, color=color, alpha=0.2, linewidth=0)
 
 
-def _metric_figure(epochs: pd.DataFrame, model: str, metric: str, name: str,
-                   limits: tuple[float, float]) -> Figure:
+def _metric_figure(epochs: pd.DataFrame, model: str, metric: str) -> Figure:
+    name, limits = CURVE_METRICS[metric]
     figure = Figure(figsize=CURVE_SIZE)
     figure.subplots_adjust(**CURVE_MARGINS)
     ax = figure.add_subplot()
-    for column, label, color in ((metric, "train", TRAIN_COLOR),
-                                 (f"val_{metric}", "validation", VAL_COLOR)):
-        _plot_curve(ax, metric_curve(epochs, column), label, color, limits)
-    runs = epochs["run_id"].nunique()
-    spread = f"mean of {runs} runs, 95% CI band" if runs > 1 else "1 run"
-    ax.set_title(f"{model}: {name} ({spread})")
+    for column, label, color in curve_series(metric):
+        _plot_curve(ax, epoch_curve(epochs["epoch"], epochs[column]), label, color, limits)
+    ax.set_title(curve_title(model, name, epochs["run_id"].nunique()))
     ax.set_ylabel(name)
     _integer_epochs(ax, int(epochs["epoch"].max()) if len(epochs) else 1)
     ax.legend()
@@ -164,13 +140,13 @@ def _metric_figure(epochs: pd.DataFrame, model: str, metric: str, name: str,
 @styled
 def loss_figure(epochs: pd.DataFrame, model: str) -> Figure:
     """Train and validation loss of one model's runs against epoch (mean and 95% CI band)."""
-    return _metric_figure(epochs, model, "loss", "loss", (0.0, math.inf))
+    return _metric_figure(epochs, model, "loss")
 
 
 @styled
 def accuracy_figure(epochs: pd.DataFrame, model: str) -> Figure:
     """Train and validation accuracy of one model's runs against epoch (mean and 95% CI band)."""
-    return _metric_figure(epochs, model, "acc", "accuracy", (0.0, 1.0))
+    return _metric_figure(epochs, model, "acc")
 
 
 @styled

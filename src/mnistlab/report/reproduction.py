@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from mnistlab.analysis.compare import accuracy_interval_text, mean_ci
+from mnistlab.analysis.compare import accuracy_interval_text
+from mnistlab.analysis.intervals import mean_ci
 from mnistlab.util.safetext import markdown
 from mnistlab.runs.records import RunRecord
 from mnistlab.runs.archive import archive_store

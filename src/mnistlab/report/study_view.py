@@ -3,21 +3,21 @@
 `study_progress` turns api.run's `progress=` into the runner's `reporter_for` and listeners
 (report.progress names the choices). In a notebook, "auto" adds `LiveStudyDisplay`: one display,
 updated in place (IPython's display_id), with each model's loss and accuracy curves so far (the
-report's figures: mean and seed band), a table of the runs (pending, training, done) with the current
-epoch, and an ETA. `StudyOutcome` is what api.run returns: the runner's RunOutcome, plus the
-experiment, the store and the best model, shown as HTML in a notebook.
+report's numbers, mean and seed band, drawn as small SVGs by report/live_svg.py), a table of the runs
+(pending, training, done) with the current epoch, and an ETA. `StudyOutcome` is what api.run returns:
+the runner's RunOutcome, plus the experiment, the store and the best model, shown as HTML in a notebook.
 
 The display must not slow training, so it measures its own time (everything inside its entry points,
 `overhead_seconds`, against `wall_seconds`) and redraws only while that stays within PLAN_BUDGET of
 the wall time so far; figures of models with new epochs are redrawn as the budget allows (the rest
-keep their last picture), and a last redraw at the end shows everything. A display that fails says so
-in one line and goes quiet; training goes on.
+keep their last picture), and a last redraw at the end shows everything. A model's curves cost about a
+millisecond and import neither matplotlib nor pandas, so that last redraw is cheap too. A display that
+fails says so in one line and goes quiet; training goes on.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from mnistlab.errors import MnistlabError
 from mnistlab.experiments.definition import Experiment, Task, expand
-from mnistlab.report.notebook import curve_images, number, render
+from mnistlab.report.live_svg import live_curve_images
+from mnistlab.report.notebook import number, render
 from mnistlab.report.overview import ChosenModel, chosen_models
 from mnistlab.report.progress import TqdmReporter, note_once, progress_mode, progress_reporter, task_labels
 from mnistlab.runs.events import EpochEnded, Event, Listener, RoundEnded
@@ -47,13 +48,9 @@ __all__ = ["MIN_INTERVAL", "PLAN_BUDGET", "LiveStudyDisplay", "NotebookSurface",
 # (always made, whatever it costs) and the bookkeeping between redraws stay inside the 2%.
 PLAN_BUDGET = 0.01
 MIN_INTERVAL = 2.0  # s between redraws at most this often, however cheap they are
-# What a model's two curve PNGs cost before one is measured: ~0.1 s each on a 2-core Zen 3
-# (report/content.py's DEFAULT_DETAIL_MODELS note); measured ones replace it.
-FIGURE_SECONDS_GUESS = 0.25
-# The first figures also load matplotlib, pandas and scipy, unless something shown before did
-# (a History, a report): about a second on an idle 2-core CPU, budgeted as this much.
-FIRST_IMPORT_GUESS = 1.5
-PLOTS_MODULE = "mnistlab.report.plots"
+# What a model's two SVG curves cost before one is measured: ~1 ms on a loaded 2-core Xeon
+# (report/live_svg.py; measured ones replace it).
+FIGURE_SECONDS_GUESS = 0.005
 COLUMNS = ("model", "seed", "epoch", "status", "val_acc", "test_acc")
 TEXT_COLUMNS = ("model", "status")
 SHOWN_STATUS = {RUNNING: "training", PENDING: "pending"}
@@ -134,8 +131,7 @@ class LiveStudyDisplay:
         self.ended: str | None = None  # "finished", or why it stopped
         self._runs: dict[tuple[str, int], RunState] = {}
         self._label: Callable[[Task], str] = lambda task: ""
-        self._epochs: list[dict[str, Any]] = []  # every epoch seen: the curves' data
-        self._model_epochs: dict[str, int] = {}  # model -> its epochs in _epochs
+        self._epochs: dict[str, list[dict[str, Any]]] = {}  # model -> every epoch of it seen: its curves' data
         self._drawn: dict[str, int] = {}  # model -> its epochs when its figures were last drawn
         self._images: dict[str, list[tuple[str, str]]] = {}
         self._figure_seconds = FIGURE_SECONDS_GUESS
@@ -196,8 +192,7 @@ class LiveStudyDisplay:
             state.val_acc = history["val_acc"][index]
 
     def _add_epoch(self, row: dict[str, Any]) -> None:
-        self._epochs.append(row)
-        self._model_epochs[row["model"]] = self._model_epochs.get(row["model"], 0) + 1
+        self._epochs.setdefault(row["model"], []).append(row)
 
     def reporter_for(self, task: Task) -> Reporter:
         """The runner's reporter for a task: marks it training, and draws its bar if `bars`."""
@@ -260,8 +255,8 @@ class LiveStudyDisplay:
         if self._broken or self.surface is None:
             return
         now = self.clock()
-        stale = [model for model, count in self._model_epochs.items()
-                 if self.figures and self._drawn.get(model) != count]
+        stale = [model for model, rows in self._epochs.items()
+                 if self.figures and self._drawn.get(model) != len(rows)]
         if not force:
             if now - self._last_draw < self.min_interval:
                 return
@@ -269,7 +264,7 @@ class LiveStudyDisplay:
             allowance = self.budget * self.wall_seconds - self.overhead_seconds
             if allowance <= self._update_seconds:
                 return
-            spare = allowance - self._update_seconds - (FIRST_IMPORT_GUESS if PLOTS_MODULE not in sys.modules else 0.0)
+            spare = allowance - self._update_seconds
             stale = stale[:max(0, int(spare // max(self._figure_seconds, 1e-3)))]
         if stale:
             self._draw_figures(stale)
@@ -280,13 +275,10 @@ class LiveStudyDisplay:
         self.redraws += 1
 
     def _draw_figures(self, models: list[str]) -> None:
-        import pandas as pd
-
         started = self.clock()
-        frame = pd.DataFrame(self._epochs)
         for model in models:
-            rows = frame[frame["model"] == model]
-            self._images[model] = curve_images(rows, model)
+            rows = self._epochs[model]
+            self._images[model] = live_curve_images(rows, model)
             self._drawn[model] = len(rows)
         self.figure_redraws += len(models)
         measured = (self.clock() - started) / len(models)

@@ -4,7 +4,8 @@ Model ids, descriptions, layer names, experiment names and error messages come f
 (or others) write. On a terminal they must not be read as rich markup (`[bold red]`, or a `[/]`
 that crashes the renderer) nor carry control characters (ESC sequences that move the cursor or
 retitle the window, CR that overwrites a line, bidirectional overrides that reorder text). In
-Markdown they must not carry raw HTML. HTML pages escape through Jinja2's autoescape, not here.
+Markdown they must not carry raw HTML. HTML pages escape through Jinja2's autoescape, not here; markup
+written by hand (the live display's SVG curves) escapes through `xml_text`.
 """
 
 from __future__ import annotations
@@ -60,6 +61,12 @@ def markdown(value: object) -> str:
     return html.escape(clean(value), quote=False)
 
 
+def xml_text(value: object) -> str:
+    """A user string as the text (or a quoted attribute) of hand-written XML/SVG: on one line, control
+    characters replaced (XML 1.0 forbids most), and `<`, `>`, `&` and both quotes escaped."""
+    return html.escape(one_line(value), quote=True)
+
+
 class _Cleaned:
     """Renders another renderable with control characters replaced in its text (not its styles)."""
 
@@ -92,6 +99,6 @@ def safe_console(**options: object) -> Console:
     return console
 
 
-__all__ = ["REPLACEMENT", "clean", "markdown", "markup", "one_line", "safe_console", "text"]
+__all__ = ["REPLACEMENT", "clean", "markdown", "markup", "one_line", "safe_console", "text", "xml_text"]
 
 
