@@ -19,14 +19,18 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import cpu_line, machine_info  # noqa: E402
+from mnistlab.util.machine import usable_cpus  # noqa: E402
+
 BUDGET_SECONDS = 180.0
 
 
-def one_run() -> float:
+def one_run(keep: Path | None) -> float:
     with tempfile.TemporaryDirectory() as folder:
+        store = keep if keep is not None else Path(folder) / "runs"
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "mnistlab", "run", "quick", "--store", str(Path(folder) / "runs"), "--quiet"],
-                       check=True)
+        subprocess.run([sys.executable, "-m", "mnistlab", "run", "quick", "--store", str(store), "--quiet"], check=True)
         return time.perf_counter() - started
 
 
@@ -34,19 +38,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results-quick.json"))
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="keep each repeat's store as DIR/run-K (to read the margins off them afterwards)")
     args = parser.parse_args()
     if not os.environ.get("MNISTLAB_DATA_DIR"):
         sys.exit("set MNISTLAB_DATA_DIR to the folder holding mnist/")
     loads, times = [], []
-    for _ in range(args.repeats):
+    for repeat in range(args.repeats):
+        keep = None if args.keep is None else args.keep / f"run-{repeat + 1}"
+        if keep is not None and keep.exists():
+            sys.exit(f"{keep} exists: each repeat starts from an empty store")
         loads.append(os.getloadavg()[0])
-        times.append(one_run())
+        times.append(one_run(keep))
         print(f"quick: {times[-1]:.1f} s (1-minute load average before: {loads[-1]:.2f})", flush=True)
     median = statistics.median(times)
     result = {"times_s": times, "median_s": median, "budget_s": BUDGET_SECONDS, "load_before": loads,
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+              "machine": cpu_line(machine_info(usable_cpus())),
               "python": platform.python_version()}
     args.out.write_text(json.dumps(result, indent=1))
+    print(result["machine"])
     print(f"median {median:.1f} s over {len(times)} runs (budget {BUDGET_SECONDS:.0f} s): "
           f"{'within' if median <= BUDGET_SECONDS else 'OVER'} budget")
 

@@ -173,6 +173,15 @@ def test_deterministic_is_part_of_the_checkpoint_identity(tiny_dataset, tmp_path
         fit(spec(epochs=2), tiny_dataset, config(deterministic=False, out_dir=tmp_path, resume=True))
 
 
+def test_compile_on_a_cpu_is_refused_in_one_line(tiny_dataset):
+    # Its kernels trained to NaN (and corrupted the heap of a plain PyTorch loop) on an Intel Xeon with AMX.
+    with pytest.raises(MnistlabError, match=r"^model 'tiny-cnn': field 'compile': torch.compile is for a CUDA GPU, "
+                                            r"not a CPU") as refused:
+        fit(spec(epochs=1), tiny_dataset, TrainConfig(device="cpu", compile="reduce-overhead"))
+    assert "\n" not in str(refused.value)
+
+
+@pytest.mark.skipif(not ON_CUDA, reason="torch.compile is refused on a CPU (the test above)")
 def test_a_compiled_step_trains_like_the_eager_one(tiny_dataset):
     """torch.compile in "reduce-overhead" mode (CUDA graphs on a GPU): same losses within rounding."""
     eager = fit(spec(epochs=1), tiny_dataset, config(seed=2))
@@ -187,11 +196,17 @@ def test_a_compile_mode_torch_does_not_know_is_one_line(tiny_dataset):
 
 
 def test_the_cli_takes_the_device_options(tiny_spec_file, tiny_data_dir, tmp_path):
+    compile_options = ["--compile-mode", "reduce-overhead"] if ON_CUDA else []
     trained = run_cli("train", tiny_spec_file, "--dataset", tiny_data_dir, "--device", DEVICE, "--epochs", "1",
-                      "--precision", "bf16", "--deterministic", "--compile-mode", "reduce-overhead", "--quiet",
+                      "--precision", "bf16", "--deterministic", *compile_options, "--quiet",
                       "--out", tmp_path / "run")
     assert trained.exit_code == 0, trained.stderr
     if not ON_CUDA:
+        refused = run_cli("train", tiny_spec_file, "--dataset", tiny_data_dir, "--device", "cpu", "--compile",
+                          "--out", tmp_path / "compiled")
+        assert refused.exit_code == 2 and "Traceback" not in refused.stderr
+        assert refused.stderr.strip().count("\n") == 0 and "torch.compile is for a CUDA GPU" in refused.stderr
+        assert not (tmp_path / "compiled").exists()
         refused = run_cli("train", tiny_spec_file, "--dataset", tiny_data_dir, "--device", "cpu", "--precision", "tf32")
         assert refused.exit_code == 2 and "Traceback" not in refused.stderr
         assert refused.stderr.strip().count("\n") == 0 and "tf32 needs a CUDA GPU" in refused.stderr

@@ -33,7 +33,7 @@ from mnistlab.training.early_stopping import EarlyStopping
 from mnistlab.training.history import COMPLETED, DIVERGED, History, Reporter
 from mnistlab.training.limits import check_fit
 from mnistlab.training.optim import make_optimizer
-from mnistlab.training.precision import autocast, compiled, run_numerics
+from mnistlab.training.precision import autocast, check_compile, compiled, run_numerics
 from mnistlab.training.resume import checkpoint_identity, maybe_resume
 
 
@@ -190,6 +190,7 @@ def fit(
     # Before anything is built or allocated: the spec must fit the data and the size limits.
     check_fit(spec, dataset, config, epochs, batch_size)
     device = resolve_device(config.device)
+    check_compile(config.compile, device, where=f"model '{spec.id}'")
     with run_numerics(device, config.precision, config.deterministic, where=f"model '{spec.id}'",
                       flush_denormal=config.flush_denormal):
         return _fit(spec, dataset, config, reporter or Reporter(), on_epoch, device, epochs, batch_size)

@@ -66,6 +66,17 @@ def compiled(module: torch.nn.Module, setting: bool | str) -> Any:
     return torch.compile(module, mode="default" if setting is True else setting)
 
 
+def check_compile(setting: bool | str, device: torch.device, where: str = "") -> None:
+    """One line when torch.compile is asked for on a CPU. It is for GPUs here: on a CPU it measured
+    0.7x eager speed (Zen 4, benchmarks/RESULTS.md), and on an Intel Xeon with AMX (torch 2.13.0+cpu)
+    the kernels inductor generated for a training step corrupted the heap in a plain PyTorch loop
+    and trained mnistlab's models to NaN (same seed, eager: finite), so no result of it can be trusted."""
+    if setting is not False and device.type == "cpu":
+        prefix = f"{where}: " if where else ""
+        raise MnistlabError(f"{prefix}field 'compile': torch.compile is for a CUDA GPU, not a CPU (slower there, and "
+                            "its kernels trained to NaN on an Intel Xeon with AMX); leave it off on a CPU")
+
+
 def check_precision(precision: str, device: torch.device, where: str = "") -> None:
     """One line when the device cannot do the precision asked for (`where`: whose run, e.g. the model).
     Whether it is one of PRECISIONS at all is limits.check_fit's to say, before anything runs."""
