@@ -107,7 +107,7 @@ def test_the_live_page_follows_a_study_without_a_reload(tmp_path, tiny_data_dir)
             if len(finished) in seen and not seen[len(finished)].wait(LIMIT):
                 raise RuntimeError("the page never showed the run")
 
-    live = LiveReport(root, "live", out, refresh_seconds=1, min_interval=0)
+    live = LiveReport(root, "live", out, refresh_seconds=1, min_interval=0, budget=1)
     with live:
         running = Background(lambda: (api.run(study(tiny_data_dir, "live"), root, listeners=[live, hold]),
                                       live.finish()))
@@ -156,7 +156,7 @@ def test_a_report_that_cannot_be_written_is_one_line_and_training_goes_on(tmp_pa
         if isinstance(event, RunEnd):
             assert failed.wait(LIMIT)
 
-    with LiveReport(root, "blocked", blocker / "reports", min_interval=0, on_error=on_error) as live:
+    with LiveReport(root, "blocked", blocker / "reports", min_interval=0, budget=1, on_error=on_error) as live:
         outcome = api.run(study(tiny_data_dir, "blocked"), root, listeners=[live, after_the_failure])
         with pytest.raises(EnvironmentFailure, match="cannot write the report"):
             live.finish()  # the final report's failure is the caller's, as `mnistlab report` reports it
@@ -181,7 +181,7 @@ def test_an_injected_failing_writer_loses_no_run(tmp_path, tiny_data_dir):
             assert called.acquire(timeout=LIMIT)
 
     lines: list[str] = []
-    with LiveReport(root, "broken", tmp_path / "out", min_interval=0, on_error=lines.append, writer=broken) as live:
+    with LiveReport(root, "broken", tmp_path / "out", min_interval=0, budget=1, on_error=lines.append, writer=broken) as live:
         outcome = api.run(study(tiny_data_dir, "broken", models=MODELS[:2]), root, listeners=[live, after_the_write])
         with pytest.raises(RuntimeError, match="the writer broke"):
             live.finish()
@@ -208,7 +208,7 @@ def test_the_live_report_measures_the_time_its_thread_spends_writing(tmp_path, t
         if isinstance(event, RunEnd):
             assert written.acquire(timeout=LIMIT)
 
-    with LiveReport(root, "timed", tmp_path / "out", min_interval=0, writer=slow) as live:
+    with LiveReport(root, "timed", tmp_path / "out", min_interval=0, budget=1, writer=slow) as live:
         api.run(study(tiny_data_dir, "timed", models=MODELS[:2]), root, listeners=[live, after_the_write])
         live.finish()
     in_thread = sum(name == "mnistlab-live-report" for name in calls)
@@ -484,3 +484,39 @@ def test_the_ray_coordinator_streams_to_the_live_logs_as_the_local_runner_does(t
     api.export_runs("onray", "tensorboard", tmp_path / "tb-export", store=root)
     live = tensorboard_scalars(tb)
     assert sorted(live) == ["tiny-a-seed0", "tiny-a-seed1"] and live == tensorboard_scalars(tmp_path / "tb-export")
+
+
+def _written_while_runs_finish(root: Path, out: Path, budget: float, seconds: float, cost: float) -> tuple[LiveReport, float]:
+    """A LiveReport over `seconds` of runs finishing every 50 ms, each report costing `cost` s (a sleeping writer)."""
+    from mnistlab.report.writer import ReportPaths
+
+    def slow(store: object, experiment: str, out: Path, *args: object) -> ReportPaths:
+        time.sleep(cost)
+        return ReportPaths(out / "x.html", out / "x.md")
+
+    with RunStore(root) as store:
+        store.save_experiment("budgeted", {"name": "budgeted", "dataset": "mnist"})
+        started = time.monotonic()
+        with LiveReport(root, "budgeted", out, min_interval=0, budget=budget, writer=slow) as live:
+            seed = 0
+            while time.monotonic() - started < seconds:
+                run = store.ensure_run("budgeted", "m", {"model": {"id": "m"}}, seed, "mnist", "split", 1)
+                live(RunEnd("m", seed, COMPLETED, 1, run_id=run.id))  # a new run each time: the report changed
+                seed += 1
+                time.sleep(0.05)
+            elapsed = time.monotonic() - started
+    return live, elapsed
+
+
+def test_the_live_report_keeps_its_writing_within_its_budget(tmp_path, monkeypatch):
+    import mnistlab.report.live as live_module
+
+    cost = 0.3
+    monkeypatch.setattr(live_module, "FIRST_WRITE_GUESS", cost)  # the first write's cost, known here
+    throttled, elapsed = _written_while_runs_finish(tmp_path / "a", tmp_path / "out-a", 0.25, 4.0, cost)
+    # Within the budget of the wall time, give or take the one write in flight when the study ended.
+    assert throttled.writes >= 1 and throttled.write_seconds <= 0.25 * elapsed + cost
+    free, elapsed = _written_while_runs_finish(tmp_path / "b", tmp_path / "out-b", 1, 4.0, cost)
+    assert free.write_seconds >= 0.6 * elapsed  # without a budget it writes nearly all the time
+    with pytest.raises(ValueError, match="budget"):
+        LiveReport(tmp_path / "c", "x", budget=0)

@@ -8,8 +8,9 @@ none is left it is the final report, with neither. Each page is written whole (w
 util/atomic), so a browser reloading it never sees half of one.
 
 Building a report takes seconds (figures), so `LiveReport` never builds one in the training
-thread: it wakes a thread of its own, which writes at most every `min_interval` seconds (the last
-state is always written, by `finish`). That thread reads the store through a RunStore of its own
+thread: it wakes a thread of its own, which writes at most every `min_interval` seconds and only while
+its writing stays within `budget` of the study's wall time (the last state is always written, by
+`finish`). That thread reads the store through a RunStore of its own
 (one is never shared between threads) and only reads. A report that fails to build or write is
 one line to `on_error`; the study goes on and loses nothing (the store holds every run).
 Its thread measures itself (`write_seconds`, `write_cpu_seconds`), so its share of a study's time can
@@ -34,11 +35,17 @@ from mnistlab.runs.store import RunStore, open_existing_store
 from mnistlab.training.history import COMPLETED, PENDING, RUNNING, RunEnd
 from mnistlab.util.safetext import one_line
 
-__all__ = ["DEFAULT_MIN_INTERVAL", "DEFAULT_POLL_SECONDS", "DEFAULT_REFRESH_SECONDS", "LiveReport", "snapshot",
+__all__ = ["DEFAULT_BUDGET", "DEFAULT_MIN_INTERVAL", "DEFAULT_POLL_SECONDS", "DEFAULT_REFRESH_SECONDS", "LiveReport", "snapshot",
            "watch_report", "write_live"]
 
 DEFAULT_REFRESH_SECONDS = 5  # how often an open page reloads itself
 DEFAULT_MIN_INTERVAL = 5.0  # at most one report per this many seconds while a study trains
+# The share of the study's wall time the report's thread may spend writing while it trains. A report
+# costs about a second of CPU (its figures) and the machine may have as few cores as the study uses,
+# so every second written is nearly a second taken from training (issue 20: under 2%).
+DEFAULT_BUDGET = 0.02
+# What a report costs before one is measured (a 4-model report on a 2-core Xeon: 0.6-1.2 s).
+FIRST_WRITE_GUESS = 1.0
 DEFAULT_POLL_SECONDS = 5.0  # how often `report --watch` looks at the store
 
 Snapshot = tuple[tuple[int, str], ...]
@@ -93,15 +100,22 @@ class LiveReport:
     in progress). As a context manager, leaving the block stops the thread without writing more.
     `dataset`: the dataset whose test images the report shows (default: the stored experiment's),
     loaded once, in the report's thread. `writer`: write_live's signature (tests inject a failing one).
+    `budget`: the share of the wall time since the start its thread may spend writing while the study
+    trains (a write waits until its expected cost, the last write's, fits; 1 or more: no such limit);
+    finish's last report is written whatever it costs.
 
     What it cost: `write_seconds` and `write_cpu_seconds` (that thread's CPU time), spent by its
     thread while the study trained; `finish_seconds`, finish's last report; `writes`, reports written."""
 
     def __init__(self, root: Path | str, experiment: str, out: Path | str | None = None, dataset: str | None = None,
                  data_dir: Path | str | None = None, *, refresh_seconds: float = DEFAULT_REFRESH_SECONDS,
-                 min_interval: float = DEFAULT_MIN_INTERVAL, on_error: Callable[[str], None] = _stderr_line,
+                 min_interval: float = DEFAULT_MIN_INTERVAL, budget: float = DEFAULT_BUDGET,
+                 on_error: Callable[[str], None] = _stderr_line,
                  writer: Callable[..., ReportPaths | None] = write_live) -> None:
+        if not budget > 0:
+            raise ValueError(f"budget must be a positive share of the wall time, got {budget!r}")
         self.root, self.experiment = Path(root), experiment
+        self.budget, self._started, self._expected = budget, time.monotonic(), FIRST_WRITE_GUESS
         self.out = Path(out) if out is not None else self.root / REPORTS_DIR
         self.refresh_seconds, self.min_interval, self.on_error, self.writer = refresh_seconds, min_interval, on_error, writer
         self._dataset_name, self._data_dir = dataset, data_dir
@@ -129,23 +143,35 @@ class LiveReport:
         try:
             while not self._stop.is_set():
                 self._wake.wait()
-                # Throttled: wait out the interval (finish() cuts it short, and writes the last state).
+                # Throttled: wait out the interval, then until the next write fits the budget (finish()
+                # cuts either wait short, and writes the last state).
                 if self._stop.is_set() or self._stop.wait(max(0.0, last + self.min_interval - time.monotonic())):
+                    break
+                if self._stop.wait(max(0.0, self._budget_allows_at() - time.monotonic())):
                     break
                 self._wake.clear()
                 last = time.monotonic()
-                cpu = time.thread_time()
+                cpu, writes = time.thread_time(), self.writes
                 try:
                     store = store or open_existing_store(self.root)
                     self._write(store)
                 except Exception as error:  # noqa: BLE001  (whatever breaks a report, training goes on)
                     self._failed(error)
                 finally:
-                    self.write_seconds += time.monotonic() - last
+                    spent = time.monotonic() - last
+                    self.write_seconds += spent
+                    if self.writes > writes:  # a report was built: what the next one will cost
+                        self._expected = spent
                     self.write_cpu_seconds += time.thread_time() - cpu
         finally:
             if store is not None:
                 store.close()
+
+    def _budget_allows_at(self) -> float:
+        """When the seconds written so far plus the next write's expected cost are `budget` of the wall time."""
+        if self.budget >= 1:
+            return -math.inf
+        return self._started + (self.write_seconds + self._expected) / self.budget
 
     def _write(self, store: RunStore) -> ReportPaths | None:
         state = snapshot(store, self.experiment)
