@@ -8,7 +8,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -86,12 +85,13 @@ def cluster():
     temp = tempfile.mkdtemp(prefix="mlr-", dir="/tmp")  # short: Unix socket paths stay under 107 bytes
     port, client_port = _free_port(), _free_port()
     env = {**os.environ, "PYTHONPATH": str(SRC), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # binds 127.0.0.1 only
-           "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
-           # A token of the test's own: `ray start` (Ray >= 2.5x) refuses token mode without one, and
-           # ~/.ray/auth_token exists only where something generated it before (not on a fresh machine).
-           "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    saved_token = os.environ.get("RAY_AUTH_TOKEN")
-    os.environ["RAY_AUTH_TOKEN"] = env["RAY_AUTH_TOKEN"]  # this process and the mnistlab processes it starts
+           "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+    # `ray start` (Ray 2.60) refuses token mode without a token, and ~/.ray/auth_token exists only where
+    # something generated it before (not on a fresh machine): make it as a user would, with Ray's own
+    # command. Not a token of the test's own in RAY_AUTH_TOKEN: Ray caches the token a process first
+    # reads, so a private instance started later in this process would then disagree with its own GCS.
+    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "get-auth-token", "--generate"], env=env,
+                   check=True, stdout=subprocess.DEVNULL)
     log_path = Path(temp) / "head.log"
     with open(log_path, "w") as log:
         head = subprocess.Popen(
@@ -108,10 +108,6 @@ def cluster():
             time.sleep(0.2)
         yield Cluster(head, f"127.0.0.1:{port}")
     finally:
-        if saved_token is None:
-            os.environ.pop("RAY_AUTH_TOKEN", None)
-        else:
-            os.environ["RAY_AUTH_TOKEN"] = saved_token
         head.send_signal(signal.SIGTERM)  # `ray start --block` stops every process it started
         try:
             head.wait(timeout=60)
