@@ -46,6 +46,8 @@ SRC = REPO / "src"
 KERAS_PYTHON = HERE / ".venv-keras" / "bin" / "python"
 DEFAULT_MODELS = ["s000-m1", "s000-m2", "s002-m8", "s002-m10", "s004-m2"]
 FRAMEWORKS = ["mnistlab-fp32", "mnistlab-bf16", "keras", "torch"]
+# Measured only when asked (--frameworks ... mnistlab-bf32): oneDNN's implicit bf16, for CPUs with bf16 hardware.
+OPTIONAL_FRAMEWORKS = ["mnistlab-bf32"]
 RESULT_PREFIX = "RESULT "
 
 try:  # src layout: runnable from a checkout without `pip install -e .`
@@ -55,6 +57,7 @@ except ImportError:
 
 from common import architecture_json, cpu_line, machine_info  # noqa: E402  (shared with cpu_sections.py)
 from mnistlab.util.machine import usable_cpus  # the engine's own count
+from mnistlab import without_chosen_spin_count
 
 # --- small helpers shared by the orchestrator and the workers -------------------------------
 
@@ -105,13 +108,23 @@ def model_facts(spec: Any) -> dict[str, Any]:
 
 
 def mnistlab_worker(args: argparse.Namespace) -> None:
-    """Time mnistlab's own training loop: `engine.train_epoch` on the device-resident subset."""
+    """Time mnistlab's own training loop: `engine.train_epoch` on the device-resident subset, inside the
+    CPU context `fit` trains in (precision.run_numerics: its precision, and freed memory kept)."""
+    import torch
+
+    from mnistlab.training.precision import run_numerics
+
+    with run_numerics(torch.device("cpu"), args.precision):
+        timed_mnistlab(args)
+
+
+def timed_mnistlab(args: argparse.Namespace) -> None:
     import torch
 
     from mnistlab.nn.build import build_model
     from mnistlab.data.datasets import load_dataset
     from mnistlab.training.config import TrainConfig, configure_threads
-    from mnistlab.training.engine import place_data, train_epoch
+    from mnistlab.training.engine import machine_paths, place_data, train_epoch
     from mnistlab.training.optim import make_optimizer
     from mnistlab.zoo import get_model
 
@@ -127,6 +140,7 @@ def mnistlab_worker(args: argparse.Namespace) -> None:
                          device="cpu", seed=0)
     data = place_data(dataset, config, torch.device("cpu"))
     model = build_model(spec, seed=0)
+    machine_paths(model, config, torch.device("cpu"))  # the kernel paths `fit` takes here (cpu_paths.py)
     optimizer = make_optimizer(spec.training.optimizer.name, model.parameters(), **spec.training.optimizer.args)
     base = {"framework": f"mnistlab-{args.precision}", "model": spec.id, "images": len(data.train_y),
             "batch_size": batch_size, "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -168,7 +182,9 @@ def mnistlab_worker(args: argparse.Namespace) -> None:
 
 
 def worker_env(threads: int) -> dict[str, str]:
-    env = dict(os.environ)
+    # Without the spin count `import mnistlab` chose for this process: a peer waits as it would for its
+    # own user (libgomp's default), and mnistlab's worker chooses again for the machine as it is then.
+    env = without_chosen_spin_count(os.environ)
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[name] = str(threads)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), env.get("PYTHONPATH", "")) if p)
@@ -277,14 +293,17 @@ def rate_of(entry: dict[str, Any] | None) -> float | None:
 def summarise(results: dict[str, Any]) -> None:
     """Speedups and % of peak per model, geometric means across models."""
     peak = results.get("matmul_peak", {})
-    speedups: dict[str, list[float]] = {k: [] for k in ("fp32_vs_keras", "bf16_vs_keras", "fp32_vs_torch", "bf16_vs_torch")}
+    speedups: dict[str, list[float]] = {k: [] for k in ("fp32_vs_keras", "bf16_vs_keras", "fp32_vs_torch", "bf16_vs_torch",
+                                                        "bf32_vs_keras")}
     for row in results["models"]:
         runs = row.get("runs", {})
         fp32, bf16 = rate_of(runs.get("mnistlab-fp32")), rate_of(runs.get("mnistlab-bf16"))
         keras, torch_ = rate_of(runs.get("keras")), rate_of(runs.get("torch"))
+        bf32 = rate_of(runs.get("mnistlab-bf32"))
         row["speedup"] = {
             "fp32_vs_keras": ratio(fp32, keras), "bf16_vs_keras": ratio(bf16, keras),
             "fp32_vs_torch": ratio(fp32, torch_), "bf16_vs_torch": ratio(bf16, torch_),
+            "bf32_vs_keras": ratio(bf32, keras),
         }
         for key, value in row["speedup"].items():
             if value:
@@ -307,6 +326,9 @@ def _f(value: float | None, spec: str = ".0f", suffix: str = "") -> str:
 def table_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     header = ["model", "params", "batch", "optimizer", "N×E", "mnistlab fp32", "mnistlab bf16", "Keras fp32",
               "PyTorch DataLoader", "fp32/Keras", "bf16/Keras", "fp32/DataLoader", "% peak fp32", "% peak bf16"]
+    bf32 = any("mnistlab-bf32" in row.get("runs", {}) for row in results["models"])
+    if bf32:  # only when measured (--frameworks ... mnistlab-bf32)
+        header += ["mnistlab bf32", "bf32/Keras"]
     rows = []
     for row in results["models"]:
         if "runs" not in row:
@@ -320,11 +342,12 @@ def table_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             _f(speed.get("fp32_vs_keras"), ".2f", "×"), _f(speed.get("bf16_vs_keras"), ".2f", "×"),
             _f(speed.get("fp32_vs_torch"), ".2f", "×"),
             _f(peak.get("mnistlab-fp32"), ".1f", "%"), _f(peak.get("mnistlab-bf16"), ".1f", "%"),
-        ])
+        ] + ([_f(rate_of(runs.get("mnistlab-bf32"))), _f(speed.get("bf32_vs_keras"), ".2f", "×")] if bf32 else []))
     g = results.get("geomean_speedup", {})
     rows.append(["geometric mean", "", "", "", "", "", "", "", "",
                  _f(g.get("fp32_vs_keras"), ".2f", "×"), _f(g.get("bf16_vs_keras"), ".2f", "×"),
-                 _f(g.get("fp32_vs_torch"), ".2f", "×"), "", ""])
+                 _f(g.get("fp32_vs_torch"), ".2f", "×"), "", ""]
+                + (["", _f(g.get("bf32_vs_keras"), ".2f", "×")] if bf32 else []))
     return header, rows
 
 
@@ -401,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS, help="zoo ids (default: the five issue models)")
-    parser.add_argument("--frameworks", nargs="+", default=FRAMEWORKS, choices=FRAMEWORKS)
+    parser.add_argument("--frameworks", nargs="+", default=FRAMEWORKS, choices=FRAMEWORKS + OPTIONAL_FRAMEWORKS)
     parser.add_argument("--quick", action="store_true", help="short runs (~2 s timed) to smoke-test the harness")
     parser.add_argument("--target-seconds", type=float, default=None,
                         help="timed seconds per mnistlab fp32 measurement (default 10, --quick 2)")
@@ -426,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="before each measurement wait up to SECONDS for the CPUs to be idle (< 10%% busy); "
                              "for shared machines")
     parser.add_argument("--verbose", action="store_true")
-    parser.add_argument("--section", choices=["bundles", "busy", "memory-bound"],
+    parser.add_argument("--section", choices=["bundles", "busy", "memory-bound", "spin"],
                         help="a CPU section instead of the peer comparison (cpu_sections.py; uses --repeats, "
                              "default 3 there, --keras-python, --out, --timeout)")
     # worker mode (internal)
@@ -558,6 +581,8 @@ def main(argv: list[str] | None = None) -> int:
                                   "--model", spec.id, "--precision", "fp32", *common],
                 "mnistlab-bf16": [sys.executable, str(HERE / "bench_train.py"), "--worker", "mnistlab",
                                   "--model", spec.id, "--precision", "bf16", *common],
+                "mnistlab-bf32": [sys.executable, str(HERE / "bench_train.py"), "--worker", "mnistlab",
+                                  "--model", spec.id, "--precision", "bf32", *common],
                 "keras": [str(args.keras_python), str(HERE / "keras_peer.py"), "--arch", str(workdir / f"{spec.id}.json"),
                           "--threads", str(threads), *data_args, "--epochs", str(epochs)],
                 "torch": [sys.executable, str(HERE / "torch_peer.py"), "--arch", str(workdir / f"{spec.id}.json"),

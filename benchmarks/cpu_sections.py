@@ -3,6 +3,7 @@
     python benchmarks/bench_train.py --section memory-bound [--repeats 3]
     python benchmarks/bench_train.py --section busy [--repeats 3] [--keras-python /path/to/python]
     python benchmarks/bench_train.py --section bundles [--repeats 3]
+    python benchmarks/bench_train.py --section spin [--repeats 2]
 
 Every measurement is its own subprocess, and the variants of one comparison run interleaved
 (A, B, A, B, ...) so that a shared machine's load falls on both alike; each row reports the median
@@ -12,9 +13,11 @@ of --repeats and every single figure. Short epochs (train_limit) keep a section 
   i.e. GOMP_SPINCOUNT=300000, as mnistlab was before fused.py and its short spin count) against
   "after" (mnistlab's defaults), images/s of engine.train_epoch.
 - busy: s000-m1, idle and with one core held by a `while True: pass` process of the same niceness,
-  for mnistlab with libgomp's default spin, mnistlab's default (a short spin, mnistlab.DEFAULT_SPINCOUNT),
+  for mnistlab with libgomp's default spin, mnistlab's default (the spin count mnistlab/__init__.py chooses),
   passive waiting (OMP_WAIT_POLICY=PASSIVE), and Keras 3 on TensorFlow;
   the share is busy ÷ idle images/s; plus s000-m6 (3,072 images) idle under each mnistlab policy.
+- spin: s000-m1 and s004-m2 under each of SPIN_SWEEP's spin counts, idle and with one core busy
+  (what mnistlab's choice of GOMP_SPINCOUNT at import rests on).
 - bundles: a single-model batch-size sweep for s000-m7 (the ceiling a bundle could reach), then 8
   seeds of s000-m7 and of s004-m2 trained with `mnistlab.training.bundle.fit_bundle` against 8 sequential
   `engine.fit` runs of the same configs: training images/s (steps only, epochs 2+, as History
@@ -43,9 +46,11 @@ SPIN_ENV = {"GOMP_SPINCOUNT": "300000"}
 # No spinning at all: the remedy mnistlab used before the short spin count measured better.
 PASSIVE_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 sys.path.insert(0, str(SRC))
-from mnistlab import DEFAULT_SPINCOUNT  # the default itself, from its one home
+from mnistlab import BUSY_SPINCOUNT, IDLE_SPINCOUNT  # the defaults, from their one home
 
-DEFAULT_LABEL = f"mnistlab default (GOMP_SPINCOUNT={DEFAULT_SPINCOUNT})"
+DEFAULT_LABEL = f"mnistlab default (GOMP_SPINCOUNT {IDLE_SPINCOUNT} idle / {BUSY_SPINCOUNT} busy at start)"
+# The idle choice kept while load arrives later (mnistlab chose when the machine was idle).
+KEPT_LABEL = f"mnistlab idle choice kept (GOMP_SPINCOUNT={IDLE_SPINCOUNT})"
 
 
 def emit(result: dict[str, Any]) -> None:
@@ -193,6 +198,7 @@ def section_busy(args: argparse.Namespace, threads: int, workdir: Path) -> dict[
              str(threads), "--x", str(workdir / "x.npy"), "--y", str(workdir / "y.npy"), "--epochs", str(epochs)]
     variants: dict[str, tuple[list[str], dict[str, str], bool]] = {}
     for label, env in (("mnistlab spinning (before)", SPIN_ENV), (DEFAULT_LABEL, {}),
+                       (KEPT_LABEL, {"GOMP_SPINCOUNT": IDLE_SPINCOUNT}),
                        ("mnistlab passive (OMP_WAIT_POLICY=PASSIVE)", PASSIVE_ENV)):
         variants[f"{label}, idle"] = (mnistlab_cmd(model, images, epochs), base_env(threads, env), False)
         variants[f"{label}, one core busy"] = (mnistlab_cmd(model, images, epochs), base_env(threads, env), True)
@@ -206,11 +212,32 @@ def section_busy(args: argparse.Namespace, threads: int, workdir: Path) -> dict[
     print(f"{model}: {images} images x {epochs} timed epochs (+1 warm-up), {threads} threads", flush=True)
     rows = interleaved(variants, args.repeats, args.timeout)
     shares = {}
-    for label in ("mnistlab spinning (before)", DEFAULT_LABEL, "mnistlab passive (OMP_WAIT_POLICY=PASSIVE)", "keras"):
+    for label in ("mnistlab spinning (before)", DEFAULT_LABEL, KEPT_LABEL, "mnistlab passive (OMP_WAIT_POLICY=PASSIVE)",
+                  "keras"):
         idle, busy = rows.get(f"{label}, idle"), rows.get(f"{label}, one core busy")
         if idle and busy and idle["median"] and busy["median"]:
             shares[label] = busy["median"] / idle["median"]
     return {"model": model, "rows": rows, "busy_share": shares}
+
+
+# The spin counts swept (libgomp's iterations; PASSIVE: no spinning) by the spin section.
+SPIN_SWEEP = ("1000", "10000", "30000", "100000", "300000", "PASSIVE")
+
+
+def section_spin(args: argparse.Namespace, threads: int) -> dict[str, Any]:
+    """Each spin count, idle and with one core busy, on a conv model and the spin-sensitive MLP:
+    the measurements behind mnistlab's idle / busy choice (mnistlab/__init__.py)."""
+    rows: dict[str, Any] = {}
+    for model, images in (("s000-m1", 3840), ("s004-m2", 25600)):
+        print(f"{model}: {images} images x 2 timed epochs (+1 warm-up), {threads} threads", flush=True)
+        variants: dict[str, tuple[list[str], dict[str, str], bool]] = {}
+        for spin in SPIN_SWEEP:
+            env = PASSIVE_ENV if spin == "PASSIVE" else {"GOMP_SPINCOUNT": spin}
+            for busy in (False, True):
+                variants[f"{spin}, {'one core busy' if busy else 'idle'}"] = (
+                    mnistlab_cmd(model, images, 2), base_env(threads, env), busy)
+        rows[model] = interleaved(variants, args.repeats, args.timeout)
+    return rows
 
 
 def section_bundles(args: argparse.Namespace, threads: int) -> dict[str, Any]:
@@ -244,6 +271,14 @@ def markdown(section: str, results: dict[str, Any]) -> list[str]:
             before, after = rows["before (unfused, spinning)"]["median"], rows["after (fused, mnistlab default)"]["median"]
             if before and after:
                 lines.append(f"| **{model} after ÷ before** | **{after / before:.2f}×** |")
+    elif section == "spin":
+        lines = ["| model | spin count | idle images/s (runs) | one core busy images/s (runs) | busy ÷ idle |",
+                 "|---|---|---:|---:|---:|"]
+        for model, rows in results.items():
+            for spin in SPIN_SWEEP:
+                idle, busy = rows[f"{spin}, idle"], rows[f"{spin}, one core busy"]
+                share = (f"{100 * busy['median'] / idle['median']:.0f}%" if idle["median"] and busy["median"] else "—")
+                lines.append(f"| {model} | {spin} | {cell(idle)} | {cell(busy)} | {share} |")
     elif section == "busy":
         for name, entry in results["rows"].items():
             model = "" if "s000-m6" in name else f"{results['model']} "
@@ -276,6 +311,8 @@ def main(args: argparse.Namespace) -> int:
         results["results"] = section_memory_bound(args, threads)
     elif args.section == "busy":
         results["results"] = section_busy(args, threads, workdir)
+    elif args.section == "spin":
+        results["results"] = section_spin(args, threads)
     else:
         results["results"] = section_bundles(args, threads)
     results["seconds"] = time.perf_counter() - started

@@ -13,10 +13,11 @@ from torch import nn
 
 import mnistlab.training.denormals as denormals
 import mnistlab.util.machine as machine
-from mnistlab.errors import MnistlabError
+from mnistlab.errors import CheckpointError, MnistlabError
 from mnistlab.nn import cpu_paths
-from mnistlab.nn.build import ConvAsGemm
-from mnistlab.nn.cpu_paths import CACHE_FILE_NAME, GEMM_MARGIN, CpuPaths, apply_paths, choose, machine_key
+from mnistlab.nn.build import ConvAsGemm, build_model
+from mnistlab.nn.cpu_paths import (CACHE_FILE_NAME, GEMM_MARGIN, LAYOUT_KEY_SUFFIX, LAYOUT_MARGIN, Bf16Layout, CpuPaths,
+                                   apply_layout, apply_paths, choose, choose_layout, machine_key)
 from mnistlab.spec.parse import parse_model
 from mnistlab.training.config import TrainConfig
 from mnistlab.training.limits import check_fit
@@ -245,3 +246,83 @@ def test_a_stored_run_keeps_its_notes(tiny_data_dir, tmp_path):
         assert not outcome.failed
         (record,) = store.runs("flushed")
         assert any("subnormal" in note for note in record.notes)
+
+
+# --- bf16 convolutions: the layout chosen per machine ----------------------------------------
+
+
+def conv_spec() -> dict:
+    return {"id": "convs", "input": [28, 28, 1],
+            "layers": [{"type": "Conv2D", "filters": 4, "kernel_size": 3, "activation": "relu"},
+                       {"type": "MaxPooling2D", "pool_size": 2},
+                       {"type": "Flatten"},
+                       {"type": "Dense", "units": 10, "activation": "softmax"}],
+            "training": {"optimizer": "adam", "batch_size": 16, "epochs": 1}}
+
+
+def test_channels_last_is_chosen_for_bf16_only_where_it_wins_by_the_margin():
+    assert choose_layout({"nchw": 3.0, "channels_last": 1.0}).channels_last
+    assert not choose_layout({"nchw": 1.0, "channels_last": 3.0}).channels_last
+    assert not choose_layout({"nchw": 1.0, "channels_last": 1.0 / (LAYOUT_MARGIN * 0.99)}).channels_last
+
+
+def test_the_layout_is_probed_once_cached_beside_the_small_conv_choice(tmp_path):
+    calls = []
+
+    def probe() -> dict[str, float]:
+        calls.append(1)
+        return {"nchw": 2.0, "channels_last": 1.0}
+
+    assert cpu_paths.bf16_layout(probe, tmp_path).channels_last is True and calls == [1]
+    assert cpu_paths.bf16_layout(never_probe, tmp_path).channels_last is True
+    cpu_paths.cpu_paths(lambda: {"conv": 1.0, "gemm": 5.0}, tmp_path)
+    cached = json.loads((tmp_path / CACHE_FILE_NAME).read_text())
+    assert cached[machine_key() + LAYOUT_KEY_SUFFIX]["channels_last"] is True
+    assert cached[machine_key()]["conv_as_gemm"] is False  # the two choices live side by side
+    assert cpu_paths.bf16_layout(never_probe, tmp_path).channels_last is True
+
+
+def test_the_layout_probe_times_both_layouts():
+    timings = cpu_paths.probe_layout()
+    assert set(timings) == {"nchw", "channels_last"} and all(t > 0 for t in timings.values())
+
+
+def test_channels_last_weights_compute_the_same_model_and_only_models_with_convolutions_change():
+    spec = parse_model(conv_spec())
+    model = build_model(spec, seed=0).double()
+    x = torch.rand(4, 1, 28, 28, dtype=torch.float64)
+    expected = model(x)
+    assert apply_layout(model, Bf16Layout(channels_last=True))
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(model(x), expected, rtol=1e-12, atol=1e-12)
+    assert not apply_layout(nn.Sequential(nn.Linear(2, 2)), Bf16Layout(channels_last=True))
+    assert not apply_layout(build_model(spec, seed=0), Bf16Layout(channels_last=False))
+
+
+def test_the_layout_is_in_the_identity_only_when_chosen():
+    spec = parse_model(flat_spec())
+    assert "bf16_layout" not in checkpoint_identity(spec, TrainConfig(), 16, "mnist", 1)
+    assert checkpoint_identity(spec, TrainConfig(), 16, "mnist", 1, channels_last=True)["bf16_layout"] == "channels_last"
+
+
+def test_a_bf16_run_with_channels_last_chosen_trains_saves_and_resumes(tmp_path, monkeypatch, tiny_dataset):
+    from mnistlab.training import engine
+    from mnistlab.training.engine import fit
+
+    monkeypatch.setattr(engine, "bf16_layout", lambda: Bf16Layout(channels_last=True))
+    spec = parse_model(conv_spec())
+    config = TrainConfig(epochs=2, batch_size=32, device="cpu", precision="bf16", out_dir=tmp_path / "run", seed=0)
+    history = fit(spec, tiny_dataset, config)
+    assert any("bf16 convolutions: channels_last" in note for note in history.notes)
+    again = fit(spec, tiny_dataset, TrainConfig(epochs=3, batch_size=32, device="cpu", precision="bf16",
+                                                out_dir=tmp_path / "run", seed=0, resume=True))
+    assert [e["epoch"] for e in again.epochs] == [1, 2, 3]  # resumed from epoch 2's checkpoint
+    assert again.epochs[:2] == history.epochs  # the first two epochs are the checkpoint's, not retrained
+    # where the probe chose NCHW the same checkpoint is another run's: its identity differs
+    monkeypatch.setattr(engine, "bf16_layout", lambda: Bf16Layout(channels_last=False))
+    with pytest.raises(CheckpointError, match="different run"):
+        fit(spec, tiny_dataset, TrainConfig(epochs=4, batch_size=32, device="cpu", precision="bf16",
+                                            out_dir=tmp_path / "run", seed=0, resume=True))
+    fp32 = fit(spec, tiny_dataset, TrainConfig(epochs=1, batch_size=32, device="cpu", out_dir=tmp_path / "fp32"))
+    assert not any("bf16 convolutions" in note for note in fp32.notes)  # fp32 never takes the bf16 layout

@@ -21,7 +21,8 @@ from test_runner import tiny_experiment
 
 from mnistlab.training import engine
 from mnistlab.training.bundle import fit_bundle
-from mnistlab.training.config import CPU_EVAL_BATCH, TrainConfig, eval_batch_size
+from mnistlab.training.config import TrainConfig, eval_batch_size
+from mnistlab.training.eval_batch import cpu_eval_batch
 from mnistlab.training.engine import evaluate, fit, place_data
 from mnistlab.errors import MnistlabError
 from mnistlab.experiments.definition import expand, parse_experiment
@@ -151,7 +152,7 @@ def test_evaluation_gives_the_same_answer_whatever_its_batch_size(tiny_dataset, 
 def test_evaluation_batches_are_sized_for_the_device():
     resolved = resolve(spec())
     per_image = 4 * (28 * 28 + sum(math.prod(node.output_shape) for node in resolved.nodes))
-    assert eval_batch_size(resolved, torch.device("cpu"), 10_000) == CPU_EVAL_BATCH
+    assert eval_batch_size(resolved, torch.device("cpu"), 10_000) == cpu_eval_batch(resolved)  # eval_batch.py's rule
     cuda = torch.device("cuda")  # sizing is arithmetic: no GPU needed to check it
     assert eval_batch_size(resolved, cuda, 10_000, free_bytes=4 * 1000 * per_image) == 1000
     assert eval_batch_size(resolved, cuda, 10_000, free_bytes=4 * 1000 * per_image, seeds=4) == 250

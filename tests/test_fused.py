@@ -1,12 +1,9 @@
 """The fused ReLU → BatchNormalization → Dropout chain and 1x1 convs equal the plain ops; threads are
-fixed per run and reused on resume; OMP_WAIT_POLICY is set before torch loads."""
+fixed per run and reused on resume (how idle threads wait: test_openmp_memory.py)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -207,32 +204,6 @@ def test_runner_final_metrics_record_threads():
     task = expand(parse_experiment({"name": "t", "models": [{"model": "s004-m1"}], "seeds": [0]}))[0]
     history = History(model_id="s004-m1", seed=0, protocol="split", device="cpu", threads=3)
     assert final_metrics(task, history, 100)["threads"] == 3
-
-
-# --- OpenMP waiting -------------------------------------------------------------------------
-
-
-def _probe(code: str, **env: str) -> str:
-    environment = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-    environment.update(env)
-    src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
-    environment["PYTHONPATH"] = os.pathsep.join([src, environment.get("PYTHONPATH", "")])
-    return subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True,
-                          check=True, timeout=120).stdout.strip()
-
-
-def test_a_short_spin_count_is_set_before_torch_loads_when_mnistlab_comes_first():
-    code = ("import sys, os; import mnistlab; assert 'torch' not in sys.modules; "
-            "import torch; print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))")
-    assert _probe(code) == "1000 None"
-    # the CLI's entry imports mnistlab (the package) before anything that loads torch
-    assert _probe("import sys, os; import mnistlab.cli.app; print(os.environ.get('GOMP_SPINCOUNT'))") == "1000"
-
-
-def test_a_users_own_wait_policy_or_spin_count_wins():
-    code = "import os, mnistlab; print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))"
-    assert _probe(code, OMP_WAIT_POLICY="PASSIVE") == "PASSIVE None"
-    assert _probe(code, GOMP_SPINCOUNT="300000") == "None 300000"
 
 
 def test_experiment_default_threads_reach_the_runs_config():

@@ -309,6 +309,7 @@ def _provenance_rows(provenance: Mapping[str, Any] | None) -> list[tuple[str, Re
         ("cpu", f"{env.get('cpu') or NOT_RECORDED} on {provenance.get('host') or NOT_RECORDED}; "
                 f"flags {' '.join(flags) or 'none listed'} ({len(env.get('cpu_flags') or [])} in all)"),
         ("packages", f"{len(packages)} distributions, sha256 {str(provenance.get('distributions_sha256'))[:16]}"),
+        ("threads", str(provenance.get("openmp_wait") or NOT_RECORDED)),
     ]
     if not sources:
         rows.insert(1, ("source", "no experiment or spec file (defined in Python)"))

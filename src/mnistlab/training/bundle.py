@@ -172,12 +172,13 @@ def _prepare_seed(index: int, spec: ModelSpec, resolved: Any, config: TrainConfi
     # Built as a single run builds it (fused chains included, as the checkpoint identity says): the
     # stacked layout runs fused.py's bn_dropout over K*C channels where the single model fuses.
     model = build_model(resolved, seed=config.seed).to(device, torch_dtype(config))
-    plain_convs, notes = machine_paths(model, config, device)  # as a single run chooses them
+    # As a single run chooses them, but in NCHW: the stacked model is built from these in NCHW.
+    paths = machine_paths(model, config, device, layout=False)
     optimizer = make_optimizer(spec.training.optimizer.name, model.parameters(), **spec.training.optimizer.args)
     history = History(model_id=spec.id, seed=config.seed, protocol=config.validate_on, device=str(device),
-                      train_images=len(data.train_y), threads=torch.get_num_threads(), notes=notes)
+                      train_images=len(data.train_y), threads=torch.get_num_threads(), notes=paths.notes)
     identity = checkpoint_identity(spec, config, batch_size, dataset.info.name, torch.get_num_threads(),
-                                   plain_convs)
+                                   paths.plain_convs)
     try:
         first_epoch = maybe_resume(config, identity, model, optimizer, device, history, epochs)
         stopper = EarlyStopping(config.patience, config.out_dir) if config.patience is not None else None

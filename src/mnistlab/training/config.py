@@ -19,10 +19,9 @@ from mnistlab.util.machine import usable_cpus
 NOTEBOOK_PROTOCOL = "test"
 
 
-# Inference batches on a CPU: cache-sized; batch 2000 measured 2.3x slower than 256 on s000-m1
-# (benchmarks/). On a GPU as many images as a quarter of the free memory holds (fewer launches,
-# often the whole validation or test set in one batch): see eval_batch_size.
-CPU_EVAL_BATCH = 256
+# Inference batches: on a CPU sized by the machine's measured cache budget (training/eval_batch.py);
+# on a GPU as many images as a quarter of the free memory holds (fewer launches, often the whole
+# validation or test set in one batch): see eval_batch_size.
 
 
 GPU_EVAL_MEMORY_SHARE = 0.25
@@ -86,11 +85,14 @@ def configure_threads(threads: int | None = None) -> int:
 
 def eval_batch_size(resolved: Any, device: torch.device, images: int, seeds: int = 1,
                     free_bytes: int | None = None) -> int:
-    """Images per inference batch for a model (its resolved spec) on `device`: CPU_EVAL_BATCH on a
-    CPU; on a GPU as many as GPU_EVAL_MEMORY_SHARE of the free memory (`free_bytes`, else asked of
-    the device) holds for `seeds` models' activations, at most `images`."""
+    """Images per inference batch for a model (its resolved spec) on `device`: on a CPU what fits this
+    machine's measured cache budget (eval_batch.py); on a GPU as many as GPU_EVAL_MEMORY_SHARE of the
+    free memory (`free_bytes`, else asked of the device) holds for `seeds` models' activations, at
+    most `images`."""
     if device.type != "cuda":
-        return CPU_EVAL_BATCH
+        from mnistlab.training.eval_batch import cpu_eval_batch  # here: it builds a zoo model to probe
+
+        return cpu_eval_batch(resolved, seeds)
     if free_bytes is None:
         free_bytes, _ = torch.cuda.mem_get_info(device)
     fits = int(free_bytes * GPU_EVAL_MEMORY_SHARE) // (activation_bytes_per_image(resolved) * seeds)

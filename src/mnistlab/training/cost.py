@@ -30,7 +30,7 @@ from mnistlab.training.config import TRAIN_EVAL_IMAGES, TrainConfig, configure_t
 from mnistlab.nn.rng import dropout_generator
 from mnistlab.nn.stacked import StackedModel
 from mnistlab.training.bundle import train_bundle_epoch
-from mnistlab.training.engine import DeviceData, evaluate, place_data, torch_dtype, train_epoch
+from mnistlab.training.engine import DeviceData, evaluate, machine_paths, place_data, torch_dtype, train_epoch
 from mnistlab.errors import MnistlabError
 from mnistlab.training.limits import check_fit, check_positive
 from mnistlab.util.machine import describe
@@ -198,6 +198,7 @@ def probe_throughput(spec: ModelSpec, *, precision: str = "fp32", seconds: float
             used_threads = configure_threads(threads)
             data = place_data(dataset, config, target)
             model = build_model(spec, seed=seed).to(target, torch_dtype(config))
+            machine_paths(model, config, target)  # the kernel paths a run here takes (cpu_paths.py)
             optimizer = make_optimizer(spec.training.optimizer.name, model.parameters(),
                                        **spec.training.optimizer.args)
             started = time.perf_counter()  # a process's first optimizer imports torch._dynamo: not the probe's

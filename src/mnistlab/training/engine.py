@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from mnistlab.data.datasets import Dataset, stratified_split
 from mnistlab.errors import MnistlabError
 from mnistlab.nn.build import ConvAsGemm, KerasModel, build_model, prepare_input
-from mnistlab.nn.cpu_paths import apply_paths, cpu_paths
+from mnistlab.nn.cpu_paths import apply_layout, apply_paths, bf16_layout, cpu_paths, has_convolutions
 from mnistlab.nn.rng import dropout_generator, set_dropout_generator, shuffle_order
 from mnistlab.spec.model import ModelSpec
 from mnistlab.training.checkpoint import save_checkpoint
@@ -156,24 +156,38 @@ def evaluate(model: KerasModel, x: torch.Tensor, y: torch.Tensor, precision: str
 # --- the run --------------------------------------------------------------------------------
 
 
-def machine_paths(model: KerasModel, config: TrainConfig, device: torch.device) -> tuple[bool, list[str]]:
-    """Set the CPU kernel paths this machine's probe chose (cpu_paths.py) on `model`.
+@dataclass(frozen=True)
+class MachinePaths:
+    """The CPU kernel paths a run took on this machine (cpu_paths.py) and its notes on its arithmetic.
 
-    Returns whether its small convolutions run as plain convs (not the GEMM every earlier run
-    used: the checkpoint identity records it) and the run's notes on how its arithmetic is done."""
+    `plain_convs`: its small convolutions run as plain convs, not the GEMM every earlier run used;
+    `channels_last`: its bf16 convolutions run in channels_last. Both sum in another order, so both
+    are in the checkpoint identity."""
+
+    plain_convs: bool
+    channels_last: bool
+    notes: list[str]
+
+
+def machine_paths(model: KerasModel, config: TrainConfig, device: torch.device, layout: bool = True) -> MachinePaths:
+    """Set the CPU kernel paths this machine's probes chose (cpu_paths.py) on `model`; `layout` False
+    keeps NCHW (a seed bundle, whose stacked model is built in NCHW from these)."""
     notes = []
     if config.precision == "bf32":
         notes.append("precision bf32: fp32 storage, oneDNN's implicit bf16 in matmuls and convolutions")
     if config.flush_denormal:
         notes.append("subnormal floats flushed to zero on every CPU thread, as TensorFlow's threads do")
-    plain = False
+    plain = channels_last = False
     if device.type == "cpu" and any(isinstance(m, ConvAsGemm) for m in model.modules()):
         paths = cpu_paths()
         apply_paths(model, paths)
         plain = not paths.conv_as_gemm
         notes.append(paths.note())
-    return plain, notes
-
+    if layout and device.type == "cpu" and config.precision == "bf16" and has_convolutions(model):
+        chosen = bf16_layout()
+        channels_last = apply_layout(model, chosen)
+        notes.append(chosen.note())
+    return MachinePaths(plain, channels_last, notes)
 
 
 def fit(
@@ -209,12 +223,13 @@ def _fit(
     threads = configure_threads(run_threads(config))
     data = place_data(dataset, config, device)
     model = build_model(spec, seed=config.seed).to(device, torch_dtype(config))
-    plain_convs, notes = machine_paths(model, config, device)
+    paths = machine_paths(model, config, device)
     optimizer = make_optimizer(spec.training.optimizer.name, model.parameters(), **spec.training.optimizer.args)
     step_model: Any = compiled(model, config.compile)
     history = History(model_id=spec.id, seed=config.seed, protocol=config.validate_on, device=str(device),
-                      train_images=len(data.train_y), threads=threads, notes=notes)
-    identity = checkpoint_identity(spec, config, batch_size, dataset.info.name, threads, plain_convs)
+                      train_images=len(data.train_y), threads=threads, notes=paths.notes)
+    identity = checkpoint_identity(spec, config, batch_size, dataset.info.name, threads, paths.plain_convs,
+                                   paths.channels_last)
     first_epoch = maybe_resume(config, identity, model, optimizer, device, history, epochs)
     stopper = EarlyStopping(config.patience, config.out_dir) if config.patience is not None else None
     if stopper is not None:

@@ -98,15 +98,19 @@ def check_precision(precision: str, device: torch.device, where: str = "") -> No
 @contextmanager
 def run_numerics(device: torch.device, precision: str, deterministic: bool = False,
                  where: str = "", flush_denormal: bool = False) -> Iterator[None]:
-    """Set the run's matmul/convolution precision, kernel determinism and subnormal mode; restore after."""
+    """Set the run's matmul/convolution precision, kernel determinism and subnormal mode; restore after.
+
+    Every training path (fit, seed bundles, the cost probe) runs inside this, so on a CPU it also keeps
+    freed memory for reuse while it trains (util/memory.py: no arithmetic changes, page faults go)."""
     import torch
 
     from mnistlab.training.denormals import flush_denormals
+    from mnistlab.util.memory import keep_freed_memory
 
     check_precision(precision, device, where)
     if device.type != "cuda":
         with _deterministic_algorithms(deterministic), _onednn_fpmath(precision == "bf32"), \
-                flush_denormals(flush_denormal):
+                flush_denormals(flush_denormal), keep_freed_memory():
             yield
         return
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,

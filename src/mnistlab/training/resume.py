@@ -22,11 +22,13 @@ from mnistlab.training.history import History
 
 
 def checkpoint_identity(spec: ModelSpec, config: TrainConfig, batch_size: int, dataset: str,
-                         threads: int | None = None, plain_convs: bool = False) -> dict[str, Any]:
+                         threads: int | None = None, plain_convs: bool = False,
+                         channels_last: bool = False) -> dict[str, Any]:
     """What must match for a checkpoint to be resumed (else it belongs to another run).
 
     `plain_convs`: the machine's probe chose oneDNN's conv over the unfold + GEMM form for the
-    model's small convolutions (cpu_paths.py), which sums in another order.
+    model's small convolutions (cpu_paths.py), which sums in another order. `channels_last`: its bf16
+    convolutions run in channels_last (cpu_paths.py), likewise.
 
     The epoch count is left out on purpose: resuming with more epochs extends a run.
     """
@@ -52,6 +54,8 @@ def checkpoint_identity(spec: ModelSpec, config: TrainConfig, batch_size: int, d
         identity["flush_denormal"] = True
     if plain_convs:  # only then: every earlier checkpoint ran the GEMM form
         identity["small_convs"] = "conv"
+    if channels_last:  # only then: every earlier bf16 checkpoint ran NCHW
+        identity["bf16_layout"] = "channels_last"
     if fuses(resolve(spec)):  # fused.py's kernels round differently: a plain run's checkpoint is another run
         identity["fused"] = FUSED_SCHEME
     return identity

@@ -121,14 +121,16 @@ def source_files(sources: list[str | None]) -> list[Path]:
 
 def collect(sources: list[str | None], device: str = "cpu") -> dict[str, Any]:
     """A run's provenance: the git state of each source file (the experiment file, the spec files),
-    the distributions and their hash, the command, the host and the numerics environment."""
+    the distributions and their hash, the command, the host, the numerics environment and how idle
+    OpenMP threads wait (mnistlab/mnistlab/__init__.py: speed, not numbers)."""
+    from mnistlab import SPIN_CHOICE
     from mnistlab.util.machine import numerics_environment
 
     packages, digest = distributions()
     return {"format": PROVENANCE_FORMAT, "command": invocation(), "host": socket.gethostname(),
             "sources": [git_state(path) for path in source_files(sources)],
             "distributions": packages, "distributions_sha256": digest,
-            "environment": numerics_environment(device)}
+            "environment": numerics_environment(device), "openmp_wait": SPIN_CHOICE.note()}
 
 
 def environment_differences(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[str]:
